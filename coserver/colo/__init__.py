@@ -1,0 +1,1 @@
+"""Mechanism layer: COLO roles, QEMU argv per role, start, failover, re-protection."""

@@ -1,0 +1,36 @@
+"""The `coserver` command line (click).
+
+Every CoserverError becomes one line on stderr and exit status 1; click's own
+usage errors keep exit status 2. No traceback reaches an operator for an error
+they can act on.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from coserver import __version__
+from coserver.errors import CoserverError
+
+
+class OneLineErrors(click.Group):
+    """A click group that turns CoserverError into `coserver: error: <one line>`."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except CoserverError as exc:
+            click.echo(f"coserver: error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=OneLineErrors)
+@click.version_option(__version__, prog_name="coserver")
+def main() -> None:
+    """coserver: fault-tolerant virtual servers on two Linux hosts (QEMU COLO)."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

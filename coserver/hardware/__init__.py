@@ -1,0 +1,1 @@
+"""Data layer: ProLiant-like device profiles -> QEMU machine, devices and SMBIOS."""
