@@ -1,0 +1,130 @@
+"""QEMU command lines for the two COLO roles, as argv lists.
+
+The primary starts *simplex*: a quorum block node with only its local disk
+under it and a plain tap NIC, so the guest serves clients before protection
+and again after a failover. Protection adds the NBD child and the network
+proxy over QMP (colo.primary), exactly like QEMU's "resume replication"
+procedure; one code path serves first protection and re-protection.
+
+The secondary only ever exists to be protected: its proxy (two redirectors
+and the rewriter), its replication chain (active -> hidden -> parent0) and
+`-incoming defer` are on its command line.
+
+Every proxy object carries vnet_hdr_support=on: virtio-net on a tap carries
+a vnet header, and without it colo-compare passes packets *uncompared* (acked
+writes were lost on failover in 6 of 6 runs, see COLO-RECIPE.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from coserver.colo.guest import GuestHardware
+from coserver.colo.settings import SyncPorts
+
+NETDEV_ID = "hn0"
+QUORUM_NODE = "colo-disk0"
+LOCAL_DISK_NODE = "disk0"          # primary: its own copy, children.0 of the quorum
+PARENT_NODE = "parent0"            # secondary: its own copy, exported over NBD
+REPLICATION_NODE_SECONDARY = "childs0"
+REPLICATION_NODE_PRIMARY = "replication0"   # primary: added at protection time
+NBD_EXPORT = PARENT_NODE
+
+
+@dataclass(frozen=True)
+class Node:
+    """One CoServer's side of an FT server: where its QEMU runs and what it owns."""
+
+    name: str                 # "cs1"
+    workdir: Path             # private (0700): QMP sockets, logs, serial, overlays
+    sync_addr: str            # this host's address on the replication link
+    tap: str                  # tap interface of the guest NIC on this host
+    disk: Path                # this host's own copy of the guest disk (qcow2)
+    mac: str                  # the FT server's one MAC, the same on both hosts
+    netns: str | None = None  # network namespace the QEMU runs in (the lab's hosts)
+    overlay_dir: Path | None = None  # where the secondary's active/hidden go (tmpfs if possible)
+
+    @property
+    def active_overlay(self) -> Path:
+        return (self.overlay_dir or self.workdir) / f"{self.name}-active.qcow2"
+
+    @property
+    def hidden_overlay(self) -> Path:
+        return (self.overlay_dir or self.workdir) / f"{self.name}-hidden.qcow2"
+
+    @property
+    def serial_log(self) -> Path:
+        return self.workdir / "serial.log"
+
+
+def _blockdev(spec: dict) -> list[str]:
+    return ["-blockdev", json.dumps(spec, separators=(",", ":"))]
+
+
+def _qcow2(node_name: str, path: Path, **extra: object) -> dict:
+    spec: dict = {"driver": "qcow2", "node-name": node_name,
+                  "file": {"driver": "file", "filename": str(path)}}
+    spec.update(extra)
+    return spec
+
+
+def _reconnect_option(qemu_version: tuple[int, ...]) -> str:
+    """QEMU 9.2 added reconnect-ms and 10.2 removed the old seconds-based `reconnect`."""
+    return "reconnect-ms=1000" if qemu_version >= (9, 2) else "reconnect=1"
+
+
+def common_args(node: Node, hw: GuestHardware, accel: str) -> list[str]:
+    """Everything both roles share: accelerator, machine, console, NIC on the tap."""
+    return [
+        "-name", f"guest={node.name},debug-threads=on",
+        "-accel", accel,
+        "-nodefaults", "-no-user-config", "-display", "none",
+        *hw.machine_args(),
+        "-chardev", f"socket,id=serial0,path={node.workdir / 'serial.sock'},server=on,wait=off,"
+                    f"logfile={node.serial_log},logappend=on",
+        "-serial", "chardev:serial0",
+        "-netdev", f"tap,id={NETDEV_ID},ifname={node.tap},script=no,downscript=no,vhost=off",
+        *hw.nic_device_args(NETDEV_ID, node.mac),
+    ]
+
+
+def primary_args(node: Node, hw: GuestHardware, accel: str, *, start_paused: bool = False) -> list[str]:
+    """A primary that runs simplex until colo.primary protects it."""
+    args = common_args(node, hw, accel)
+    args += _blockdev(_qcow2(LOCAL_DISK_NODE, node.disk))
+    args += _blockdev({"driver": "quorum", "node-name": QUORUM_NODE, "read-pattern": "fifo",
+                       "vote-threshold": 1, "children": [LOCAL_DISK_NODE]})
+    args += hw.disk_device_args(QUORUM_NODE)
+    if start_paused:
+        args.append("-S")
+    return args
+
+
+def secondary_args(node: Node, hw: GuestHardware, accel: str, *, primary_sync_addr: str,
+                   ports: SyncPorts, qemu_version: tuple[int, ...]) -> list[str]:
+    """A secondary waiting for the primary's migration (-incoming defer)."""
+    rc = _reconnect_option(qemu_version)
+    args = common_args(node, hw, accel)
+    args += [
+        "-chardev", f"socket,id=red0,host={primary_sync_addr},port={ports.mirror},{rc}",
+        "-chardev", f"socket,id=red1,host={primary_sync_addr},port={ports.compare},{rc}",
+        "-object", f"filter-redirector,id=f1,netdev={NETDEV_ID},queue=tx,indev=red0,vnet_hdr_support=on",
+        "-object", f"filter-redirector,id=f2,netdev={NETDEV_ID},queue=rx,outdev=red1,vnet_hdr_support=on",
+        "-object", f"filter-rewriter,id=rew0,netdev={NETDEV_ID},queue=all,vnet_hdr_support=on",
+    ]
+    args += _blockdev(_qcow2(PARENT_NODE, node.disk))
+    args += _blockdev({
+        "driver": "replication", "node-name": REPLICATION_NODE_SECONDARY, "mode": "secondary",
+        "top-id": QUORUM_NODE,
+        "file": {"driver": "qcow2", "file": {"driver": "file", "filename": str(node.active_overlay)},
+                 "backing": {"driver": "qcow2",
+                             "file": {"driver": "file", "filename": str(node.hidden_overlay)},
+                             "backing": PARENT_NODE}},
+    })
+    args += _blockdev({"driver": "quorum", "node-name": QUORUM_NODE, "read-pattern": "fifo",
+                       "vote-threshold": 1, "children": [REPLICATION_NODE_SECONDARY]})
+    args += hw.disk_device_args(QUORUM_NODE)
+    args += ["-incoming", "defer"]
+    return args

@@ -1,0 +1,186 @@
+"""The primary's COLO sequences: sync the disk, protect, fail over, report.
+
+Protection follows QEMU's "resume replication" procedure (docs/COLO-FT.txt),
+so first protection and re-protection are one path:
+  1. mirror the guest's disk into the secondary's NBD export (sync=full)
+     while the guest runs, until the job is ready (in step);
+  2. stop the guest, finish the mirror (block-job-cancel on a ready job
+     leaves an exact copy), drop the mirror target;
+  3. add the replication child (NBD, primary mode) to the quorum;
+  4. add the network proxy;
+  5. migrate with x-colo: QEMU resumes the guest after the first checkpoint.
+The guest stays stopped from 2 to 5: a write in between would reach only one
+disk and the copies would silently diverge. A failure anywhere undoes what
+was added and resumes the guest: the primary is left simplex, never half a
+pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Callable
+
+from coserver import log
+from coserver.colo.argv import NBD_EXPORT, QUORUM_NODE, REPLICATION_NODE_PRIMARY, Node
+from coserver.colo.errors import ColoStepError
+from coserver.colo.proxy import PrimaryProxy
+from coserver.colo.settings import ColoSettings, SyncPorts
+from coserver.colo.steps import StepRunner
+from coserver.qmp.session import QmpSession
+
+_log = log.get("colo.primary")
+
+SYNC_JOB = "colo-sync"
+SYNC_TARGET_NODE = "colo-sync-target"
+
+
+@dataclass(frozen=True)
+class SyncProgress:
+    """Initial-sync progress, as QEMU's mirror job reports it."""
+
+    done: int
+    total: int
+    ready: bool
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.done / self.total if self.total else 100.0
+
+
+ProgressCallback = Callable[[SyncProgress], None]
+
+
+def _nbd(addr: str, ports: SyncPorts) -> dict:
+    return {"driver": "nbd", "server": {"type": "inet", "host": addr, "port": str(ports.nbd)},
+            "export": NBD_EXPORT}
+
+
+class Primary:
+    """COLO operations on the primary QEMU of one node."""
+
+    def __init__(self, qmp: QmpSession, node: Node, settings: ColoSettings) -> None:
+        self.qmp, self.node, self.settings = qmp, node, settings
+        self.steps = StepRunner(qmp, "primary", node.name, settings.qmp_deadline_s)
+
+    # ---- initial synchronisation -------------------------------------------------
+    async def _job(self) -> dict | None:
+        jobs = await self.steps.run("query-block-jobs", step="sync: query-block-jobs")
+        return next((j for j in jobs if j.get("device") == SYNC_JOB), None)
+
+    async def sync_disk(self, secondary_addr: str, ports: SyncPorts,
+                        progress: ProgressCallback | None = None) -> None:
+        """Mirror the whole disk to the secondary's export and leave the job ready (in step)."""
+        await self.steps.run("blockdev-add", {**_nbd(secondary_addr, ports), "node-name": SYNC_TARGET_NODE},
+                             step="sync: connect to the secondary's NBD export")
+        await self.steps.run("blockdev-mirror", {"job-id": SYNC_JOB, "device": QUORUM_NODE,
+                                                 "target": SYNC_TARGET_NODE, "sync": "full"},
+                             step="sync: start mirror")
+
+        async def ready() -> bool:
+            job = await self._job()
+            if job is None:
+                raise self.steps.fail("sync: mirror", "the mirror job ended before it was ready "
+                                      "(see the QEMU log for the I/O error)")
+            state = SyncProgress(int(job.get("offset", 0)), int(job.get("len", 0)), bool(job.get("ready")))
+            if progress:
+                progress(state)
+            return state.ready
+
+        await self.steps.poll("sync: mirror", ready, timeout=self.settings.sync_timeout_s, interval=0.25)
+
+    async def finish_sync(self) -> None:
+        """With the guest stopped: complete the ready mirror without pivoting, drop its target."""
+        with self.qmp.listen("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED") as events:
+            await self.steps.run("block-job-cancel", {"device": SYNC_JOB}, step="sync: finish mirror")
+            try:
+                ev = await events.wait(deadline=self.settings.qmp_deadline_s * 6)
+            except Exception as exc:  # QmpTimeout and friends: one line, named step
+                raise self.steps.fail("sync: finish mirror", exc) from exc
+        data = ev.get("data", {})
+        if ev.get("event") != "BLOCK_JOB_COMPLETED" or data.get("error"):
+            raise self.steps.fail("sync: finish mirror", data.get("error") or ev.get("event"))
+        await self.steps.run("blockdev-del", {"node-name": SYNC_TARGET_NODE}, step="sync: drop mirror target")
+
+    # ---- protection --------------------------------------------------------------
+    async def protect(self, secondary_addr: str, ports: SyncPorts,
+                      progress: ProgressCallback | None = None) -> None:
+        """Sync, then enter COLO with the secondary at secondary_addr; undo on failure."""
+        proxy = PrimaryProxy(self.node.sync_addr, ports, self.node.workdir, self.settings)
+        stopped = False
+        try:
+            await self.sync_disk(secondary_addr, ports, progress)
+            await self.steps.run("stop", step="stop the guest for the switch into COLO")
+            stopped = True
+            await self.finish_sync()
+            await self.steps.run("blockdev-add", {"driver": "replication", "node-name": REPLICATION_NODE_PRIMARY,
+                                                  "mode": "primary",
+                                                  "file": {**_nbd(secondary_addr, ports), "detect-zeroes": "on"}},
+                                 step="add the replication child")
+            await self.steps.run("x-blockdev-change", {"parent": QUORUM_NODE, "node": REPLICATION_NODE_PRIMARY},
+                                 step="attach the replication child to the quorum")
+            await self.steps.run_all(proxy.add_commands(), step="add the network proxy")
+            await self.steps.run("migrate-set-capabilities",
+                                 {"capabilities": [{"capability": "x-colo", "state": True}]},
+                                 step="enable x-colo")
+            await self.steps.run("migrate-set-parameters", {"x-checkpoint-delay": self.settings.checkpoint_ms},
+                                 step="set the checkpoint period")
+            await self.steps.run("migrate", {"uri": f"tcp:{secondary_addr}:{ports.migration}"},
+                                 step="start the COLO migration")
+            await self.wait_colo()
+        except BaseException as exc:
+            _log.warning("colo.protect_failed", node=self.node.name, reason=str(exc))
+            await self._undo_protect(proxy, resume=stopped)
+            raise
+
+    async def wait_colo(self) -> None:
+        """Wait until the migration reaches the COLO state (or fails)."""
+
+        async def in_colo() -> bool:
+            info = await self.steps.run("query-migrate", step="wait for COLO")
+            status = info.get("status")
+            if status in ("failed", "cancelled", "completed"):
+                raise self.steps.fail("wait for COLO", f"migration {status}: {info.get('error-desc', 'no reason given')}")
+            return status == "colo"
+
+        await self.steps.poll("wait for COLO", in_colo, timeout=self.settings.migrate_timeout_s)
+        _log.info("colo.primary_in_colo", node=self.node.name)
+
+    async def _undo_protect(self, proxy: PrimaryProxy, *, resume: bool) -> None:
+        """Take back whatever protect() added; resume the guest if we stopped it."""
+        try:
+            await self.steps.best_effort("migrate_cancel")
+            await self.steps.best_effort("block-job-cancel", {"device": SYNC_JOB, "force": True})
+            await asyncio.sleep(0.2)
+            for cmd, args in proxy.remove_commands():
+                await self.steps.best_effort(cmd, args)
+            await self.steps.best_effort("x-blockdev-change", {"parent": QUORUM_NODE, "child": "children.1"})
+            await self.steps.best_effort("blockdev-del", {"node-name": REPLICATION_NODE_PRIMARY})
+            await self.steps.best_effort("blockdev-del", {"node-name": SYNC_TARGET_NODE})
+            if resume:
+                await self.steps.best_effort("cont")
+        except ColoStepError as exc:  # QEMU hung during the undo: the caller's error says the rest
+            _log.error("colo.undo_failed", node=self.node.name, reason=str(exc))
+
+    # ---- failover ----------------------------------------------------------------
+    async def failover(self) -> None:
+        """The secondary is lost: leave COLO and keep serving alone (QEMU's documented order)."""
+        s = self.steps
+        await s.best_effort("yank", {"instances": [{"type": "migration"}]})
+        await s.best_effort("x-blockdev-change", {"parent": QUORUM_NODE, "child": "children.1"})
+        await s.best_effort("blockdev-del", {"node-name": REPLICATION_NODE_PRIMARY})
+        for cmd, args in PrimaryProxy.remove_commands():
+            await s.best_effort(cmd, args)
+        await s.best_effort("x-colo-lost-heartbeat")
+        await self.ensure_running()
+
+    async def ensure_running(self) -> None:
+        """After failover the guest must run; resume it if a checkpoint left it stopped."""
+
+        async def running() -> bool:
+            st = await self.steps.run("query-status", step="check the guest runs")
+            if st.get("status") in ("paused", "colo", "postmigrate", "finish-migrate"):
+                await self.steps.best_effort("cont")
+            return bool(st.get("running"))
+
+        await self.steps.poll("check the guest runs", running, timeout=10.0, interval=0.05)

@@ -1,0 +1,87 @@
+"""The primary's COLO network proxy as QMP commands: added at protection, removed at failover.
+
+Layout (QEMU docs/colo-proxy.txt): filter-mirror copies client packets to the
+secondary (mirror0); the guest's replies go to colo-compare (compare0) instead
+of the tap; colo-compare also reads the secondary's replies (compare1) and,
+when they match, releases the primary's through compare_out back to the tap.
+mirror0 and compare1 listen on the sync link; the two local loops use unix
+sockets in the node's private workdir.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from coserver.colo.argv import NETDEV_ID
+from coserver.colo.settings import ColoSettings, SyncPorts
+
+COMPARE_ID = "comp0"
+IOTHREAD_ID = "iothread1"
+MIRROR_ID = "m0"
+REDIRECT_IN_ID = "redire0"
+REDIRECT_OUT_ID = "redire1"
+CHARDEV_IDS = ("mirror0", "compare1", "compare0", "compare0-0", "compare_out", "compare_out0")
+
+
+def _socket_chardev(chardev_id: str, addr: dict, server: bool) -> tuple[str, dict]:
+    data: dict = {"addr": addr, "server": server}
+    if server:
+        data["wait"] = False
+    return "chardev-add", {"id": chardev_id, "backend": {"type": "socket", "data": data}}
+
+
+def _inet(host: str, port: int) -> dict:
+    return {"type": "inet", "data": {"host": host, "port": str(port)}}
+
+
+def _unix(path: Path) -> dict:
+    return {"type": "unix", "data": {"path": str(path)}}
+
+
+@dataclass(frozen=True)
+class PrimaryProxy:
+    """The commands that insert (and remove) the primary's proxy on netdev hn0."""
+
+    listen_addr: str      # the primary's address on the sync link
+    ports: SyncPorts
+    workdir: Path
+    settings: ColoSettings
+
+    def add_commands(self) -> list[tuple[str, dict]]:
+        compare0 = _unix(self.workdir / "compare0.sock")
+        compare_out = _unix(self.workdir / "compare_out.sock")
+        s = self.settings
+        return [
+            _socket_chardev("mirror0", _inet(self.listen_addr, self.ports.mirror), server=True),
+            _socket_chardev("compare1", _inet(self.listen_addr, self.ports.compare), server=True),
+            _socket_chardev("compare0", compare0, server=True),
+            _socket_chardev("compare0-0", compare0, server=False),
+            _socket_chardev("compare_out", compare_out, server=True),
+            _socket_chardev("compare_out0", compare_out, server=False),
+            ("object-add", {"qom-type": "filter-mirror", "id": MIRROR_ID, "netdev": NETDEV_ID,
+                            "queue": "tx", "outdev": "mirror0", "vnet_hdr_support": True}),
+            ("object-add", {"qom-type": "filter-redirector", "id": REDIRECT_IN_ID, "netdev": NETDEV_ID,
+                            "queue": "rx", "indev": "compare_out", "vnet_hdr_support": True}),
+            ("object-add", {"qom-type": "filter-redirector", "id": REDIRECT_OUT_ID, "netdev": NETDEV_ID,
+                            "queue": "rx", "outdev": "compare0", "vnet_hdr_support": True}),
+            ("object-add", {"qom-type": "iothread", "id": IOTHREAD_ID}),
+            ("object-add", {"qom-type": "colo-compare", "id": COMPARE_ID,
+                            "primary_in": "compare0-0", "secondary_in": "compare1",
+                            "outdev": "compare_out0", "iothread": IOTHREAD_ID,
+                            "vnet_hdr_support": True,
+                            "compare_timeout": s.compare_timeout_ms,
+                            "expired_scan_cycle": s.expired_scan_cycle_ms,
+                            "max_queue_size": s.max_queue_size}),
+        ]
+
+    @staticmethod
+    def remove_commands() -> list[tuple[str, dict]]:
+        """In QEMU's documented failover order: compare, iothread, mirror, redirectors, chardevs."""
+        objects = [COMPARE_ID, IOTHREAD_ID, MIRROR_ID, REDIRECT_IN_ID, REDIRECT_OUT_ID]
+        return ([("object-del", {"id": o}) for o in objects]
+                + [("chardev-remove", {"id": c}) for c in reversed(CHARDEV_IDS)])
+
+
+SECONDARY_PROXY_OBJECTS = ("f2", "f1")       # removed at failover; the rewriter stays
+SECONDARY_PROXY_CHARDEVS = ("red1", "red0")

@@ -1,0 +1,58 @@
+"""Tunables of a COLO pair and the ports it uses on the sync link.
+
+Defaults are the ones measured to work on TCG lab machines (see
+shared/design/COLO-RECIPE.md): a 2 s checkpoint period keeps the guest pause
+(~90 ms under TCG) under 5 % of wall time; colo-compare keeps QEMU's own
+3 s timeout / 1 s scan cycle, which only govern packets the secondary never
+matched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coserver.errors import CoserverError
+
+
+class ColoSettingsError(CoserverError):
+    """A COLO tunable out of range."""
+
+
+@dataclass(frozen=True)
+class SyncPorts:
+    """TCP ports on the replication (sync) link; the primary listens on mirror/compare,
+    the secondary on migration/nbd."""
+
+    mirror: int = 9003
+    compare: int = 9004
+    migration: int = 9998
+    nbd: int = 9999
+
+    def __post_init__(self) -> None:
+        ports = [self.mirror, self.compare, self.migration, self.nbd]
+        for p in ports:
+            if not 1 <= p <= 65535:
+                raise ColoSettingsError(f"sync port {p}: must be 1..65535")
+        if len(set(ports)) != len(ports):
+            raise ColoSettingsError(f"sync ports must differ, got {ports}")
+
+
+@dataclass(frozen=True)
+class ColoSettings:
+    """Checkpointing and comparison tunables, plus QMP deadlines for the COLO steps."""
+
+    checkpoint_ms: int = 2000
+    compare_timeout_ms: int = 3000
+    expired_scan_cycle_ms: int = 1000
+    max_queue_size: int = 1024
+    qmp_deadline_s: float = 5.0
+    migrate_timeout_s: float = 120.0
+    sync_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not 100 <= self.checkpoint_ms <= 600_000:
+            raise ColoSettingsError(f"checkpoint period {self.checkpoint_ms} ms: must be 100..600000")
+        if self.compare_timeout_ms < 10 or self.expired_scan_cycle_ms < 10:
+            raise ColoSettingsError("colo-compare timeout and scan cycle must be at least 10 ms")
+        if self.max_queue_size < 16:
+            raise ColoSettingsError(f"colo-compare max queue size {self.max_queue_size}: must be at least 16")
