@@ -121,8 +121,9 @@ class Primary:
                                  step="attach the replication child to the quorum")
             await self.steps.run_all(proxy.add_commands(), step="add the network proxy")
             await self.steps.run("migrate-set-capabilities",
-                                 {"capabilities": [{"capability": "x-colo", "state": True}]},
-                                 step="enable x-colo")
+                                 {"capabilities": [{"capability": "x-colo", "state": True},
+                                                   {"capability": "events", "state": True}]},
+                                 step="enable x-colo and migration events")
             await self.steps.run("migrate-set-parameters", {"x-checkpoint-delay": self.settings.checkpoint_ms},
                                  step="set the checkpoint period")
             await self.steps.run("migrate", {"uri": f"tcp:{secondary_addr}:{ports.migration}"},
