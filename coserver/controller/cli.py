@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from coserver import __version__
+from coserver import __version__, log
 from coserver.errors import CoserverError
 
 
@@ -28,9 +28,22 @@ class OneLineErrors(click.Group):
 
 @click.group(cls=OneLineErrors)
 @click.version_option(__version__, prog_name="coserver")
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help="Log more to stderr (-v info, -vv debug).")
+def main(verbose: int) -> None:
     """coserver: fault-tolerant virtual servers on two Linux hosts (QEMU COLO)."""
+    log.configure(("WARNING", "INFO", "DEBUG")[min(verbose, 2)])
 
+
+def _register() -> None:
+    from coserver.controller.cli_doctor import doctor, qemu
+    from coserver.controller.cli_hardware import hardware
+    from coserver.controller.cli_image import image
+
+    for command in (doctor, qemu, hardware, image):
+        main.add_command(command)
+
+
+_register()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

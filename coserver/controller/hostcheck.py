@@ -49,13 +49,13 @@ async def _qemu_features(qemu: QemuInstall) -> tuple[set[str], set[str], set[str
     """Commands, QOM types, block drivers and accelerators, as QEMU itself reports them."""
     with tempfile.TemporaryDirectory(prefix="coserver-probe-") as tmp:
         proc = QemuProcess("probe", ["-machine", "none", "-nodefaults", "-display", "none", "-S"], tmp, qemu=qemu)
+        await asyncio.to_thread(proc.start)
         with proc:
-            await asyncio.to_thread(proc.start)
             async with await QmpSession.connect(proc.qmp_path, name="probe") as qmp:
                 commands = {c["name"] for c in await qmp.execute("query-commands")}
                 types = {t["name"] for t in await qmp.execute("qom-list-types")}
                 schema = await qmp.execute("query-qmp-schema", deadline=15.0)
-                accels = {t["name"].removesuffix("-accel") for t in types if t["name"].endswith("-accel")}
+                accels = {t.removesuffix("-accel") for t in types if t.endswith("-accel")}
     drivers: set[str] = set()
     for entry in schema:
         if entry.get("meta-type") == "enum" and any(
@@ -95,6 +95,7 @@ def qemu_checks(qemu: QemuInstall) -> list[Check]:
 class KvmVerdict:
     usable: bool
     detail: str
+    definitive: bool = True  # False: the probe itself broke; do not cache the verdict
 
 
 def _kvm_cache() -> Path:
@@ -127,8 +128,9 @@ def kvm_probe(qemu: QemuInstall, timeout: float = 25.0, use_cache: bool = True) 
         except (ValueError, KeyError):
             pass
     verdict = _kvm_boot(qemu, timeout)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"key": key, "usable": verdict.usable, "detail": verdict.detail}))
+    if verdict.definitive:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"key": key, "usable": verdict.usable, "detail": verdict.detail}))
     return verdict
 
 
@@ -147,8 +149,7 @@ def _kvm_boot(qemu: QemuInstall, timeout: float) -> KvmVerdict:
                 "-device", "virtio-net-pci,netdev=n0,romfile="]
         proc = QemuProcess("kvmprobe", args, tmp, qemu=qemu)
         try:
-            with proc:
-                proc.start()
+            with proc:  # starts QEMU, stops it on every exit path
                 t0 = time.monotonic()
                 while time.monotonic() - t0 < timeout:
                     if not proc.alive():
@@ -165,7 +166,7 @@ def _kvm_boot(qemu: QemuInstall, timeout: float) -> KvmVerdict:
                 return KvmVerdict(False, f"boot probe: the guest did not answer within {timeout:.0f} s under KVM "
                                          "(paravirtual or broken KVM); using TCG")
         except CoserverError as exc:
-            return KvmVerdict(False, f"boot probe failed: {exc}")
+            return KvmVerdict(False, f"boot probe failed: {exc}", definitive=False)
 
 
 def choose_accel(qemu: QemuInstall) -> str:

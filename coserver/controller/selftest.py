@@ -125,8 +125,8 @@ class SelfTest:
         self.progress(name)
         try:
             yield
-        except SelfTestFailure:
-            raise
+        except SelfTestFailure as exc:  # report it under the step being run
+            raise SelfTestFailure(name, exc.reason) from exc
         except (CoserverError, OSError, asyncio.TimeoutError) as exc:
             raise SelfTestFailure(name, self._explain(exc)) from exc
         self.report.steps_done.append(name)
@@ -259,14 +259,15 @@ class SelfTest:
                 raise SelfTestFailure("checkpoints", f"only {count} of {self.required} checkpoints in "
                                                      f"{time.monotonic() - t0:.0f} s")
             text = f"colo-{i}"
-            seq = await asyncio.to_thread(client.append, text)
+            try:
+                seq = await asyncio.to_thread(client.append, text)
+            except CoserverError as exc:  # the guest stopped answering: ask QEMU why
+                await self._diagnose(pqmp, sqmp, count)
+                raise SelfTestFailure("checkpoints", f"after {count} checkpoints the guest stopped answering "
+                                                     f"while both QEMUs answer QMP: {exc}") from exc
             acked[seq] = text
             i += 1
-            try:
-                pstate = await read_state(pqmp, self.settings.qmp_deadline_s)
-                sstate = await read_state(sqmp, self.settings.qmp_deadline_s)
-            except QmpError as exc:
-                raise SelfTestFailure("checkpoints", f"after {count} checkpoints: {self._explain(exc)}") from exc
+            pstate, sstate = await self._diagnose(pqmp, sqmp, count)
             if pstate.mode != "primary" or sstate.mode != "secondary":
                 raise SelfTestFailure("checkpoints", f"COLO left after {count} checkpoints: primary "
                                                      f"{pstate.mode}/{pstate.reason}, secondary "
@@ -282,6 +283,14 @@ class SelfTest:
         if count > 1.5 * expected + 3:
             raise SelfTestFailure("checkpoints", f"checkpoint storm: {count} checkpoints in {elapsed:.1f} s "
                                                  f"at a {period:g} s period ({count / elapsed:.1f}/s)")
+
+    async def _diagnose(self, pqmp: QmpSession, sqmp: QmpSession, count: int):
+        """Both sides' COLO state; SelfTestFailure naming the hung or dead side if QMP fails."""
+        try:
+            return (await read_state(pqmp, self.settings.qmp_deadline_s),
+                    await read_state(sqmp, self.settings.qmp_deadline_s))
+        except QmpError as exc:
+            raise SelfTestFailure("checkpoints", f"after {count} checkpoints: {self._explain(exc)}") from exc
 
     async def _after_failover(self, client, acked: dict[int, str]):
         """Keep the old TCP connection if it survived failover; otherwise reconnect."""

@@ -1,0 +1,60 @@
+# coserver: the two commands a new machine needs are in README.md:
+#   make lab    set up (apt, venv, a COLO-capable QEMU, the lab guest) and run the lab
+#   make test   set up and run the test suite
+# Everything slow (QEMU build, guest image) is cached outside the repo under
+# $(COSERVER_CACHE) (default ~/.cache/coserver), keyed by its inputs.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+CS := $(VENV)/bin/coserver
+PYTEST := $(VENV)/bin/pytest
+PYTEST_ARGS ?=
+
+# Debian 12 packages: QEMU (system copy, firmware, qemu-img), the QEMU build's
+# dependencies, the lab guest's parts, namespaces, etcd (the witness), libvirt-python's build.
+APT_PACKAGES := qemu-system-x86 qemu-utils seabios busybox-static musl-tools e2fsprogs cpio \
+	iproute2 etcd-server libvirt-dev pkg-config gcc make python3-venv python3-dev xz-utils patch \
+	libglib2.0-dev libpixman-1-dev libslirp-dev flex bison libfdt-dev device-tree-compiler \
+	zlib1g-dev ninja-build dpkg-dev
+
+.PHONY: setup apt venv qemu guest lab doctor test clean-venv
+
+setup: apt venv qemu guest
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "apt: installing" $$missing; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	else echo "apt: all packages present"; fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+# Use the system QEMU if it passes the COLO self-test, else build the pinned, patched one.
+qemu: venv guest
+	@if ! $(CS) qemu select --system; then \
+	    echo "building the pinned QEMU with coserver's COLO fixes (cached after the first time)"; \
+	    built=$$($(PYTHON) qemu/build.py) && $(CS) qemu select "$$built"; fi
+
+guest: venv
+	@$(CS) image build
+
+doctor: setup
+	$(CS) doctor
+
+lab: setup
+	$(CS) doctor
+
+test: setup
+	$(PYTEST) $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,94 @@
+"""Choose the QEMU coserver runs: the one that passes the COLO self-test.
+
+`make setup` asks select() about the system QEMU first; when that fails it
+builds the pinned, patched QEMU and asks again about the build. Verdicts are
+cached per binary identity (path, size, mtime, version) and accelerator, so a
+second `make setup` does not boot four guests to learn what it knew.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from coserver import log
+from coserver.controller.hostcheck import choose_accel
+from coserver.controller.selftest import SelfTestReport, run_selftest
+from coserver.paths import QemuInstall, cache_dir, install_for, record_selection
+
+_log = log.get("qemuselect")
+
+
+def _verdicts_file() -> Path:
+    return cache_dir() / "selftest-verdicts.json"
+
+
+def binary_identity(qemu: QemuInstall, accel: str) -> str:
+    st = os.stat(qemu.system)
+    return f"{qemu.system}|{st.st_size}|{int(st.st_mtime)}|{qemu.version}|{accel}"
+
+
+def _load() -> dict:
+    try:
+        return json.loads(_verdicts_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def cached_verdict(qemu: QemuInstall, accel: str) -> dict | None:
+    return _load().get(binary_identity(qemu, accel))
+
+
+def _store(qemu: QemuInstall, accel: str, report: SelfTestReport) -> None:
+    data = _load()
+    data[binary_identity(qemu, accel)] = {**report.as_dict(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    path = _verdicts_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+@dataclass
+class Verdict:
+    qemu: QemuInstall
+    accel: str
+    passed: bool
+    summary: str
+    cached: bool
+
+
+def judge(qemu: QemuInstall, *, use_cache: bool = True, progress=None) -> Verdict:
+    """Run (or recall) the COLO self-test for this QEMU."""
+    accel = choose_accel(qemu)
+    if use_cache and (hit := cached_verdict(qemu, accel)):
+        return Verdict(qemu, accel, hit["passed"], summarize(hit), cached=True)
+    report = run_selftest(qemu, accel=accel, progress=progress)
+    _store(qemu, accel, report)
+    return Verdict(qemu, accel, report.passed, summarize(report.as_dict()), cached=False)
+
+
+def summarize(r: dict) -> str:
+    if r["passed"]:
+        return (f"PASS: {r['checkpoints']} checkpoints in {r['colo_seconds']} s at {r['checkpoint_ms']} ms, "
+                f"{r['appends_acked']} appends acked, {r['appends_lost']} lost after failover "
+                f"(gap {r['failover_gap_s']} s), {r['accel']}")
+    return f"FAIL at '{r['step']}': {r['reason']}"
+
+
+def select(binary: str, *, use_cache: bool = True, progress=None) -> Verdict:
+    """Self-test `binary`; on PASS record it as the QEMU every coserver command uses."""
+    qemu = install_for(binary, "candidate", "being judged by the COLO self-test")
+    verdict = judge(qemu, use_cache=use_cache, progress=progress)
+    if verdict.passed:
+        others = [v for k, v in _load().items() if not v.get("passed") and not k.startswith(f"{qemu.system}|")]
+        why = f"QEMU {qemu.version} passed the COLO self-test ({verdict.summary})"
+        if others:
+            last = others[-1]
+            why += f"; {last['qemu_binary']} (QEMU {last['qemu_version']}) failed it: {summarize(last)}"
+        record_selection(qemu.system, why)
+        _log.info("qemu.selected", binary=str(qemu.system), reason=why)
+    return verdict
