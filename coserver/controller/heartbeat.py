@@ -1,0 +1,566 @@
+"""Authenticated UDP heartbeats between the two controllers of a pair, on every sync link.
+
+QEMU COLO has no heartbeat of its own: the controllers must tell "my peer is
+gone" from "one cable is out". So each controller sends a small datagram on
+EACH sync link every `interval` and watches what arrives per link:
+
+* a link is alive while a valid message arrived on it within `timeout`;
+* the peer is alive while any link is alive. One link down is an alert
+  (degraded), never a failover: the peer is demonstrably still there.
+
+Why it looks like this:
+
+* UDP, one socket per link, bound to that link's local address (and, with
+  `device`, to the interface via SO_BINDTODEVICE): cutting one veth silences
+  exactly that link. TCP would hide a dead link behind retransmissions for
+  many seconds and couple both links' fates to one connection state.
+* HMAC-SHA256 with a per-pair key over the exact payload bytes: a stray or
+  forged datagram (another pair's controller, a test, an attacker on the sync
+  network) can never make a dead peer look alive or a live one look dead.
+* seq strictly increasing per sender instance and per link, and a random
+  instance id per controller start: a replayed datagram is dropped; a
+  restarted peer (new instance) is accepted at once and reported.
+* every drop is counted by reason (`stats()`), so "why is the link down" has
+  an answer: nothing arrives, or it arrives with a bad MAC, or from the wrong
+  pair, or replayed.
+* time comes from an injectable monotonic `clock`: unit tests drive timeouts
+  without sleeping.
+
+Wire format: MAGIC (6 bytes) + HMAC-SHA256(key, MAGIC + payload) (32 bytes) +
+payload, where payload is canonical JSON (sorted keys, no spaces).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import socket
+import stat
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from coserver import log
+from coserver.controller import netns
+from coserver.errors import CoserverError
+
+_log = log.get("heartbeat")
+
+MAGIC = b"CSHB1\n"
+MAC_LEN = 32
+MAX_DATAGRAM = 2048
+KEY_BYTES = 32
+MIN_KEY_BYTES = 16
+
+#: Default send period. Ten chances per timeout: losing one or two datagrams
+#: (a full queue during a COLO checkpoint burst on link 1) is invisible.
+DEFAULT_INTERVAL = 0.1
+#: Default silence after which a link counts as lost. Why 1.0 s:
+#: - false-alarm-free: it takes 10 consecutive lost datagrams on a dedicated
+#:   link, or an event loop stalled for a second. Our loop never blocks that
+#:   long (every QMP and witness call has a deadline of about a second), and
+#:   a saturated link 1 still leaves link 2 carrying heartbeats.
+#: - fast: failover cannot be faster than the witness lease (2 s TTL) anyway
+#:   when the primary vanished without releasing it, so detecting in 1 s keeps
+#:   the heartbeat off the critical path; a clean QEMU death is signalled in
+#:   the payload (qemu=dead) and by a witness release, not by a timeout.
+DEFAULT_TIMEOUT = 1.0
+#: Instances of the peer we stopped accepting (bounded memory in a daemon).
+_RETIRED_MAX = 64
+_EVENT_QUEUE_MAX = 1024
+
+#: IP precedence "network control" (CS6) and a high socket priority: a qdisc
+#: that honours them sends heartbeats ahead of bulk migration traffic.
+_TOS_CS6 = 0xC0
+_SO_PRIORITY = 6
+
+
+class HeartbeatError(CoserverError):
+    """A heartbeat set-up problem (key file, socket, configuration)."""
+
+
+def load_or_create_key(path: Path, size: int = KEY_BYTES) -> bytes:
+    """The pair's shared key from `path`, created (0600, random) if missing.
+
+    Refuses a key file readable or writable by group or others: a leaked key
+    lets anyone on the sync network impersonate a controller. Both hosts of a
+    pair need the SAME key: create it once, copy it (keeping 0600) to the peer.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise HeartbeatError(f"heartbeat key {path}: cannot create: {exc.strerror}") from exc
+    else:
+        try:
+            os.write(fd, secrets.token_bytes(size))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _log.info("heartbeat key created", path=str(path))
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise HeartbeatError(f"heartbeat key {path}: not a regular file")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            raise HeartbeatError(f"heartbeat key {path}: mode {mode:04o} is broader than 0600 "
+                                 f"(chmod 600 {path})")
+        key = path.read_bytes()
+    except OSError as exc:
+        raise HeartbeatError(f"heartbeat key {path}: cannot read: {exc.strerror}") from exc
+    if len(key) < MIN_KEY_BYTES:
+        raise HeartbeatError(f"heartbeat key {path}: {len(key)} bytes, need at least {MIN_KEY_BYTES}")
+    return key
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """One sync link as this controller sees it.
+
+    local: (address, port) to bind, on this host's end of the link.
+    peer: (address, port) of the peer controller's socket on the same link.
+    device: the link's interface; if given, the socket is bound to it
+    (SO_BINDTODEVICE) so no route via another interface can carry it.
+    """
+
+    name: str
+    local: tuple[str, int]
+    peer: tuple[str, int]
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class LocalStatus:
+    """What this controller tells its peer about itself in every heartbeat."""
+
+    epoch: int = 0
+    role: str = "none"
+    state: str = "stopped"
+    qemu: str = "none"
+    checkpoints: int = 0
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """One heartbeat's payload (what the MAC covers).
+
+    `sent` is the sender's wall clock: for people reading logs, never for
+    timeouts (the two hosts' clocks are not comparable). `started` is the
+    sender instance's start (wall clock): it orders instances after a restart.
+    """
+
+    pair: str
+    link: str
+    node: str
+    instance: str
+    started: float
+    seq: int
+    epoch: int
+    role: str
+    state: str
+    qemu: str
+    checkpoints: int
+    sent: float
+
+    def encode(self, key: bytes) -> bytes:
+        payload = json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        mac = hmac.new(key, MAGIC + payload, hashlib.sha256).digest()
+        return MAGIC + mac + payload
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "pair": (str,), "link": (str,), "node": (str,), "instance": (str,), "started": (int, float),
+    "seq": (int,), "epoch": (int,), "role": (str,), "state": (str,), "qemu": (str,),
+    "checkpoints": (int,), "sent": (int, float),
+}
+assert set(_FIELD_TYPES) == {f.name for f in fields(Heartbeat)}
+
+
+class Drop(StrEnum):
+    """Why a datagram was not accepted."""
+
+    MALFORMED = "malformed"  # wrong magic, too short/long, bad JSON or fields
+    BAD_MAC = "bad_mac"
+    WRONG_PAIR = "wrong_pair"
+    WRONG_LINK = "wrong_link"  # valid, but sent for the other link: cross-wired
+    OWN = "own"  # our own node name: a loop or a misconfigured peer
+    REPLAY = "replay"  # seq not increasing, or an instance we retired
+
+
+def decode(data: bytes, key: bytes) -> Heartbeat | Drop:
+    """The heartbeat in `data` if it is well-formed and its MAC checks, else why not."""
+    if len(data) <= len(MAGIC) + MAC_LEN or len(data) > MAX_DATAGRAM or not data.startswith(MAGIC):
+        return Drop.MALFORMED
+    mac = data[len(MAGIC):len(MAGIC) + MAC_LEN]
+    payload = data[len(MAGIC) + MAC_LEN:]
+    want = hmac.new(key, MAGIC + payload, hashlib.sha256).digest()
+    if not hmac.compare_digest(mac, want):
+        return Drop.BAD_MAC
+    try:
+        obj = json.loads(payload)
+    except ValueError:
+        return Drop.MALFORMED
+    if not isinstance(obj, dict) or set(obj) != set(_FIELD_TYPES):
+        return Drop.MALFORMED
+    for name, types in _FIELD_TYPES.items():
+        v = obj[name]
+        if isinstance(v, bool) or not isinstance(v, types):
+            return Drop.MALFORMED
+    return Heartbeat(**obj)
+
+
+class EventKind(StrEnum):
+    LINK_UP = "link_up"  # a valid heartbeat arrived on a link that was down (or never up)
+    LINK_DOWN = "link_down"  # no valid heartbeat on a link for `timeout`
+    PEER_UP = "peer_up"  # first contact, or back after being lost
+    PEER_LOST = "peer_lost"  # every link down
+    PEER_RESTARTED = "peer_restarted"  # the peer controller has a new instance id
+
+
+@dataclass(frozen=True)
+class HeartbeatEvent:
+    kind: EventKind
+    at: float  # our monotonic clock
+    link: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class _LinkState:
+    spec: LinkSpec
+    last_valid: float | None = None
+    up: bool = False
+    instance: str | None = None
+    started: float = 0.0
+    seq: int = 0
+    retired: deque[str] = field(default_factory=lambda: deque(maxlen=_RETIRED_MAX))
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+
+class HeartbeatLink(asyncio.DatagramProtocol):
+    """The socket of one sync link: sends what Heartbeats gives it, hands valid arrivals back."""
+
+    def __init__(self, owner: Heartbeats, state: _LinkState) -> None:
+        self._owner = owner
+        self._state = state
+        self.transport: asyncio.DatagramTransport | None = None
+
+    @property
+    def name(self) -> str:
+        return self._state.spec.name
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._owner._received(self._state, data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ENETUNREACH on a downed link, ECONNREFUSED when the peer's socket is
+        # closed: both mean "nothing arrives"; the timeout reports it.
+        self._state.count(f"send_error:{getattr(exc, 'errno', None) or type(exc).__name__}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def send(self, data: bytes) -> None:
+        if self.transport is None:
+            self._state.count("send_skipped")
+            return
+        self.transport.sendto(data, self._state.spec.peer)
+        self._state.count("sent")
+
+
+def _make_socket(spec: LinkSpec) -> socket.socket:
+    family = socket.AF_INET6 if ":" in spec.local[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, _TOS_CS6)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, _SO_PRIORITY)
+        if spec.device:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, spec.device.encode())
+        sock.bind(spec.local)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Heartbeats:
+    """Heartbeats with one peer over all sync links: send, receive, judge liveness, report changes.
+
+    Typical use in the daemon:
+
+        hb = Heartbeats(pair="ft1", node="cs1", key=key, links=[l1, l2])
+        await hb.start()                 # sockets + the periodic send/check task
+        hb.update_local(role="primary", epoch=3, ...)   # whenever it changes
+        ev = await hb.events.get()       # LINK_DOWN / PEER_LOST / ...
+        hb.link_alive("sync1"), hb.peer_alive(), hb.peer_state()
+        await hb.close()
+
+    `on_event`, if given, is called synchronously for each event as well.
+    `netns` opens the sockets inside that network namespace (tests, the lab).
+    """
+
+    def __init__(self, *, pair: str, node: str, key: bytes, links: Sequence[LinkSpec],
+                 interval: float = DEFAULT_INTERVAL, timeout: float = DEFAULT_TIMEOUT,
+                 clock: Callable[[], float] = time.monotonic,
+                 wallclock: Callable[[], float] = time.time,
+                 on_event: Callable[[HeartbeatEvent], None] | None = None,
+                 netns: str | None = None, instance: str | None = None) -> None:
+        if not links:
+            raise HeartbeatError(f"heartbeats for pair {pair}: no links given")
+        names = [link.name for link in links]
+        if len(set(names)) != len(names):
+            raise HeartbeatError(f"heartbeats for pair {pair}: duplicate link names {names}")
+        if len(key) < MIN_KEY_BYTES:
+            raise HeartbeatError(f"heartbeats for pair {pair}: key of {len(key)} bytes is too short")
+        if not 0 < interval < timeout:
+            raise HeartbeatError(f"heartbeats for pair {pair}: need 0 < interval ({interval}) "
+                                 f"< timeout ({timeout})")
+        self.pair = pair
+        self.node = node
+        self.interval = interval
+        self.timeout = timeout
+        self.instance = instance or secrets.token_hex(8)
+        self.started = wallclock()
+        self._key = key
+        self._clock = clock
+        self._wallclock = wallclock
+        self._on_event = on_event
+        self._netns = netns
+        self._links: dict[str, _LinkState] = {s.name: _LinkState(s) for s in links}
+        self._protocols: dict[str, HeartbeatLink] = {}
+        self._seq = 0
+        self._local = LocalStatus()
+        self._peer: Heartbeat | None = None
+        self._peer_retired: deque[str] = deque(maxlen=_RETIRED_MAX)
+        self._peer_up = False
+        self._task: asyncio.Task[None] | None = None
+        self.events: asyncio.Queue[HeartbeatEvent] = asyncio.Queue(maxsize=_EVENT_QUEUE_MAX)
+        self._log = _log.bind(pair=pair, node=node)
+
+    # -- life cycle -------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open one socket per link (inside `netns` if set); no sending yet."""
+        loop = asyncio.get_running_loop()
+        for name, st in self._links.items():
+            try:
+                sock = (netns._in_namespace(self._netns, _make_socket, st.spec) if self._netns
+                        else _make_socket(st.spec))
+            except OSError as exc:
+                await self.close()
+                where = f" in netns {self._netns}" if self._netns else ""
+                raise HeartbeatError(f"heartbeat link {name}: cannot bind {st.spec.local[0]}:"
+                                     f"{st.spec.local[1]}{where}: {exc.strerror or exc}") from exc
+            _, proto = await loop.create_datagram_endpoint(lambda st=st: HeartbeatLink(self, st),
+                                                           sock=sock)
+            self._protocols[name] = proto
+
+    async def start(self) -> None:
+        """open() and run the periodic send + liveness check every `interval`."""
+        if not self._protocols:
+            await self.open()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"heartbeats-{self.pair}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for proto in self._protocols.values():
+            if proto.transport is not None:
+                proto.transport.close()
+        self._protocols.clear()
+
+    async def __aenter__(self) -> Heartbeats:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            self.send_once()
+            self.check()
+            # Fixed-rate schedule: a slow round does not stretch the period.
+            next_at = max(next_at + self.interval, loop.time())
+            await asyncio.sleep(next_at - loop.time())
+
+    # -- sending ----------------------------------------------------------
+
+    def update_local(self, **changes: Any) -> None:
+        """Change what the next heartbeats say about us (epoch, role, state, qemu, checkpoints)."""
+        cur = asdict(self._local)
+        unknown = set(changes) - set(cur)
+        if unknown:
+            raise HeartbeatError(f"heartbeats for pair {self.pair}: unknown status fields {sorted(unknown)}")
+        cur.update({k: str(v) if k in ("role", "state", "qemu") else int(v) for k, v in changes.items()})
+        self._local = LocalStatus(**cur)
+
+    @property
+    def local(self) -> LocalStatus:
+        return self._local
+
+    def send_once(self) -> None:
+        """Send one heartbeat on every open link (each with its own seq)."""
+        now = self._wallclock()
+        for name, proto in self._protocols.items():
+            self._seq += 1
+            hb = Heartbeat(pair=self.pair, link=name, node=self.node, instance=self.instance,
+                           started=self.started, seq=self._seq, sent=now, **asdict(self._local))
+            proto.send(hb.encode(self._key))
+
+    # -- receiving --------------------------------------------------------
+
+    def _received(self, st: _LinkState, data: bytes, addr: tuple[str, int]) -> None:
+        now = self._clock()
+        st.count("received")
+        hb = decode(data, self._key)
+        if isinstance(hb, Drop):
+            st.count(hb.value)
+            return
+        why = self._reject(st, hb, now)
+        if why is not None:
+            st.count(why.value)
+            return
+        st.count("accepted")
+        if st.instance != hb.instance:
+            if st.instance is not None:
+                st.retired.append(st.instance)
+            st.instance, st.started = hb.instance, hb.started
+        st.seq = hb.seq
+        st.last_valid = now
+        self._update_peer(hb, now, st.spec.name)
+        if not st.up:
+            st.up = True
+            self._emit(EventKind.LINK_UP, now, st.spec.name, f"from {addr[0]}:{addr[1]}")
+        if not self._peer_up:
+            self._peer_up = True
+            self._emit(EventKind.PEER_UP, now, st.spec.name, f"{hb.node} {hb.role} {hb.state}")
+
+    def _update_peer(self, hb: Heartbeat, now: float, link: str) -> None:
+        """Follow the newest message of the newest instance, whichever link brought it."""
+        peer = self._peer
+        if peer is None:
+            self._peer = hb
+        elif hb.instance == peer.instance:
+            if hb.seq > peer.seq:
+                self._peer = hb
+        elif hb.instance not in self._peer_retired:
+            # The link accepted a new instance (see _reject): the peer restarted.
+            self._peer_retired.append(peer.instance)
+            self._peer = hb
+            self._emit(EventKind.PEER_RESTARTED, now, link, f"{hb.node} instance {hb.instance}")
+
+    def _reject(self, st: _LinkState, hb: Heartbeat, now: float) -> Drop | None:
+        if hb.pair != self.pair:
+            return Drop.WRONG_PAIR
+        if hb.node == self.node:
+            return Drop.OWN
+        if hb.link != st.spec.name:
+            return Drop.WRONG_LINK
+        if hb.instance == st.instance:
+            return None if hb.seq > st.seq else Drop.REPLAY
+        if hb.instance in st.retired:
+            return Drop.REPLAY
+        # A new instance: the peer restarted. Accept it if it started after the
+        # one we follow, or if that one has gone silent (the peer's clock may
+        # have stepped back across its restart). Old-instance datagrams that
+        # arrive late, reordered, never displace the current one.
+        silent = st.last_valid is None or now - st.last_valid > self.timeout
+        if st.instance is None or hb.started > st.started or silent:
+            return None
+        return Drop.REPLAY
+
+    # -- liveness ---------------------------------------------------------
+
+    def check(self, now: float | None = None) -> list[HeartbeatEvent]:
+        """Judge every link at `now` (default: the clock); emit and return LINK_DOWN/PEER_LOST."""
+        now = self._clock() if now is None else now
+        out: list[HeartbeatEvent] = []
+        for name, st in self._links.items():
+            if st.up and not self.link_alive(name, now):
+                st.up = False
+                out.append(self._emit(EventKind.LINK_DOWN, now, name,
+                                      f"silent for {now - (st.last_valid or now):.2f} s"))
+        if self._peer_up and not any(st.up for st in self._links.values()):
+            self._peer_up = False
+            out.append(self._emit(EventKind.PEER_LOST, now, None, "no link alive"))
+        return out
+
+    def link_alive(self, link: str, now: float | None = None) -> bool:
+        """Did a valid heartbeat arrive on `link` within `timeout` before `now`?"""
+        st = self._links.get(link)
+        if st is None:
+            raise HeartbeatError(f"heartbeats for pair {self.pair}: no link named {link!r}")
+        now = self._clock() if now is None else now
+        return st.last_valid is not None and now - st.last_valid <= self.timeout
+
+    def links_alive(self, now: float | None = None) -> dict[str, bool]:
+        now = self._clock() if now is None else now
+        return {name: self.link_alive(name, now) for name in self._links}
+
+    def peer_alive(self, now: float | None = None) -> bool:
+        """Alive on any link: one working link is proof enough that the peer runs."""
+        return any(self.links_alive(now).values())
+
+    def peer_state(self) -> Heartbeat | None:
+        """The peer's latest valid heartbeat (None before first contact); may be stale: check peer_alive()."""
+        return self._peer
+
+    def last_heard(self, link: str) -> float | None:
+        return self._links[link].last_valid
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per link: sent, received, accepted, and drops by reason (for status --json and tests)."""
+        return {name: dict(st.counts) for name, st in self._links.items()}
+
+    def status(self, now: float | None = None) -> dict[str, Any]:
+        """A JSON-able summary for `status --json`."""
+        now = self._clock() if now is None else now
+        peer = self._peer
+        return {
+            "pair": self.pair, "node": self.node, "instance": self.instance,
+            "interval": self.interval, "timeout": self.timeout,
+            "peer_alive": self.peer_alive(now),
+            "links": {name: {"alive": self.link_alive(name, now),
+                             "silent_for": None if st.last_valid is None else round(now - st.last_valid, 3),
+                             "counts": dict(st.counts)} for name, st in self._links.items()},
+            "peer": None if peer is None else asdict(peer),
+        }
+
+    def _emit(self, kind: EventKind, at: float, link: str | None, detail: str) -> HeartbeatEvent:
+        ev = HeartbeatEvent(kind, at, link, detail)
+        level = self._log.warning if kind in (EventKind.LINK_DOWN, EventKind.PEER_LOST) else self._log.info
+        level("heartbeat " + kind.value, link=link, detail=detail)
+        if self.events.full():
+            self.events.get_nowait()  # keep the newest: the daemon wants the current picture
+        self.events.put_nowait(ev)
+        if self._on_event is not None:
+            self._on_event(ev)
+        return ev

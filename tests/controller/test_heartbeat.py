@@ -1,0 +1,414 @@
+"""Heartbeats over real UDP sockets on loopback, time driven by an injected clock.
+
+A forger (a plain UDP socket that encodes heartbeats itself) plays the peer
+where a test needs exact control: one link only, a wrong key, a replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from coserver.controller.heartbeat import (
+    EventKind, Heartbeat, HeartbeatError, Heartbeats, LinkSpec, load_or_create_key)
+
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+
+
+class FakeClock:
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def free_udp_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def link_pair(name: str, host_a: str, host_b: str) -> tuple[LinkSpec, LinkSpec]:
+    """The same link as seen from side A and from side B."""
+    pa, pb = free_udp_port(host_a), free_udp_port(host_b)
+    return (LinkSpec(name, (host_a, pa), (host_b, pb)), LinkSpec(name, (host_b, pb), (host_a, pa)))
+
+
+async def until(cond, timeout: float = 2.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.002)
+
+
+def drain(hb: Heartbeats) -> list[tuple[EventKind, str | None]]:
+    out = []
+    while not hb.events.empty():
+        ev = hb.events.get_nowait()
+        out.append((ev.kind, ev.link))
+    return out
+
+
+class Forger:
+    """Plays peer node 'cs1' towards side B by sending hand-made heartbeats."""
+
+    def __init__(self, b_links: list[LinkSpec]) -> None:
+        self.to = {spec.name: spec.local for spec in b_links}
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.base = Heartbeat(pair="ft1", link="sync1", node="cs1", instance="aaaa", started=100.0,
+                              seq=1, epoch=4, role="primary", state="protected", qemu="alive",
+                              checkpoints=17, sent=1.0)
+
+    def send(self, link: str, key: bytes = KEY, dest: str | None = None, **changes) -> bytes:
+        data = replace(self.base, link=link, **changes).encode(key)
+        self.sock.sendto(data, self.to[dest or link])
+        return data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def links() -> dict[str, tuple[LinkSpec, LinkSpec]]:
+    # Two links with their own addresses, as two /30s would have.
+    return {"sync1": link_pair("sync1", "127.0.0.1", "127.0.0.2"),
+            "sync2": link_pair("sync2", "127.0.0.3", "127.0.0.4")}
+
+
+def side_b(links, clock, **kw) -> Heartbeats:
+    return Heartbeats(pair="ft1", node="cs2", key=KEY, links=[links["sync1"][1], links["sync2"][1]],
+                      clock=clock, **kw)
+
+
+def test_both_sides_see_each_other_with_the_payload(arun, links):
+    clock = FakeClock()
+
+    async def main():
+        a = Heartbeats(pair="ft1", node="cs1", key=KEY, links=[links["sync1"][0], links["sync2"][0]],
+                       clock=clock)
+        b = side_b(links, clock)
+        await a.open()
+        await b.open()
+        try:
+            assert not b.peer_alive() and b.peer_state() is None
+            a.update_local(epoch=7, role="primary", state="protected", qemu="alive", checkpoints=42)
+            a.send_once()
+            b.send_once()
+            await until(lambda: b.peer_alive() and a.peer_alive() and
+                        all(b.link_alive(n) for n in ("sync1", "sync2")))
+            peer = b.peer_state()
+            assert (peer.node, peer.epoch, peer.role, peer.state, peer.qemu, peer.checkpoints) == \
+                ("cs1", 7, "primary", "protected", "alive", 42)
+            assert peer.instance == a.instance and peer.pair == "ft1"
+            evs = drain(b)
+            assert sorted(k for k, _ in evs) == sorted([EventKind.LINK_UP, EventKind.LINK_UP,
+                                                        EventKind.PEER_UP])
+            assert {link for k, link in evs if k == EventKind.LINK_UP} == {"sync1", "sync2"}
+            assert b.stats()["sync1"]["accepted"] == 1 and a.stats()["sync1"]["sent"] == 1
+        finally:
+            await a.close()
+            await b.close()
+
+    arun(main())
+
+
+def test_link_times_out_alone_then_peer_is_lost(arun, links):
+    clock = FakeClock()
+
+    async def main():
+        b = side_b(links, clock)
+        await b.open()
+        f = Forger([links["sync1"][1], links["sync2"][1]])
+        try:
+            f.send("sync1", seq=1)
+            f.send("sync2", seq=2)
+            await until(lambda: b.stats()["sync2"].get("accepted") == 1)
+            drain(b)
+            clock.t += 0.6
+            f.send("sync2", seq=3)  # only link 2 keeps talking
+            await until(lambda: b.stats()["sync2"].get("accepted") == 2)
+            clock.t += 0.5  # link 1 silent 1.1 s, link 2 0.5 s
+            assert not b.link_alive("sync1") and b.link_alive("sync2") and b.peer_alive()
+            assert [(e.kind, e.link) for e in b.check()] == [(EventKind.LINK_DOWN, "sync1")]
+            assert b.check() == []  # reported once
+            clock.t += 0.5  # exactly timeout after link 2's last message: still alive
+            assert b.link_alive("sync2") and b.check() == []
+            clock.t += 0.01
+            assert [(e.kind, e.link) for e in b.check()] == [(EventKind.LINK_DOWN, "sync2"),
+                                                               (EventKind.PEER_LOST, None)]
+            assert not b.peer_alive()
+            assert b.peer_state().checkpoints == 17  # the last word stays readable
+            drain(b)
+            f.send("sync1", seq=4)
+            await until(lambda: b.link_alive("sync1"))
+            assert drain(b) == [(EventKind.LINK_UP, "sync1"), (EventKind.PEER_UP, "sync1")]
+        finally:
+            f.close()
+            await b.close()
+
+    arun(main())
+
+
+def test_bad_mac_wrong_pair_wrong_link_own_and_garbage_are_dropped_and_counted(arun, links):
+    clock = FakeClock()
+
+    async def main():
+        b = side_b(links, clock)
+        await b.open()
+        f = Forger([links["sync1"][1], links["sync2"][1]])
+        try:
+            f.send("sync1", key=OTHER_KEY, seq=1)
+            f.send("sync1", pair="ft2", seq=2)
+            f.send("sync2", dest="sync1", seq=3)  # says link 2, arrived on link 1
+            f.send("sync1", node="cs2", seq=4)  # claims to be us
+            f.sock.sendto(b"hello", links["sync1"][1].local)
+            data = f.base.encode(KEY)
+            tampered = data[:-5] + b"9" + data[-4:]  # flip a byte of the payload
+            f.sock.sendto(tampered, links["sync1"][1].local)
+            await until(lambda: b.stats()["sync1"].get("received") == 6)
+            c = b.stats()["sync1"]
+            assert (c["bad_mac"], c["wrong_pair"], c["wrong_link"], c["own"], c["malformed"]) == (2, 1, 1, 1, 1)
+            assert "accepted" not in c
+            assert not b.link_alive("sync1") and not b.peer_alive() and b.peer_state() is None
+            assert drain(b) == []
+        finally:
+            f.close()
+            await b.close()
+
+    arun(main())
+
+
+def test_replays_are_dropped_new_seq_accepted(arun, links):
+    clock = FakeClock()
+
+    async def main():
+        b = side_b(links, clock)
+        await b.open()
+        f = Forger([links["sync1"][1], links["sync2"][1]])
+        try:
+            first = f.send("sync1", seq=5)
+            await until(lambda: b.stats()["sync1"].get("accepted") == 1)
+            clock.t += 0.9
+            f.sock.sendto(first, links["sync1"][1].local)  # the same datagram again
+            f.send("sync1", seq=4, epoch=99)  # older seq, valid MAC
+            await until(lambda: b.stats()["sync1"].get("replay") == 2)
+            clock.t += 0.2
+            # The replays did not refresh the link: it timed out 1.1 s after seq 5.
+            assert not b.link_alive("sync1")
+            assert b.peer_state().epoch == 4
+            f.send("sync1", seq=6)
+            await until(lambda: b.stats()["sync1"].get("accepted") == 2)
+            assert b.link_alive("sync1")
+        finally:
+            f.close()
+            await b.close()
+
+    arun(main())
+
+
+def test_peer_restart_is_accepted_and_late_old_datagrams_do_not_win(arun, links):
+    clock = FakeClock()
+
+    async def main():
+        b = side_b(links, clock)
+        await b.open()
+        f = Forger([links["sync1"][1], links["sync2"][1]])
+        try:
+            f.send("sync1", seq=900)
+            await until(lambda: b.stats()["sync1"].get("accepted") == 1)
+            drain(b)
+            # The peer controller restarts: new instance, seq from 1, later start.
+            f.send("sync1", instance="bbbb", started=200.0, seq=1, epoch=5)
+            await until(lambda: b.stats()["sync1"].get("accepted") == 2)
+            assert b.peer_state().instance == "bbbb" and b.peer_state().epoch == 5
+            assert (EventKind.PEER_RESTARTED, "sync1") in drain(b)
+            # A late datagram of the old instance: dropped, peer view unchanged.
+            f.send("sync1", seq=901)
+            await until(lambda: b.stats()["sync1"].get("replay") == 1)
+            assert b.peer_state().instance == "bbbb"
+            # An instance that claims an earlier start while the current one talks: refused.
+            f.send("sync1", instance="cccc", started=150.0, seq=1)
+            await until(lambda: b.stats()["sync1"].get("replay") == 2)
+        finally:
+            f.close()
+            await b.close()
+
+    arun(main())
+
+
+def test_running_sides_detect_a_closed_peer_within_timeout(arun, links):
+    """Real time, real send loop: the figures the daemon will see (scaled down)."""
+
+    async def main():
+        kw = dict(pair="ft1", key=KEY, interval=0.02, timeout=0.2)
+        a = Heartbeats(node="cs1", links=[links["sync1"][0], links["sync2"][0]], **kw)
+        b = Heartbeats(node="cs2", links=[links["sync1"][1], links["sync2"][1]], **kw)
+        await a.start()
+        await b.start()
+        try:
+            await until(lambda: a.peer_alive() and b.peer_alive(), timeout=1.0)
+            drain(b)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await a.close()
+            while True:
+                ev = await asyncio.wait_for(b.events.get(), 2.0)
+                if ev.kind == EventKind.PEER_LOST:
+                    break
+            took = loop.time() - t0
+            assert 0.2 - 0.03 <= took <= 0.2 + 0.1, took
+        finally:
+            await a.close()
+            await b.close()
+
+    arun(main())
+
+
+def test_bind_failure_is_one_line_and_names_the_link(arun):
+    async def main():
+        hb = Heartbeats(pair="ft1", node="cs1", key=KEY,
+                        links=[LinkSpec("sync1", ("192.0.2.1", 9), ("192.0.2.2", 9))])
+        with pytest.raises(HeartbeatError) as ei:
+            await hb.open()
+        assert "sync1" in str(ei.value) and "192.0.2.1" in str(ei.value) and "\n" not in str(ei.value)
+
+    arun(main())
+
+
+def test_bad_configuration_is_refused():
+    spec = LinkSpec("sync1", ("127.0.0.1", 1), ("127.0.0.1", 2))
+    with pytest.raises(HeartbeatError, match="interval"):
+        Heartbeats(pair="p", node="n", key=KEY, links=[spec], interval=1.0, timeout=1.0)
+    with pytest.raises(HeartbeatError, match="duplicate"):
+        Heartbeats(pair="p", node="n", key=KEY, links=[spec, spec])
+    with pytest.raises(HeartbeatError, match="too short"):
+        Heartbeats(pair="p", node="n", key=b"short", links=[spec])
+
+
+def test_key_is_created_0600_and_reused(tmp_path: Path):
+    path = tmp_path / "ft1.key"
+    key = load_or_create_key(path)
+    assert len(key) == 32 and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert load_or_create_key(path) == key
+    assert load_or_create_key(tmp_path / "other.key") != key
+
+
+def test_key_with_a_broad_mode_is_refused_in_one_line(tmp_path: Path):
+    path = tmp_path / "ft1.key"
+    load_or_create_key(path)
+    os.chmod(path, 0o640)
+    with pytest.raises(HeartbeatError) as ei:
+        load_or_create_key(path)
+    msg = str(ei.value)
+    assert str(path) in msg and "0640" in msg and "\n" not in msg
+
+
+def test_short_key_file_is_refused(tmp_path: Path):
+    path = tmp_path / "ft1.key"
+    path.write_bytes(b"1234")
+    os.chmod(path, 0o600)
+    with pytest.raises(HeartbeatError, match="4 bytes"):
+        load_or_create_key(path)
+
+
+# -- real namespaces: cutting a veth silences exactly that link --------------------------------
+
+@pytest.fixture
+def two_hosts():
+    """Namespaces A and B joined by two veth pairs (two links, each its own /30); removed after."""
+    from coserver.controller import netns
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    prefix = f"hbt{os.getpid() % 100000}"
+    a, b = f"{prefix}a", f"{prefix}b"
+    try:
+        for ns in (a, b):
+            netns.create(ns)
+        for i in (1, 2):
+            netns.add_veth(a, f"{prefix}a{i}", b, f"{prefix}b{i}")
+            netns.set_address(a, f"{prefix}a{i}", f"10.231.{i}.1/30")
+            netns.set_address(b, f"{prefix}b{i}", f"10.231.{i}.2/30")
+        yield netns, prefix, a, b
+    finally:
+        for ns in (a, b):
+            netns.delete(ns)
+        assert not netns.list_namespaces(prefix)
+
+
+@pytest.mark.netns
+def test_in_namespaces_one_cut_link_is_reported_alone_two_lose_the_peer_healing_brings_it_back(
+        arun, two_hosts):
+    netns, prefix, ns_a, ns_b = two_hosts
+    port = 7500
+
+    def spec(side: str, other: str, i: int) -> LinkSpec:
+        me, peer = (1, 2) if side == "a" else (2, 1)
+        return LinkSpec(f"sync{i}", (f"10.231.{i}.{me}", port), (f"10.231.{i}.{peer}", port),
+                        device=f"{prefix}{side}{i}")
+
+    async def main() -> dict[str, float]:
+        loop = asyncio.get_running_loop()
+        a = Heartbeats(pair="ft1", node="cs1", key=KEY, links=[spec("a", "b", 1), spec("a", "b", 2)],
+                       netns=ns_a)
+        b = Heartbeats(pair="ft1", node="cs2", key=KEY, links=[spec("b", "a", 1), spec("b", "a", 2)],
+                       netns=ns_b)
+
+        async def set_link(i: int, up: bool) -> float:
+            # off the event loop: `ip` must not stall the heartbeats we are measuring
+            await asyncio.to_thread(netns.link_up, ns_a, f"{prefix}a{i}", up)
+            return loop.time()
+
+        async def wait_for(hb: Heartbeats, kind: EventKind, link: str | None, limit: float) -> float:
+            while True:
+                ev = await asyncio.wait_for(hb.events.get(), limit)
+                if ev.kind == kind and ev.link == link:
+                    return loop.time()
+
+        figures: dict[str, float] = {}
+        await a.start()
+        await b.start()
+        try:
+            await until(lambda: all(b.links_alive().values()) and all(a.links_alive().values()), 3.0)
+            drain(a), drain(b)
+            margin = 0.4
+            limit = b.timeout + b.interval + margin
+
+            t_cut = await set_link(1, False)
+            figures["link1_down_b"] = await wait_for(b, EventKind.LINK_DOWN, "sync1", limit) - t_cut
+            figures["link1_down_a"] = await wait_for(a, EventKind.LINK_DOWN, "sync1", limit) - t_cut
+            assert b.peer_alive() and a.peer_alive() and b.link_alive("sync2")
+            assert EventKind.PEER_LOST not in [k for k, _ in drain(a) + drain(b)]
+
+            t_cut = await set_link(2, False)
+            figures["peer_lost_b"] = await wait_for(b, EventKind.PEER_LOST, None, limit) - t_cut
+            figures["peer_lost_a"] = await wait_for(a, EventKind.PEER_LOST, None, limit) - t_cut
+            assert not b.peer_alive() and not a.peer_alive()
+
+            t_heal = await set_link(2, True)
+            figures["peer_back_b"] = await wait_for(b, EventKind.PEER_UP, "sync2", 3.0) - t_heal
+            assert b.link_alive("sync2") and not b.link_alive("sync1")
+            t_heal = await set_link(1, True)
+            figures["link1_back_b"] = await wait_for(b, EventKind.LINK_UP, "sync1", 3.0) - t_heal
+            await until(lambda: all(a.links_alive().values()), 3.0)
+            assert b.stats()["sync1"].get("bad_mac", 0) == 0 and b.stats()["sync1"].get("replay", 0) == 0
+        finally:
+            await a.close()
+            await b.close()
+        return figures
+
+    figures = arun(main(), timeout=30)
+    print("heartbeat figures (s):", {k: round(v, 3) for k, v in figures.items()})
+    for k in ("link1_down_b", "link1_down_a", "peer_lost_b", "peer_lost_a"):
+        # at least timeout - interval (last datagram may have left just before the cut)
+        assert 1.0 - 0.1 - 0.02 <= figures[k] <= 1.0 + 0.1 + 0.4, figures
+    assert figures["peer_back_b"] < 1.0 and figures["link1_back_b"] < 1.0, figures
