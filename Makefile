@@ -18,7 +18,7 @@ APT_PACKAGES := qemu-system-x86 qemu-utils seabios busybox-static musl-tools e2f
 	libglib2.0-dev libpixman-1-dev libslirp-dev flex bison libfdt-dev device-tree-compiler \
 	zlib1g-dev ninja-build dpkg-dev
 
-.PHONY: setup apt venv qemu guest lab doctor test clean-venv
+.PHONY: setup apt venv qemu guest lab lab-down doctor test clean-venv
 
 setup: apt venv qemu guest
 
@@ -50,8 +50,13 @@ guest: venv
 doctor: setup
 	$(CS) doctor
 
+# The main job: the one-machine lab, protected, then its status (`make lab-down` removes it).
 lab: setup
-	$(CS) doctor
+	$(CS) lab up
+	$(CS) lab status
+
+lab-down:
+	$(CS) lab down
 
 test: setup
 	$(PYTEST) $(PYTEST_ARGS)

@@ -38,8 +38,9 @@ def _register() -> None:
     from coserver.controller.cli_doctor import doctor, qemu
     from coserver.controller.cli_hardware import hardware
     from coserver.controller.cli_image import image
+    from coserver.controller.cli_lab import lab
 
-    for command in (doctor, qemu, hardware, image):
+    for command in (doctor, qemu, hardware, image, lab):
         main.add_command(command)
 
 

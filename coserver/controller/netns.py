@@ -87,9 +87,10 @@ def add_tap(ns: str, tap: str, bridge: str | None = None) -> None:
 
 
 def add_veth(ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
-    """A veth pair with one end in each namespace (made in ns_a, the peer moved to ns_b)."""
-    ip("link", "add", check_ifname(if_a), "type", "veth", "peer", "name", check_ifname(if_b), ns=ns_a)
-    ip("link", "set", if_b, "netns", ns_b, ns=ns_a)
+    """A veth pair with one end in each namespace (the peer is created straight in ns_b,
+    so both ends may carry the same name)."""
+    ip("link", "add", check_ifname(if_a), "type", "veth", "peer", "name", check_ifname(if_b), "netns", ns_b,
+       ns=ns_a)
 
 
 def set_address(ns: str, ifname: str, address: str) -> None:

@@ -279,6 +279,24 @@ def check_chain(path: str | Path) -> ImageInfo:
     return info(p, backing_chain=True)
 
 
+def same_content(a: str | Path, b: str | Path, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
+    """True if the two images show the guest the same bytes (`qemu-img compare`, formats may differ).
+
+    This is how a replicated disk is proved equal to its source, block by block.
+    """
+    pa, pb = Path(a), Path(b)
+    for p in (pa, pb):
+        _check_source(p)
+    cmd = [str(qemu_install().img), "compare", "-q", str(pa), str(pb)]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ImageError(f"image {pa}: qemu-img compare timed out after {timeout:.0f} s") from exc
+    if res.returncode in (0, 1):
+        return res.returncode == 0
+    raise ImageError(f"image {pa}: qemu-img compare with {pb} failed: {_first_error_line(res.stderr)}")
+
+
 def create_colo_overlays(disk: str | Path, directory: str | Path, *, prefix: str = "",
                          overwrite: bool = False) -> ColoOverlays:
     """The secondary's empty active and hidden qcow2 overlays, each of the disk's virtual size.

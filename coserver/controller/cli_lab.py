@@ -1,0 +1,85 @@
+"""`coserver lab up|status|down`: the one-machine lab (two CoServers as network namespaces).
+
+    coserver lab up [--prefix P] [--workdir DIR] [--profile NAME | --spec FILE] [--checkpoint-ms N]
+    coserver lab status [--prefix P] [--json]
+    coserver lab down [--prefix P]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from coserver import log
+from coserver.controller.lab import DEFAULT_PREFIX, DEFAULT_PROFILE, Lab, LabOptions
+
+prefix_option = click.option("--prefix", default=DEFAULT_PREFIX, show_default=True,
+                             help="Lab name prefix: namespaces are <prefix>-cs1, <prefix>-cs2, ...")
+
+
+@click.group()
+def lab() -> None:
+    """The one-machine lab: CoServers cs1 and cs2 as namespaces, one FT virtual server."""
+
+
+@lab.command("up")
+@prefix_option
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where disks, logs and sockets go (default ~/.local/state/coserver/lab-<prefix>).")
+@click.option("--profile", default=DEFAULT_PROFILE, show_default=True, help="Hardware profile of the lab guest.")
+@click.option("--spec", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Protect the guest of this FT server spec instead of the built-in lab guest.")
+@click.option("--checkpoint-ms", type=click.IntRange(100, 600_000), default=2000, show_default=True,
+              help="COLO checkpoint period.")
+def lab_up(prefix: str, workdir: Path | None, profile: str, spec: Path | None, checkpoint_ms: int) -> None:
+    """Start both CoServers, sync the disk, enter COLO; return when protected."""
+    the_lab = Lab(prefix, workdir)
+    log.configure("INFO", the_lab.workdir / "lab.log.jsonl") if _writable(the_lab.workdir) else None
+    opts = LabOptions(prefix=prefix, workdir=workdir, profile=profile, spec=spec, checkpoint_ms=checkpoint_ms)
+    status = the_lab.up(opts, progress=lambda m: click.echo(f"  .. {m}", err=True))
+    _print_status(status)
+
+
+@lab.command("status")
+@prefix_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def lab_status(prefix: str, as_json: bool) -> None:
+    """Show the pair's state, roles, checkpoints and the guest's address."""
+    status = Lab(prefix).status()
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+    else:
+        _print_status(status)
+
+
+@lab.command("down")
+@prefix_option
+def lab_down(prefix: str) -> None:
+    """Stop everything the lab started and remove its namespaces (idempotent)."""
+    removed = Lab(prefix).down()
+    click.echo(f"lab {prefix}: " + (f"removed {len(removed)} items" if removed else "nothing was running"))
+
+
+def _writable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return True
+    except OSError:
+        return False
+
+
+def _print_status(s: dict) -> None:
+    click.echo(f"lab {s['prefix']}: {s['state'].upper()}   primary={s['primary'] or '-'} "
+               f"secondary={s['secondary'] or '-'} checkpoints={s['checkpoints']}")
+    g = s.get("guest") or {}
+    if g:
+        click.echo(f"guest: {g.get('address')}:{g.get('port')} (mac {g.get('mac')}, clients in netns "
+                   f"{g.get('client_netns')})")
+    for host, h in sorted(s.get("hosts", {}).items()):
+        qmp = h.get("qmp") or {}
+        click.echo(f"  {host:<4} netns={h.get('netns'):<10} role={str(h.get('role')):<10} "
+                   f"qemu_pid={h.get('qemu_pid')} qmp={'ok' if h.get('qmp_ok') else 'NOT OK'} "
+                   f"max_qmp_ms={qmp.get('max_latency_ms')}" + (f"  error: {h['error']}" if "error" in h else ""))

@@ -1,0 +1,470 @@
+"""The one-machine lab: two CoServers as namespaces running one FT virtual server in COLO.
+
+`lab up` builds what it needs (lab guest, network), starts the secondary and
+the primary QEMU, waits for the guest, syncs the secondary's disk from the
+primary over NBD, enters COLO, then hands both QEMUs to a controller process
+per CoServer and returns once the pair is protected. Any failure tears down
+everything `up` made and reports the step that failed: never half a pair.
+
+`lab status` asks both controllers; `lab down` removes every namespace,
+process, socket and temp file the lab made, also after a crash (it finds
+what is left by the lab prefix and the records in the workdir). Guest disks
+and logs stay in the workdir, so the guest's data survives `down`/`up`:
+the next `up` starts from cs1's disk and re-syncs cs2's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from coserver import log
+from coserver.colo.argv import Node, primary_args, secondary_args
+from coserver.colo.primary import Primary, SyncProgress
+from coserver.colo.secondary import Secondary
+from coserver.colo.settings import ColoSettings, SyncPorts
+from coserver.colo.status import read_state
+from coserver.controller import labnet, netns
+from coserver.controller.daemon import ControllerConfig
+from coserver.controller.guestclient import connect_journal
+from coserver.controller.hostcheck import choose_accel
+from coserver.controller.labnet import GUEST_ADDRESS, HOSTS, TAP, LabNet
+from coserver.controller.labspec import GUEST_PORT, write_lab_spec
+from coserver.controller.selftest import version_tuple
+from coserver.errors import CoserverError
+from coserver.hardware import check_spec, get_profile
+from coserver.hardware.argv import ConfigGuestHardware
+from coserver.hardware.config import resolve
+from coserver.hardware.spec import load_spec
+from coserver.images import qemu_img
+from coserver.images.labguest import build_lab_guest
+from coserver.paths import qemu_install
+from coserver.qmp.launcher import ProcessRecord, QemuProcess
+from coserver.qmp.session import QmpSession
+
+_log = log.get("lab")
+
+DEFAULT_PREFIX = "cs"
+DEFAULT_PROFILE = "dl380-g5"
+QEMU_NAME = "qemu"
+REGISTRY = Path("/run/coserver/labs")
+STATES = ("protected", "syncing", "simplex", "failing-over", "stopped")
+
+
+class LabError(CoserverError):
+    """A lab operation failed; the message names the step."""
+
+
+def default_workdir(prefix: str) -> Path:
+    state = os.environ.get("XDG_STATE_HOME")
+    return (Path(state) if state else Path.home() / ".local" / "state") / "coserver" / f"lab-{prefix}"
+
+
+def overlay_dir(prefix: str, host: str) -> Path:
+    """The secondary's active/hidden overlays: on tmpfs (/dev/shm) when there is one."""
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path("/var/tmp")
+    return base / f"coserver-lab-{prefix}" / host
+
+
+@dataclass
+class LabOptions:
+    prefix: str = DEFAULT_PREFIX
+    workdir: Path | None = None
+    profile: str = DEFAULT_PROFILE
+    spec: Path | None = None
+    checkpoint_ms: int = 2000
+    boot_timeout_s: float = 120.0
+
+
+@dataclass
+class LabState:
+    """lab.json: what `up` made, for status and down (also after a crash)."""
+
+    prefix: str
+    workdir: str
+    state: str = "starting"
+    primary: str = "cs1"
+    secondary: str = "cs2"
+    spec: str = ""
+    profile: str = ""
+    checkpoint_ms: int = 0
+    accel: str = "tcg"
+    guest: dict[str, Any] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__, indent=2) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> LabState | None:
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as exc:
+            raise LabError(f"lab state {path}: unreadable ({exc}); run `coserver lab down`") from exc
+
+
+class Lab:
+    """One lab, named by its prefix."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX, workdir: Path | None = None) -> None:
+        self.prefix = labnet.valid_prefix(prefix)
+        self.net = LabNet(self.prefix)
+        self.workdir = Path(workdir) if workdir else self._registered_workdir() or default_workdir(self.prefix)
+
+    # ---- where things are -------------------------------------------------------------
+    @property
+    def registry_file(self) -> Path:
+        return REGISTRY / f"{self.prefix}.json"
+
+    def _registered_workdir(self) -> Path | None:
+        try:
+            return Path(json.loads(self.registry_file.read_text())["workdir"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    @property
+    def state_file(self) -> Path:
+        return self.workdir / "lab.json"
+
+    def host_dir(self, host: str) -> Path:
+        return self.workdir / host
+
+    def control_socket(self, host: str) -> Path:
+        return self.host_dir(host) / "control.sock"
+
+    def controller_record(self, host: str) -> Path:
+        return self.host_dir(host) / "controller.json"
+
+    # ---- up ---------------------------------------------------------------------------
+    def up(self, opts: LabOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        say = progress or (lambda msg: None)
+        self._check_workdir()
+        busy = self.net.existing()
+        if busy or self.registry_file.exists():
+            raise LabError(f"lab prefix {self.prefix!r} is in use ({', '.join(busy) or self.registry_file}); "
+                           f"run `coserver lab down --prefix {self.prefix}` first")
+        if opts.spec is None:
+            get_profile(opts.profile)  # unknown profile: one line, before anything is made
+        settings = ColoSettings(checkpoint_ms=opts.checkpoint_ms)
+        state = LabState(prefix=self.prefix, workdir=str(self.workdir), checkpoint_ms=opts.checkpoint_ms)
+        step = "prepare"
+        try:
+            step = "build the lab guest"
+            say(step)
+            spec_path = self._prepare_spec(opts, state)
+            step = "check the FT server spec"
+            say(step)
+            report = check_spec(spec_path)
+            spec = load_spec(spec_path)
+            configs = {h: resolve(spec, h) for h in HOSTS}
+            lab_cfg = configs["cs1"].lab
+            state.guest = {"address": lab_cfg.address if lab_cfg else GUEST_ADDRESS,
+                           "port": lab_cfg.port if lab_cfg else GUEST_PORT,
+                           "mac": configs["cs1"].nics[0].mac, "client_netns": self.net.ns("client"),
+                           "serial": configs["cs1"].smbios.serial, "uuid": configs["cs1"].smbios.uuid}
+            state.spec, state.profile = str(spec_path), report.profile
+            step = "make the lab network"
+            say(step)
+            REGISTRY.mkdir(parents=True, exist_ok=True)
+            self.registry_file.write_text(json.dumps({"workdir": str(self.workdir)}) + "\n")
+            self.net.create()
+            state.accel = choose_accel(qemu_install())
+            state.save(self.state_file)
+            nodes = self._nodes(configs)
+            step = "prepare the disks"
+            say(step)
+            self._prepare_disks(nodes)
+            asyncio.run(self._start_pair(nodes, configs, settings, state, say))
+            step = "start the controllers"
+            say(step)
+            for host in HOSTS:
+                self._start_controller(host)
+            state.state = "protected"
+            state.save(self.state_file)
+        except BaseException as exc:
+            reason = str(exc) or type(exc).__name__
+            _log.error("lab.up_failed", step=step, reason=reason)
+            self.down()
+            if isinstance(exc, (CoserverError, OSError)):
+                raise LabError(f"lab up failed: {reason}") from exc
+            raise
+        return self.status()
+
+    def _check_workdir(self) -> None:
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            probe = self.workdir / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise LabError(f"workdir {self.workdir}: not writable ({exc.strerror or exc})") from exc
+        os.chmod(self.workdir, 0o700)
+
+    def _prepare_spec(self, opts: LabOptions, state: LabState) -> Path:
+        if opts.spec is not None:
+            if not opts.spec.is_file():
+                raise LabError(f"spec {opts.spec}: no such file")
+            return opts.spec.resolve()
+        guest = build_lab_guest()
+        disks = {h: self.host_dir(h) / "disk.qcow2" for h in HOSTS}
+        for h in HOSTS:
+            self.host_dir(h).mkdir(mode=0o700, exist_ok=True)
+        if not disks["cs1"].exists():
+            guest.new_data_disk(disks["cs1"])
+        return write_lab_spec(self.workdir / "ftserver.toml", prefix=self.prefix, profile=opts.profile,
+                              guest=guest, disks=disks)
+
+    def _nodes(self, configs: dict) -> dict[str, Node]:
+        nodes = {}
+        for host in HOSTS:
+            hd = self.host_dir(host)
+            hd.mkdir(mode=0o700, exist_ok=True)
+            disk = configs[host].disks[0].path
+            nodes[host] = Node(name=host, workdir=hd, sync_addr=self.net.sync_address(host, 1), tap=TAP,
+                               disk=Path(disk), mac=configs[host].nics[0].mac, netns=self.net.ns(host),
+                               overlay_dir=overlay_dir(self.prefix, host))
+        return nodes
+
+    def _prepare_disks(self, nodes: dict[str, Node]) -> None:
+        primary, secondary = nodes["cs1"], nodes["cs2"]
+        if not primary.disk.exists():
+            raise LabError(f"disk {primary.disk} of cs1 does not exist")
+        size = qemu_img.info(primary.disk).virtual_size
+        if secondary.disk.exists() and qemu_img.info(secondary.disk).virtual_size != size:
+            secondary.disk.unlink()  # a stale copy of another size: start it blank
+        if not secondary.disk.exists():
+            secondary.disk.parent.mkdir(parents=True, exist_ok=True)
+            qemu_img.create(secondary.disk, size)
+        assert secondary.overlay_dir is not None
+        secondary.overlay_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for overlay in (secondary.active_overlay, secondary.hidden_overlay):
+            qemu_img.create(overlay, size, overwrite=True)
+
+    async def _start_pair(self, nodes: dict[str, Node], configs: dict, settings: ColoSettings,
+                          state: LabState, say: Callable[[str], None]) -> None:
+        qemu = qemu_install()
+        ports = SyncPorts()
+        p, s = nodes["cs1"], nodes["cs2"]
+        say("start the secondary QEMU on cs2")
+        sproc = QemuProcess(QEMU_NAME, secondary_args(s, ConfigGuestHardware(configs["cs2"]), state.accel,
+                                                      primary_sync_addr=p.sync_addr, ports=ports,
+                                                      qemu_version=version_tuple(qemu.version)),
+                            s.workdir, netns=s.netns)
+        await asyncio.to_thread(sproc.start)
+        say("start the primary QEMU on cs1")
+        pproc = QemuProcess(QEMU_NAME, primary_args(p, ConfigGuestHardware(configs["cs1"]), state.accel),
+                            p.workdir, netns=p.netns)
+        await asyncio.to_thread(pproc.start)
+        say("wait for the guest's journal service")
+        await asyncio.to_thread(self._wait_guest, state, sproc, pproc)
+        async with await QmpSession.connect(pproc.qmp_path, name="cs1-lab") as pqmp, \
+                await QmpSession.connect(sproc.qmp_path, name="cs2-lab") as sqmp:
+            state.state = "syncing"
+            state.save(self.state_file)
+            say("sync cs2's disk from cs1 over NBD")
+            await Secondary(sqmp, s, settings).prepare(ports)
+            await Primary(pqmp, p, settings).protect(s.sync_addr, ports, _sync_printer(say))
+            say("confirm COLO on both sides")
+            await Secondary(sqmp, s, settings).wait_colo()
+            pst = await read_state(pqmp, settings.qmp_deadline_s)
+            sst = await read_state(sqmp, settings.qmp_deadline_s)
+            if (pst.mode, sst.mode) != ("primary", "secondary"):
+                raise LabError(f"COLO modes after start: cs1 {pst.mode}, cs2 {sst.mode}")
+
+    def _wait_guest(self, state: LabState, *procs: QemuProcess) -> None:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                connect_journal(self.net.ns("client"), state.guest["address"], state.guest["port"], 3.0).close()
+                return
+            except CoserverError as exc:
+                for proc in procs:
+                    if not proc.alive():
+                        raise LabError(f"QEMU in {proc.workdir} exited: {_last_line(proc.log_path)}") from exc
+                if time.monotonic() > deadline:
+                    raise LabError(f"the guest did not answer at {state.guest['address']}:{state.guest['port']} "
+                                   f"within 120 s: {exc}") from exc
+                time.sleep(0.5)
+
+    def _start_controller(self, host: str) -> None:
+        hd = self.host_dir(host)
+        cfg = ControllerConfig(host=host, ftserver="journal", qemu_workdir=str(hd), qemu_name=QEMU_NAME,
+                               control_socket=str(self.control_socket(host)),
+                               log_file=str(hd / "controller.log.jsonl"))
+        cfg_path = hd / "controller.conf.json"
+        cfg.save(cfg_path)
+        argv = ["ip", "netns", "exec", self.net.ns(host), sys.executable, "-m", "coserver.controller.daemon",
+                "--config", str(cfg_path)]
+        with open(hd / "controller.out", "ab") as out:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, cwd="/", umask=0o077)
+        rec = ProcessRecord.of(proc.pid)
+        self.controller_record(host).write_text(json.dumps(rec.__dict__) + "\n")
+        deadline = time.monotonic() + 30
+        while not self.control_socket(host).exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"controller of {host} did not start: {_last_line(hd / 'controller.out')}")
+            time.sleep(0.1)
+
+    # ---- status -----------------------------------------------------------------------
+    def ask(self, host: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """One request to a host's controller over its control socket."""
+        import socket
+
+        path = self.control_socket(host)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(timeout)
+                s.connect(str(path))
+                s.sendall(json.dumps(request).encode() + b"\n")
+                buf = b""
+                while not buf.endswith(b"\n"):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    buf += chunk
+            reply = json.loads(buf)
+        except (OSError, ValueError) as exc:
+            raise LabError(f"controller of {host} ({path}): {exc}") from exc
+        if not reply.get("ok"):
+            raise LabError(f"controller of {host}: {reply.get('error')}")
+        return reply
+
+    def status(self) -> dict[str, Any]:
+        st = LabState.load(self.state_file) if self.workdir.is_dir() else None
+        if st is None or not self.net.existing():
+            return {"state": "stopped", "prefix": self.prefix, "primary": None, "secondary": None,
+                    "checkpoints": 0, "hosts": {}, "guest": st.guest if st else {}}
+        hosts: dict[str, Any] = {}
+        for host in HOSTS:
+            entry: dict[str, Any] = {"netns": self.net.ns(host), "role": None, "qemu_pid": None}
+            try:
+                s = self.ask(host, {"cmd": "status"})["status"]
+                entry.update(role=s.get("colo", {}).get("mode") or s.get("role"), qemu_pid=s["qemu_pid"],
+                             qemu_alive=s["qemu_alive"], qmp_ok=s.get("qmp_ok"), colo=s.get("colo"),
+                             qmp=s.get("qmp"), checkpoints=s.get("checkpoints"),
+                             checkpoint_pause_ms=s.get("checkpoint_pause_ms"), controller_pid=s["controller_pid"])
+                if entry["role"] == "none":
+                    entry["role"] = "simplex" if s.get("guest_running") else "stopped"
+            except LabError as exc:
+                entry["error"] = str(exc)
+            hosts[host] = entry
+        roles = {h: e.get("role") for h, e in hosts.items()}
+        primary = next((h for h, r in roles.items() if r in ("primary", "simplex")), None)
+        secondary = next((h for h, r in roles.items() if r == "secondary"), None)
+        if st.state in ("starting", "syncing"):
+            state = "syncing"
+        elif primary and secondary and roles[primary] == "primary":
+            state = "protected"
+        elif primary:
+            state = "simplex"
+        else:
+            state = "stopped"
+        checkpoints = hosts.get(primary or "", {}).get("checkpoints") or 0
+        return {"state": state, "prefix": self.prefix, "workdir": str(self.workdir), "primary": primary,
+                "secondary": secondary, "checkpoints": checkpoints, "checkpoint_ms": st.checkpoint_ms,
+                "accel": st.accel, "profile": st.profile, "spec": st.spec, "hosts": hosts, "guest": st.guest}
+
+    # ---- down -------------------------------------------------------------------------
+    def down(self) -> list[str]:
+        """Remove everything `up` made (idempotent); return what was removed."""
+        removed: list[str] = []
+        for host in HOSTS:
+            removed += self._stop_controller(host)
+            removed += self._stop_qemu(host)
+        for ns in self.net.existing():
+            removed += _kill_namespace_pids(ns)
+        for ns in self.net.existing():
+            netns.delete(ns)
+            removed.append(f"namespace {ns}")
+        shm = overlay_dir(self.prefix, "x").parent
+        if shm.exists():
+            shutil.rmtree(shm, ignore_errors=True)
+            removed.append(f"overlays {shm}")
+        for host in HOSTS:
+            for leftover in ("control.sock", "qemu.qmp", "qemu.ctl", "serial.sock", "compare0.sock",
+                             "compare_out.sock", "controller.json"):
+                path = self.host_dir(host) / leftover
+                if path.exists() or path.is_symlink():
+                    path.unlink()
+        st = LabState.load(self.state_file) if self.state_file.exists() else None
+        if st is not None:
+            st.state = "stopped"
+            st.save(self.state_file)
+        if self.registry_file.exists():
+            self.registry_file.unlink()
+        return removed
+
+    def _stop_controller(self, host: str) -> list[str]:
+        path = self.controller_record(host)
+        try:
+            rec = ProcessRecord(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return []
+        if not rec.alive():
+            return []
+        rec.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while rec.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if rec.alive():
+            rec.signal(signal.SIGKILL)
+        return [f"controller {host} (pid {rec.pid})"]
+
+    def _stop_qemu(self, host: str) -> list[str]:
+        try:
+            proc = QemuProcess.attach(self.host_dir(host), QEMU_NAME)
+        except CoserverError:
+            return []
+        proc.stop(timeout=5.0)
+        return [f"qemu {host} (pid {proc.pid})"]
+
+
+def _kill_namespace_pids(ns: str) -> list[str]:
+    """Processes still running in one of the lab's namespaces are the lab's: end them by pid."""
+    proc = netns.ip("netns", "pids", ns, check=False)
+    gone = []
+    for pid_text in proc.stdout.split():
+        try:
+            rec = ProcessRecord.of(int(pid_text))
+        except (CoserverError, ValueError):
+            continue
+        rec.signal(signal.SIGKILL)
+        gone.append(f"process {rec.pid} in {ns}")
+    return gone
+
+
+def _sync_printer(say: Callable[[str], None]) -> Callable[[SyncProgress], None]:
+    last = {"pct": -10.0, "t": 0.0, "t0": time.monotonic()}
+
+    def show(p: SyncProgress) -> None:
+        now = time.monotonic()
+        if p.ready or p.percent - last["pct"] >= 10 or now - last["t"] > 5:
+            rate = p.done / max(now - last["t0"], 1e-3) / 2**20
+            say(f"sync {p.percent:5.1f}%  {p.done / 2**20:.0f}/{p.total / 2**20:.0f} MiB  {rate:.0f} MiB/s"
+                + ("  in step" if p.ready else ""))
+            last.update(pct=p.percent, t=now)
+
+    return show
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1].strip() if lines else "no output"
