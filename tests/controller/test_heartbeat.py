@@ -266,7 +266,7 @@ def test_running_sides_detect_a_closed_peer_within_timeout(arun, links):
                 if ev.kind == EventKind.PEER_LOST:
                     break
             took = loop.time() - t0
-            assert 0.2 - 0.03 <= took <= 0.2 + 0.1, took
+            assert 0.2 - 0.03 <= took <= 0.2 + 0.25, took
         finally:
             await a.close()
             await b.close()

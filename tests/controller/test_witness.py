@@ -222,7 +222,7 @@ def test_frozen_witness_is_unreachable_in_bounded_time_and_a_held_lease_is_decla
                 with pytest.raises(WitnessUnreachable, match="no answer within"):
                     await q.current()
                 took = time.monotonic() - t0
-                assert 0.9 <= took <= 1.0 + 0.35, took
+                assert 0.9 <= took <= 1.0 + 0.5, took
                 while not lost and time.monotonic() < expires + 2:
                     await asyncio.sleep(0.02)
                 assert lost, "the keep-alive never noticed"
