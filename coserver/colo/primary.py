@@ -33,6 +33,10 @@ _log = log.get("colo.primary")
 
 SYNC_JOB = "colo-sync"
 SYNC_TARGET_NODE = "colo-sync-target"
+#: The NBD client under the replication child: named, so failover can yank it. With the
+#: secondary unreachable (links cut, peer frozen) its requests never complete, and deleting
+#: the node would drain them forever, freezing QEMU's main loop with it.
+REPLICATION_NBD_NODE = "replication0-nbd"
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,8 @@ class Primary:
             await self.finish_sync()
             await self.steps.run("blockdev-add", {"driver": "replication", "node-name": REPLICATION_NODE_PRIMARY,
                                                   "mode": "primary",
-                                                  "file": {**_nbd(secondary_addr, ports), "detect-zeroes": "on"}},
+                                                  "file": {**_nbd(secondary_addr, ports), "detect-zeroes": "on",
+                                                           "node-name": REPLICATION_NBD_NODE}},
                                  step="add the replication child")
             await self.steps.run("x-blockdev-change", {"parent": QUORUM_NODE, "node": REPLICATION_NODE_PRIMARY},
                                  step="attach the replication child to the quorum")
@@ -167,7 +172,11 @@ class Primary:
     async def failover(self) -> None:
         """The secondary is lost: leave COLO and keep serving alone (QEMU's documented order)."""
         s = self.steps
+        # Cut every connection to the lost secondary first, so nothing below waits on it.
         await s.best_effort("yank", {"instances": [{"type": "migration"}]})
+        await s.best_effort("yank", {"instances": [{"type": "block-node", "node-name": REPLICATION_NBD_NODE}]})
+        for chardev in ("mirror0", "compare1"):
+            await s.best_effort("yank", {"instances": [{"type": "chardev", "id": chardev}]})
         await s.best_effort("x-blockdev-change", {"parent": QUORUM_NODE, "child": "children.1"})
         await s.best_effort("blockdev-del", {"node-name": REPLICATION_NODE_PRIMARY})
         for cmd, args in PrimaryProxy.remove_commands():

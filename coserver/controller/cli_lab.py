@@ -2,6 +2,7 @@
 
     coserver lab up [--prefix P] [--workdir DIR] [--profile NAME | --spec FILE] [--checkpoint-ms N]
     coserver lab status [--prefix P] [--json]
+    coserver lab fault KIND [--host cs1|cs2] [--link 1|2] [--json] [--prefix P]
     coserver lab down [--prefix P]
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import click
 
 from coserver import log
-from coserver.controller.lab import DEFAULT_PREFIX, DEFAULT_PROFILE, Lab, LabOptions
+from coserver.controller.lab import DEFAULT_PREFIX, DEFAULT_PROFILE, FAULTS, Lab, LabOptions
 
 prefix_option = click.option("--prefix", default=DEFAULT_PREFIX, show_default=True,
                              help="Lab name prefix: namespaces are <prefix>-cs1, <prefix>-cs2, ...")
@@ -53,6 +54,23 @@ def lab_status(prefix: str, as_json: bool) -> None:
         click.echo(json.dumps(status, indent=2))
     else:
         _print_status(status)
+
+
+@lab.command("fault")
+@click.argument("kind", type=click.Choice(list(FAULTS)))
+@prefix_option
+@click.option("--host", type=click.Choice(["cs1", "cs2"]), default=None, help="The CoServer to hit.")
+@click.option("--link", type=click.IntRange(1, 2), default=None, help="The sync link (1 or 2).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+def lab_fault(kind: str, prefix: str, host: str | None, link: int | None, as_json: bool) -> None:
+    """Inject a fault: kill-qemu|hang-qemu|resume-qemu|kill-controller --host H; cut-link|heal-link --link N;
+    cut-all-links|heal-all-links."""
+    done = Lab(prefix).fault(kind, host, link)
+    if as_json:
+        click.echo(json.dumps(done))
+    else:
+        where = " ".join(f"{k}={done[k]}" for k in ("host", "link", "pid") if done.get(k) is not None)
+        click.echo(f"fault {kind} injected {where}".rstrip())
 
 
 @lab.command("down")

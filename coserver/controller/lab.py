@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,8 +32,9 @@ from coserver.colo.primary import Primary, SyncProgress
 from coserver.colo.secondary import Secondary
 from coserver.colo.settings import ColoSettings, SyncPorts
 from coserver.colo.status import read_state
-from coserver.controller import labnet, netns
+from coserver.controller import labnet, labproc, netns
 from coserver.controller.daemon import ControllerConfig
+from coserver.controller.heartbeat import load_or_create_key
 from coserver.controller.guestclient import connect_journal
 from coserver.controller.hostcheck import choose_accel
 from coserver.controller.labnet import GUEST_ADDRESS, HOSTS, TAP, LabNet
@@ -56,8 +56,18 @@ _log = log.get("lab")
 DEFAULT_PREFIX = "cs"
 DEFAULT_PROFILE = "dl380-g5"
 QEMU_NAME = "qemu"
+FTSERVER = "journal"
+HEARTBEAT_PORT = 7400
+WITNESS_PORT = 2379
+ETCD = "/usr/bin/etcd"
 REGISTRY = Path("/run/coserver/labs")
 STATES = ("protected", "syncing", "simplex", "failing-over", "stopped")
+#: fault -> (needs --host, needs --link)
+FAULTS: dict[str, tuple[bool, bool]] = {
+    "kill-qemu": (True, False), "hang-qemu": (True, False), "resume-qemu": (True, False),
+    "kill-controller": (True, False), "cut-link": (False, True), "heal-link": (False, True),
+    "cut-all-links": (False, False), "heal-all-links": (False, False),
+}
 
 
 class LabError(CoserverError):
@@ -147,7 +157,17 @@ class Lab:
         return self.host_dir(host) / "control.sock"
 
     def controller_record(self, host: str) -> Path:
-        return self.host_dir(host) / "controller.json"
+        """The running controller's identity, written by its supervisor at each (re)start."""
+        return self.host_dir(host) / "controller.pid.json"
+
+    @property
+    def key_file(self) -> Path:
+        """The pair's shared heartbeat key (0600); both controllers read the same file."""
+        return self.workdir / "pair.key"
+
+    @property
+    def witness_dir(self) -> Path:
+        return self.workdir / "witness"
 
     # ---- up ---------------------------------------------------------------------------
     def up(self, opts: LabOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -188,11 +208,15 @@ class Lab:
             step = "prepare the disks"
             say(step)
             self._prepare_disks(nodes)
+            step = "start the witness (etcd)"
+            say(step)
+            self._start_witness()
             asyncio.run(self._start_pair(nodes, configs, settings, state, say))
             step = "start the controllers"
             say(step)
+            load_or_create_key(self.key_file)
             for host in HOSTS:
-                self._start_controller(host)
+                self._start_controller(host, nodes[host], opts.checkpoint_ms)
             state.state = "protected"
             state.save(self.state_file)
         except BaseException as exc:
@@ -234,7 +258,7 @@ class Lab:
             hd = self.host_dir(host)
             hd.mkdir(mode=0o700, exist_ok=True)
             disk = configs[host].disks[0].path
-            nodes[host] = Node(name=host, workdir=hd, sync_addr=self.net.sync_address(host, 1), tap=TAP,
+            nodes[host] = Node(name=host, workdir=hd, sync_addr=self.net.repl_address(host), tap=TAP,
                                disk=Path(disk), mac=configs[host].nics[0].mac, netns=self.net.ns(host),
                                overlay_dir=overlay_dir(self.prefix, host))
         return nodes
@@ -294,30 +318,62 @@ class Lab:
             except CoserverError as exc:
                 for proc in procs:
                     if not proc.alive():
-                        raise LabError(f"QEMU in {proc.workdir} exited: {_last_line(proc.log_path)}") from exc
+                        raise LabError(f"QEMU in {proc.workdir} exited: {labproc.last_line(proc.log_path)}") from exc
                 if time.monotonic() > deadline:
                     raise LabError(f"the guest did not answer at {state.guest['address']}:{state.guest['port']} "
                                    f"within 120 s: {exc}") from exc
                 time.sleep(0.5)
 
-    def _start_controller(self, host: str) -> None:
+    def _start_witness(self) -> None:
+        """etcd in the witness namespace, on the management network."""
+        self.witness_dir.mkdir(mode=0o700, exist_ok=True)
+        url = f"http://{labnet.WITNESS_ADDRESS}:{WITNESS_PORT}"
+        peer = "http://127.0.0.1:2380"
+        shutil.rmtree(self.witness_dir / "etcd", ignore_errors=True)  # a fresh witness per lab up
+        labproc.start("etcd", [ETCD, "--name", "witness", "--data-dir", str(self.witness_dir / "etcd"),
+                               "--listen-client-urls", url, "--advertise-client-urls", url,
+                               "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                               "--initial-cluster", f"witness={peer}", "--log-level", "warn"],
+                      self.witness_dir, netns=self.net.ns("witness"))
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                netns.socket_in(self.net.ns("witness"), labnet.WITNESS_ADDRESS, WITNESS_PORT, 1.0).close()
+                return
+            except OSError as exc:
+                if labproc.load(self.witness_dir, "etcd") is None or time.monotonic() > deadline:
+                    raise LabError(f"the witness (etcd) did not start: "
+                                   f"{labproc.last_line(self.witness_dir / 'etcd.out')}") from exc
+                time.sleep(0.2)
+
+    def controller_config(self, host: str, node: Node, checkpoint_ms: int) -> ControllerConfig:
         hd = self.host_dir(host)
-        cfg = ControllerConfig(host=host, ftserver="journal", qemu_workdir=str(hd), qemu_name=QEMU_NAME,
-                               control_socket=str(self.control_socket(host)),
-                               log_file=str(hd / "controller.log.jsonl"))
+        peer = HOSTS[1 - HOSTS.index(host)]
+        links = [{"name": f"sync{n}", "local_ip": self.net.sync_address(host, n),
+                  "peer_ip": self.net.sync_address(peer, n), "port": HEARTBEAT_PORT,
+                  "device": self.net.sync_ifname(n)} for n in labnet.SYNC_SUBNETS]
+        return ControllerConfig(
+            host=host, peer=peer, ftserver=FTSERVER, qemu_workdir=str(hd), qemu_name=QEMU_NAME,
+            control_socket=str(self.control_socket(host)), log_file=str(hd / "controller.log.jsonl"),
+            journal_file=str(hd / "controller.journal.json"), key_file=str(self.key_file), links=links,
+            witness={"host": labnet.WITNESS_ADDRESS, "port": WITNESS_PORT, "ttl": 2},
+            node={"sync_addr": node.sync_addr, "tap": node.tap, "disk": str(node.disk), "mac": node.mac,
+                  "overlay_dir": str(node.overlay_dir) if node.overlay_dir else None},
+            checkpoint_ms=checkpoint_ms)
+
+    def _start_controller(self, host: str, node: Node, checkpoint_ms: int) -> None:
+        hd = self.host_dir(host)
+        (hd / "controller.journal.json").unlink(missing_ok=True)  # a new pair: no decisions to resume
         cfg_path = hd / "controller.conf.json"
-        cfg.save(cfg_path)
-        argv = ["ip", "netns", "exec", self.net.ns(host), sys.executable, "-m", "coserver.controller.daemon",
-                "--config", str(cfg_path)]
-        with open(hd / "controller.out", "ab") as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, cwd="/", umask=0o077)
-        rec = ProcessRecord.of(proc.pid)
-        self.controller_record(host).write_text(json.dumps(rec.__dict__) + "\n")
+        self.controller_config(host, node, checkpoint_ms).save(cfg_path)
+        labproc.start("supervisor", [sys.executable, "-m", "coserver.controller.supervise",
+                                     "--record", str(self.controller_record(host)), "--",
+                                     sys.executable, "-m", "coserver.controller.daemon", "--config", str(cfg_path)],
+                      hd, netns=self.net.ns(host))
         deadline = time.monotonic() + 30
         while not self.control_socket(host).exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise LabError(f"controller of {host} did not start: {_last_line(hd / 'controller.out')}")
+            if labproc.load(hd, "supervisor") is None or time.monotonic() > deadline:
+                raise LabError(f"controller of {host} did not start: {labproc.last_line(hd / 'supervisor.out')}")
             time.sleep(0.1)
 
     # ---- status -----------------------------------------------------------------------
@@ -354,20 +410,23 @@ class Lab:
             entry: dict[str, Any] = {"netns": self.net.ns(host), "role": None, "qemu_pid": None}
             try:
                 s = self.ask(host, {"cmd": "status"})["status"]
-                entry.update(role=s.get("colo", {}).get("mode") or s.get("role"), qemu_pid=s["qemu_pid"],
-                             qemu_alive=s["qemu_alive"], qmp_ok=s.get("qmp_ok"), colo=s.get("colo"),
-                             qmp=s.get("qmp"), checkpoints=s.get("checkpoints"),
-                             checkpoint_pause_ms=s.get("checkpoint_pause_ms"), controller_pid=s["controller_pid"])
-                if entry["role"] == "none":
-                    entry["role"] = "simplex" if s.get("guest_running") else "stopped"
+                entry.update({k: s.get(k) for k in (
+                    "role", "state", "epoch", "qemu_pid", "qemu_alive", "qemu_health", "qmp_ok", "colo", "qmp",
+                    "checkpoints", "last_checkpoint_age_s", "checkpoint_pause_ms", "controller_pid", "links",
+                    "peer", "witness", "decisions", "history", "colo_exit")})
             except LabError as exc:
                 entry["error"] = str(exc)
+                rec = self.controller_process(host)
+                entry["controller_pid"] = rec.pid if rec else None
             hosts[host] = entry
         roles = {h: e.get("role") for h, e in hosts.items()}
+        states = {h: e.get("state") for h, e in hosts.items()}
         primary = next((h for h, r in roles.items() if r in ("primary", "simplex")), None)
         secondary = next((h for h, r in roles.items() if r == "secondary"), None)
         if st.state in ("starting", "syncing"):
             state = "syncing"
+        elif "failing_over" in states.values():
+            state = "failing-over"
         elif primary and secondary and roles[primary] == "primary":
             state = "protected"
         elif primary:
@@ -379,6 +438,44 @@ class Lab:
                 "secondary": secondary, "checkpoints": checkpoints, "checkpoint_ms": st.checkpoint_ms,
                 "accel": st.accel, "profile": st.profile, "spec": st.spec, "hosts": hosts, "guest": st.guest}
 
+    # ---- fault injection ---------------------------------------------------------------
+    def fault(self, kind: str, host: str | None = None, link: int | None = None) -> dict[str, Any]:
+        """Inject one fault; return what was done (for --json). Nothing changes on bad input."""
+        if kind not in FAULTS:
+            raise LabError(f"unknown fault {kind!r}; one of: {', '.join(FAULTS)}")
+        if not self.net.existing():
+            raise LabError(f"lab {self.prefix!r} is not running")
+        needs_host, needs_link = FAULTS[kind]
+        if needs_host and host not in HOSTS:
+            raise LabError(f"fault {kind}: --host must be one of {', '.join(HOSTS)}, got {host!r}")
+        if needs_link and link not in labnet.SYNC_SUBNETS:
+            raise LabError(f"fault {kind}: --link must be one of "
+                           f"{', '.join(map(str, labnet.SYNC_SUBNETS))}, got {link!r}")
+        out: dict[str, Any] = {"fault": kind, "host": host, "link": link, "at": time.time()}
+        if kind in ("kill-qemu", "hang-qemu", "resume-qemu"):
+            assert host is not None
+            try:
+                proc = QemuProcess.attach(self.host_dir(host), QEMU_NAME)
+            except CoserverError as exc:
+                raise LabError(f"fault {kind}: no running QEMU on {host} ({exc})") from exc
+            {"kill-qemu": proc.kill, "hang-qemu": proc.pause, "resume-qemu": proc.resume}[kind]()
+            out["pid"] = proc.pid
+        elif kind == "kill-controller":
+            assert host is not None
+            rec = self.controller_process(host)
+            if rec is None:
+                raise LabError(f"fault {kind}: no running controller on {host}")
+            rec.signal(signal.SIGKILL)
+            out["pid"] = rec.pid
+        elif kind in ("cut-link", "heal-link"):
+            assert link is not None
+            self.net.set_sync_link(link, up=kind == "heal-link")
+        elif kind in ("cut-all-links", "heal-all-links"):
+            for n in labnet.SYNC_SUBNETS:
+                self.net.set_sync_link(n, up=kind == "heal-all-links")
+        _log.warning("lab.fault", **{k: v for k, v in out.items() if k != "at"})
+        return out
+
     # ---- down -------------------------------------------------------------------------
     def down(self) -> list[str]:
         """Remove everything `up` made (idempotent); return what was removed."""
@@ -386,6 +483,8 @@ class Lab:
         for host in HOSTS:
             removed += self._stop_controller(host)
             removed += self._stop_qemu(host)
+        if labproc.stop(self.witness_dir, "etcd"):
+            removed.append("witness etcd")
         for ns in self.net.existing():
             removed += _kill_namespace_pids(ns)
         for ns in self.net.existing():
@@ -397,7 +496,7 @@ class Lab:
             removed.append(f"overlays {shm}")
         for host in HOSTS:
             for leftover in ("control.sock", "qemu.qmp", "qemu.ctl", "serial.sock", "compare0.sock",
-                             "compare_out.sock", "controller.json"):
+                             "compare_out.sock", "controller.pid.json", "supervisor.proc.json"):
                 path = self.host_dir(host) / leftover
                 if path.exists() or path.is_symlink():
                     path.unlink()
@@ -410,20 +509,23 @@ class Lab:
         return removed
 
     def _stop_controller(self, host: str) -> list[str]:
-        path = self.controller_record(host)
-        try:
-            rec = ProcessRecord(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            return []
-        if not rec.alive():
-            return []
-        rec.signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while rec.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if rec.alive():
+        """The supervisor first (it stops its controller), then a controller left without one."""
+        hd = self.host_dir(host)
+        gone = [f"supervisor {host}"] if labproc.stop(hd, "supervisor") else []
+        rec = self.controller_process(host)
+        if rec is not None:
             rec.signal(signal.SIGKILL)
-        return [f"controller {host} (pid {rec.pid})"]
+            gone.append(f"controller {host} (pid {rec.pid})")
+        self.controller_record(host).unlink(missing_ok=True)
+        return gone
+
+    def controller_process(self, host: str) -> ProcessRecord | None:
+        try:
+            data = json.loads(self.controller_record(host).read_text())
+            rec = ProcessRecord(data["pid"], data["starttime"], data["boot"])
+        except (OSError, ValueError, KeyError):
+            return None
+        return rec if rec.alive() else None
 
     def _stop_qemu(self, host: str) -> list[str]:
         try:
@@ -460,11 +562,3 @@ def _sync_printer(say: Callable[[str], None]) -> Callable[[SyncProgress], None]:
             last.update(pct=p.percent, t=now)
 
     return show
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "no log"
-    return lines[-1].strip() if lines else "no output"

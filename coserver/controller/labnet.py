@@ -7,6 +7,13 @@
    ns cs1 ══ sync2 (veth) ══ ns cs2     link 2: heartbeats (replication may move here)
    ns cs1 ── mgmt ── mgmtbr (ns witness) ── mgmt ── ns cs2       etcd for arbitration
 ```
+Replication (the COLO migration stream, NBD, the proxy's chardevs) runs
+between per-host *replication addresses* (a /32 on the host's loopback), routed over
+link 1 (metric 10) with link 2 as the backup route (metric 20), as bonded
+private links would be on real CoServers: when link 1 goes down its route
+goes with it and the same TCP connections carry on over link 2, so one cut
+link costs a retransmission, not a failover. Heartbeats are bound to each
+link's device, so each link is watched on its own.
 Each CoServer bridges its guest's tap to its own uplink into the LAN switch,
 as a real host bridges the guest NIC to its LAN port. Every namespace name
 carries the lab prefix, so two labs (or a test and a user's lab) never
@@ -25,6 +32,7 @@ HOSTS = ("cs1", "cs2")
 LAN_SUBNET = "10.201.0"
 SYNC_SUBNETS = {1: "10.201.1", 2: "10.201.2"}
 MGMT_SUBNET = "10.201.3"
+REPL_SUBNET = "10.201.9"
 HOST_INDEX = {"cs1": 1, "cs2": 2}
 GUEST_ADDRESS = f"{LAN_SUBNET}.10"
 CLIENT_ADDRESS = f"{LAN_SUBNET}.100"
@@ -58,6 +66,9 @@ class LabNet:
 
     def sync_address(self, host: str, link: int) -> str:
         return f"{SYNC_SUBNETS[link]}.{HOST_INDEX[host]}"
+
+    def repl_address(self, host: str) -> str:
+        return f"{REPL_SUBNET}.{HOST_INDEX[host]}"
 
     def mgmt_address(self, host: str) -> str:
         return f"{MGMT_SUBNET}.{HOST_INDEX[host]}"
@@ -109,6 +120,24 @@ class LabNet:
             netns.add_veth(self.ns("cs1"), ifname, self.ns("cs2"), ifname)
             for host in HOSTS:
                 netns.set_address(self.ns(host), ifname, f"{self.sync_address(host, link)}/24")
+        for host in HOSTS:
+            netns.ip("addr", "add", f"{self.repl_address(host)}/32", "dev", "lo", ns=self.ns(host))
+            self.add_repl_routes(host)
+
+    def add_repl_routes(self, host: str) -> None:
+        """Routes to the peer's replication address: link 1 preferred, link 2 as backup.
+
+        A route through a link that is down is refused by the kernel (and one
+        that was there is flushed when the link goes down): skip those; they
+        come back with heal."""
+        peer = HOSTS[1 - HOSTS.index(host)]
+        for link, metric in ((1, "10"), (2, "20")):
+            if netns.link_is_up(self.ns(host), self.sync_ifname(link)):
+                # src: connections to the peer start from our replication address too, so both
+                # ends of every replication connection outlive the link they were opened on
+                netns.ip("route", "replace", f"{self.repl_address(peer)}/32", "via",
+                         self.sync_address(peer, link), "dev", self.sync_ifname(link), "metric", metric,
+                         "src", self.repl_address(host), ns=self.ns(host))
 
     def destroy(self) -> None:
         """Remove every namespace of this lab (their links go with them). Idempotent."""
@@ -121,6 +150,9 @@ class LabNet:
             raise LabNetError(f"sync link {link}: the lab has links {', '.join(map(str, SYNC_SUBNETS))}")
         for host in HOSTS:
             netns.link_up(self.ns(host), self.sync_ifname(link), up)
+        if up:
+            for host in HOSTS:
+                self.add_repl_routes(host)
 
     def sync_link_up(self, link: int) -> bool:
         return all(netns.link_is_up(self.ns(h), self.sync_ifname(link)) for h in HOSTS)

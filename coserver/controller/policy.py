@@ -32,6 +32,8 @@ is heard):
   any       local QEMU hung < kill_hung_after                  NONE (wait: slow checkpoint?)
   secondary state starting|syncing, and peer lost / peer says
             its QEMU dead|hung / COLO exit on error            FENCE_SELF (incomplete replica)
+  prim/sec  peer lost but checkpoints still flow               ALERT (its controller restarts;
+            (colo_alive) and no COLO error                     the running peer QEMU proves it lives)
   primary   peer lost, witness unreachable                     FENCE_SELF
   primary   peer lost                                          CONTINUE_SIMPLEX (claim E+1)
   primary   COLO exit on error / peer says its QEMU dead|hung  CONTINUE_SIMPLEX (claim E+1)
@@ -137,6 +139,7 @@ class Observation:
     peer_qemu: QemuHealth | None = None  # the peer's own report (latest heartbeat)
     peer_silent_for: float = 0.0  # seconds since the last valid heartbeat on any link
     maintenance: bool = False
+    colo_alive: bool = False  # checkpoints still flow between the two QEMUs (within a few periods)
 
     @property
     def peer_heard(self) -> bool:
@@ -204,6 +207,9 @@ def _decide(obs: Observation, limits: Thresholds) -> Decision:
         return Decision(Action.FENCE_SELF, f"secondary in {obs.state}: the replica is incomplete and "
                                            "can never take over; stop it")
     if role in (Role.PRIMARY, Role.SECONDARY):
+        if not peer_heard and obs.colo_alive and not obs.colo_exit_error:
+            return Decision(Action.ALERT, f"{role}: the peer's controller is silent on all links, but "
+                                          "checkpoints still flow: its QEMU runs; no failover")
         if not peer_heard:
             if not w.reachable:
                 return Decision(Action.FENCE_SELF, f"{role}: neither the peer (all links silent) nor the "
