@@ -45,6 +45,12 @@ ROWS = [
     ("secondary, both cut, no witness", sec(links=BOTH_CUT, witness=W_DOWN), Action.FENCE_SELF, None),
     ("primary, both cut, witness reachable", obs(links=BOTH_CUT), Action.CONTINUE_SIMPLEX, 5),
     ("primary, both cut, no witness", obs(links=BOTH_CUT, witness=W_DOWN), Action.FENCE_SELF, None),
+    # a silent peer controller whose QEMU still checkpoints with ours is alive: no failover
+    ("secondary, both cut but checkpoints flow", sec(links=BOTH_CUT, colo_alive=True), Action.ALERT, None),
+    ("primary, both cut but checkpoints flow", obs(links=BOTH_CUT, colo_alive=True), Action.ALERT, None),
+    ("secondary, silent peer, checkpoints flow, COLO error", sec(links=BOTH_CUT, colo_alive=True,
+                                                                 colo_exit_error=True),
+     Action.CLAIM_AND_PROMOTE, 5),
     # peer reports / COLO events
     ("secondary, peer says its QEMU dead", sec(peer_qemu=Q.DEAD), Action.CLAIM_AND_PROMOTE, 5),
     ("secondary, peer says its QEMU hung", sec(peer_qemu=Q.HUNG), Action.CLAIM_AND_PROMOTE, 5),
