@@ -18,7 +18,7 @@ APT_PACKAGES := qemu-system-x86 qemu-utils seabios busybox-static musl-tools e2f
 	libglib2.0-dev libpixman-1-dev libslirp-dev flex bison libfdt-dev device-tree-compiler \
 	zlib1g-dev ninja-build dpkg-dev
 
-.PHONY: setup apt venv qemu guest lab lab-down doctor test clean-venv
+.PHONY: setup apt venv qemu guest lab lab-down doctor test test-faults clean-venv
 
 setup: apt venv qemu guest
 
@@ -60,6 +60,11 @@ lab-down:
 
 test: setup
 	$(PYTEST) $(PYTEST_ARGS)
+
+# N trials of every fault on the lab (fresh pair per trial), a table of gaps and losses.
+TRIALS ?= 3
+test-faults: setup
+	$(VENV)/bin/python -m coserver.controller.faulttrial --trials $(TRIALS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -48,3 +48,11 @@ def arun() -> Callable[..., Any]:
     def run(coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
         return asyncio.run(asyncio.wait_for(coro, timeout))
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_logs() -> None:
+    """coserver's structlog lines at warning and above only, so test output stays readable."""
+    from coserver import log
+
+    log.configure("WARNING")

@@ -36,11 +36,12 @@ def main(verbose: int) -> None:
 
 def _register() -> None:
     from coserver.controller.cli_doctor import doctor, qemu
+    from coserver.controller.cli_failover import failover
     from coserver.controller.cli_hardware import hardware
     from coserver.controller.cli_image import image
     from coserver.controller.cli_lab import lab
 
-    for command in (doctor, qemu, hardware, image, lab):
+    for command in (doctor, qemu, hardware, image, lab, failover):
         main.add_command(command)
 
 

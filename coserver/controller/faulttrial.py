@@ -1,0 +1,214 @@
+"""Fault trials on the lab: inject one fault while a client writes, measure what the client saw.
+
+One trial: a client appends every `interval` s (default 20 ms); after a
+quiet start the fault is injected; the trial waits until the pair settles in
+the expected outcome (a failover, or none for a cut link or a killed
+controller), lets the client write a little longer, then checks:
+  * nothing lost: every acknowledged append reads back with GET on the survivor;
+  * the client's TCP connection survived (reconnects) and the largest gap
+    between two acks (the client-visible outage);
+  * exactly one side runs the guest after a failover, both (still protected)
+    after a fault that must not fail over.
+`make test-faults TRIALS=N` runs N trials of every fault and prints the table;
+the fault tests and the benchmarks use run_trial() too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from coserver import log
+from coserver.controller.guestclient import Writer, connect_journal, missing_acks
+from coserver.controller.lab import Lab, LabOptions
+from coserver.errors import CoserverError
+
+#: name -> (lab fault, which host: "primary"|"secondary"|None, link, failover expected, undo fault)
+FAULTS: dict[str, tuple[str, str | None, int | None, bool, str | None]] = {
+    "kill-primary-qemu": ("kill-qemu", "primary", None, True, None),
+    "kill-secondary-qemu": ("kill-qemu", "secondary", None, True, None),
+    "hang-primary-qemu": ("hang-qemu", "primary", None, True, None),
+    "hang-secondary-qemu": ("hang-qemu", "secondary", None, True, None),
+    "cut-link-1": ("cut-link", None, 1, False, "heal-link"),
+    "cut-link-2": ("cut-link", None, 2, False, "heal-link"),
+    "cut-all-links": ("cut-all-links", None, None, True, None),
+    "kill-controller-primary": ("kill-controller", "primary", None, False, None),
+    "kill-controller-secondary": ("kill-controller", "secondary", None, False, None),
+}
+
+
+class TrialError(CoserverError):
+    """A trial could not be run (the lab was not protected to begin with)."""
+
+
+@dataclass
+class TrialResult:
+    fault: str
+    host: str | None
+    link: int | None
+    failover_expected: bool
+    acked: int = 0
+    lost: int = 0
+    reconnects: int = 0
+    client_errors: int = 0
+    gap_s: float = 0.0
+    settle_s: float | None = None
+    survivor: str | None = None
+    guests_running: int = 0
+    state_after: str = ""
+    primary_before: str | None = None
+    primary_after: str | None = None
+    controller_restarted: bool | None = None
+    ok: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _guest_running(host_status: dict[str, Any]) -> bool:
+    return bool(host_status.get("qemu_alive")) and host_status.get("role") in ("primary", "secondary", "simplex")
+
+
+def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 2.0, settle_timeout_s: float = 30.0,
+              after_s: float = 3.0, say: Callable[[str], None] | None = None) -> TrialResult:
+    """One trial of fault `name` (a key of FAULTS) on a protected lab."""
+    kind, which, link, failover, undo = FAULTS[name]
+    st = lab.status()
+    if st["state"] != "protected":
+        raise TrialError(f"trial {name}: the lab is {st['state']}, not protected")
+    host = st[which] if which else None
+    r = TrialResult(fault=name, host=host, link=link, failover_expected=failover, primary_before=st["primary"])
+    g = st["guest"]
+    old_controller = st["hosts"][host]["controller_pid"] if kind == "kill-controller" and host else None
+    writer = Writer(g["client_netns"], g["address"], g["port"], interval=interval, tag=name).start()
+    time.sleep(before_s)
+    t_fault = time.monotonic()
+    lab.fault(kind, host, link)
+    if say:
+        say(f"{name}: injected {kind}" + (f" on {host}" if host else "") + (f" link {link}" if link else ""))
+    settled = _wait_settled(lab, failover, t_fault, settle_timeout_s, kind, host, old_controller)
+    r.settle_s = round(settled - t_fault, 2) if settled else None
+    time.sleep(after_s)
+    if undo:
+        lab.fault(undo, host, link)
+        deadline = time.monotonic() + settle_timeout_s
+        while time.monotonic() < deadline:  # healed: both back to protected, all links heard
+            hosts = lab.status()["hosts"].values()
+            if all(e.get("state") == "protected" for e in hosts):
+                break
+            time.sleep(0.2)
+        else:
+            r.problems.append(f"not protected again {settle_timeout_s:.0f} s after {undo}")
+    res = writer.stop()
+    acks_after = [a for a in res.acks if a.acked >= t_fault - 1.0]
+    r.acked, r.reconnects, r.client_errors = len(res.acks), res.reconnects, len(res.errors)
+    times = [a.acked for a in acks_after]
+    r.gap_s = round(max((b - a for a, b in zip(times, times[1:])), default=float("inf")), 3)
+    st = lab.status()
+    r.state_after, r.primary_after = st["state"], st["primary"]
+    running = [h for h, e in st["hosts"].items() if _guest_running(e)]
+    r.guests_running, r.survivor = len(running), st["primary"]
+    if kind == "kill-controller" and host:
+        new_pid = st["hosts"][host].get("controller_pid")
+        r.controller_restarted = bool(new_pid) and new_pid != old_controller
+    try:
+        with connect_journal(g["client_netns"], g["address"], g["port"]) as client:
+            r.lost = len(missing_acks(client, res.acked))
+    except CoserverError as exc:
+        r.lost = len(res.acks)
+        r.problems.append(f"cannot read back on the survivor: {exc}")
+    _judge(r)
+    return r
+
+
+def _wait_settled(lab: Lab, failover: bool, t0: float, timeout: float, kind: str, host: str | None,
+                  old_controller: int | None) -> float | None:
+    """Until the expected end state is reached; the time it was, or None after timeout."""
+    time.sleep(0.3)
+    while time.monotonic() - t0 < timeout:
+        st = lab.status()
+        if failover and st["state"] == "simplex" and sum(_guest_running(e) for e in st["hosts"].values()) == 1:
+            return time.monotonic()
+        if not failover and st["state"] == "protected":
+            if kind == "cut-link":  # detected: both controllers call the pair degraded
+                if all(e.get("state") == "degraded" for e in st["hosts"].values()):
+                    return time.monotonic()
+                time.sleep(0.2)
+                continue
+            if kind != "kill-controller":
+                return time.monotonic()
+            pid = st["hosts"].get(host or "", {}).get("controller_pid")
+            if pid and pid != old_controller and "error" not in st["hosts"][host]:
+                return time.monotonic()
+        time.sleep(0.2)
+    return None
+
+
+def _judge(r: TrialResult) -> None:
+    p = r.problems
+    if r.lost:
+        p.append(f"{r.lost} acknowledged appends lost")
+    if r.settle_s is None:
+        p.append("did not settle in the expected state")
+    if r.failover_expected and r.guests_running != 1:
+        p.append(f"{r.guests_running} sides run the guest after failover (want exactly 1)")
+    if not r.failover_expected and (r.state_after != "protected" or r.primary_after != r.primary_before):
+        p.append(f"failed over though it must not: {r.state_after}, primary {r.primary_after}")
+    if r.reconnects:
+        p.append(f"the client had to reconnect {r.reconnects} times")
+    if r.controller_restarted is False:
+        p.append("the controller did not come back")
+    r.ok = not p
+
+
+def table(results: list[TrialResult]) -> str:
+    lines = [f"{'fault':<26} {'host':<5} {'gap ms':>7} {'settle s':>8} {'acked':>6} {'lost':>5} "
+             f"{'reconn':>6} {'survivor':<8} result"]
+    for r in results:
+        lines.append(f"{r.fault:<26} {(r.host or '-'):<5} {r.gap_s * 1000:7.0f} "
+                     f"{(r.settle_s if r.settle_s is not None else float('nan')):8.2f} {r.acked:6d} {r.lost:5d} "
+                     f"{r.reconnects:6d} {(r.survivor or '-'):<8} {'ok' if r.ok else 'FAIL: ' + '; '.join(r.problems)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="coserver-fault-trials", description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=1)
+    parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated subset of: " + ", ".join(FAULTS))
+    parser.add_argument("--prefix", default="ft")
+    parser.add_argument("--checkpoint-ms", type=int, default=1000)
+    parser.add_argument("--json", type=Path, default=None, help="also write every result here")
+    args = parser.parse_args(argv)
+    log.configure("ERROR")
+    names = [f.strip() for f in args.faults.split(",") if f.strip()]
+    bad = [n for n in names if n not in FAULTS]
+    if bad:
+        print(f"coserver-fault-trials: error: unknown fault(s) {', '.join(bad)}", file=sys.stderr)
+        return 2
+    lab = Lab(args.prefix)
+    results: list[TrialResult] = []
+    try:
+        for trial in range(args.trials):
+            for name in names:
+                lab.down()
+                lab.up(LabOptions(prefix=args.prefix, checkpoint_ms=args.checkpoint_ms))
+                r = run_trial(lab, name, say=lambda m: print(f"  .. {m}", file=sys.stderr, flush=True))
+                results.append(r)
+                print(table([r]).splitlines()[1], flush=True)
+    finally:
+        lab.down()
+    print()
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
