@@ -24,7 +24,7 @@ from typing import Callable
 from coserver import log
 from coserver.colo.argv import NBD_EXPORT, QUORUM_NODE, REPLICATION_NODE_PRIMARY, Node
 from coserver.colo.errors import ColoStepError
-from coserver.colo.proxy import PrimaryProxy
+from coserver.colo.proxy import SECONDARY_REWRITER, PrimaryProxy
 from coserver.colo.settings import ColoSettings, SyncPorts
 from coserver.colo.steps import StepRunner
 from coserver.qmp.session import QmpSession
@@ -77,9 +77,10 @@ class Primary:
         """Mirror the whole disk to the secondary's export and leave the job ready (in step)."""
         await self.steps.run("blockdev-add", {**_nbd(secondary_addr, ports), "node-name": SYNC_TARGET_NODE},
                              step="sync: connect to the secondary's NBD export")
-        await self.steps.run("blockdev-mirror", {"job-id": SYNC_JOB, "device": QUORUM_NODE,
-                                                 "target": SYNC_TARGET_NODE, "sync": "full"},
-                             step="sync: start mirror")
+        mirror = {"job-id": SYNC_JOB, "device": QUORUM_NODE, "target": SYNC_TARGET_NODE, "sync": "full"}
+        if self.settings.sync_speed_mib_s:
+            mirror["speed"] = self.settings.sync_speed_mib_s * 2**20
+        await self.steps.run("blockdev-mirror", mirror, step="sync: start mirror")
 
         async def ready() -> bool:
             job = await self._job()
@@ -110,7 +111,9 @@ class Primary:
     async def protect(self, secondary_addr: str, ports: SyncPorts,
                       progress: ProgressCallback | None = None) -> None:
         """Sync, then enter COLO with the secondary at secondary_addr; undo on failure."""
-        proxy = PrimaryProxy(self.node.sync_addr, ports, self.node.workdir, self.settings)
+        objects = await self.steps.run("qom-list", {"path": "/objects"}, step="list QOM objects")
+        rewriter = SECONDARY_REWRITER if any(o.get("name") == SECONDARY_REWRITER for o in objects) else None
+        proxy = PrimaryProxy(self.node.sync_addr, ports, self.node.workdir, self.settings, insert_before=rewriter)
         stopped = False
         try:
             await self.sync_disk(secondary_addr, ports, progress)

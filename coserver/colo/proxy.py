@@ -47,8 +47,12 @@ class PrimaryProxy:
     ports: SyncPorts
     workdir: Path
     settings: ColoSettings
+    #: A primary that was a secondary keeps its filter-rewriter (it still fixes the TCP
+    #: sequence numbers of connections made then): the new filters go in front of it.
+    insert_before: str | None = None
 
     def add_commands(self) -> list[tuple[str, dict]]:
+        place = {"insert": "before", "position": f"id={self.insert_before}"} if self.insert_before else {}
         compare0 = _unix(self.workdir / "compare0.sock")
         compare_out = _unix(self.workdir / "compare_out.sock")
         s = self.settings
@@ -60,11 +64,11 @@ class PrimaryProxy:
             _socket_chardev("compare_out", compare_out, server=True),
             _socket_chardev("compare_out0", compare_out, server=False),
             ("object-add", {"qom-type": "filter-mirror", "id": MIRROR_ID, "netdev": NETDEV_ID,
-                            "queue": "tx", "outdev": "mirror0", "vnet_hdr_support": True}),
+                            "queue": "tx", "outdev": "mirror0", "vnet_hdr_support": True, **place}),
             ("object-add", {"qom-type": "filter-redirector", "id": REDIRECT_IN_ID, "netdev": NETDEV_ID,
-                            "queue": "rx", "indev": "compare_out", "vnet_hdr_support": True}),
+                            "queue": "rx", "indev": "compare_out", "vnet_hdr_support": True, **place}),
             ("object-add", {"qom-type": "filter-redirector", "id": REDIRECT_OUT_ID, "netdev": NETDEV_ID,
-                            "queue": "rx", "outdev": "compare0", "vnet_hdr_support": True}),
+                            "queue": "rx", "outdev": "compare0", "vnet_hdr_support": True, **place}),
             ("object-add", {"qom-type": "iothread", "id": IOTHREAD_ID}),
             ("object-add", {"qom-type": "colo-compare", "id": COMPARE_ID,
                             "primary_in": "compare0-0", "secondary_in": "compare1",
@@ -84,4 +88,5 @@ class PrimaryProxy:
 
 
 SECONDARY_PROXY_OBJECTS = ("f2", "f1")       # removed at failover; the rewriter stays
+SECONDARY_REWRITER = "rew0"
 SECONDARY_PROXY_CHARDEVS = ("red1", "red0")

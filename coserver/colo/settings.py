@@ -48,6 +48,9 @@ class ColoSettings:
     qmp_deadline_s: float = 5.0
     migrate_timeout_s: float = 120.0
     sync_timeout_s: float = 600.0
+    #: Cap on the initial/re-sync copy rate (MiB/s, 0 = as fast as it goes), so a resync
+    #: does not starve the running guest's own disk and network traffic.
+    sync_speed_mib_s: int = 0
 
     def __post_init__(self) -> None:
         if not 100 <= self.checkpoint_ms <= 600_000:

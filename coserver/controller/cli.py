@@ -37,11 +37,12 @@ def main(verbose: int) -> None:
 def _register() -> None:
     from coserver.controller.cli_doctor import doctor, qemu
     from coserver.controller.cli_failover import failover
+    from coserver.controller.cli_pair import host, pair
     from coserver.controller.cli_hardware import hardware
     from coserver.controller.cli_image import image
     from coserver.controller.cli_lab import lab
 
-    for command in (doctor, qemu, hardware, image, lab, failover):
+    for command in (doctor, qemu, hardware, image, lab, failover, pair, host):
         main.add_command(command)
 
 

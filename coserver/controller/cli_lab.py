@@ -35,11 +35,17 @@ def lab() -> None:
               help="Protect the guest of this FT server spec instead of the built-in lab guest.")
 @click.option("--checkpoint-ms", type=click.IntRange(100, 600_000), default=2000, show_default=True,
               help="COLO checkpoint period.")
-def lab_up(prefix: str, workdir: Path | None, profile: str, spec: Path | None, checkpoint_ms: int) -> None:
+@click.option("--reprotect", type=click.Choice(["auto", "manual"]), default="auto", show_default=True,
+              help="Re-protect automatically when a failed CoServer is back, or only on `coserver pair reprotect`.")
+@click.option("--sync-speed", "sync_speed", type=click.IntRange(0, 100_000), default=0, show_default=True,
+              metavar="MIB_S", help="Cap the disk (re)sync rate in MiB/s (0: no cap).")
+def lab_up(prefix: str, workdir: Path | None, profile: str, spec: Path | None, checkpoint_ms: int,
+           reprotect: str, sync_speed: int) -> None:
     """Start both CoServers, sync the disk, enter COLO; return when protected."""
     the_lab = Lab(prefix, workdir)
     log.configure("INFO", the_lab.workdir / "lab.log.jsonl") if _writable(the_lab.workdir) else None
-    opts = LabOptions(prefix=prefix, workdir=workdir, profile=profile, spec=spec, checkpoint_ms=checkpoint_ms)
+    opts = LabOptions(prefix=prefix, workdir=workdir, profile=profile, spec=spec, checkpoint_ms=checkpoint_ms,
+                      reprotect=reprotect, sync_speed_mib_s=sync_speed)
     status = the_lab.up(opts, progress=lambda m: click.echo(f"  .. {m}", err=True))
     _print_status(status)
 
@@ -97,6 +103,11 @@ def _print_status(s: dict) -> None:
         click.echo(f"guest: {g.get('address')}:{g.get('port')} (mac {g.get('mac')}, clients in netns "
                    f"{g.get('client_netns')})")
     for host, h in sorted(s.get("hosts", {}).items()):
+        sync = h.get("sync")
+        if sync and not sync.get("finished"):
+            click.echo(f"  {host} syncing: {sync['percent']:5.1f}%  {sync['rate_mib_s'] or '-'} MiB/s  "
+                       f"ETA {sync['eta_s'] if sync['eta_s'] is not None else '-'} s"
+                       + ("  (in step)" if sync.get("in_step") else ""))
         qmp = h.get("qmp") or {}
         click.echo(f"  {host:<4} netns={h.get('netns'):<10} role={str(h.get('role')):<10} "
                    f"qemu_pid={h.get('qemu_pid')} qmp={'ok' if h.get('qmp_ok') else 'NOT OK'} "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
 import sys
@@ -29,19 +30,26 @@ from pathlib import Path
 from typing import Any
 
 from coserver import log
-from coserver.colo.argv import Node
-from coserver.colo.primary import Primary
+from coserver.colo.argv import Node, secondary_args
+from coserver.colo.primary import Primary, SyncProgress
 from coserver.colo.secondary import Secondary
-from coserver.colo.settings import ColoSettings
+from coserver.colo.settings import ColoSettings, SyncPorts
 from coserver.colo.status import read_state
 from coserver.controller.heartbeat import Heartbeats, LinkSpec, load_or_create_key
 from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.policy import (
     Action, ClaimOutcome, Decision, Observation, Thresholds, WitnessView, after_claim, decide)
 from coserver.controller.roles import QemuHealth, Role
+from coserver.controller.selftest import version_tuple
+from coserver.controller.rejoin import Move, RejoinView, ReprotectPolicy, next_move
 from coserver.controller.statemachine import FtState, FtStateMachine
 from coserver.controller.witness import Witness, WitnessError, WitnessUnreachable
 from coserver.errors import CoserverError
+from coserver.hardware.argv import ConfigGuestHardware
+from coserver.hardware.config import resolve
+from coserver.hardware.spec import load_spec
+from coserver.images import qemu_img
+from coserver.paths import qemu_install
 from coserver.qmp.errors import QmpError
 from coserver.qmp.launcher import QemuProcess
 from coserver.qmp.session import QmpListener, QmpSession
@@ -79,6 +87,21 @@ class ControllerConfig:
     kill_hung_after_s: float = 1.5
     heartbeat_interval_s: float = 0.1
     heartbeat_timeout_s: float = 1.0
+    # re-protection: what a rejoining secondary needs to start its QEMU, and the policy
+    spec: str = ""                     # the FT server spec (the single source of the guest's hardware)
+    accel: str = "tcg"
+    peer_repl_addr: str = ""           # the peer's replication address (COLO and NBD run between these)
+    ports: dict[str, int] = field(default_factory=dict)   # SyncPorts fields; default ports if empty
+    reprotect: str = "auto"            # "auto" | "manual"
+    sync_speed_mib_s: int = 0
+
+    @property
+    def sync_ports(self) -> SyncPorts:
+        return SyncPorts(**self.ports)
+
+    @property
+    def maintenance_flag(self) -> Path:
+        return Path(self.qemu_workdir) / "maintenance"
 
     @classmethod
     def load(cls, path: Path) -> ControllerConfig:
@@ -137,7 +160,13 @@ class HostController:
         self.qmp: QmpSession | None = None
         self.listener: QmpListener | None = None
         self.health = QmpHealth()
-        self.settings = ColoSettings(checkpoint_ms=cfg.checkpoint_ms, qmp_deadline_s=cfg.qmp_deadline_s)
+        self.settings = ColoSettings(checkpoint_ms=cfg.checkpoint_ms, qmp_deadline_s=cfg.qmp_deadline_s,
+                                     sync_speed_mib_s=cfg.sync_speed_mib_s)
+        self.busy: asyncio.Task | None = None          # a rejoin or protect under way
+        self.last_attempt = -math.inf                   # monotonic time of the last rejoin/protect
+        self.rejoin_requested = False
+        self.rejoin_note = ""
+        self.sync: dict[str, Any] | None = None          # progress of a running (re)sync
         self.thresholds = Thresholds(kill_hung_after=cfg.kill_hung_after_s)
         self.witness = Witness(cfg.ftserver, host=cfg.witness["host"], port=int(cfg.witness["port"]),
                                ttl=int(cfg.witness.get("ttl", 2)))
@@ -386,6 +415,8 @@ class HostController:
                 decision = await self._claim(obs, decision)
             self._note(decision)
             await self.act(decision)
+            if decision.action in (Action.NONE, Action.ALERT, Action.DEGRADED_ALERT):
+                await self._rejoin_step()
             self._publish()
             if time.monotonic() - self._last_journal > JOURNAL_EVERY_S:
                 self._save_journal("periodic")
@@ -485,7 +516,8 @@ class HostController:
         if self.heartbeats is None:
             return
         qemu, _ = self.qemu_health()
-        self.heartbeats.update_local(epoch=self.epoch, role=self.role.value, state=self.sm.state.value,
+        state = "maintenance" if self.role == Role.NONE and self.cfg.maintenance_flag.exists() else self.sm.state.value
+        self.heartbeats.update_local(epoch=self.epoch, role=self.role.value, state=state,
                                      qemu=qemu.value, checkpoints=self.events.checkpoints)
 
     def _save_journal(self, reason: str) -> None:
@@ -494,6 +526,121 @@ class HostController:
                                        epoch=self.epoch, state=self.sm.state, checkpoints=self.events.checkpoints,
                                        qemu_name=self.cfg.qemu_name, qemu_workdir=self.cfg.qemu_workdir,
                                        reason=reason[:200]))
+
+    # ---- re-protection --------------------------------------------------------------------
+    def _rejoin_view(self) -> RejoinView:
+        assert self.heartbeats is not None
+        peer = self.heartbeats.peer_state() if self.heartbeats.peer_alive() else None
+        return RejoinView(
+            role=self.role, state=self.sm.state, epoch=self.epoch, policy=ReprotectPolicy(self.cfg.reprotect),
+            maintenance=self.cfg.maintenance_flag.exists(), requested=self.rejoin_requested,
+            since_last_attempt_s=time.monotonic() - self.last_attempt, peer_heard=peer is not None,
+            peer_role=peer.role if peer else None, peer_state=peer.state if peer else None,
+            peer_epoch=peer.epoch if peer else None, peer_maintenance=bool(peer and peer.state == "maintenance"),
+            busy=self.busy is not None and not self.busy.done())
+
+    async def _rejoin_step(self) -> None:
+        if self.role == Role.SECONDARY and self.sm.state == FtState.SYNCING and self.qmp is not None:
+            st = await read_state(self.qmp, self.cfg.qmp_deadline_s)
+            if st.mode == "secondary":  # the primary's migration arrived: we are its replica now
+                self.events.last_checkpoint = time.monotonic()
+                self._to(FtState.PROTECTED, "COLO entered: this side is the secondary again")
+            return
+        move, why = next_move(self._rejoin_view())
+        self.rejoin_note = why
+        if move == Move.START_SECONDARY:
+            self.busy = asyncio.get_running_loop().create_task(self._start_secondary(why), name="rejoin")
+        elif move == Move.PROTECT:
+            self.busy = asyncio.get_running_loop().create_task(self._protect(why), name="protect")
+
+    def _secondary_argv(self) -> list[str]:
+        """A fresh secondary of the spec's guest on this host (stale disk, new empty overlays)."""
+        config = resolve(load_spec(self.cfg.spec), self.cfg.host)
+        node = self.cfg.colo_node()
+        if not node.disk.exists():
+            raise CoserverError(f"rejoin {self.cfg.host}: disk {node.disk} does not exist")
+        size = qemu_img.info(node.disk).virtual_size
+        for overlay in (node.active_overlay, node.hidden_overlay):
+            overlay.parent.mkdir(parents=True, exist_ok=True)
+            qemu_img.create(overlay, size, overwrite=True)
+        version = version_tuple(qemu_install().version)
+        return secondary_args(node, ConfigGuestHardware(config), self.cfg.accel,
+                              primary_sync_addr=self.cfg.peer_repl_addr, ports=self.cfg.sync_ports,
+                              qemu_version=version)
+
+    async def _start_secondary(self, why: str) -> None:
+        """Rejoin: start a new secondary QEMU here and wait for the survivor to sync it."""
+        self.last_attempt = time.monotonic()
+        self.rejoin_requested = False
+        assert self.heartbeats is not None
+        peer = self.heartbeats.peer_state()
+        try:
+            if self.sm.state == FtState.FENCED:
+                self._to(FtState.STOPPED, "fence cleared to rejoin as a secondary (never as a primary)")
+            self._to(FtState.STARTING, why)
+            if self.qemu is not None and self.qemu.alive():
+                self.qemu.kill()
+            args = await asyncio.to_thread(self._secondary_argv)
+            proc = QemuProcess(self.cfg.qemu_name, args, self.cfg.qemu_workdir)
+            await asyncio.to_thread(proc.start)
+            self.qemu = proc
+            await self._switch_qmp()
+            assert self.qmp is not None
+            await Secondary(self.qmp, self.cfg.colo_node(), self.settings).prepare(self.cfg.sync_ports)
+            self.role = Role.SECONDARY
+            self.epoch = max(self.epoch, peer.epoch if peer else 0)
+            self.health = QmpHealth()
+            self.events.colo_exit = None
+            self.events.last_checkpoint = None
+            self._to(FtState.SYNCING, "secondary ready: waiting for the survivor's sync")
+        except (CoserverError, OSError) as exc:
+            _log.error("controller.rejoin_failed", host=self.cfg.host, reason=str(exc))
+            if self.qemu is not None and self.qemu.alive():
+                self.qemu.kill()
+            self.role = Role.NONE
+            if self.sm.state != FtState.STOPPED and self.sm.can(FtState.STOPPED):
+                self._to(FtState.STOPPED, f"rejoin failed, will retry: {exc}")
+
+    async def _switch_qmp(self) -> None:
+        """Drop the session to a QEMU that is gone; open one to the new QEMU."""
+        old, old_listener = self.qmp, self.listener
+        self.qmp = self.listener = None
+        if old_listener is not None:
+            old_listener.close()
+        if old is not None:
+            await old.close(timeout=0.2)
+        await self._connect_qmp()
+
+    def _on_sync(self, p: SyncProgress) -> None:
+        now = time.monotonic()
+        started = self.sync["started"] if self.sync else now
+        elapsed = now - started
+        rate = p.done / elapsed if elapsed >= 0.5 else None  # too early for a meaningful rate
+        self.sync = {"started": started, "percent": round(p.percent, 1), "done_bytes": p.done,
+                     "total_bytes": p.total, "rate_mib_s": round(rate / 2**20, 1) if rate else None,
+                     "eta_s": round((p.total - p.done) / rate, 1) if rate and not p.ready else None,
+                     "in_step": p.ready}
+
+    async def _protect(self, why: str) -> None:
+        """The survivor: sync the peer's new secondary and enter COLO; stay simplex if it fails."""
+        self.last_attempt = time.monotonic()
+        self.sync = None
+        self._to(FtState.SYNCING, why)
+        assert self.qmp is not None
+        try:
+            await Primary(self.qmp, self.cfg.colo_node(), self.settings).protect(
+                self.cfg.peer_repl_addr, self.cfg.sync_ports, self._on_sync)
+            self.role = Role.PRIMARY
+            self.events.colo_exit = None
+            self.events.last_checkpoint = time.monotonic()
+            self._to(FtState.PROTECTED, f"protected again with {self.cfg.peer} as the secondary")
+        except (CoserverError, OSError) as exc:
+            _log.error("controller.protect_failed", host=self.cfg.host, reason=str(exc))
+            self.role = Role.SIMPLEX
+            self._to(FtState.SIMPLEX, f"re-protection failed, still simplex (retrying later): {exc}")
+        finally:
+            if self.sync is not None:
+                self.sync["finished"] = True
 
     # ---- control socket -----------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
@@ -517,6 +664,9 @@ class HostController:
             "witness": asdict(self.witness_view) | {"held": self.witness.held is not None},
             "history": [asdict(t) if hasattr(t, "__dataclass_fields__") else t for t in self.sm.history],
             "decisions": list(self.decisions),
+            "reprotect": {"policy": self.cfg.reprotect, "maintenance": self.cfg.maintenance_flag.exists(),
+                          "busy": bool(self.busy and not self.busy.done()), "note": self.rejoin_note},
+            "sync": self.sync,
         }
         if self.qmp is not None and qemu == QemuHealth.ALIVE:
             try:
@@ -551,7 +701,52 @@ class HostController:
             return {"ok": True, "status": await self.status()}
         if cmd == "relinquish":
             return await self._relinquish(str(request.get("reason", "operator request")))
+        if cmd == "rejoin":
+            self.rejoin_requested = True
+            self.last_attempt = -math.inf
+            return {"ok": True, "host": self.cfg.host, "role": self.role.value}
+        if cmd == "maintenance":
+            return await self._maintenance(bool(request.get("on")))
         return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    async def _maintenance(self, on: bool) -> dict[str, Any]:
+        """Take this CoServer out on purpose (its secondary stops quietly), or bring it back."""
+        async with self._acting:
+            if not on:
+                self.cfg.maintenance_flag.unlink(missing_ok=True)
+                self.rejoin_requested = True
+                self.last_attempt = -math.inf
+                return {"ok": True, "host": self.cfg.host, "maintenance": False}
+            if self.role == Role.SIMPLEX:
+                return {"ok": False, "error": f"{self.cfg.host} runs the only copy of the guest (simplex): "
+                                              "maintenance now would stop the FT server"}
+            if self.role == Role.PRIMARY:
+                refusal = self._handover_refusal()
+                if refusal:
+                    return {"ok": False, "error": refusal}
+            self.cfg.maintenance_flag.write_text(f"{time.time()}\n")  # before stopping: no rejoin after
+            if self.busy is not None and not self.busy.done():
+                self.busy.cancel()
+            if self.role == Role.PRIMARY:  # hand the guest to the secondary first, as a manual failover
+                await self._stop_local("maintenance: handing the guest to the secondary", release=True,
+                                       to=FtState.STOPPED)
+            elif self.qemu is not None and self.qemu.alive():
+                await asyncio.to_thread(self.qemu.stop, 5.0)
+            self.role = Role.NONE
+            if self.sm.state != FtState.STOPPED and self.sm.can(FtState.STOPPED):
+                self._to(FtState.STOPPED, "maintenance: this CoServer is out of the pair on purpose")
+            self._publish()
+            return {"ok": True, "host": self.cfg.host, "maintenance": True}
+
+    def _handover_refusal(self) -> str | None:
+        """Why the guest cannot be handed to the peer now (None: it can)."""
+        assert self.heartbeats is not None
+        peer = self.heartbeats.peer_state() if self.heartbeats.peer_alive() else None
+        if peer is None or peer.role != Role.SECONDARY.value or peer.state != FtState.PROTECTED.value \
+                or self.sm.state not in (FtState.PROTECTED, FtState.DEGRADED):
+            return (f"{self.cfg.peer} is not a protected, healthy secondary: handing over now would stop "
+                    "the only copy")
+        return None
 
     async def _relinquish(self, reason: str) -> dict[str, Any]:
         """Operator's manual failover: stop serving here so the secondary takes over at once."""
@@ -559,11 +754,9 @@ class HostController:
             if self.role not in (Role.PRIMARY,):
                 return {"ok": False, "error": f"{self.cfg.host} is {self.role.value}, not the primary of a "
                                               "protected pair: nothing to hand over"}
-            assert self.heartbeats is not None
-            if not self.heartbeats.peer_alive() or not self.heartbeats.peer_state() \
-                    or self.heartbeats.peer_state().role != Role.SECONDARY.value:
-                return {"ok": False, "error": f"{self.cfg.peer} is not a healthy secondary: a manual failover "
-                                              "now would stop the only copy"}
+            refusal = self._handover_refusal()
+            if refusal:
+                return {"ok": False, "error": refusal}
             await self._stop_local(f"manual failover: {reason}", release=True, to=FtState.STOPPED)
             self._publish()
             return {"ok": True, "stopped": self.cfg.host}

@@ -56,7 +56,8 @@ class TrialResult:
     lost: int = 0
     reconnects: int = 0
     client_errors: int = 0
-    gap_s: float = 0.0
+    gap_s: float = 0.0            # the largest gap between acks that began before the pair settled
+    later_gap_s: float = 0.0      # the largest after it (e.g. the pause of an automatic re-protection)
     settle_s: float | None = None
     survivor: str | None = None
     guests_running: int = 0
@@ -94,6 +95,9 @@ def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 
         say(f"{name}: injected {kind}" + (f" on {host}" if host else "") + (f" link {link}" if link else ""))
     settled = _wait_settled(lab, failover, t_fault, settle_timeout_s, kind, host, old_controller)
     r.settle_s = round(settled - t_fault, 2) if settled else None
+    at_settle = lab.status()  # before any automatic re-protection brings a second side back
+    r.guests_running = sum(_guest_running(e) for e in at_settle["hosts"].values())
+    r.survivor = at_settle["primary"]
     time.sleep(after_s)
     if undo:
         lab.fault(undo, host, link)
@@ -109,11 +113,12 @@ def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 
     acks_after = [a for a in res.acks if a.acked >= t_fault - 1.0]
     r.acked, r.reconnects, r.client_errors = len(res.acks), res.reconnects, len(res.errors)
     times = [a.acked for a in acks_after]
-    r.gap_s = round(max((b - a for a, b in zip(times, times[1:])), default=float("inf")), 3)
+    gaps = list(zip(times, times[1:]))
+    cut = settled if settled is not None else float("inf")
+    r.gap_s = round(max((b - a for a, b in gaps if a <= cut), default=float("inf")), 3)
+    r.later_gap_s = round(max((b - a for a, b in gaps if a > cut), default=0.0), 3)
     st = lab.status()
     r.state_after, r.primary_after = st["state"], st["primary"]
-    running = [h for h, e in st["hosts"].items() if _guest_running(e)]
-    r.guests_running, r.survivor = len(running), st["primary"]
     if kind == "kill-controller" and host:
         new_pid = st["hosts"][host].get("controller_pid")
         r.controller_restarted = bool(new_pid) and new_pid != old_controller
@@ -158,7 +163,8 @@ def _judge(r: TrialResult) -> None:
         p.append("did not settle in the expected state")
     if r.failover_expected and r.guests_running != 1:
         p.append(f"{r.guests_running} sides run the guest after failover (want exactly 1)")
-    if not r.failover_expected and (r.state_after != "protected" or r.primary_after != r.primary_before):
+    if not r.failover_expected and (r.state_after != "protected" or r.primary_after != r.primary_before
+                                    or r.guests_running != 2):
         p.append(f"failed over though it must not: {r.state_after}, primary {r.primary_after}")
     if r.reconnects:
         p.append(f"the client had to reconnect {r.reconnects} times")
@@ -168,10 +174,10 @@ def _judge(r: TrialResult) -> None:
 
 
 def table(results: list[TrialResult]) -> str:
-    lines = [f"{'fault':<26} {'host':<5} {'gap ms':>7} {'settle s':>8} {'acked':>6} {'lost':>5} "
+    lines = [f"{'fault':<26} {'host':<5} {'gap ms':>7} {'later ms':>8} {'settle s':>8} {'acked':>6} {'lost':>5} "
              f"{'reconn':>6} {'survivor':<8} result"]
     for r in results:
-        lines.append(f"{r.fault:<26} {(r.host or '-'):<5} {r.gap_s * 1000:7.0f} "
+        lines.append(f"{r.fault:<26} {(r.host or '-'):<5} {r.gap_s * 1000:7.0f} {r.later_gap_s * 1000:8.0f} "
                      f"{(r.settle_s if r.settle_s is not None else float('nan')):8.2f} {r.acked:6d} {r.lost:5d} "
                      f"{r.reconnects:6d} {(r.survivor or '-'):<8} {'ok' if r.ok else 'FAIL: ' + '; '.join(r.problems)}")
     return "\n".join(lines)

@@ -94,6 +94,8 @@ class LabOptions:
     spec: Path | None = None
     checkpoint_ms: int = 2000
     boot_timeout_s: float = 120.0
+    reprotect: str = "auto"
+    sync_speed_mib_s: int = 0
 
 
 @dataclass
@@ -179,7 +181,7 @@ class Lab:
                            f"run `coserver lab down --prefix {self.prefix}` first")
         if opts.spec is None:
             get_profile(opts.profile)  # unknown profile: one line, before anything is made
-        settings = ColoSettings(checkpoint_ms=opts.checkpoint_ms)
+        settings = ColoSettings(checkpoint_ms=opts.checkpoint_ms, sync_speed_mib_s=opts.sync_speed_mib_s)
         state = LabState(prefix=self.prefix, workdir=str(self.workdir), checkpoint_ms=opts.checkpoint_ms)
         step = "prepare"
         try:
@@ -216,7 +218,7 @@ class Lab:
             say(step)
             load_or_create_key(self.key_file)
             for host in HOSTS:
-                self._start_controller(host, nodes[host], opts.checkpoint_ms)
+                self._start_controller(host, nodes[host], opts, spec_path, state.accel)
             state.state = "protected"
             state.save(self.state_file)
         except BaseException as exc:
@@ -346,7 +348,7 @@ class Lab:
                                    f"{labproc.last_line(self.witness_dir / 'etcd.out')}") from exc
                 time.sleep(0.2)
 
-    def controller_config(self, host: str, node: Node, checkpoint_ms: int) -> ControllerConfig:
+    def controller_config(self, host: str, node: Node, opts: LabOptions, spec: Path, accel: str) -> ControllerConfig:
         hd = self.host_dir(host)
         peer = HOSTS[1 - HOSTS.index(host)]
         links = [{"name": f"sync{n}", "local_ip": self.net.sync_address(host, n),
@@ -359,13 +361,15 @@ class Lab:
             witness={"host": labnet.WITNESS_ADDRESS, "port": WITNESS_PORT, "ttl": 2},
             node={"sync_addr": node.sync_addr, "tap": node.tap, "disk": str(node.disk), "mac": node.mac,
                   "overlay_dir": str(node.overlay_dir) if node.overlay_dir else None},
-            checkpoint_ms=checkpoint_ms)
+            checkpoint_ms=opts.checkpoint_ms, spec=str(spec), accel=accel, peer_repl_addr=self.net.repl_address(peer),
+            reprotect=opts.reprotect, sync_speed_mib_s=opts.sync_speed_mib_s)
 
-    def _start_controller(self, host: str, node: Node, checkpoint_ms: int) -> None:
+    def _start_controller(self, host: str, node: Node, opts: LabOptions, spec: Path, accel: str) -> None:
         hd = self.host_dir(host)
         (hd / "controller.journal.json").unlink(missing_ok=True)  # a new pair: no decisions to resume
+        (hd / "maintenance").unlink(missing_ok=True)
         cfg_path = hd / "controller.conf.json"
-        self.controller_config(host, node, checkpoint_ms).save(cfg_path)
+        self.controller_config(host, node, opts, spec, accel).save(cfg_path)
         labproc.start("supervisor", [sys.executable, "-m", "coserver.controller.supervise",
                                      "--record", str(self.controller_record(host)), "--",
                                      sys.executable, "-m", "coserver.controller.daemon", "--config", str(cfg_path)],
@@ -413,7 +417,7 @@ class Lab:
                 entry.update({k: s.get(k) for k in (
                     "role", "state", "epoch", "qemu_pid", "qemu_alive", "qemu_health", "qmp_ok", "colo", "qmp",
                     "checkpoints", "last_checkpoint_age_s", "checkpoint_pause_ms", "controller_pid", "links",
-                    "peer", "witness", "decisions", "history", "colo_exit")})
+                    "peer", "witness", "decisions", "history", "colo_exit", "reprotect", "sync")})
             except LabError as exc:
                 entry["error"] = str(exc)
                 rec = self.controller_process(host)
@@ -423,7 +427,7 @@ class Lab:
         states = {h: e.get("state") for h, e in hosts.items()}
         primary = next((h for h, r in roles.items() if r in ("primary", "simplex")), None)
         secondary = next((h for h, r in roles.items() if r == "secondary"), None)
-        if st.state in ("starting", "syncing"):
+        if st.state in ("starting", "syncing") or "syncing" in states.values():
             state = "syncing"
         elif "failing_over" in states.values():
             state = "failing-over"
