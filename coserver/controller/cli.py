@@ -38,12 +38,15 @@ def _register() -> None:
     from coserver.controller.cli_doctor import doctor, qemu
     from coserver.controller.cli_failover import failover
     from coserver.controller.cli_pair import host, pair
+    from coserver.controller.cli_status import status
     from coserver.controller.cli_hardware import hardware
     from coserver.controller.cli_image import image
     from coserver.controller.cli_lab import lab
 
-    for command in (doctor, qemu, hardware, image, lab, failover, pair, host):
+    for command in (doctor, qemu, hardware, image, lab, failover, pair, host, status):
         main.add_command(command)
+    from coserver.bench.cli import bench  # the benchmarks sit above the controller: registered here, last
+    main.add_command(bench)
 
 
 _register()

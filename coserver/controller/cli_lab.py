@@ -47,7 +47,7 @@ def lab_up(prefix: str, workdir: Path | None, profile: str, spec: Path | None, c
     opts = LabOptions(prefix=prefix, workdir=workdir, profile=profile, spec=spec, checkpoint_ms=checkpoint_ms,
                       reprotect=reprotect, sync_speed_mib_s=sync_speed)
     status = the_lab.up(opts, progress=lambda m: click.echo(f"  .. {m}", err=True))
-    _print_status(status)
+    print_status(status)
 
 
 @lab.command("status")
@@ -59,7 +59,7 @@ def lab_status(prefix: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(status, indent=2))
     else:
-        _print_status(status)
+        print_status(status)
 
 
 @lab.command("fault")
@@ -95,7 +95,7 @@ def _writable(path: Path) -> bool:
         return False
 
 
-def _print_status(s: dict) -> None:
+def print_status(s: dict) -> None:
     click.echo(f"lab {s['prefix']}: {s['state'].upper()}   primary={s['primary'] or '-'} "
                f"secondary={s['secondary'] or '-'} checkpoints={s['checkpoints']}")
     g = s.get("guest") or {}

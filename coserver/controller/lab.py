@@ -383,9 +383,16 @@ class Lab:
     # ---- status -----------------------------------------------------------------------
     def ask(self, host: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
         """One request to a host's controller over its control socket."""
+        try:
+            return self.ask_socket(self.control_socket(host), request, timeout)
+        except LabError as exc:
+            raise LabError(f"controller of {host}: {exc}") from exc
+
+    @staticmethod
+    def ask_socket(path: Path, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """One JSON request/reply with a controller's control socket."""
         import socket
 
-        path = self.control_socket(host)
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(timeout)
@@ -399,9 +406,9 @@ class Lab:
                     buf += chunk
             reply = json.loads(buf)
         except (OSError, ValueError) as exc:
-            raise LabError(f"controller of {host} ({path}): {exc}") from exc
+            raise LabError(f"{path}: {exc}") from exc
         if not reply.get("ok"):
-            raise LabError(f"controller of {host}: {reply.get('error')}")
+            raise LabError(str(reply.get("error")))
         return reply
 
     def status(self) -> dict[str, Any]:
