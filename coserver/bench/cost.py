@@ -1,0 +1,191 @@
+"""Cost of protection: the same workload on one QEMU and on a COLO pair, alternating A/B.
+
+For each checkpoint period, `rounds` rounds of A (unprotected: the lab guest
+alone on cs1, started with exactly the lab primary's command line, on the same
+network path) and B (protected: `Lab.up` with that period), the order swapped
+every round so neither side always runs first. Each run is a fresh guest; its
+window is the workload of bench.workload (fsync'ed appends, then a COUNT
+latency probe). For B the bench also reads, per phase:
+  * checkpoints and the guest's pause per checkpoint from the primary QEMU's own
+    events (MIGRATION_PASS, STOP/RESUME: colo.status.CheckpointWatch, on the
+    launcher's private QMP socket, so the controller's session is untouched);
+  * bytes the primary sent on the migration stream (the checkpoints), on NBD
+    (the disk writes) and on the packet mirror, from the kernel's TCP counters;
+  * the controllers' own checkpoint count, as a cross-check.
+Both sides: CPU seconds used by the QEMU process(es) during the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from coserver.bench import workload
+from coserver.bench.failover import lab_options
+from coserver.bench.site import Site, fresh_dir
+from coserver.bench.stats import median, percentile, ratio, summary
+from coserver.colo.status import CheckpointWatch
+from coserver.controller.lab import QEMU_NAME, Lab
+from coserver.controller.labnet import GUEST_ADDRESS
+from coserver.controller.labspec import GUEST_PORT
+from coserver.errors import CoserverError
+from coserver.qmp.launcher import QemuProcess
+from coserver.qmp.session import QmpSession
+
+SETTLE_S = 2.0
+
+
+def _phases(ns: str, append_s: float, probe_s: float, tag: str) -> list[tuple[str, Callable[[], dict]]]:
+    return [("appends", lambda: workload.append_phase(ns, GUEST_ADDRESS, GUEST_PORT, append_s, tag)),
+            ("probe", lambda: workload.probe_phase(ns, GUEST_ADDRESS, GUEST_PORT, probe_s))]
+
+
+def unprotected_run(base: Path, prefix: str, append_s: float, probe_s: float, tag: str) -> dict[str, Any]:
+    site = Site(prefix, fresh_dir(base, prefix))
+    try:
+        site.create()
+        assert site.guest is not None
+        site.guest.new_data_disk(site.disk("cs1"))
+        proc = site.start_simplex("cs1")
+        boot = site.wait_guest(proc)
+        time.sleep(SETTLE_S)
+        cpu0 = workload.cpu_seconds(proc.pid)
+        t0 = time.monotonic()
+        phases = {name: fn() for name, fn in _phases(site.client_ns, append_s, probe_s, tag)}
+        took = time.monotonic() - t0
+        cpu1 = workload.cpu_seconds(proc.pid)
+        return {"mode": "unprotected", "guest_boot_s": round(boot, 2), "window_s": round(took, 2),
+                "qemu_cpu_s": round(cpu1 - cpu0, 2) if cpu0 is not None and cpu1 is not None else None,
+                "phases": phases}
+    finally:
+        site.down()
+
+
+async def _measure_protected(lab: Lab, ctl: Path, pids: list[int], append_s: float, probe_s: float,
+                             tag: str) -> dict[str, Any]:
+    ns_primary = lab.net.ns(lab.status()["primary"] or "cs1")
+    streams = workload.replication_streams()
+    async with await QmpSession.connect(ctl, name="bench-watch") as qmp:
+        watch = CheckpointWatch(qmp)
+        watch.start()
+        await asyncio.sleep(SETTLE_S)
+        cpu0 = [workload.cpu_seconds(p) for p in pids]
+        phases: dict[str, Any] = {}
+        t_window = time.monotonic()
+        for name, fn in _phases(lab.net.ns("client"), append_s, probe_s, tag):
+            c0, p0 = watch.count, len(watch.pauses)
+            ctl0 = lab.status()["checkpoints"]
+            net0 = await asyncio.to_thread(workload.tcp_bytes, ns_primary, streams)
+            res = await asyncio.to_thread(fn)
+            net1 = await asyncio.to_thread(workload.tcp_bytes, ns_primary, streams)
+            c1 = watch.count
+            sent = workload.bytes_delta(net0, net1)
+            n = c1 - c0
+            res.update(checkpoints=n, checkpoints_per_s=round(n / res["seconds"], 3),
+                       controller_checkpoints=lab.status()["checkpoints"] - ctl0,
+                       pause_ms=[round(p * 1000, 3) for p in watch.pauses[p0:]],
+                       bytes_sent=sent,
+                       migration_bytes_per_checkpoint=round(sent["migration"] / n) if n else None)
+            phases[name] = res
+        took = time.monotonic() - t_window
+        cpu1 = [workload.cpu_seconds(p) for p in pids]
+        await watch.stop()
+    cpu = [b - a for a, b in zip(cpu0, cpu1) if a is not None and b is not None]
+    return {"window_s": round(took, 2), "qemu_cpu_s": round(sum(cpu), 2) if len(cpu) == len(pids) else None,
+            "phases": phases}
+
+
+def protected_run(base: Path, prefix: str, period_ms: int, append_s: float, probe_s: float,
+                  tag: str) -> dict[str, Any]:
+    workdir = fresh_dir(base, prefix)
+    lab = Lab(prefix, workdir)
+    try:
+        t0 = time.monotonic()
+        lab.up(lab_options(prefix, workdir, period_ms))
+        up_s = time.monotonic() - t0
+        st = lab.status()
+        primary = QemuProcess.attach(lab.host_dir(st["primary"]), QEMU_NAME)
+        pids = [e["qemu_pid"] for e in st["hosts"].values() if e.get("qemu_pid")]
+        out = asyncio.run(_measure_protected(lab, primary.ctl_path, pids, append_s, probe_s, tag))
+        after = lab.status()
+        if after["state"] != "protected":
+            raise CoserverError(f"the pair was {after['state']} after the window, not protected")
+        return {"mode": "protected", "checkpoint_ms": period_ms, "lab_up_s": round(up_s, 2), **out}
+    finally:
+        lab.down()
+
+
+def _phase_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    ap = [r["phases"]["appends"] for r in runs]
+    pr = [r["phases"]["probe"] for r in runs]
+    out: dict[str, Any] = {
+        "runs": len(runs),
+        "appends_per_s": median(a["ops_per_s"] for a in ap),
+        "append_latency_ms": summary((x for a in ap for x in a["latency_ms"]), 2),
+        "probe_latency_ms": summary((x for p in pr for x in p["latency_ms"]), 2),
+        "qemu_cpu_s_per_s": median(r["qemu_cpu_s"] / r["window_s"] for r in runs if r.get("qemu_cpu_s") is not None),
+    }
+    if runs and runs[0]["mode"] == "protected":
+        for name, ph in (("appends", ap), ("probe", pr)):
+            secs = sum(p["seconds"] for p in ph)
+            n = sum(p["checkpoints"] for p in ph)
+            mig = sum(p["bytes_sent"]["migration"] for p in ph)
+            out[name] = {
+                "checkpoints": n, "checkpoints_per_s": round(n / secs, 3) if secs else None,
+                "pause_ms": summary((x for p in ph for x in p["pause_ms"]), 2),
+                "migration_bytes_per_checkpoint": round(mig / n) if n else None,
+                "nbd_bytes_per_s": round(sum(p["bytes_sent"]["nbd"] for p in ph) / secs) if secs else None,
+                "mirror_bytes_per_s": round(sum(p["bytes_sent"]["mirror"] for p in ph) / secs) if secs else None,
+            }
+        nbd = sum(p["bytes_sent"]["nbd"] for p in ap)
+        ops = sum(p["ops"] for p in ap)
+        out["appends"]["nbd_bytes_per_append"] = round(nbd / ops) if ops else None
+    return out
+
+
+def run(base: Path, prefix: str, periods: list[int], rounds: int, append_s: float, probe_s: float,
+        say: Callable[[str], None]) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = []
+    problems: list[str] = []
+    try:
+        for period in periods:
+            for r in range(rounds):
+                order = ("unprotected", "protected") if r % 2 == 0 else ("protected", "unprotected")
+                for mode in order:
+                    tag = f"cost-{period}-{r}-{mode[0]}"
+                    try:
+                        if mode == "unprotected":
+                            run_ = unprotected_run(base, f"{prefix}u", append_s, probe_s, tag)
+                        else:
+                            run_ = protected_run(base, f"{prefix}p", period, append_s, probe_s, tag)
+                    except CoserverError as exc:
+                        problems.append(f"period {period} ms round {r + 1} {mode}: {exc}")
+                        say(f"cost: {problems[-1]}")
+                        continue
+                    run_.update(period_block_ms=period, round=r + 1)
+                    runs.append(run_)
+                    ap, pr = run_["phases"]["appends"], run_["phases"]["probe"]
+                    say(f"cost {period} ms round {r + 1} {mode}: {ap['ops_per_s']:.0f} appends/s, append p50 "
+                        f"{percentile(ap['latency_ms'], 50) or 0:.1f} ms, probe p50 "
+                        f"{percentile(pr['latency_ms'], 50) or 0:.1f} ms"
+                        + (f", {ap['checkpoints'] + pr['checkpoints']} checkpoints" if mode == "protected" else ""))
+    finally:
+        for p in (f"{prefix}u", f"{prefix}p"):
+            Lab(p, base / p).down()
+            shutil.rmtree(base / p, ignore_errors=True)
+    by_period = []
+    for period in periods:
+        a = [r for r in runs if r["period_block_ms"] == period and r["mode"] == "unprotected"]
+        b = [r for r in runs if r["period_block_ms"] == period and r["mode"] == "protected"]
+        sa, sb = _phase_summary(a), _phase_summary(b)
+        by_period.append({
+            "checkpoint_ms": period, "unprotected": sa, "protected": sb,
+            "throughput_ratio": ratio(sb["appends_per_s"], sa["appends_per_s"]),
+            "append_p50_ratio": ratio(sb["append_latency_ms"]["p50"], sa["append_latency_ms"]["p50"]),
+            "probe_p50_ratio": ratio(sb["probe_latency_ms"]["p50"], sa["probe_latency_ms"]["p50"]),
+        })
+    return {"periods_ms": periods, "rounds": rounds, "append_s": append_s, "probe_s": probe_s,
+            "probe_interval_s": 0.01, "runs": runs, "by_period": by_period, "problems": problems}

@@ -1,0 +1,158 @@
+"""Failover gap: kill -9 of the primary / the secondary QEMU under a client appending every 10 ms.
+
+Each trial gets a fresh protected lab (the guest as `coserver lab up` makes
+it), starts a client appending every 10 ms, kills one QEMU with SIGKILL
+(`Lab.fault("kill-qemu")`), waits until the survivor runs the guest alone,
+lets the client go on a little, then reads back every acknowledged append.
+Per trial:
+  outage_s     client-visible: the longest time without an OK, from the last OK
+               before the kill on (the issue's "gap", last OK before to first OK
+               after, is gap_s; it is shorter when one OK already on its way
+               arrives just after the kill and the stall follows);
+  detection_s  the kill to the survivor's controller entering failing_over;
+  promotion_s  failing_over to simplex on the survivor (its own state history);
+  lost         acked appends not readable with GET on the survivor (must be 0).
+Like controller.faulttrial.run_trial, but it keeps the raw timings this
+needs; the settle rule is the same (state simplex, exactly one guest running).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from coserver.bench.site import fresh_dir
+from coserver.bench.stats import summary
+from coserver.controller.guestclient import Writer, connect_journal, missing_acks
+from coserver.controller.lab import Lab, LabOptions
+from coserver.errors import CoserverError
+
+FAULTS = ("kill-primary-qemu", "kill-secondary-qemu")
+INTERVAL_S = 0.01
+
+
+def lab_options(prefix: str, workdir: Path, checkpoint_ms: int) -> LabOptions:
+    """A lab for one measurement: re-protection manual where the lab has the option (no
+    second side coming back in the middle of a measurement)."""
+    opts = LabOptions(prefix=prefix, workdir=workdir, checkpoint_ms=checkpoint_ms)
+    if hasattr(opts, "reprotect"):
+        opts.reprotect = "manual"
+    return opts
+
+
+def gaps(before: list[float], after: list[float]) -> tuple[float | None, float | None]:
+    """(gap, outage) from the client's ack times before and after the fault.
+
+    gap: the last OK before the fault to the first OK after. outage: the longest time without
+    an OK from the last one before the fault on; larger than gap when an OK already on its way
+    arrives just after the fault and the stall comes next."""
+    if not before or not after:
+        return None, None
+    times = [max(before), *after]
+    return round(after[0] - times[0], 3), round(max(b - a for a, b in zip(times, times[1:])), 3)
+
+
+def _running(e: dict[str, Any]) -> bool:
+    return bool(e.get("qemu_alive")) and e.get("role") in ("primary", "secondary", "simplex")
+
+
+def _history_times(history: list[dict[str, Any]], t_fault: float) -> tuple[float | None, float | None, str]:
+    """(detection, promotion, reason) from a controller's state history after the fault."""
+    fo = next((h for h in history if h.get("dst") == "failing_over" and h.get("at", 0) >= t_fault - 0.05), None)
+    if fo is None:
+        return None, None, ""
+    done = next((h for h in history if h.get("dst") == "simplex" and h.get("at", 0) >= fo["at"]), None)
+    return (round(fo["at"] - t_fault, 3), round(done["at"] - fo["at"], 3) if done else None,
+            str(done.get("reason", "")) if done else "")
+
+
+def trial(lab: Lab, fault: str, *, before_s: float = 1.5, after_s: float = 1.0,
+          settle_timeout_s: float = 30.0) -> dict[str, Any]:
+    """One kill -9 on a protected lab; the raw figures of it."""
+    st = lab.status()
+    if st["state"] != "protected":
+        raise CoserverError(f"{fault}: the lab is {st['state']}, not protected")
+    victim = st["primary"] if fault == "kill-primary-qemu" else st["secondary"]
+    g = st["guest"]
+    writer = Writer(g["client_netns"], g["address"], g["port"], interval=INTERVAL_S, tag=fault).start()
+    time.sleep(before_s)
+    t0 = time.monotonic()
+    t_wall = lab.fault("kill-qemu", victim)["at"]
+    settled = None
+    while time.monotonic() - t0 < settle_timeout_s:
+        now = lab.status()
+        if now["state"] == "simplex" and sum(_running(e) for e in now["hosts"].values()) == 1:
+            settled = time.monotonic() - t0
+            break
+        time.sleep(0.1)
+    time.sleep(after_s)
+    res = writer.stop()
+    st = lab.status()
+    survivor = st["primary"]
+    before = [a.acked for a in res.acks if a.acked < t0]
+    after = [a.acked for a in res.acks if a.acked >= t0]
+    gap, outage = gaps(before, after)
+    history = st["hosts"].get(survivor or "", {}).get("history") or []
+    detection, promotion, reason = _history_times(history, t_wall)
+    out: dict[str, Any] = {"fault": fault, "victim": victim, "survivor": survivor, "outage_s": outage,
+                           "gap_s": gap, "largest_gap_s": round(res.largest_gap(), 3), "detection_s": detection,
+                           "promotion_s": promotion, "settle_s": round(settled, 3) if settled else None,
+                           "acked": len(res.acks), "acked_after": len(after), "reconnects": res.reconnects,
+                           "client_errors": len(res.errors), "failover_note": reason, "problems": []}
+    try:
+        with connect_journal(g["client_netns"], g["address"], g["port"]) as client:
+            out["lost"] = len(missing_acks(client, res.acked))
+    except CoserverError as exc:
+        out["lost"] = None
+        out["problems"].append(f"cannot read back on the survivor: {exc}")
+    if settled is None:
+        out["problems"].append(f"not simplex with one guest {settle_timeout_s:.0f} s after the kill")
+    if gap is None:
+        out["problems"].append("the client got no OK after the kill")
+    if out["lost"]:
+        out["problems"].append(f"{out['lost']} acknowledged appends lost")
+    return out
+
+
+def run(base: Path, prefix: str, trials: int, checkpoint_ms: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """`trials` trials of each fault, alternating, each on a fresh lab."""
+    lab = Lab(prefix, base / prefix)
+    rows: list[dict[str, Any]] = []
+    try:
+        for i in range(trials):
+            for fault in FAULTS:
+                workdir = fresh_dir(base, prefix)
+                lab = Lab(prefix, workdir)
+                try:
+                    lab.up(lab_options(prefix, workdir, checkpoint_ms))
+                    row = trial(lab, fault)
+                except CoserverError as exc:
+                    row = {"fault": fault, "lost": None, "problems": [f"trial could not run: {exc}"]}
+                finally:
+                    lab.down()
+                row["trial"] = i + 1
+                rows.append(row)
+                gap = row.get("outage_s")
+                say(f"failover {len(rows)}/{trials * len(FAULTS)}: {fault}: outage "
+                    f"{'-' if gap is None else f'{gap * 1000:.0f} ms'}, detection {row.get('detection_s')} s, "
+                    f"promotion {row.get('promotion_s')} s, lost {row.get('lost')}"
+                    + (f"  [{'; '.join(row['problems'])}]" if row.get("problems") else ""))
+    finally:
+        lab.down()
+        shutil.rmtree(base / prefix, ignore_errors=True)
+    by_fault = {}
+    for fault in FAULTS:
+        rs = [r for r in rows if r["fault"] == fault]
+        by_fault[fault] = {
+            "trials": len(rs),
+            "outage_s": summary(r.get("outage_s") for r in rs),
+            "gap_s": summary(r.get("gap_s") for r in rs),
+            "detection_s": summary(r.get("detection_s") for r in rs),
+            "promotion_s": summary(r.get("promotion_s") for r in rs),
+            "lost": sum(r["lost"] for r in rs if r.get("lost") is not None),
+            "unverified": sum(1 for r in rs if r.get("lost") is None),
+            "problems": sum(1 for r in rs if r.get("problems")),
+        }
+    return {"checkpoint_ms": checkpoint_ms, "client_interval_s": INTERVAL_S, "trials": rows, "by_fault": by_fault}

@@ -1,0 +1,264 @@
+"""The Markdown report of a bench run, and the checks that it is complete and lost nothing.
+
+Everything is read from the run's JSON (bench.json), so a report can be made
+again from a saved run: `python -m coserver.bench.report bench-results/bench.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from coserver.bench.failover import FAULTS
+
+SECTIONS = ("failover", "cost", "restart", "sync", "overhead")
+FAULT_TITLES = {"kill-primary-qemu": "kill -9 primary QEMU → secondary takes over",
+                "kill-secondary-qemu": "kill -9 secondary QEMU → primary goes on alone"}
+RESTART_TITLE = "restart baseline: kill -9 the guest, boot it on the disk replica"
+PLOTS = {"failover_gaps.png": "Failover: client-visible gap, detection and promotion per trial",
+         "cost_vs_period.png": "Cost of protection against the checkpoint period",
+         "outage_ft_vs_restart.png": "Outage: coserver failover against restart on a replicated disk"}
+
+
+# ---- checks ------------------------------------------------------------------------------
+def incomplete(data: dict[str, Any]) -> list[str]:
+    """What is missing for the run to answer the questions it was asked (empty: complete)."""
+    out: list[str] = []
+    cfg = data.get("config", {})
+    for name in cfg.get("sections", SECTIONS):
+        sec = data.get("sections", {}).get(name)
+        if sec is None:
+            out.append(f"section {name}: missing")
+        elif "error" in sec:
+            out.append(f"section {name}: {sec['error']}")
+    sec = data.get("sections", {})
+    if "failover" in sec and "by_fault" in sec["failover"]:
+        for fault in FAULTS:
+            f = sec["failover"]["by_fault"].get(fault, {})
+            if f.get("outage_s", {}).get("n", 0) < cfg.get("trials", 1):
+                out.append(f"failover {fault}: {f.get('outage_s', {}).get('n', 0)} of {cfg.get('trials')} "
+                           "trials measured")
+            if f.get("unverified"):
+                out.append(f"failover {fault}: {f['unverified']} trials not read back")
+    if "cost" in sec and "by_period" in sec["cost"]:
+        for p in sec["cost"]["by_period"]:
+            for mode in ("unprotected", "protected"):
+                if not p[mode].get("runs"):
+                    out.append(f"cost {p['checkpoint_ms']} ms: no {mode} run")
+    if "restart" in sec and "trials" in sec["restart"]:
+        if sec["restart"]["outage_s"]["n"] < len(sec["restart"]["trials"]) or sec["restart"].get("unverified"):
+            out.append("restart baseline: a trial was not measured or not read back")
+    if "sync" in sec and "ratio" in sec["sync"] and sec["sync"]["ratio"] is None:
+        out.append("sync: no ratio")
+    if "overhead" in sec and "controller_cpu_s_per_min" in sec["overhead"]:
+        if len(sec["overhead"]["controller_cpu_s_per_min"]) != 2:
+            out.append("overhead: not both controllers measured")
+    return out
+
+
+def losses(data: dict[str, Any]) -> dict[str, int]:
+    """Acked writes lost, per fault and for the restart baseline."""
+    sec = data.get("sections", {})
+    out = {f: v.get("lost", 0) for f, v in sec.get("failover", {}).get("by_fault", {}).items()}
+    if "lost" in sec.get("restart", {}):
+        out["restart-baseline"] = sec["restart"]["lost"]
+    return out
+
+
+# ---- formatting --------------------------------------------------------------------------
+def _ms(v: float | None) -> str:
+    return "–" if v is None else f"{v * 1000:.0f} ms"
+
+
+def _s(v: float | None, digits: int = 2) -> str:
+    return "–" if v is None else f"{v:.{digits}f} s"
+
+
+def _num(v: float | None, fmt: str = ".1f", unit: str = "") -> str:
+    return "–" if v is None else f"{v:{fmt}}{unit}"
+
+
+def _dur(v: float | None) -> str:
+    """A duration in its natural unit."""
+    if v is None:
+        return "–"
+    return _ms(v) if v < 1 else _s(v, 1)
+
+
+def _trio(s: dict[str, Any], f=_dur) -> str:
+    return f"{f(s.get('p50'))} / {f(s.get('p90'))} / {f(s.get('max'))}"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|",
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def key_table(data: dict[str, Any]) -> list[str]:
+    """For each fault and the baseline: the outage the client saw and the acked writes lost."""
+    sec = data.get("sections", {})
+    rows = []
+    for fault in FAULTS:
+        f = sec.get("failover", {}).get("by_fault", {}).get(fault)
+        if f:
+            rows.append([FAULT_TITLES[fault], _trio(f["outage_s"]), str(f["lost"]), str(f["trials"])])
+    r = sec.get("restart", {})
+    if "outage_s" in r:
+        rows.append([RESTART_TITLE, _trio(r["outage_s"]), str(r["lost"]), str(len(r["trials"]))])
+    return _table(["fault", "client-visible outage p50 / p90 / max", "acked writes lost", "trials"], rows)
+
+
+def _cost_table(cost: dict[str, Any]) -> list[str]:
+    rows = []
+    for p in cost["by_period"]:
+        a, b = p["unprotected"], p["protected"]
+        ap = b.get("appends", {})
+        rows.append([
+            f"{p['checkpoint_ms']} ms",
+            f"{_num(a['appends_per_s'], '.0f')} → {_num(b['appends_per_s'], '.0f')} "
+            f"({_num(p['throughput_ratio'], '.2f')}×)",
+            f"{_num(a['append_latency_ms']['p50'])} / {_num(a['append_latency_ms']['p99'])} → "
+            f"{_num(b['append_latency_ms']['p50'])} / {_num(b['append_latency_ms']['p99'])}",
+            f"{_num(a['probe_latency_ms']['p50'])} / {_num(a['probe_latency_ms']['p99'])} → "
+            f"{_num(b['probe_latency_ms']['p50'])} / {_num(b['probe_latency_ms']['p99'])}",
+            f"{_num(ap.get('checkpoints_per_s'), '.2f')} / {_num(b.get('probe', {}).get('checkpoints_per_s'), '.2f')}",
+            f"{_num(ap.get('pause_ms', {}).get('p50'), '.0f')} / {_num(ap.get('pause_ms', {}).get('max'), '.0f')}",
+            _num(ap["migration_bytes_per_checkpoint"] / 2**20, '.2f', ' MiB')
+            if ap.get("migration_bytes_per_checkpoint") else "–",
+            _num(ap.get("nbd_bytes_per_append", 0) / 1024, '.1f', ' KiB') if ap.get("nbd_bytes_per_append") else "–",
+            f"{_num(a['qemu_cpu_s_per_s'], '.2f')} → {_num(b['qemu_cpu_s_per_s'], '.2f')}",
+        ])
+    return _table(["checkpoint period", "appends/s unprotected → protected (ratio)",
+                   "append latency p50 / p99 ms", "request/response p50 / p99 ms",
+                   "checkpoints/s (appends / probe)", "pause per checkpoint p50 / max ms",
+                   "sent per checkpoint", "NBD per append", "QEMU CPU s/s"], rows)
+
+
+def render(data: dict[str, Any], out_dir: Path | None = None) -> str:
+    m, cfg, sec = data.get("machine", {}), data.get("config", {}), data.get("sections", {})
+    L: list[str] = ["# coserver benchmark report", ""]
+    L.append(f"Made by `{data.get('command', 'coserver bench')}` on {m.get('date_utc')} "
+             f"in {data.get('seconds', 0) / 60:.1f} min{' (quick)' if cfg.get('quick') else ''}.")
+    L.append("")
+    L += _table(["machine", ""], [
+        ["CPU", f"{m.get('cpu_model')} × {m.get('cpus')}"], ["memory", f"{m.get('memory_gib')} GiB"],
+        ["OS / kernel", f"{m.get('os')} / {m.get('kernel')}"], ["virtualisation", str(m.get("virtualization"))],
+        ["QEMU", f"{m.get('qemu_version')} ({m.get('qemu_binary')}, {m.get('qemu_source')})"],
+        ["accelerator", str(m.get("accel"))],
+        ["coserver", f"{m.get('coserver')} {m.get('git_commit') or ''}{' (modified)' if m.get('git_dirty') else ''}"],
+    ])
+    L += ["", "All five parts ran on one machine: the two CoServers are network namespaces, each guest "
+          "copy a QEMU process; both hosts share the same CPUs, so every figure includes that contention.", ""]
+    L += ["## Key figures: outage and acked writes lost, per fault", ""] + key_table(data) + [""]
+    bad = incomplete(data)
+    if bad:
+        L += ["**Incomplete run:** " + "; ".join(bad), ""]
+    for png, title in PLOTS.items():
+        if out_dir is None or (out_dir / png).exists():
+            L += [f"![{title}]({png})", ""]
+
+    f = sec.get("failover", {})
+    L += ["## 1. Failover gap", ""]
+    if "by_fault" in f:
+        L += [f"{cfg.get('trials')} trials of each fault, each on a fresh protected pair (checkpoint period "
+              f"{f['checkpoint_ms']} ms), a client appending every {f['client_interval_s'] * 1000:.0f} ms. "
+              "Outage: the longest time the client got no OK, from the last OK before the kill on. Gap: "
+              "the last OK before the kill to the first OK after (shorter when an OK already on its way "
+              "arrives just after the kill and the stall follows). Detection: the kill to the survivor's "
+              "controller deciding (state failing_over). Promotion: from there to the survivor serving alone "
+              "(state simplex). Lost: acked appends not readable with GET on the survivor.", ""]
+        rows = [[FAULT_TITLES[k], _trio(v["outage_s"]), _trio(v["gap_s"]), _trio(v["detection_s"]),
+                 _trio(v["promotion_s"]), str(v["lost"]), str(v["trials"])] for k, v in f["by_fault"].items()]
+        L += _table(["fault", "outage p50 / p90 / max", "gap p50 / p90 / max", "detection p50 / p90 / max",
+                     "promotion p50 / p90 / max",
+                     "lost", "trials"], rows) + [""]
+        L += ["<details><summary>every trial</summary>", ""]
+        L += _table(["#", "fault", "outage", "gap", "detection", "promotion", "acked", "lost", "reconnects",
+                     "problems"],
+                    [[str(r.get("trial")), r["fault"], _dur(r.get("outage_s")), _dur(r.get("gap_s")),
+                      _dur(r.get("detection_s")), _dur(r.get("promotion_s")), str(r.get("acked", "–")),
+                      str(r.get("lost")), str(r.get("reconnects", "–")), "; ".join(r.get("problems", []))]
+                     for r in f["trials"]])
+        L += ["", "</details>", ""]
+    elif "error" in f:
+        L += [f"Not measured: {f['error']}", ""]
+
+    c = sec.get("cost", {})
+    L += ["## 2. Cost of protection", ""]
+    if "by_period" in c:
+        L += [f"The same guest (same hardware profile, same network path) alone on one QEMU (unprotected) and "
+              f"as a COLO pair (protected), alternating A/B, {c['rounds']} round(s) per period, a fresh guest per "
+              f"run. Workload per run: {c['append_s']:g} s of back-to-back appends (each acknowledged after "
+              f"fsync), then {c['probe_s']:g} s of a request/response probe (COUNT, no disk, every "
+              f"{c['probe_interval_s'] * 1000:.0f} ms). Checkpoints and the guest's pause per checkpoint come "
+              "from the primary QEMU's own events (MIGRATION_PASS, STOP/RESUME); bytes per checkpoint from the "
+              "kernel's byte counters of the migration connection; NBD per append from the NBD connection's.", ""]
+        L += _cost_table(c) + [""]
+        if c.get("problems"):
+            L += ["Runs that failed: " + "; ".join(c["problems"]), ""]
+    elif "error" in c:
+        L += [f"Not measured: {c['error']}", ""]
+
+    r = sec.get("restart", {})
+    L += ["## 3. Restart-failover baseline (replicated disk, no lock-step)", ""]
+    if "trials" in r:
+        L += ["What a cluster that replicates the disk but not the running guest gives: the guest runs on cs1 "
+              "with its disk a quorum of its own copy and cs2's copy over NBD (every write and flush on both "
+              "before it completes: synchronous, like DRBD protocol C); kill -9 its QEMU, boot it again on cs2 "
+              f"from cs2's copy. Detection: {r['detection']}; the restarted QEMU announces the guest's MAC "
+              f"(as a cluster agent's gratuitous ARP would). Client: an append every "
+              f"{r['client_interval_s'] * 1000:.0f} ms, {r['client_timeout_s']:g} s timeout, reconnecting.", ""]
+        L += _table(["#", "outage", "gap", "detection", "guest answers after", "acked", "lost", "problems"],
+                    [[str(t.get("trial")), _dur(t.get("outage_s")), _dur(t.get("gap_s")), _dur(t.get("detection_s")),
+                      _dur(t.get("guest_answers_s")), str(t.get("acked", "–")), str(t.get("lost")),
+                      "; ".join(t.get("problems", []))] for t in r["trials"]]) + [""]
+    elif "error" in r:
+        L += [f"Not measured: {r['error']}", ""]
+
+    s = sec.get("sync", {})
+    L += ["## 4. Time to protect", ""]
+    if "raw_copies" in s:
+        L += [f"Initial sync of a {s['disk_bytes'] / 2**30:.0f} GiB disk ({s['content']}) of a running guest to "
+              "a blank secondary, against `qemu-img convert` of the same bytes to a blank target exported by the "
+              "same NBD server over the same sync link, in the same run.", ""]
+        rows = [[f"raw copy ({c['target']} target)", _s(c["seconds"]), f"{c['mib_per_s']:.0f} MiB/s"]
+                for c in s["raw_copies"]]
+        rows.append(["coserver initial sync (mirror until in step)", _s(s.get("sync_s")),
+                     _num(s.get("sync_mib_per_s"), ".0f", " MiB/s")])
+        rows.append(["… then protected (COLO entered)", _s(s.get("protect_s")), ""])
+        L += _table(["copy", "time", "rate"], rows)
+        L += ["", f"**Ratio sync / raw copy: {_num(s.get('ratio'), '.2f')}**", ""]
+    elif "error" in s:
+        L += [f"Not measured: {s['error']}", ""]
+
+    o = sec.get("overhead", {})
+    L += ["## 5. Controller overhead", ""]
+    if "cpu_s_per_min" in o:
+        L += [f"A protected pair (checkpoint period {o['checkpoint_ms']} ms), idle guest, no client; CPU time "
+              f"(user + system) over {o['window_s']:.0f} s.", ""]
+        L += _table(["process", "CPU s per minute", "% of one core"],
+                    [[k, f"{v:.2f}", f"{v / 60 * 100:.1f} %"] for k, v in o["cpu_s_per_min"].items()]) + [""]
+    elif "error" in o:
+        L += [f"Not measured: {o['error']}", ""]
+
+    L += ["## Sections' run times", ""]
+    L += _table(["section", "seconds"], [[k, f"{v:.0f}"] for k, v in data.get("section_seconds", {}).items()])
+    L += ["", f"Every raw figure: `{data.get('json_name', 'bench.json')}`.", ""]
+    return "\n".join(L)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 1:
+        print("usage: python -m coserver.bench.report BENCH_JSON", file=sys.stderr)
+        return 2
+    path = Path(args[0])
+    data = json.loads(path.read_text())
+    (path.parent / "report.md").write_text(render(data, path.parent))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

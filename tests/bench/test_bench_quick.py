@@ -1,0 +1,66 @@
+"""`coserver bench --quick` for real on the lab (about 4 minutes): the report is complete and no
+acknowledged write was lost. Nothing here judges a time: the figures are the report's business."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from coserver.controller import netns
+
+pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.slow]
+
+PREFIX = f"q{os.getpid() % 10000}"
+FAULT_ROWS = ("kill -9 primary QEMU", "kill -9 secondary QEMU", "restart baseline")
+
+
+def test_quick_bench_report_is_complete_and_nothing_was_lost(tmp_path):
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, "-m", "coserver.controller.cli", "bench", "--quick", "--out", str(out),
+                           "--prefix", PREFIX], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "COSERVER_ACCEL": "tcg"})
+    print(proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    data = json.loads((out / "bench.json").read_text())
+    assert data["complete"], data
+    sections = data["sections"]
+    assert set(sections) == {"failover", "cost", "restart", "sync", "overhead"}
+    assert not [name for name, sec in sections.items() if "error" in sec]
+
+    # every acknowledged write survived, for each fault and for the baseline
+    assert data["lost"] == {"kill-primary-qemu": 0, "kill-secondary-qemu": 0, "restart-baseline": 0}
+    for fault, agg in sections["failover"]["by_fault"].items():
+        assert agg["trials"] == 3 and agg["outage_s"]["n"] == 3 and agg["unverified"] == 0, (fault, agg)
+        assert agg["detection_s"]["n"] == 3 and agg["promotion_s"]["n"] == 3, (fault, agg)
+    assert all(t["lost"] == 0 and t["acked"] > 0 for t in sections["failover"]["trials"])
+    assert all(t["lost"] == 0 and t["acked_after"] > 0 for t in sections["restart"]["trials"])
+
+    # the cost section measured both sides and the checkpoints
+    (period,) = sections["cost"]["by_period"]
+    assert period["unprotected"]["appends_per_s"] > 0 and period["protected"]["appends_per_s"] > 0
+    assert period["throughput_ratio"] is not None
+    assert period["protected"]["appends"]["checkpoints"] > 0
+    assert period["protected"]["appends"]["pause_ms"]["n"] > 0
+    assert period["protected"]["appends"]["migration_bytes_per_checkpoint"] > 0
+    assert sections["sync"]["ratio"] is not None and sections["sync"]["raw_copy_s"] > 0
+    assert len(sections["overhead"]["controller_cpu_s_per_min"]) == 2
+
+    # the report names the machine and has every table; the plots are real PNGs
+    report = (out / "report.md").read_text()
+    m = data["machine"]
+    for text in (m["qemu_version"], m["accel"], m["cpu_model"], "acked writes lost", *FAULT_ROWS,
+                 "## 2. Cost of protection", "## 4. Time to protect", "## 5. Controller overhead"):
+        assert text in report, text
+    assert "Incomplete run" not in report
+    for png in ("failover_gaps.png", "cost_vs_period.png", "outage_ft_vs_restart.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert f"]({png})" in report
+
+    # and the bench left no lab behind
+    assert netns.list_namespaces(PREFIX) == []
