@@ -19,7 +19,7 @@ APT_PACKAGES := qemu-system-x86 qemu-utils seabios busybox-static musl-tools e2f
 	libglib2.0-dev libpixman-1-dev libslirp-dev flex bison libfdt-dev device-tree-compiler \
 	zlib1g-dev ninja-build dpkg-dev mmdebstrap syslinux syslinux-common mtools dosfstools
 
-.PHONY: setup apt venv qemu guest lab lab-down doctor test test-faults clean-venv
+.PHONY: setup apt venv qemu guest lab lab-down doctor test test-faults bench clean-venv
 
 setup: apt venv qemu guest
 
@@ -66,6 +66,14 @@ test: setup
 TRIALS ?= 3
 test-faults: setup
 	$(VENV)/bin/python -m coserver.controller.faulttrial --trials $(TRIALS)
+
+# Benchmarks on the lab (README "Benchmarks"): failover gap, cost of protection, the restart
+# baseline, time to protect, controller overhead -> $(BENCH_OUT)/report.md, bench.json and PNG
+# plots. About 20 min on 2 cores; `make bench BENCH_ARGS=--quick` is the < 5 min smoke run.
+BENCH_OUT ?= bench-results
+BENCH_ARGS ?=
+bench: setup
+	$(CS) bench --out $(BENCH_OUT) $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -52,6 +52,19 @@ def _git() -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(dirty)}
 
 
+def busy() -> dict[str, Any]:
+    """What else ran on the machine: load averages and QEMU processes (the bench's own included
+    while it runs). The figures of a run are only as good as the machine was quiet."""
+    qemus = 0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                qemus += (proc / "comm").read_text().startswith("qemu-system")
+            except OSError:
+                pass
+    return {"loadavg": [round(x, 2) for x in os.getloadavg()], "qemu_processes": qemus}
+
+
 def describe() -> dict[str, Any]:
     """CPU, memory, kernel, OS, virtualisation, QEMU and accelerator of this run."""
     out: dict[str, Any] = {
@@ -65,6 +78,7 @@ def describe() -> dict[str, Any]:
         "coserver": __version__,
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()),
         **{f"git_{k}": v for k, v in _git().items()},
+        "at_start": busy(),
     }
     try:
         q = qemu_install()

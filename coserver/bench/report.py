@@ -87,6 +87,12 @@ def _dur(v: float | None) -> str:
     return _ms(v) if v < 1 else _s(v, 1)
 
 
+def _load(b: dict[str, Any] | None) -> str:
+    if not b:
+        return "–"
+    return " ".join(f"{x:.2f}" for x in b["loadavg"]) + f" ({b['qemu_processes']} QEMU processes)"
+
+
 def _trio(s: dict[str, Any], f=_dur) -> str:
     return f"{f(s.get('p50'))} / {f(s.get('p90'))} / {f(s.get('max'))}"
 
@@ -147,6 +153,7 @@ def render(data: dict[str, Any], out_dir: Path | None = None) -> str:
         ["OS / kernel", f"{m.get('os')} / {m.get('kernel')}"], ["virtualisation", str(m.get("virtualization"))],
         ["QEMU", f"{m.get('qemu_version')} ({m.get('qemu_binary')}, {m.get('qemu_source')})"],
         ["accelerator", str(m.get("accel"))],
+        ["load average (1/5/15 min) at start / end", f"{_load(m.get('at_start'))} / {_load(m.get('at_end'))}"],
         ["coserver", f"{m.get('coserver')} {m.get('git_commit') or ''}{' (modified)' if m.get('git_dirty') else ''}"],
     ])
     L += ["", "All five parts ran on one machine: the two CoServers are network namespaces, each guest "

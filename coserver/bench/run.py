@@ -105,6 +105,7 @@ def write(data: dict[str, Any], out: Path, t_start: float, final: bool = False) 
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     tmp.replace(out / "bench.json")
     if final:
+        data["machine"]["at_end"] = machine.busy()
         from coserver.bench import plots  # matplotlib: only when plotting, not on every `coserver` start
 
         plots.make_all(data, out)
