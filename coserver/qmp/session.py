@@ -47,6 +47,7 @@ from qemu.qmp import (
     Runstate,
     StateError,
 )
+from qemu.qmp.qmp_client import GreetingError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
 from coserver import log
@@ -173,9 +174,12 @@ class QmpListener(EventListener):
 
 
 def _socket_not_ready(exc: BaseException) -> bool:
-    """QEMU still starting: socket file not there yet, or there but not listening."""
+    """Worth another attempt: QEMU still starting (socket file not there yet, or there but not
+    listening), or a garbled greeting. QEMU keeps a monitor's unsent output across clients: when
+    a client gave up on a command (a missed deadline, QEMU stopped) and went away, the reply can
+    reach the *next* client before its greeting. That attempt fails; the next one is clean."""
     return isinstance(exc, ConnectError) and isinstance(
-        exc.exc, (FileNotFoundError, ConnectionRefusedError))
+        exc.exc, (FileNotFoundError, ConnectionRefusedError, GreetingError))
 
 
 class QmpSession:
