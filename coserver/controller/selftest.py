@@ -38,6 +38,7 @@ from coserver.colo.settings import ColoSettings, SyncPorts
 from coserver.colo.status import CheckpointWatch, read_state
 from coserver.controller import netns
 from coserver.controller.guestclient import connect_journal, missing_acks
+from coserver.controller.labproc import last_line
 from coserver.errors import CoserverError
 from coserver.images import qemu_img
 from coserver.images.labguest import build_lab_guest
@@ -135,7 +136,7 @@ class SelfTest:
         """Prefer a dead QEMU's own last words over the symptom seen on QMP."""
         for role, proc in self.procs.items():
             if not proc.alive():
-                tail = _last_log_line(proc.log_path)
+                tail = last_line(proc.log_path)
                 return f"{role} QEMU exited ({tail or 'no message'}); then: {exc}"
         if isinstance(exc, QmpTimeout) or isinstance(exc.__cause__, QmpTimeout):
             return (f"QMP stopped answering, QEMU is hung (the COLO checkpoint deadlock of QEMU "
@@ -245,7 +246,7 @@ class SelfTest:
                 for role, proc in self.procs.items():
                     if not proc.alive():
                         raise SelfTestFailure("boot the guest", f"{role} QEMU exited: "
-                                                                f"{_last_log_line(proc.log_path)}")
+                                                                f"{last_line(proc.log_path)}")
                 await asyncio.sleep(0.5)
 
     async def _checkpoints(self, pqmp: QmpSession, sqmp: QmpSession, client, acked: dict[int, str],
@@ -310,14 +311,6 @@ class SelfTest:
         netns.delete(self.ns)
         if not self.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _last_log_line(path: Path) -> str:
-    try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return lines[-1] if lines else ""
 
 
 def run_selftest(qemu: QemuInstall, **kw) -> SelfTestReport:
