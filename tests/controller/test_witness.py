@@ -207,6 +207,14 @@ def test_closed_port_is_unreachable_within_the_deadline(arun):
     arun(main())
 
 
+def stopped(pid: int, timeout: float = 5.0) -> None:
+    """Wait until the kernel shows pid stopped: kill(SIGSTOP) returns before the process is."""
+    deadline = time.monotonic() + timeout
+    while open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() < deadline, f"pid {pid} not stopped after {timeout} s"
+        time.sleep(0.01)
+
+
 def test_frozen_witness_is_unreachable_in_bounded_time_and_a_held_lease_is_declared_lost(arun, etcd):
     lost: list[tuple[float, str]] = []
 
@@ -216,6 +224,7 @@ def test_frozen_witness_is_unreachable_in_bounded_time_and_a_held_lease_is_decla
             assert (await p.claim("cs1", 1)).granted
             await q.current()  # q's connection is up before the freeze
             os.kill(etcd.proc.pid, signal.SIGSTOP)
+            stopped(etcd.proc.pid)
             try:
                 t0 = time.monotonic()
                 expires = t0 + p.lease_left()
