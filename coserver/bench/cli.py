@@ -36,7 +36,8 @@ def _sections(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 
 @click.command("bench")
-@click.option("--quick", is_flag=True, help="3 trials per fault, one checkpoint period, short windows (< 5 min).")
+@click.option("--quick", is_flag=True,
+              help="3 trials per fault, one checkpoint period, one round, short windows (< 5 min).")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"),
               show_default=True, help="Where bench.json, report.md and the PNG plots go.")
 @click.option("--trials", type=click.IntRange(1, 1000), default=None,

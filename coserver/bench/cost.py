@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from coserver.bench import workload
+from coserver.bench import machine, workload
 from coserver.bench.failover import lab_options
 from coserver.bench.site import Site, fresh_dir
 from coserver.bench.stats import median, percentile, ratio, summary
@@ -156,6 +156,7 @@ def run(base: Path, prefix: str, periods: list[int], rounds: int, append_s: floa
                 order = ("unprotected", "protected") if r % 2 == 0 else ("protected", "unprotected")
                 for mode in order:
                     tag = f"cost-{period}-{r}-{mode[0]}"
+                    others = machine.busy()  # between runs: every QEMU seen is someone else's
                     try:
                         if mode == "unprotected":
                             run_ = unprotected_run(base, f"{prefix}u", append_s, probe_s, tag)
@@ -165,7 +166,7 @@ def run(base: Path, prefix: str, periods: list[int], rounds: int, append_s: floa
                         problems.append(f"period {period} ms round {r + 1} {mode}: {exc}")
                         say(f"cost: {problems[-1]}")
                         continue
-                    run_.update(period_block_ms=period, round=r + 1)
+                    run_.update(period_block_ms=period, round=r + 1, machine_before=others)
                     runs.append(run_)
                     ap, pr = run_["phases"]["appends"], run_["phases"]["probe"]
                     say(f"cost {period} ms round {r + 1} {mode}: {ap['ops_per_s']:.0f} appends/s, append p50 "

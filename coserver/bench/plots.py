@@ -64,13 +64,15 @@ def cost_vs_period(cost: dict[str, Any], path: Path) -> Path:
     ax1.plot(xs, [p["unprotected"]["appends_per_s"] for p in per], "s--", color="tab:gray",
              label="unprotected (same run)")
     ax1.set_ylabel("fsync'ed appends / s")
-    ax1.set_ylim(bottom=0)
-    for key, style, name in (("append_latency_ms", "o", "append"), ("probe_latency_ms", "^", "request/response")):
-        for q, ls in (("p50", "-"), ("p99", ":")):
-            ax2.plot(xs, [p["protected"][key][q] for p in per], style + ls, color="tab:red" if name == "append"
-                     else "tab:purple", label=f"{name} {q} protected")
-            ax2.plot(xs, [p["unprotected"][key][q] for p in per], style + ls, color="tab:gray", alpha=0.6,
-                     label=f"{name} {q} unprotected")
+    ax1.set_ylim(0, ax1.get_ylim()[1] * 1.25)
+    series = (("append_latency_ms", "p99", "tab:red", "o"), ("append_latency_ms", "p50", "tab:orange", "o"),
+              ("probe_latency_ms", "p99", "tab:purple", "^"), ("probe_latency_ms", "p50", "tab:blue", "^"))
+    for key, q, color, marker in series:
+        name = "append" if key.startswith("append") else "request/response"
+        ax2.plot(xs, [p["protected"][key][q] for p in per], marker + "-", color=color, label=f"{name} {q}")
+        ax2.plot(xs, [p["unprotected"][key][q] for p in per], marker + "--", color=color, alpha=0.45)
+    ax2.plot([], [], "k-", label="protected")
+    ax2.plot([], [], "k--", alpha=0.45, label="unprotected")
     ax2.set_ylabel("latency, ms")
     ax2.set_yscale("log")
     for ax in (ax1, ax2):
@@ -80,7 +82,9 @@ def cost_vs_period(cost: dict[str, Any], path: Path) -> Path:
         ax.set_xlabel("checkpoint period")
         ax.grid(alpha=0.3)
     ax1.legend(fontsize=7)
-    ax2.legend(fontsize=6, ncol=2)
+    lo_, hi_ = ax2.get_ylim()
+    ax2.set_ylim(lo_, hi_ * 12)  # room above the lines for the legend
+    ax2.legend(fontsize=7, ncol=3, loc="upper center")
     fig.suptitle("Cost of protection against the checkpoint period", fontsize=10)
     return _save(fig, path)
 

@@ -87,6 +87,17 @@ def _dur(v: float | None) -> str:
     return _ms(v) if v < 1 else _s(v, 1)
 
 
+def _others(data: dict[str, Any]) -> int:
+    """The most QEMU processes seen while none of the bench's own ran (at section starts, between
+    cost runs)."""
+    m = data.get("machine", {})
+    seen = [b.get("qemu_processes", 0) for b in m.get("at_sections", {}).values()]
+    seen += [r.get("machine_before", {}).get("qemu_processes", 0)
+             for r in data.get("sections", {}).get("cost", {}).get("runs", [])]
+    seen += [m.get(k, {}).get("qemu_processes", 0) for k in ("at_start", "at_end")]
+    return max(seen)
+
+
 def _load(b: dict[str, Any] | None) -> str:
     if not b:
         return "–"
@@ -156,6 +167,11 @@ def render(data: dict[str, Any], out_dir: Path | None = None) -> str:
         ["load average (1/5/15 min) at start / end", f"{_load(m.get('at_start'))} / {_load(m.get('at_end'))}"],
         ["coserver", f"{m.get('coserver')} {m.get('git_commit') or ''}{' (modified)' if m.get('git_dirty') else ''}"],
     ])
+    shared = _others(data)
+    if shared:
+        L += ["", f"**The machine was shared:** {shared} QEMU process(es) of something else ran at some point "
+              "between the bench's own runs; figures measured then include that load (see `machine` and "
+              "`machine_before` in the JSON)."]
     L += ["", "All five parts ran on one machine: the two CoServers are network namespaces, each guest "
           "copy a QEMU process; both hosts share the same CPUs, so every figure includes that contention.", ""]
     L += ["## Key figures: outage and acked writes lost, per fault", ""] + key_table(data) + [""]
@@ -226,17 +242,24 @@ def render(data: dict[str, Any], out_dir: Path | None = None) -> str:
 
     s = sec.get("sync", {})
     L += ["## 4. Time to protect", ""]
-    if "raw_copies" in s:
+    if "repeats" in s:
         L += [f"Initial sync of a {s['disk_bytes'] / 2**30:.0f} GiB disk ({s['content']}) of a running guest to "
-              "a blank secondary, against `qemu-img convert` of the same bytes to a blank target exported by the "
-              "same NBD server over the same sync link, in the same run.", ""]
-        rows = [[f"raw copy ({c['target']} target)", _s(c["seconds"]), f"{c['mib_per_s']:.0f} MiB/s"]
-                for c in s["raw_copies"]]
-        rows.append(["coserver initial sync (mirror until in step)", _s(s.get("sync_s")),
-                     _num(s.get("sync_mib_per_s"), ".0f", " MiB/s")])
-        rows.append(["… then protected (COLO entered)", _s(s.get("protect_s")), ""])
-        L += _table(["copy", "time", "rate"], rows)
-        L += ["", f"**Ratio sync / raw copy: {_num(s.get('ratio'), '.2f')}**", ""]
+              "a blank secondary (coserver's mirror until in step, then the switch into COLO), against "
+              "`qemu-img convert` of the same bytes to a blank target exported by the same NBD server over the "
+              "same sync link, in the same run (then once more over the now allocated target). Each repeat on "
+              "fresh QEMUs and disks.", ""]
+
+        def copy(r: dict[str, Any], target: str) -> str:
+            c = next((c for c in r.get("raw_copies", []) if c["target"] == target), None)
+            return f"{c['seconds']:.2f} s ({c['mib_per_s']:.0f} MiB/s)" if c else "–"
+
+        rows = [[str(i + 1), copy(r, "blank"), copy(r, "overwrite"),
+                 f"{_s(r.get('sync_s'))} ({_num(r.get('sync_mib_per_s'), '.0f', ' MiB/s')})", _s(r.get("protect_s")),
+                 _num(r.get("ratio"), ".2f")] for i, r in enumerate(s["repeats"])]
+        rows.append(["median", _s(s.get("raw_copy_s")), "", _s(s.get("sync_s")), _s(s.get("protect_s")),
+                     f"**{_num(s.get('ratio'), '.2f')}**"])
+        L += _table(["#", "raw copy, blank target", "raw copy, overwrite", "coserver initial sync",
+                     "protected after", "ratio sync / raw copy"], rows) + [""]
     elif "error" in s:
         L += [f"Not measured: {s['error']}", ""]
 

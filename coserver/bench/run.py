@@ -38,6 +38,7 @@ class BenchConfig:
     append_s: float = 15.0
     probe_s: float = 8.0
     restart_trials: int = 3
+    sync_repeats: int = 3
     overhead_window_s: float = 60.0
 
     @classmethod
@@ -45,7 +46,7 @@ class BenchConfig:
         base = cls(out=out, quick=quick)
         if quick:
             base = cls(out=out, quick=True, trials=3, periods_ms=[1000], cost_rounds=1, append_s=5.0, probe_s=3.0,
-                       restart_trials=1, overhead_window_s=20.0)
+                       restart_trials=1, sync_repeats=1, overhead_window_s=20.0)
         for k, v in overrides.items():
             if v is not None:
                 setattr(base, k, v)
@@ -78,12 +79,13 @@ def run(cfg: BenchConfig, say: Callable[[str], None], command: str = "coserver b
         "failover": lambda: failover.run(base, f"{p}f", cfg.trials, cfg.failover_checkpoint_ms, say),
         "cost": lambda: cost.run(base, p, cfg.periods_ms, cfg.cost_rounds, cfg.append_s, cfg.probe_s, say),
         "restart": lambda: restart.run(base, f"{p}r", cfg.restart_trials, say),
-        "sync": lambda: sync.run(base, f"{p}s", say),
+        "sync": lambda: sync.run(base, f"{p}s", cfg.sync_repeats, say),
         "overhead": lambda: overhead.run(base, f"{p}o", cfg.overhead_window_s, cfg.failover_checkpoint_ms, say),
     }
     try:
         for name in cfg.sections:
             t0 = time.monotonic()
+            data["machine"].setdefault("at_sections", {})[name] = machine.busy()  # none of ours run now
             say(f"== {name}")
             try:
                 data["sections"][name] = jobs[name]()
