@@ -111,7 +111,7 @@ def show_cmd(name: str, as_json: bool) -> None:
         + (f" (rev {s.bios_release})" if s.bios_release else ""),
         f"  system    {s.manufacturer} / {s.product}"
         + (f", SKU {s.sku}" if s.sku else "") + (f", family {s.family}" if s.family else ""),
-        f"  board     " + (f"{s.board_manufacturer} / {s.board_product}" if s.board
+        "  board     " + (f"{s.board_manufacturer} / {s.board_product}" if s.board
                            else "none (no SMBIOS type 2, as the real ROM)"),
         f"  chassis   {s.chassis_manufacturer}",
         f"  real box  {r.form_factor}; {r.cpu}; up to {r.max_memory_gib} GiB; {r.nic}; "
