@@ -59,8 +59,9 @@ def busy() -> dict[str, Any]:
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                qemus += (proc / "comm").read_text().startswith("qemu-system")
-            except OSError:
+                zombie = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+                qemus += (proc / "comm").read_text().startswith("qemu-system") and not zombie
+            except (OSError, IndexError):
                 pass
     return {"loadavg": [round(x, 2) for x in os.getloadavg()], "qemu_processes": qemus}
 

@@ -101,13 +101,14 @@ def run(cfg: BenchConfig, say: Callable[[str], None], command: str = "coserver b
 
 def write(data: dict[str, Any], out: Path, t_start: float, final: bool = False) -> dict[str, Any]:
     data["seconds"] = round(time.monotonic() - t_start, 1)
+    if final:
+        data["machine"]["at_end"] = machine.busy()
     data["complete"] = not report.incomplete(data)
     data["lost"] = report.losses(data)
     tmp = out / "bench.json.tmp"
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     tmp.replace(out / "bench.json")
     if final:
-        data["machine"]["at_end"] = machine.busy()
         from coserver.bench import plots  # matplotlib: only when plotting, not on every `coserver` start
 
         plots.make_all(data, out)

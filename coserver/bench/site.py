@@ -48,6 +48,7 @@ class Site:
         self.accel = "tcg"
         self.configs: dict = {}
         self.guest: LabGuest | None = None
+        self.procs: list[QemuProcess] = []
 
     # ---- where things are ---------------------------------------------------------------
     def host_dir(self, host: str) -> Path:
@@ -82,6 +83,8 @@ class Site:
 
     def down(self) -> None:
         self.lab.down()
+        for p in self.procs:  # our children: reap them (Lab.down stopped them by record)
+            p.alive()
 
     # ---- QEMUs ----------------------------------------------------------------------------
     def hardware(self, host: str) -> ConfigGuestHardware:
@@ -95,7 +98,9 @@ class Site:
 
     def start_qemu(self, host: str, args: list[str]) -> QemuProcess:
         """Start a QEMU named like the lab's (so Lab.down finds it) in host's namespace."""
-        return QemuProcess(QEMU_NAME, args, self.host_dir(host), netns=self.net.ns(host)).start()
+        proc = QemuProcess(QEMU_NAME, args, self.host_dir(host), netns=self.net.ns(host)).start()
+        self.procs.append(proc)
+        return proc
 
     def start_simplex(self, host: str, *, paused: bool = False) -> QemuProcess:
         """The lab guest alone on `host`: exactly the lab primary's command line before protection."""
