@@ -1,7 +1,8 @@
 """The Markdown report of a bench run, and the checks that it is complete and lost nothing.
 
 Everything is read from the run's JSON (bench.json), so a report can be made
-again from a saved run: `python -m coserver.bench.report bench-results/bench.json`.
+again from a saved run: `python -m coserver.bench.report bench-results/bench.json`;
+with --readme it prints the excerpt the README carries (key table, cost, sync).
 """
 
 from __future__ import annotations
@@ -279,14 +280,55 @@ def render(data: dict[str, Any], out_dir: Path | None = None) -> str:
     return "\n".join(L)
 
 
+def readme_excerpt(data: dict[str, Any], plot: str = "docs/bench/outage_ft_vs_restart.png") -> str:
+    """The README's copy of a run: its command and machine, the key table, one plot, the cost in
+    short, time to protect and the controllers' CPU."""
+    m, sec = data.get("machine", {}), data.get("sections", {})
+    L = [f"`{data.get('command')}` on {m.get('date_utc', '?')[:10]}: {m.get('cpu_model')} × {m.get('cpus')} "
+         f"({m.get('virtualization') or 'bare metal'}; both CoServers share these cores), "
+         f"QEMU {m.get('qemu_version')}, {str(m.get('accel')).upper()}, coserver {m.get('git_commit')}, "
+         f"{data.get('seconds', 0) / 60:.0f} min.", ""]
+    L += key_table(data) + ["", f"![{PLOTS['outage_ft_vs_restart.png']}]({plot})", ""]
+    c = sec.get("cost", {})
+    if c.get("by_period"):
+        rows = []
+        for p in c["by_period"]:
+            a, b = p["unprotected"], p["protected"]
+            ap = b.get("appends", {})
+            mig = ap.get("migration_bytes_per_checkpoint")
+            rows.append([f"{p['checkpoint_ms']} ms",
+                         f"{_num(a['appends_per_s'], '.0f')} → {_num(b['appends_per_s'], '.0f')} "
+                         f"({_num(p['throughput_ratio'], '.2f')}×)",
+                         f"{_num(a['append_latency_ms']['p50'])} / {_num(a['append_latency_ms']['p99'])} → "
+                         f"{_num(b['append_latency_ms']['p50'])} / {_num(b['append_latency_ms']['p99'])}",
+                         _num(ap.get("pause_ms", {}).get("p50"), ".0f", " ms"),
+                         _num(mig / 2**20, ".1f", " MiB") if mig else "–"])
+        L += _table(["checkpoint period", "fsync'ed appends/s unprotected → protected",
+                     "append latency p50 / p99 ms", "pause per checkpoint", "sent per checkpoint"], rows) + [""]
+    s, o = sec.get("sync", {}), sec.get("overhead", {})
+    if s.get("ratio") is not None:
+        L.append(f"Time to protect a {s['disk_bytes'] / 2**30:.0f} GiB disk: initial sync {_s(s['sync_s'])} "
+                 f"(protected after {_s(s['protect_s'])}) against {_s(s['raw_copy_s'])} for `qemu-img convert` of "
+                 f"the same bytes over the same path: ratio {s['ratio']:.2f}.")
+    if o.get("controller_cpu_s_per_min"):
+        L.append("Controllers of an idle protected pair: "
+                 + " and ".join(f"{v:.1f}" for v in o["controller_cpu_s_per_min"]) + " CPU s per minute.")
+    return "\n".join(L) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
+    args = list(argv if argv is not None else sys.argv[1:])
+    readme = "--readme" in args
+    args = [a for a in args if a != "--readme"]
     if len(args) != 1:
-        print("usage: python -m coserver.bench.report BENCH_JSON", file=sys.stderr)
+        print("usage: python -m coserver.bench.report [--readme] BENCH_JSON", file=sys.stderr)
         return 2
     path = Path(args[0])
     data = json.loads(path.read_text())
-    (path.parent / "report.md").write_text(render(data, path.parent))
+    if readme:
+        print(readme_excerpt(data), end="")
+    else:
+        (path.parent / "report.md").write_text(render(data, path.parent))
     return 0
 
 
