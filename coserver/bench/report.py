@@ -288,6 +288,10 @@ def readme_excerpt(data: dict[str, Any], plot: str = "docs/bench/outage_ft_vs_re
          f"({m.get('virtualization') or 'bare metal'}; both CoServers share these cores), "
          f"QEMU {m.get('qemu_version')}, {str(m.get('accel')).upper()}, coserver {m.get('git_commit')}, "
          f"{data.get('seconds', 0) / 60:.0f} min.", ""]
+    shared = _others(data)
+    if shared:
+        L += [f"(The machine was shared with up to {shared} other QEMU processes during part of this run: see the "
+              "report.)", ""]
     L += key_table(data) + ["", f"![{PLOTS['outage_ft_vs_restart.png']}]({plot})", ""]
     c = sec.get("cost", {})
     if c.get("by_period"):
@@ -310,6 +314,7 @@ def readme_excerpt(data: dict[str, Any], plot: str = "docs/bench/outage_ft_vs_re
         L.append(f"Time to protect a {s['disk_bytes'] / 2**30:.0f} GiB disk: initial sync {_s(s['sync_s'])} "
                  f"(protected after {_s(s['protect_s'])}) against {_s(s['raw_copy_s'])} for `qemu-img convert` of "
                  f"the same bytes over the same path: ratio {s['ratio']:.2f}.")
+        L.append("")
     if o.get("controller_cpu_s_per_min"):
         L.append("Controllers of an idle protected pair: "
                  + " and ".join(f"{v:.1f}" for v in o["controller_cpu_s_per_min"]) + " CPU s per minute.")
