@@ -32,7 +32,6 @@ writes an FT server spec for it.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import ipaddress
 import json
@@ -43,14 +42,14 @@ import subprocess
 import tempfile
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from coserver import log
 from coserver.images import debpkg, qemu_img
+from coserver.images.cachelock import locked
 from coserver.images.errors import GuestBuildError, ImageError
 from coserver.images.labguest import JOURNAL_PORT, build_lab_guest
 from coserver.paths import cache_dir
@@ -257,17 +256,6 @@ def load(directory: Path) -> DebianGuest:
     return guest
 
 
-@contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def debian_inputs(net: NetConfig, journal: Path) -> DebianInputs:
     """The inputs a build would use now (asks apt-cache and dpkg-query; downloads nothing)."""
     memo = debian_cache() / "kernel-candidate.json"
@@ -298,7 +286,7 @@ def build_debian_guest(address: str, prefix: int = 24, *, gateway: str | None = 
             return load(final)
         except GuestBuildError as exc:
             _log.warning("cached Debian guest unusable; rebuilding", error=str(exc))
-    with _locked(root):
+    with locked(root):
         if not force and final.is_dir():
             try:
                 return load(final)

@@ -15,7 +15,6 @@ Each QEMU gets its own copy of the data disk: LabGuest.new_data_disk().
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import ipaddress
 import json
@@ -26,8 +25,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from typing import Any
 from coserver import log
 from coserver.images import debpkg, kmodules, qemu_img
 from coserver.images.cpio import Entry, write_gzip
+from coserver.images.cachelock import locked
 from coserver.images.errors import GuestBuildError, ImageError
 from coserver.paths import cache_dir
 
@@ -237,17 +236,6 @@ def load(directory: Path) -> LabGuest:
     return guest
 
 
-@contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def build_lab_guest(force: bool = False, progress: Progress | None = None, *,
                     kernel_package: str = KERNEL_PACKAGE) -> LabGuest:
     """The lab guest for the current inputs, from the cache or built now (~1 min).
@@ -265,7 +253,7 @@ def build_lab_guest(force: bool = False, progress: Progress | None = None, *,
             return load(final)
         except GuestBuildError as exc:
             _log.warning("cached lab guest unusable; rebuilding", error=str(exc))
-    with _locked(root):
+    with locked(root):
         if not force and final.is_dir():  # someone else may have built it while we waited
             try:
                 return load(final)
