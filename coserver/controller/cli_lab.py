@@ -15,6 +15,7 @@ import click
 
 from coserver import log
 from coserver.controller.lab import DEFAULT_PREFIX, DEFAULT_PROFILE, FAULTS, Lab, LabOptions
+from coserver.controller.labspec import DEVICE_SETS
 
 prefix_option = click.option("--prefix", default=DEFAULT_PREFIX, show_default=True,
                              help="Lab name prefix: namespaces are <prefix>-cs1, <prefix>-cs2, ...")
@@ -38,13 +39,19 @@ def lab() -> None:
               help="Re-protect automatically when a failed CoServer is back, or only on `coserver pair reprotect`.")
 @click.option("--sync-speed", "sync_speed", type=click.IntRange(0, 100_000), default=0, show_default=True,
               metavar="MIB_S", help="Cap the disk (re)sync rate in MiB/s (0: no cap).")
+@click.option("--devices", type=click.Choice(list(DEVICE_SETS)), default="virtio", show_default=True,
+              help="The built-in guest's NIC and disk controller: paravirtual (virtio) or the profile's "
+                   "emulated ones (e1000/e1000e, megasas), as a guest without virtio drivers uses.")
 def lab_up(prefix: str, workdir: Path | None, profile: str, spec: Path | None, checkpoint_ms: int,
-           reprotect: str, sync_speed: int) -> None:
-    """Start both CoServers, sync the disk, enter COLO; return when protected."""
+           reprotect: str, sync_speed: int, devices: str) -> None:
+    """Start both CoServers, sync the disk, enter COLO; return when protected.
+
+    Exits 0 only when the pair is protected and checkpoints kept flowing for a short confirmation
+    window; otherwise non-zero with the reason, and nothing of the lab is left running."""
     the_lab = Lab(prefix, workdir)
     log.configure("INFO", the_lab.workdir / "lab.log.jsonl") if _writable(the_lab.workdir) else None
     opts = LabOptions(prefix=prefix, workdir=workdir, profile=profile, spec=spec, checkpoint_ms=checkpoint_ms,
-                      reprotect=reprotect, sync_speed_mib_s=sync_speed)
+                      reprotect=reprotect, sync_speed_mib_s=sync_speed, devices=devices)
     status = the_lab.up(opts, progress=lambda m: click.echo(f"  .. {m}", err=True))
     print_status(status)
 
@@ -97,6 +104,10 @@ def _writable(path: Path) -> bool:
 def print_status(s: dict) -> None:
     click.echo(f"lab {s['prefix']}: {s['state'].upper()}   primary={s['primary'] or '-'} "
                f"secondary={s['secondary'] or '-'} checkpoints={s['checkpoints']}")
+    if s.get("alert"):
+        click.echo(f"ALERT: {s['alert']}")
+    if s.get("ftserver"):
+        click.echo(f"ft server: {s['ftserver']}  profile={s.get('profile') or '-'}  devices={s.get('devices') or '-'}")
     g = s.get("guest") or {}
     if g:
         click.echo(f"guest: {g.get('address')}:{g.get('port')} (mac {g.get('mac')}, clients in netns "

@@ -38,7 +38,7 @@ from coserver.controller.heartbeat import load_or_create_key
 from coserver.controller.guestclient import connect_journal
 from coserver.controller.hostcheck import choose_accel
 from coserver.controller.labnet import GUEST_ADDRESS, HOSTS, TAP, LabNet
-from coserver.controller.labspec import GUEST_PORT, write_lab_spec
+from coserver.controller.labspec import DEVICE_SETS, GUEST_PORT, write_lab_spec
 from coserver.controller.selftest import version_tuple
 from coserver.errors import CoserverError
 from coserver.hardware import check_spec, get_profile
@@ -56,7 +56,6 @@ _log = log.get("lab")
 DEFAULT_PREFIX = "cs"
 DEFAULT_PROFILE = "dl380-g5"
 QEMU_NAME = "qemu"
-FTSERVER = "journal"
 HEARTBEAT_PORT = 7400
 WITNESS_PORT = 2379
 ETCD = "/usr/bin/etcd"
@@ -96,6 +95,13 @@ class LabOptions:
     boot_timeout_s: float = 120.0
     reprotect: str = "auto"
     sync_speed_mib_s: int = 0
+    devices: str = "virtio"        # the built-in guest's NIC/disk: "virtio" or the profile's "emulated"
+    #: `up` returns only after the pair stayed protected this long with checkpoints flowing
+    #: (0: at least three checkpoint periods, and never under 5 s).
+    confirm_s: float = 0.0
+
+    def confirm_window_s(self) -> float:
+        return self.confirm_s or max(5.0, 3 * self.checkpoint_ms / 1000)
 
 
 @dataclass
@@ -109,6 +115,8 @@ class LabState:
     secondary: str = "cs2"
     spec: str = ""
     profile: str = ""
+    ftserver: str = ""
+    devices: str = ""
     checkpoint_ms: int = 0
     accel: str = "tcg"
     guest: dict[str, Any] = field(default_factory=dict)
@@ -181,6 +189,8 @@ class Lab:
                            f"run `coserver lab down --prefix {self.prefix}` first")
         if opts.spec is None:
             get_profile(opts.profile)  # unknown profile: one line, before anything is made
+            if opts.devices not in DEVICE_SETS:
+                raise LabError(f"--devices must be one of {', '.join(DEVICE_SETS)}, got {opts.devices!r}")
         settings = ColoSettings(checkpoint_ms=opts.checkpoint_ms, sync_speed_mib_s=opts.sync_speed_mib_s)
         state = LabState(prefix=self.prefix, workdir=str(self.workdir), checkpoint_ms=opts.checkpoint_ms)
         step = "prepare"
@@ -198,7 +208,8 @@ class Lab:
                            "port": lab_cfg.port if lab_cfg else GUEST_PORT,
                            "mac": configs["cs1"].nics[0].mac, "client_netns": self.net.ns("client"),
                            "serial": configs["cs1"].smbios.serial, "uuid": configs["cs1"].smbios.uuid}
-            state.spec, state.profile = str(spec_path), report.profile
+            state.spec, state.profile, state.ftserver = str(spec_path), report.profile, spec.name
+            state.devices = f"{configs['cs1'].nics[0].model}+{configs['cs1'].disks[0].bus}"
             step = "make the lab network"
             say(step)
             REGISTRY.mkdir(parents=True, exist_ok=True)
@@ -218,7 +229,12 @@ class Lab:
             say(step)
             load_or_create_key(self.key_file)
             for host in HOSTS:
-                self._start_controller(host, nodes[host], opts, spec_path, state.accel)
+                self._start_controller(host, nodes[host], opts, spec_path, state.accel, spec.name)
+            step = "confirm the pair stays protected"
+            say(f"{step} ({opts.confirm_window_s():g} s, checkpoints flowing)")
+            state.state = "confirming"   # from here the controllers' reports say what the pair is
+            state.save(self.state_file)
+            self._confirm_protected(opts.confirm_window_s())
             state.state = "protected"
             state.save(self.state_file)
         except BaseException as exc:
@@ -252,7 +268,7 @@ class Lab:
         if not disks["cs1"].exists():
             guest.new_data_disk(disks["cs1"])
         return write_lab_spec(self.workdir / "ftserver.toml", prefix=self.prefix, profile=opts.profile,
-                              guest=guest, disks=disks)
+                              guest=guest, disks=disks, devices=opts.devices)
 
     def _nodes(self, configs: dict) -> dict[str, Node]:
         nodes = {}
@@ -348,14 +364,15 @@ class Lab:
                                    f"{labproc.last_line(self.witness_dir / 'etcd.out')}") from exc
                 time.sleep(0.2)
 
-    def controller_config(self, host: str, node: Node, opts: LabOptions, spec: Path, accel: str) -> ControllerConfig:
+    def controller_config(self, host: str, node: Node, opts: LabOptions, spec: Path, accel: str,
+                          ftserver: str) -> ControllerConfig:
         hd = self.host_dir(host)
         peer = HOSTS[1 - HOSTS.index(host)]
         links = [{"name": f"sync{n}", "local_ip": self.net.sync_address(host, n),
                   "peer_ip": self.net.sync_address(peer, n), "port": HEARTBEAT_PORT,
                   "device": self.net.sync_ifname(n)} for n in labnet.SYNC_SUBNETS]
         return ControllerConfig(
-            host=host, peer=peer, ftserver=FTSERVER, qemu_workdir=str(hd), qemu_name=QEMU_NAME,
+            host=host, peer=peer, ftserver=ftserver, qemu_workdir=str(hd), qemu_name=QEMU_NAME,
             control_socket=str(self.control_socket(host)), log_file=str(hd / "controller.log.jsonl"),
             journal_file=str(hd / "controller.journal.json"), key_file=str(self.key_file), links=links,
             witness={"host": labnet.WITNESS_ADDRESS, "port": WITNESS_PORT, "ttl": 2},
@@ -364,12 +381,13 @@ class Lab:
             checkpoint_ms=opts.checkpoint_ms, spec=str(spec), accel=accel, peer_repl_addr=self.net.repl_address(peer),
             reprotect=opts.reprotect, sync_speed_mib_s=opts.sync_speed_mib_s)
 
-    def _start_controller(self, host: str, node: Node, opts: LabOptions, spec: Path, accel: str) -> None:
+    def _start_controller(self, host: str, node: Node, opts: LabOptions, spec: Path, accel: str,
+                          ftserver: str) -> None:
         hd = self.host_dir(host)
         (hd / "controller.journal.json").unlink(missing_ok=True)  # a new pair: no decisions to resume
         (hd / "maintenance").unlink(missing_ok=True)
         cfg_path = hd / "controller.conf.json"
-        self.controller_config(host, node, opts, spec, accel).save(cfg_path)
+        self.controller_config(host, node, opts, spec, accel, ftserver).save(cfg_path)
         labproc.start("supervisor", [sys.executable, "-m", "coserver.controller.supervise",
                                      "--record", str(self.controller_record(host)), "--",
                                      sys.executable, "-m", "coserver.controller.daemon", "--config", str(cfg_path)],
@@ -379,6 +397,40 @@ class Lab:
             if labproc.load(hd, "supervisor") is None or time.monotonic() > deadline:
                 raise LabError(f"controller of {host} did not start: {labproc.last_line(hd / 'supervisor.out')}")
             time.sleep(0.1)
+
+    def _confirm_protected(self, window_s: float) -> None:
+        """Success means the state is true: both controllers report the pair protected, both QEMUs
+        live, and checkpoints keep coming for `window_s`. Otherwise raise with the reason, the failing
+        QEMU's last log line first (e.g. an assertion at its first checkpoint)."""
+        deadline = time.monotonic() + window_s + 30.0   # the controllers' first status may take a moment
+        first: int | None = None
+        since: float | None = None
+        while True:
+            for host in HOSTS:
+                try:
+                    proc = QemuProcess.attach(self.host_dir(host), QEMU_NAME)
+                    alive = proc.alive()
+                except CoserverError:
+                    alive = False
+                if not alive:
+                    raise LabError(f"the QEMU on {host} died while the pair entered COLO: "
+                                   f"{labproc.last_line(self.host_dir(host) / (QEMU_NAME + '.log'))}")
+            st = self.status()
+            if st["state"] == "protected":
+                count = int(st["checkpoints"] or 0)
+                if first is None:
+                    first, since = count, time.monotonic()
+                elif since is not None and time.monotonic() - since >= window_s and count >= first + 2:
+                    return
+            else:
+                first = since = None
+            if time.monotonic() > deadline:
+                seen = f"{st['state']}, {st['checkpoints']} checkpoints"
+                notes = [f"{h}: {e.get('error') or (e.get('reprotect') or {}).get('note') or e.get('state')}"
+                         for h, e in st["hosts"].items()]
+                raise LabError(f"the pair did not stay protected with checkpoints flowing for {window_s:g} s "
+                               f"(last seen: {seen}; {'; '.join(notes)})")
+            time.sleep(0.5)
 
     # ---- status -----------------------------------------------------------------------
     def ask(self, host: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
@@ -422,7 +474,7 @@ class Lab:
             try:
                 s = self.ask(host, {"cmd": "status"})["status"]
                 entry.update({k: s.get(k) for k in (
-                    "role", "state", "epoch", "qemu_pid", "qemu_alive", "qemu_health", "qmp_ok", "colo", "qmp",
+                    "ftserver", "role", "state", "epoch", "qemu_pid", "qemu_alive", "qemu_health", "qmp_ok", "colo", "qmp",
                     "checkpoints", "last_checkpoint_age_s", "checkpoint_pause_ms", "controller_pid", "links",
                     "peer", "witness", "decisions", "history", "colo_exit", "reprotect", "sync")})
             except LabError as exc:
@@ -447,7 +499,8 @@ class Lab:
         checkpoints = hosts.get(primary or "", {}).get("checkpoints") or 0
         return {"state": state, "prefix": self.prefix, "workdir": str(self.workdir), "primary": primary,
                 "secondary": secondary, "checkpoints": checkpoints, "checkpoint_ms": st.checkpoint_ms,
-                "accel": st.accel, "profile": st.profile, "spec": st.spec, "hosts": hosts, "guest": st.guest}
+                "accel": st.accel, "profile": st.profile, "spec": st.spec, "ftserver": st.ftserver,
+                "devices": st.devices, "alert": _alert(hosts), "hosts": hosts, "guest": st.guest}
 
     # ---- fault injection ---------------------------------------------------------------
     def fault(self, kind: str, host: str | None = None, link: int | None = None) -> dict[str, Any]:
@@ -559,6 +612,18 @@ def _kill_namespace_pids(ns: str) -> list[str]:
         rec.signal(signal.SIGKILL)
         gone.append(f"process {rec.pid} in {ns}")
     return gone
+
+
+def _alert(hosts: dict[str, Any]) -> str | None:
+    """An alert-level condition a controller reports (e.g. "cannot protect: <reason>"), or None.
+
+    The side without a guest speaks first: it started the failing secondaries and has their QEMU's
+    own last words; the survivor only saw its replica go."""
+    for entry in sorted(hosts.values(), key=lambda e: e.get("role") not in (None, "none")):
+        alert = (entry.get("reprotect") or {}).get("alert")
+        if alert:
+            return str(alert)
+    return None
 
 
 def _sync_printer(say: Callable[[str], None]) -> Callable[[SyncProgress], None]:

@@ -15,6 +15,7 @@ import uuid as uuidlib
 from pathlib import Path
 
 from coserver.controller.labnet import GUEST_ADDRESS, HOSTS
+from coserver.hardware import get_profile
 from coserver.images.labguest import LabGuest
 
 GUEST_MAC = "52:54:00:c5:00:01"
@@ -28,26 +29,43 @@ def lab_identity(prefix: str) -> tuple[str, str]:
     return serial, str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"coserver:lab:{prefix}"))
 
 
+#: How the built-in guest's NIC and data disk are emulated: the profile's paravirtual lab defaults
+#: (virtio) or the emulated devices of the real box (e1000/e1000e, megasas), as a guest without
+#: virtio drivers would use them.
+DEVICE_SETS = ("virtio", "emulated")
+
+
+def guest_devices(profile: str, devices: str) -> tuple[str, str]:
+    """(nic model, disk bus) of the built-in guest under `profile` for one of DEVICE_SETS."""
+    p = get_profile(profile)
+    if devices == "emulated":
+        return p.real.qemu_nic_model, p.real.qemu_disk_bus
+    if devices == "virtio":
+        return p.guest.nic_model, p.guest.disk_bus
+    raise ValueError(f"devices must be one of {', '.join(DEVICE_SETS)}, got {devices!r}")
+
+
 def write_lab_spec(path: Path, *, prefix: str, profile: str, guest: LabGuest,
-                   disks: dict[str, Path]) -> Path:
+                   disks: dict[str, Path], devices: str = "virtio", name: str = "journal") -> Path:
     """Write the spec for the built-in journal guest under `profile`; return its path."""
     serial, uuid = lab_identity(prefix)
+    nic_model, disk_bus = guest_devices(profile, devices)
     host_disks = "".join(f'[disks.hosts.{h}]\npath = "{disks[h]}"\n' for h in HOSTS)
     text = f'''# Written by `coserver lab up` for the built-in lab guest; edit a copy and pass it with --spec.
-name = "journal"
+name = "{name}"
 profile = "{profile}"
 coservers = {json.dumps(list(HOSTS))}
 serial = "{serial}"
 uuid = "{uuid}"
 
 [[disks]]
-bus = "virtio-blk"
+bus = "{disk_bus}"
 format = "qcow2"
 serial = "JOURNAL-DATA"
 {host_disks}
 [[nics]]
 mac = "{GUEST_MAC}"
-model = "virtio-net-pci"
+model = "{nic_model}"
 bridge = "lanbr"
 
 [boot]
