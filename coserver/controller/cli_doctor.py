@@ -3,8 +3,9 @@
     coserver doctor [--json] [--qemu PATH] [--no-selftest]
     coserver qemu select (--system | PATH) [--fresh]
 
-doctor prints one line per check, then PASS or FAIL with the step and the
-reason; exit status 0 only on PASS. qemu select runs the COLO self-test on a
+doctor prints one line per check, then the self-test's PASS or FAIL per machine
+type the profiles use (pc, q35) with the step and the reason, and for a failed
+type the profiles this host cannot protect; exit status 0 only if all PASS. qemu select runs the COLO self-test on a
 binary and, on PASS, records it as the QEMU every coserver command uses.
 """
 
@@ -17,7 +18,7 @@ import click
 
 from coserver.colo.settings import SyncPorts
 from coserver.controller import hostcheck, qemuselect
-from coserver.controller.selftest import run_selftest
+from coserver.controller.selftest import profile_machines, run_selftest
 from coserver.paths import SYSTEM_QEMU, install_for, qemu_install
 
 
@@ -42,30 +43,47 @@ def doctor(as_json: bool, qemu_path: str | None, no_selftest: bool) -> None:
     p = SyncPorts()
     checks.append(hostcheck.ports_check((p.mirror, p.compare, p.migration, p.nbd)))
     host_ok = all(c.ok for c in checks if c.required)
-    report = None
+    reports = []
     if not as_json:
         for c in checks:
             mark = "ok  " if c.ok else ("FAIL" if c.required else "warn")
             click.echo(f"{mark} {c.name:<20} {c.detail}")
+    machines = profile_machines()
     if host_ok and not no_selftest:
-        if not as_json:
-            click.echo("self-test: a COLO pair of the lab guest in a private namespace (about 30 s)")
-        report = run_selftest(qemu, accel=accel, progress=None if as_json else _say)
-    passed = host_ok and report is not None and report.passed
+        for machine in machines:
+            if not as_json:
+                click.echo(f"self-test [{machine}]: a COLO pair of the lab guest on the {machine} machine "
+                           f"in a private namespace (about 30 s)")
+            report = run_selftest(qemu, accel=accel, machine=machine, progress=None if as_json else _say)
+            reports.append(report)
+            if not as_json:
+                click.echo(_report_line(report, machines[machine]) + f" — QEMU {qemu.version} ({qemu.system})")
+    passed = host_ok and bool(reports) and all(r.passed for r in reports)
+    cannot = sorted(p for r in reports if not r.passed for p in machines[r.machine])
     if as_json:
         click.echo(json.dumps({"result": "PASS" if passed else "FAIL",
                                "qemu": {"binary": str(qemu.system), "version": qemu.version,
                                         "source": qemu.source, "reason": qemu.reason},
                                "accel": accel, "checks": [c.as_dict() for c in checks],
-                               "selftest": report.as_dict() if report else None}, indent=2))
+                               "selftest": reports[0].as_dict() if reports else None,
+                               "selftests": {r.machine: r.as_dict() | {"profiles": machines[r.machine]}
+                                             for r in reports},
+                               "profiles_unprotectable": cannot}, indent=2))
+    elif not reports:
+        why = "self-test skipped (--no-selftest)" if host_ok else "host checks failed: " + "; ".join(
+            f"{c.name}: {c.detail}" for c in checks if c.required and not c.ok)
+        click.echo(f"FAIL {why}")
     else:
-        if report is None:
-            why = "self-test skipped (--no-selftest)" if host_ok else "host checks failed: " + "; ".join(
-                f"{c.name}: {c.detail}" for c in checks if c.required and not c.ok)
-            click.echo(f"FAIL {why}")
-        else:
-            click.echo(f"{qemuselect.summarize(report.as_dict())} — QEMU {qemu.version} ({qemu.system})")
+        click.echo("PASS: every machine type" if passed else
+                   f"FAIL: this host cannot protect the profiles {', '.join(cannot)}")
     sys.exit(0 if passed else 1)
+
+
+def _report_line(report, profiles: list[str]) -> str:
+    line = qemuselect.summarize(report.as_dict())
+    if not report.passed:
+        line += f" (cannot protect: {', '.join(profiles)})"
+    return line
 
 
 @click.group()

@@ -2,8 +2,9 @@
 
 `make setup` asks select() about the system QEMU first; when that fails it
 builds the pinned, patched QEMU and asks again about the build. Verdicts are
-cached per binary identity (path, size, mtime, version) and accelerator, so a
-second `make setup` does not boot four guests to learn what it knew.
+cached per binary identity (path, size, mtime, version), accelerator and
+machine type, so a second `make setup` does not boot guests to learn what it
+knew. A QEMU passes only if it passes on every machine type the profiles use.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from coserver import log
 from coserver.controller.hostcheck import choose_accel
-from coserver.controller.selftest import SelfTestReport, run_selftest
+from coserver.controller.selftest import SelfTestReport, profile_machines, run_selftest
 from coserver.paths import QemuInstall, cache_dir, install_for, record_selection
 
 _log = log.get("qemuselect")
@@ -26,9 +27,9 @@ def _verdicts_file() -> Path:
     return cache_dir() / "selftest-verdicts.json"
 
 
-def binary_identity(qemu: QemuInstall, accel: str) -> str:
+def binary_identity(qemu: QemuInstall, accel: str, machine: str = "pc") -> str:
     st = os.stat(qemu.system)
-    return f"{qemu.system}|{st.st_size}|{int(st.st_mtime)}|{qemu.version}|{accel}"
+    return f"{qemu.system}|{st.st_size}|{int(st.st_mtime)}|{qemu.version}|{accel}|{machine}"
 
 
 def _load() -> dict:
@@ -38,13 +39,14 @@ def _load() -> dict:
         return {}
 
 
-def cached_verdict(qemu: QemuInstall, accel: str) -> dict | None:
-    return _load().get(binary_identity(qemu, accel))
+def cached_verdict(qemu: QemuInstall, accel: str, machine: str = "pc") -> dict | None:
+    return _load().get(binary_identity(qemu, accel, machine))
 
 
 def _store(qemu: QemuInstall, accel: str, report: SelfTestReport) -> None:
     data = _load()
-    data[binary_identity(qemu, accel)] = {**report.as_dict(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    data[binary_identity(qemu, accel, report.machine)] = {**report.as_dict(),
+                                                          "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     path = _verdicts_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -62,21 +64,35 @@ class Verdict:
 
 
 def judge(qemu: QemuInstall, *, use_cache: bool = True, progress=None) -> Verdict:
-    """Run (or recall) the COLO self-test for this QEMU."""
+    """Run (or recall) the COLO self-test for this QEMU on every machine type the profiles use.
+
+    Stops at the first machine type that fails: the QEMU is not selected either way."""
     accel = choose_accel(qemu)
-    if use_cache and (hit := cached_verdict(qemu, accel)):
-        return Verdict(qemu, accel, hit["passed"], summarize(hit), cached=True)
-    report = run_selftest(qemu, accel=accel, progress=progress)
-    _store(qemu, accel, report)
-    return Verdict(qemu, accel, report.passed, summarize(report.as_dict()), cached=False)
+    results: list[dict] = []
+    all_cached = True
+    say = progress or (lambda msg: None)
+    for machine in profile_machines():
+        hit = cached_verdict(qemu, accel, machine) if use_cache else None
+        if hit is None:
+            all_cached = False
+            report = run_selftest(qemu, accel=accel, machine=machine,
+                                  progress=lambda msg, m=machine: say(f"[{m}] {msg}"))
+            _store(qemu, accel, report)
+            hit = report.as_dict()
+        results.append(hit)
+        if not hit["passed"]:
+            break
+    passed = all(r["passed"] for r in results)
+    return Verdict(qemu, accel, passed, "; ".join(summarize(r) for r in results), cached=all_cached)
 
 
 def summarize(r: dict) -> str:
+    machine = r.get("machine", "pc")
     if r["passed"]:
-        return (f"PASS: {r['checkpoints']} checkpoints in {r['colo_seconds']} s at {r['checkpoint_ms']} ms, "
+        return (f"PASS {machine}: {r['checkpoints']} checkpoints in {r['colo_seconds']} s at {r['checkpoint_ms']} ms, "
                 f"{r['appends_acked']} appends acked, {r['appends_lost']} lost after failover "
                 f"(gap {r['failover_gap_s']} s), {r['accel']}")
-    return f"FAIL at '{r['step']}': {r['reason']}"
+    return f"FAIL {machine} at '{r['step']}': {r['reason']}"
 
 
 def select(binary: str, *, use_cache: bool = True, progress=None) -> Verdict:

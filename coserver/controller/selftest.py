@@ -15,6 +15,11 @@ nothing, so `coserver doctor` and `make setup` run the real thing, small:
      acknowledged append there.
 PASS only if every step holds; otherwise FAIL with the step and the reason.
 Everything it made (namespace, QEMUs, files) is removed on every exit path.
+
+It runs once per machine type the hardware profiles use (pc, q35): a QEMU
+can keep one chipset in step and abort on the other (q35's ICH9 LPC post_load
+re-mapped its RCRB into a running secondary, qemu/patches/10.2/0004), so a
+host learns which profiles it cannot protect.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from coserver.controller import netns
 from coserver.controller.guestclient import connect_journal, missing_acks
 from coserver.controller.labproc import last_line
 from coserver.errors import CoserverError
+from coserver.hardware import list_profiles
 from coserver.images import qemu_img
 from coserver.images.labguest import build_lab_guest
 from coserver.paths import QemuInstall
@@ -68,6 +74,7 @@ class SelfTestReport:
     """What the self-test saw; `coserver doctor --json` prints it."""
 
     passed: bool = False
+    machine: str = "pc"
     step: str = ""
     reason: str = ""
     qemu_binary: str = ""
@@ -104,17 +111,18 @@ class SelfTest:
 
     def __init__(self, qemu: QemuInstall, *, checkpoint_ms: int = 1000, required_checkpoints: int = 10,
                  accel: str = "tcg", boot_timeout: float = 90.0, keep_workdir: bool = False,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 machine: str = "pc", progress: Callable[[str], None] | None = None) -> None:
         self.qemu = qemu
         self.settings = ColoSettings(checkpoint_ms=checkpoint_ms, qmp_deadline_s=3.0, migrate_timeout_s=60.0,
                                      sync_timeout_s=120.0)
         self.required = required_checkpoints
         self.accel = accel
+        self.machine = machine
         self.boot_timeout = boot_timeout
         self.keep_workdir = keep_workdir
         self.progress = progress or (lambda msg: None)
         self.report = SelfTestReport(qemu_binary=str(qemu.system), qemu_version=qemu.version, accel=accel,
-                                     checkpoint_ms=checkpoint_ms)
+                                     checkpoint_ms=checkpoint_ms, machine=machine)
         self.ns = f"csst{os.getpid() % 100000}"
         self.ports = SyncPorts()
         self.procs: dict[str, QemuProcess] = {}
@@ -168,7 +176,7 @@ class SelfTest:
             netns.add_tap(self.ns, "tapp", "br0")
             netns.add_tap(self.ns, "taps", "br0")
         hw = BasicGuestHardware(kernel=guest.vmlinuz, initrd=guest.initrd,
-                                append=guest.cmdline(GUEST_IP, 24, port=GUEST_PORT))
+                                append=guest.cmdline(GUEST_IP, 24, port=GUEST_PORT), machine=self.machine)
         pnode = Node("primary", workdir / "p", "127.0.0.1", "tapp", workdir / "p" / "disk.qcow2", GUEST_MAC, self.ns)
         snode = Node("secondary", workdir / "s", "127.0.0.1", "taps", workdir / "s" / "disk.qcow2", GUEST_MAC,
                      self.ns)
@@ -314,5 +322,24 @@ class SelfTest:
 
 
 def run_selftest(qemu: QemuInstall, **kw) -> SelfTestReport:
-    """Synchronous entry point for the CLI and `make setup`."""
+    """Synchronous entry point for the CLI and `make setup`: one machine type (default pc)."""
     return asyncio.run(SelfTest(qemu, **kw).run())
+
+
+def profile_machines() -> dict[str, list[str]]:
+    """Each machine type the shipped profiles use -> the profiles that use it."""
+    out: dict[str, list[str]] = {}
+    for profile in list_profiles():
+        out.setdefault(profile.machine, []).append(profile.name)
+    return dict(sorted(out.items()))
+
+
+def run_selftests(qemu: QemuInstall, machines: list[str] | None = None,
+                  progress: Callable[[str], None] | None = None, **kw) -> list[SelfTestReport]:
+    """The self-test on every machine type the profiles use (or those given), one report each."""
+    say = progress or (lambda msg: None)
+    reports = []
+    for machine in machines or list(profile_machines()):
+        reports.append(run_selftest(qemu, machine=machine,
+                                    progress=lambda msg, m=machine: say(f"[{m}] {msg}"), **kw))
+    return reports
