@@ -41,7 +41,8 @@ from coserver.controller.policy import (
     Action, ClaimOutcome, Decision, Observation, Thresholds, WitnessView, after_claim, decide)
 from coserver.controller.roles import QemuHealth, Role
 from coserver.controller.selftest import version_tuple
-from coserver.controller.rejoin import Move, RejoinView, ReprotectPolicy, next_move
+from coserver.controller.labproc import last_line
+from coserver.controller.rejoin import AttemptLog, Move, RejoinView, ReprotectPolicy, next_move
 from coserver.controller.statemachine import FtState, FtStateMachine
 from coserver.controller.witness import Witness, WitnessError, WitnessUnreachable
 from coserver.errors import CoserverError
@@ -166,6 +167,7 @@ class HostController:
         self.last_attempt = -math.inf                   # monotonic time of the last rejoin/protect
         self.rejoin_requested = False
         self.rejoin_note = ""
+        self.attempts = AttemptLog()                    # (re-)protections that did not hold: crash loops
         self.sync: dict[str, Any] | None = None          # progress of a running (re)sync
         self.thresholds = Thresholds(kill_hung_after=cfg.kill_hung_after_s)
         self.witness = Witness(cfg.ftserver, host=cfg.witness["host"], port=int(cfg.witness["port"]),
@@ -417,6 +419,8 @@ class HostController:
             await self.act(decision)
             if decision.action in (Action.NONE, Action.ALERT, Action.DEGRADED_ALERT):
                 await self._rejoin_step()
+            if self.attempts.tick(time.monotonic()):
+                _log.info("controller.protection_held", host=self.cfg.host, ftserver=self.cfg.ftserver)
             self._publish()
             if time.monotonic() - self._last_journal > JOURNAL_EVERY_S:
                 self._save_journal("periodic")
@@ -509,6 +513,10 @@ class HostController:
         if self.sm.state == state:
             return
         self.sm.to(state, reason)
+        if self.attempts.on_state(state, time.monotonic()):
+            self.attempts.failed(self._attempt_failure(reason))
+            _log.error("controller.protection_attempt_failed", host=self.cfg.host, failures=self.attempts.failures,
+                       reason=self.attempts.last_reason)
         self._save_journal(reason)
         self._publish()
 
@@ -528,6 +536,14 @@ class HostController:
                                        reason=reason[:200]))
 
     # ---- re-protection --------------------------------------------------------------------
+    def _attempt_failure(self, reason: str) -> str:
+        """Why a (re-)protection attempt failed: our QEMU's last words if it died, else the reason given."""
+        if self.qemu is not None and not self.qemu.alive():
+            words = last_line(self.qemu.log_path)
+            if words:
+                return f"{self.cfg.host}'s QEMU exited: {words}"
+        return reason
+
     def _rejoin_view(self) -> RejoinView:
         assert self.heartbeats is not None
         peer = self.heartbeats.peer_state() if self.heartbeats.peer_alive() else None
@@ -537,7 +553,8 @@ class HostController:
             since_last_attempt_s=time.monotonic() - self.last_attempt, peer_heard=peer is not None,
             peer_role=peer.role if peer else None, peer_state=peer.state if peer else None,
             peer_epoch=peer.epoch if peer else None, peer_maintenance=bool(peer and peer.state == "maintenance"),
-            busy=self.busy is not None and not self.busy.done())
+            busy=self.busy is not None and not self.busy.done(), failures=self.attempts.failures,
+            last_failure=self.attempts.last_reason)
 
     async def _rejoin_step(self) -> None:
         if self.role == Role.SECONDARY and self.sm.state == FtState.SYNCING and self.qmp is not None:
@@ -578,6 +595,7 @@ class HostController:
             if self.sm.state == FtState.FENCED:
                 self._to(FtState.STOPPED, "fence cleared to rejoin as a secondary (never as a primary)")
             self._to(FtState.STARTING, why)
+            self.attempts.start()
             if self.qemu is not None and self.qemu.alive():
                 self.qemu.kill()
             args = await asyncio.to_thread(self._secondary_argv)
@@ -624,6 +642,7 @@ class HostController:
     async def _protect(self, why: str) -> None:
         """The survivor: sync the peer's new secondary and enter COLO; stay simplex if it fails."""
         self.last_attempt = time.monotonic()
+        self.attempts.start()
         self.sync = None
         self._to(FtState.SYNCING, why)
         assert self.qmp is not None
@@ -665,7 +684,9 @@ class HostController:
             "history": [asdict(t) if hasattr(t, "__dataclass_fields__") else t for t in self.sm.history],
             "decisions": list(self.decisions),
             "reprotect": {"policy": self.cfg.reprotect, "maintenance": self.cfg.maintenance_flag.exists(),
-                          "busy": bool(self.busy and not self.busy.done()), "note": self.rejoin_note},
+                          "busy": bool(self.busy and not self.busy.done()), "note": self.rejoin_note,
+                          "failed_attempts": self.attempts.failures, "last_failure": self.attempts.last_reason,
+                          "alert": self.attempts.alert()},
             "sync": self.sync,
         }
         if self.qmp is not None and qemu == QemuHealth.ALIVE:
@@ -703,6 +724,7 @@ class HostController:
             return await self._relinquish(str(request.get("reason", "operator request")))
         if cmd == "rejoin":
             self.rejoin_requested = True
+            self.attempts = AttemptLog()   # an operator's request: a fresh count
             self.last_attempt = -math.inf
             return {"ok": True, "host": self.cfg.host, "role": self.role.value}
         if cmd == "maintenance":

@@ -15,6 +15,16 @@ sides already exchange:
    then enter COLO (coserver.colo.primary.Primary.protect).
 Rejoining as a *secondary* is safe even for a fenced side: it never serves,
 and its disk is overwritten from the legitimate owner before COLO starts.
+
+A crash loop is not re-protection: an attempt that does not *hold* (the pair
+protected for `HOLD_S` or more) counts as failed on both sides (`AttemptLog`).
+The side that lost starts the next secondary only after a wait that doubles
+with each failure (5, 10, 20, 40 s, capped at 60 s), and after
+`MAX_FAILED_ATTEMPTS` in a row it stops trying; both sides then report
+"cannot protect: <reason>" (the failing QEMU's last log line where there is
+one) until an attempt holds. An operator's `coserver pair reprotect` starts a
+fresh count. The survivor never holds back: a fresh secondary that waits for
+it means the other side decided to try.
 """
 
 from __future__ import annotations
@@ -26,6 +36,11 @@ from coserver.controller.roles import Role
 from coserver.controller.statemachine import FtState
 
 DEFAULT_RETRY_AFTER_S = 5.0
+MAX_RETRY_AFTER_S = 60.0
+#: Failed attempts in a row after which the pair stops trying and raises "cannot protect".
+MAX_FAILED_ATTEMPTS = 5
+#: An attempt holds once the pair has stayed protected this long.
+HOLD_S = 30.0
 
 
 class ReprotectPolicy(StrEnum):
@@ -37,6 +52,76 @@ class Move(StrEnum):
     NONE = "none"
     START_SECONDARY = "start_secondary"   # the side that lost: become the new secondary
     PROTECT = "protect"                   # the survivor: sync the new secondary and enter COLO
+
+
+#: States in which an attempt has protected the pair.
+_PROTECTED = frozenset({FtState.PROTECTED, FtState.DEGRADED})
+#: States that end an attempt that has not held (STOPPING is an operator's stop: not a failure).
+_ENDED = frozenset({FtState.SIMPLEX, FtState.STOPPED, FtState.FAILING_OVER, FtState.FENCED})
+
+
+@dataclass
+class AttemptLog:
+    """Consecutive (re-)protection attempts that did not hold, and why the last one failed.
+
+    The daemon calls start() when it starts a secondary or a protect, on_state() at every
+    state change and tick() regularly; an attempt is open from start() until it held
+    (protected for HOLD_S) or ended in a non-protected state first (a failure)."""
+
+    failures: int = 0
+    last_reason: str = ""
+    open: bool = False
+    protected_since: float | None = None
+
+    def start(self) -> None:
+        self.open, self.protected_since = True, None
+
+    def on_state(self, state: FtState, now: float) -> bool:
+        """Note a state change; True when it ends the open attempt as a failure (call failed())."""
+        if not self.open:
+            return False
+        if state in _PROTECTED:
+            if self.protected_since is None:
+                self.protected_since = now
+            return False
+        if state == FtState.STOPPING:
+            self.open = False
+            return False
+        return state in _ENDED
+
+    def tick(self, now: float, hold_s: float = HOLD_S) -> bool:
+        """True once, when the open attempt has held: the failure count starts again."""
+        if self.open and self.protected_since is not None and now - self.protected_since >= hold_s:
+            self.held()
+            return True
+        return False
+
+    def failed(self, reason: str) -> None:
+        self.failures += 1
+        self.last_reason = reason
+        self.open, self.protected_since = False, None
+
+    def held(self) -> None:
+        self.failures, self.last_reason = 0, ""
+        self.open, self.protected_since = False, None
+
+    @property
+    def gave_up(self) -> bool:
+        return self.failures >= MAX_FAILED_ATTEMPTS
+
+    def alert(self) -> str | None:
+        """The alert-level state for `status`, or None while the pair may still protect itself."""
+        if not self.gave_up:
+            return None
+        return (f"cannot protect: {self.last_reason} ({self.failures} attempts in a row failed; "
+                f"`coserver pair reprotect` tries again)")
+
+
+def retry_after(failures: int, base_s: float = DEFAULT_RETRY_AFTER_S, cap_s: float = MAX_RETRY_AFTER_S) -> float:
+    """Seconds to wait after the last attempt: base, doubled for each failure in a row, capped."""
+    if failures <= 1:
+        return base_s
+    return min(base_s * 2 ** (failures - 1), cap_s)
 
 
 @dataclass(frozen=True)
@@ -56,14 +141,23 @@ class RejoinView:
     peer_epoch: int | None
     peer_maintenance: bool = False
     busy: bool = False              # a start or protect is under way here
+    failures: int = 0               # attempts in a row that did not hold (AttemptLog)
+    last_failure: str = ""
 
 
 def next_move(v: RejoinView, retry_after_s: float = DEFAULT_RETRY_AFTER_S) -> tuple[Move, str]:
     """The re-protection move for this side now, and why."""
     if v.busy or not v.peer_heard:
         return Move.NONE, "busy" if v.busy else "peer not heard"
-    if v.since_last_attempt_s < retry_after_s:
-        return Move.NONE, f"last attempt {v.since_last_attempt_s:.1f} s ago (< {retry_after_s} s)"
+    if v.role == Role.NONE and v.failures >= MAX_FAILED_ATTEMPTS and not v.requested:
+        return Move.NONE, (f"cannot protect: {v.last_failure} ({v.failures} attempts in a row failed; "
+                           f"`coserver pair reprotect` tries again)")
+    wait_s = retry_after(v.failures, retry_after_s) if v.role == Role.NONE else retry_after_s
+    if v.since_last_attempt_s < wait_s:
+        why = f"last attempt {v.since_last_attempt_s:.1f} s ago (< {wait_s:g} s)"
+        if v.failures:
+            why += f"; {v.failures} failed in a row, last: {v.last_failure}"
+        return Move.NONE, why
     if v.role == Role.NONE:
         if v.maintenance:
             return Move.NONE, "in maintenance: not rejoining"

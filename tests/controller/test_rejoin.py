@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from coserver.controller.rejoin import Move, RejoinView, ReprotectPolicy, next_move
+from coserver.controller.rejoin import (
+    HOLD_S, MAX_FAILED_ATTEMPTS, AttemptLog, Move, RejoinView, ReprotectPolicy, next_move, retry_after)
 from coserver.controller.roles import Role
 from coserver.controller.statemachine import FtState
 
@@ -48,3 +49,61 @@ def survivor(**kw) -> RejoinView:
 ])
 def test_next_move(view, move):
     assert next_move(view)[0] == move
+
+
+def test_failed_attempts_back_off_doubling_to_a_cap():
+    assert [retry_after(n) for n in range(0, 7)] == [5.0, 5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
+    assert next_move(lost(failures=2, last_failure="x", since_last_attempt_s=6.0))[0] == Move.NONE
+    assert next_move(lost(failures=2, last_failure="x", since_last_attempt_s=10.5))[0] == Move.START_SECONDARY
+    # the survivor never holds back: a fresh secondary waiting means the other side chose to try
+    assert next_move(survivor(failures=3, since_last_attempt_s=6.0))[0] == Move.PROTECT
+    assert next_move(survivor(failures=MAX_FAILED_ATTEMPTS, last_failure="x"))[0] == Move.PROTECT
+
+
+def test_a_crash_loop_stops_with_the_reason_until_an_operator_asks():
+    reason = "qemu: memory.c:2683: Assertion `!subregion->container' failed."
+    move, why = next_move(lost(failures=MAX_FAILED_ATTEMPTS, last_failure=reason))
+    assert move == Move.NONE
+    assert why.startswith("cannot protect: ") and reason in why
+    again = next_move(lost(failures=MAX_FAILED_ATTEMPTS, last_failure=reason, requested=True))[0]
+    assert again == Move.START_SECONDARY
+
+
+def test_attempt_log_counts_failures_in_a_row_and_a_hold_resets_it():
+    log = AttemptLog()
+    for n in range(1, MAX_FAILED_ATTEMPTS):
+        log.failed(f"died {n}")
+        assert log.alert() is None
+    log.failed("died last")
+    assert log.gave_up and log.alert() is not None and "died last" in log.alert()
+    log.held()
+    assert (log.failures, log.alert()) == (0, None)
+
+
+def test_an_attempt_fails_when_it_ends_before_it_held_and_counts_once():
+    log = AttemptLog()
+    log.start()
+    assert not log.on_state(FtState.SYNCING, 0.0)
+    assert not log.on_state(FtState.PROTECTED, 1.0)
+    assert not log.tick(10.0)                          # protected 9 s: not held yet
+    assert log.on_state(FtState.FAILING_OVER, 12.0)    # the secondary died at a checkpoint
+    log.failed("secondary QEMU exited: Assertion failed")
+    assert not log.on_state(FtState.SIMPLEX, 12.5)     # the same attempt is not counted twice
+    assert log.failures == 1
+
+
+def test_an_attempt_that_holds_clears_the_count_and_later_faults_are_not_failures():
+    log = AttemptLog(failures=3, last_reason="x")
+    log.start()
+    log.on_state(FtState.PROTECTED, 100.0)
+    assert log.tick(100.0 + HOLD_S)
+    assert (log.failures, log.alert()) == (0, None)
+    assert not log.on_state(FtState.FAILING_OVER, 500.0)   # a real failover later: no attempt open
+
+
+def test_an_operator_stop_is_not_a_failed_attempt():
+    log = AttemptLog()
+    log.start()
+    assert not log.on_state(FtState.STOPPING, 1.0)
+    assert not log.on_state(FtState.STOPPED, 2.0)
+    assert log.failures == 0
