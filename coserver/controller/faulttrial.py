@@ -11,6 +11,13 @@ controller), lets the client write a little longer, then checks:
     after a fault that must not fail over.
 `make test-faults TRIALS=N` runs N trials of every fault and prints the table;
 the fault tests and the benchmarks use run_trial() too.
+
+A profile trial (run_load_trial, `--profiles`) is the "protected under load"
+check every hardware profile and device set must pass: the pair stays
+protected while a client writes through at least N checkpoints (each loads
+the primary's device state into the running secondary, the path that broke
+q35), then the primary's QEMU is killed and every acknowledged append must
+read back on the survivor.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from typing import Any, Callable
 from coserver import log
 from coserver.controller.guestclient import Writer, connect_journal, missing_acks
 from coserver.controller.lab import Lab, LabOptions
+from coserver.controller.labspec import DEVICE_SETS
 from coserver.errors import CoserverError
+from coserver.hardware import profile_names
 
 #: name -> (lab fault, which host: "primary"|"secondary"|None, link, failover expected, undo fault)
 FAULTS: dict[str, tuple[str, str | None, int | None, bool, str | None]] = {
@@ -180,6 +189,89 @@ def _judge(r: TrialResult) -> None:
     r.ok = not p
 
 
+@dataclass
+class LoadTrialResult:
+    """One profile/device set kept protected under load, then its primary killed."""
+
+    profile: str
+    devices: str
+    checkpoints: int = 0          # checkpoints the primary counted while the client wrote
+    load_s: float = 0.0
+    stayed_protected: bool = False
+    failover: TrialResult | None = None
+    acked: int = 0
+    lost: int = 0
+    ok: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_load_trial(lab: Lab, profile: str, devices: str, *, checkpoints: int = 20, interval: float = 0.05,
+                   say: Callable[[str], None] | None = None) -> LoadTrialResult:
+    """On a protected lab: a client writes until `checkpoints` more have passed with the pair protected
+    the whole time, then the primary's QEMU is killed (run_trial); every ack must read back."""
+    r = LoadTrialResult(profile=profile, devices=devices)
+    st = lab.status()
+    if st["state"] != "protected":
+        raise TrialError(f"load trial {profile}/{devices}: the lab is {st['state']}, not protected")
+    g = st["guest"]
+    period_s = max(st.get("checkpoint_ms") or 1000, 100) / 1000
+    start = int(st["checkpoints"] or 0)
+    writer = Writer(g["client_netns"], g["address"], g["port"], interval=interval, tag=f"load-{profile}").start()
+    t0 = time.monotonic()
+    deadline = t0 + checkpoints * period_s * 3 + 30
+    try:
+        while True:
+            st = lab.status()
+            r.checkpoints = int(st["checkpoints"] or 0) - start
+            if st["state"] != "protected":
+                r.problems.append(f"left protection after {r.checkpoints} checkpoints under load: {st['state']}"
+                                  + (f" ({st['alert']})" if st.get("alert") else ""))
+                break
+            if r.checkpoints >= checkpoints:
+                r.stayed_protected = True
+                break
+            if time.monotonic() > deadline:
+                r.problems.append(f"only {r.checkpoints} of {checkpoints} checkpoints in "
+                                  f"{time.monotonic() - t0:.0f} s")
+                break
+            time.sleep(0.5)
+    finally:
+        r.load_s = round(time.monotonic() - t0, 1)
+        load = writer.stop()
+    if say:
+        say(f"{profile}/{devices}: {r.checkpoints} checkpoints in {r.load_s} s under load, "
+            f"{len(load.acks)} appends acked")
+    if r.stayed_protected:
+        r.failover = run_trial(lab, "kill-primary-qemu", interval=interval, say=say)
+        r.problems += r.failover.problems
+    g = lab.status()["guest"]
+    try:
+        with connect_journal(g["client_netns"], g["address"], g["port"]) as client:
+            r.lost = len(missing_acks(client, load.acked)) + (r.failover.lost if r.failover else 0)
+    except CoserverError as exc:
+        r.lost = len(load.acks)
+        r.problems.append(f"cannot read back: {exc}")
+    r.acked = len(load.acks) + (r.failover.acked if r.failover else 0)
+    if r.lost and not any("lost" in p for p in r.problems):
+        r.problems.append(f"{r.lost} acknowledged appends lost")
+    r.ok = r.stayed_protected and not r.problems and r.lost == 0
+    return r
+
+
+def load_table(results: list[LoadTrialResult]) -> str:
+    lines = [f"{'profile':<12} {'devices':<9} {'ckpts':>5} {'load s':>6} {'acked':>6} {'lost':>5} "
+             f"{'gap ms':>7} {'survivor':<8} result"]
+    for r in results:
+        f = r.failover
+        lines.append(f"{r.profile:<12} {r.devices:<9} {r.checkpoints:5d} {r.load_s:6.1f} {r.acked:6d} {r.lost:5d} "
+                     f"{(f.gap_s * 1000 if f else float('nan')):7.0f} {((f.survivor if f else None) or '-'):<8} "
+                     f"{'ok' if r.ok else 'FAIL: ' + '; '.join(r.problems)}")
+    return "\n".join(lines)
+
+
 def table(results: list[TrialResult]) -> str:
     lines = [f"{'fault':<26} {'host':<5} {'gap ms':>7} {'later ms':>8} {'settle s':>8} {'acked':>6} {'lost':>5} "
              f"{'reconn':>6} {'survivor':<8} result"]
@@ -197,8 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="ft")
     parser.add_argument("--checkpoint-ms", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=None, help="also write every result here")
+    parser.add_argument("--profiles", default=None, metavar="all|NAME,...",
+                        help="instead of the faults: keep each profile protected under load with each "
+                             "device set, then kill its primary")
+    parser.add_argument("--devices", default=",".join(DEVICE_SETS), help="device sets for --profiles")
+    parser.add_argument("--checkpoints", type=int, default=20, help="checkpoints under load per profile trial")
     args = parser.parse_args(argv)
     log.configure("ERROR")
+    if args.profiles:
+        return _profile_trials(args)
     names = [f.strip() for f in args.faults.split(",") if f.strip()]
     bad = [n for n in names if n not in FAULTS]
     if bad:
@@ -218,6 +317,39 @@ def main(argv: list[str] | None = None) -> int:
         lab.down()
     print()
     print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _profile_trials(args: argparse.Namespace) -> int:
+    names = profile_names() if args.profiles == "all" else [p.strip() for p in args.profiles.split(",") if p]
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    bad = [n for n in names if n not in profile_names()] + [d for d in devices if d not in DEVICE_SETS]
+    if bad:
+        print(f"coserver-fault-trials: error: unknown profile(s) or device set(s): {', '.join(bad)}",
+              file=sys.stderr)
+        return 2
+    lab = Lab(args.prefix)
+    results: list[LoadTrialResult] = []
+    say = lambda m: print(f"  .. {m}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        for _ in range(args.trials):
+            for name in names:
+                for dev in devices:
+                    lab.down()
+                    try:
+                        lab.up(LabOptions(prefix=args.prefix, checkpoint_ms=args.checkpoint_ms, profile=name,
+                                          devices=dev))
+                        r = run_load_trial(lab, name, dev, checkpoints=args.checkpoints, say=say)
+                    except CoserverError as exc:
+                        r = LoadTrialResult(profile=name, devices=dev, problems=[f"lab up: {exc}"])
+                    results.append(r)
+                    print(load_table([r]).splitlines()[1], flush=True)
+    finally:
+        lab.down()
+    print()
+    print(load_table(results))
     if args.json:
         args.json.write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
     return 0 if all(r.ok for r in results) else 1

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 
-def coserver(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+def coserver(*args: str, timeout: float = 300, check: bool = True,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([sys.executable, "-m", "coserver.controller.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "COSERVER_ACCEL": "tcg"})
+                          text=True, timeout=timeout, env={**os.environ, "COSERVER_ACCEL": "tcg", **(env or {})})
     assert "Traceback" not in proc.stderr, proc.stderr
     if check:
         assert proc.returncode == 0, f"coserver {' '.join(args)}: {proc.stderr.strip()}"
