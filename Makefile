@@ -36,7 +36,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
 	touch $@
 
 # Use the system QEMU if it passes the COLO self-test, else build the pinned, patched one.
@@ -65,7 +65,7 @@ test: setup
 # N trials of every fault on the lab (fresh pair per trial), a table of gaps and losses.
 TRIALS ?= 3
 test-faults: setup
-	$(VENV)/bin/python -m coserver.controller.faulttrial --trials $(TRIALS)
+	$(VENV)/bin/python -m coserver.lab.trials --trials $(TRIALS)
 
 # Benchmarks on the lab (README "Benchmarks"): failover gap, cost of protection, the restart
 # baseline, time to protect, controller overhead -> $(BENCH_OUT)/report.md, bench.json and PNG

@@ -28,11 +28,11 @@ from coserver.bench.failover import lab_options
 from coserver.bench.site import Site, fresh_dir
 from coserver.bench.stats import median, percentile, ratio, summary
 from coserver.colo.status import CheckpointWatch
-from coserver.controller.lab import QEMU_NAME, Lab
-from coserver.controller.labnet import GUEST_ADDRESS
-from coserver.controller.labspec import GUEST_PORT
+from coserver.lab.lab import QEMU_NAME, Lab
+from coserver.lab.net import GUEST_ADDRESS
+from coserver.lab.spec import GUEST_PORT
 from coserver.errors import CoserverError
-from coserver.qmp.launcher import QemuProcess
+from coserver.machine.launcher import QemuProcess
 from coserver.qmp.session import QmpSession
 
 SETTLE_S = 2.0

@@ -12,7 +12,7 @@ Per trial:
   detection_s  the kill to the survivor's controller entering failing_over;
   promotion_s  failing_over to simplex on the survivor (its own state history);
   lost         acked appends not readable with GET on the survivor (must be 0).
-Like controller.faulttrial.run_trial, but it keeps the raw timings this
+Like lab.trials.run_trial, but it keeps the raw timings this
 needs; the settle rule is the same (state simplex, exactly one guest running).
 """
 
@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 from coserver.bench.site import fresh_dir
 from coserver.bench.stats import summary
-from coserver.controller.guestclient import Writer, connect_journal, missing_acks
-from coserver.controller.lab import Lab, LabOptions
+from coserver.images.guestclient import Writer, connect_journal, missing_acks
+from coserver.lab.lab import Lab, LabOptions
 from coserver.errors import CoserverError
 
 FAULTS = ("kill-primary-qemu", "kill-secondary-qemu")

@@ -16,9 +16,9 @@ from typing import Any, Callable
 from coserver.bench.failover import lab_options
 from coserver.bench.site import fresh_dir
 from coserver.bench.workload import cpu_seconds
-from coserver.controller import labproc
-from coserver.controller.lab import Lab
-from coserver.controller.labnet import HOSTS
+from coserver.sys import proc as sysproc
+from coserver.lab.lab import Lab
+from coserver.lab.net import HOSTS
 
 SETTLE_S = 3.0
 
@@ -28,11 +28,11 @@ def _pids(lab: Lab) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for h in HOSTS:
         e = st["hosts"].get(h, {})
-        sup = labproc.load(lab.host_dir(h), "supervisor")
+        sup = sysproc.load(lab.host_dir(h), "supervisor")
         out[f"controller {h}"] = e.get("controller_pid")
         out[f"supervisor {h}"] = sup.pid if sup else None
         out[f"qemu {h} ({e.get('role')})"] = e.get("qemu_pid")
-    etcd = labproc.load(lab.witness_dir, "etcd")
+    etcd = sysproc.load(lab.witness_dir, "etcd")
     out["witness etcd"] = etcd.pid if etcd else None
     return out
 

@@ -33,10 +33,9 @@ from coserver.colo.argv import secondary_args
 from coserver.colo.primary import Primary, SyncProgress
 from coserver.colo.secondary import Secondary
 from coserver.colo.settings import ColoSettings, SyncPorts
-from coserver.controller.selftest import version_tuple
 from coserver.errors import CoserverError
 from coserver.images import qemu_img
-from coserver.paths import qemu_install
+from coserver.paths import qemu_install, version_tuple
 from coserver.qmp.session import QmpSession
 
 DISK_SIZE = 1 << 30

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coserver.colo.settings import SyncPorts
-from coserver.controller.guestclient import connect_journal
+from coserver.images.guestclient import connect_journal
 from coserver.errors import CoserverError
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -1,7 +1,7 @@
 """The per-CoServer controller process: watches its QEMU, its peer and the witness, and decides.
 
 One runs on each CoServer (lab: inside the host's namespace, under
-coserver.controller.supervise; real hosts: the systemd unit). It is the only
+coserver.lab.supervise; real hosts: the systemd unit). It is the only
 client of its QEMU's QMP socket once the pair is up. Every `TICK_S` it builds
 an Observation (local QEMU alive / hung / dead, COLO events, checkpoints
 flowing, heartbeats per sync link, the peer's own report, the witness),
@@ -40,7 +40,6 @@ from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.policy import (
     Action, ClaimOutcome, Decision, Observation, Thresholds, WitnessView, after_claim, decide)
 from coserver.controller.roles import QemuHealth, Role
-from coserver.controller.selftest import version_tuple
 from coserver.controller.rejoin import Move, RejoinView, ReprotectPolicy, next_move
 from coserver.controller.statemachine import FtState, FtStateMachine
 from coserver.controller.witness import Witness, WitnessError, WitnessUnreachable
@@ -49,9 +48,9 @@ from coserver.hardware.argv import ConfigGuestHardware
 from coserver.hardware.config import resolve
 from coserver.hardware.spec import load_spec
 from coserver.images import qemu_img
-from coserver.paths import qemu_install
+from coserver.paths import qemu_install, version_tuple
 from coserver.qmp.errors import QmpError
-from coserver.qmp.launcher import QemuProcess
+from coserver.machine.launcher import QemuProcess
 from coserver.qmp.session import QmpListener, QmpSession
 
 _log = log.get("controller")

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from coserver import log
-from coserver.controller import netns
+from coserver.sys import netns
 from coserver.errors import CoserverError
 
 _log = log.get("heartbeat")

@@ -4,7 +4,7 @@ A controller may crash or be restarted (upgrade, OOM) while its QEMU keeps
 running (QEMU runs in its own session). The restarted controller reads this
 journal to re-attach without disturbing the guest: which role it had, in
 which epoch, which state, how many checkpoints it had seen, and which QEMU
-process record (qmp.launcher: <workdir>/<name>.json) to attach to.
+process record (machine.launcher: <workdir>/<name>.json) to attach to.
 
 Why it is written this way:
 

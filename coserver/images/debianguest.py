@@ -49,7 +49,7 @@ from typing import Any
 
 from coserver import log
 from coserver.images import debpkg, qemu_img
-from coserver.images.cachelock import locked
+from coserver.images.cache import locked
 from coserver.images.errors import GuestBuildError, ImageError
 from coserver.images.labguest import JOURNAL_PORT, build_lab_guest
 from coserver.paths import cache_dir

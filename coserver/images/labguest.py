@@ -33,7 +33,7 @@ from typing import Any
 from coserver import log
 from coserver.images import debpkg, kmodules, qemu_img
 from coserver.images.cpio import Entry, write_gzip
-from coserver.images.cachelock import locked
+from coserver.images.cache import locked
 from coserver.images.errors import GuestBuildError, ImageError
 from coserver.paths import cache_dir
 

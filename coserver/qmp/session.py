@@ -59,50 +59,17 @@ from coserver.qmp.errors import (
     QmpEventTimeout,
     QmpTimeout,
 )
+from coserver.sys.aio import UNWIND_GRACE, bounded, forget
 
 T = TypeVar("T")
 EventFilter = Callable[[Message], bool]
 
 _log = log.get("qmp")
 
-#: How long a cancelled call may take to unwind before we stop waiting for it.
-#: Keeps "deadline + a little" a hard bound even if the library misbehaves.
-UNWIND_GRACE = 0.25
 #: Events kept in a listener's history (qemu.qmp keeps all: unbounded in a daemon).
 HISTORY_LEN = 256
 #: Don't start a connect attempt with less than this left of connect_timeout.
 _MIN_ATTEMPT = 0.05
-
-
-async def bounded(aw: Awaitable[T], timeout: float) -> T:
-    """Await `aw` for at most `timeout` s, else raise TimeoutError.
-
-    Unlike asyncio.wait_for/asyncio.timeout, which after cancelling wait for
-    the awaitable to unwind however long that takes, this gives it only
-    UNWIND_GRACE s: the bound holds even if cancellation cleanup blocks.
-    """
-    task = asyncio.ensure_future(aw)
-    try:
-        done, _ = await asyncio.wait({task}, timeout=max(0.0, timeout))
-    except BaseException:
-        task.cancel()
-        raise
-    if not done:
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=UNWIND_GRACE)
-    if done and not task.cancelled() and task.exception() is None:
-        return task.result()  # finished, possibly just after the deadline
-    if not done:
-        task.add_done_callback(_swallow)  # abandoned: don't warn "never retrieved"
-        raise TimeoutError
-    if task.cancelled():
-        raise TimeoutError
-    raise task.exception()  # type: ignore[misc]
-
-
-def _swallow(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 class _Client(QMPClient):
@@ -393,7 +360,7 @@ class QmpSession:
             raise
         if not done:
             dc.cancel()
-            dc.add_done_callback(_swallow)
+            dc.add_done_callback(forget)
             self._log.warning("qmp close: disconnect abandoned")
         elif not dc.cancelled() and dc.exception() is not None:
             self._log.debug("qmp close: connection had already failed", error=repr(dc.exception()))

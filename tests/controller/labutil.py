@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def coserver(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "coserver.controller.cli", *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "coserver.cli.main", *args], capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, "COSERVER_ACCEL": "tcg"})
     assert "Traceback" not in proc.stderr, proc.stderr
     if check:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from coserver.controller import netns
+from coserver.sys import netns
 from coserver.paths import install_for, qemu_install
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns]
@@ -25,7 +25,7 @@ DEBIAN_QEMU = Path("/usr/bin/qemu-system-x86_64")
 
 def doctor(*args: str, timeout: float = 240) -> tuple[int, dict, float]:
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "coserver.controller.cli", "doctor", "--json", *args],
+    proc = subprocess.run([sys.executable, "-m", "coserver.cli.main", "doctor", "--json", *args],
                           capture_output=True, text=True, timeout=timeout, env={**os.environ, "COSERVER_ACCEL": "tcg"})
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.returncode, json.loads(proc.stdout), time.monotonic() - t0
@@ -59,7 +59,7 @@ def test_doctor_fails_on_debian_72_with_the_deadlock_in_bounded_time():
 
 
 def test_doctor_refuses_a_missing_qemu_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "coserver.controller.cli", "doctor", "--qemu",
+    proc = subprocess.run([sys.executable, "-m", "coserver.cli.main", "doctor", "--qemu",
                            str(tmp_path / "nope")], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "nope" in proc.stderr and "Traceback" not in proc.stderr

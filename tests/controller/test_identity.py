@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from coserver.controller.guestclient import connect_journal
-from coserver.controller.lab import Lab, LabOptions
-from coserver.controller.labspec import lab_identity
+from coserver.images.guestclient import connect_journal
+from coserver.lab.lab import Lab, LabOptions
+from coserver.lab.spec import lab_identity
 from coserver.hardware.config import resolve
 from coserver.hardware.spec import load_spec
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from coserver.controller import netns
-from coserver.controller.guestclient import Writer, connect_journal, missing_acks
+from coserver.sys import netns
+from coserver.images.guestclient import Writer, connect_journal, missing_acks
 from coserver.images import qemu_img
 from .labutil import coserver, lab_processes, status
 

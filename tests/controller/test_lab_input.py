@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from coserver.controller import netns
+from coserver.sys import netns
 
 from .labutil import coserver, lab_processes
 

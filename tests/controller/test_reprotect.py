@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from coserver.controller.faulttrial import run_trial, table
-from coserver.controller.guestclient import Writer, connect_journal, missing_acks
-from coserver.controller.lab import Lab, LabOptions
+from coserver.lab.trials import run_trial, table
+from coserver.images.guestclient import Writer, connect_journal, missing_acks
+from coserver.lab.lab import Lab, LabOptions
 
 from .labutil import coserver
 

@@ -13,7 +13,9 @@ import uuid
 
 import pytest
 
-from coserver.qmp import LaunchError, ProcessRecord, QemuProcess, QmpSession
+from coserver.machine.launcher import QemuProcess
+from coserver.qmp import LaunchError, QmpSession
+from coserver.sys.proc import ProcessRecord
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(60)]
 

@@ -10,8 +10,8 @@ import json
 
 import click
 
-from coserver.controller.cli_lab import print_status
-from coserver.controller.lab import DEFAULT_PREFIX, Lab
+from coserver.cli.lab import print_status
+from coserver.lab.lab import DEFAULT_PREFIX, Lab
 
 
 @click.command()

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from coserver import log
-from coserver.controller.guestclient import Writer, connect_journal, missing_acks
-from coserver.controller.lab import Lab, LabOptions
+from coserver.images.guestclient import Writer, connect_journal, missing_acks
+from coserver.lab.lab import Lab, LabOptions
 from coserver.errors import CoserverError
 
 #: name -> (lab fault, which host: "primary"|"secondary"|None, link, failover expected, undo fault)

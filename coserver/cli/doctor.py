@@ -16,8 +16,8 @@ import sys
 import click
 
 from coserver.colo.settings import SyncPorts
-from coserver.controller import hostcheck, qemuselect
-from coserver.controller.selftest import run_selftest
+from coserver.doctor import hostcheck, qemuselect
+from coserver.doctor.selftest import run_selftest
 from coserver.paths import SYSTEM_QEMU, install_for, qemu_install
 
 

@@ -15,7 +15,7 @@ import time
 
 import click
 
-from coserver.controller.lab import DEFAULT_PREFIX, HOSTS, Lab, LabError
+from coserver.lab.lab import DEFAULT_PREFIX, HOSTS, Lab, LabError
 
 prefix_option = click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="The lab's prefix.")
 timeout_option = click.option("--timeout", type=float, default=300.0, show_default=True,

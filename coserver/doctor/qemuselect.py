@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coserver import log
-from coserver.controller.hostcheck import choose_accel
-from coserver.controller.selftest import SelfTestReport, run_selftest
+from coserver.doctor.hostcheck import choose_accel
+from coserver.doctor.selftest import SelfTestReport, run_selftest
 from coserver.paths import QemuInstall, cache_dir, install_for, record_selection
 
 _log = log.get("qemuselect")

@@ -32,14 +32,16 @@ from coserver.colo.primary import Primary, SyncProgress
 from coserver.colo.secondary import Secondary
 from coserver.colo.settings import ColoSettings, SyncPorts
 from coserver.colo.status import read_state
-from coserver.controller import labnet, labproc, netns
+from coserver.lab import net as labnet
+from coserver.sys import netns
+from coserver.sys import proc as labproc
 from coserver.controller.daemon import ControllerConfig
 from coserver.controller.heartbeat import load_or_create_key
-from coserver.controller.guestclient import connect_journal
-from coserver.controller.hostcheck import choose_accel
-from coserver.controller.labnet import GUEST_ADDRESS, HOSTS, TAP, LabNet
-from coserver.controller.labspec import GUEST_PORT, write_lab_spec
-from coserver.controller.selftest import version_tuple
+from coserver.images.guestclient import connect_journal
+from coserver.doctor.hostcheck import choose_accel
+from coserver.lab.net import GUEST_ADDRESS, HOSTS, TAP, LabNet
+from coserver.lab.spec import GUEST_PORT, write_lab_spec
+from coserver.sys.proc import ProcessRecord
 from coserver.errors import CoserverError
 from coserver.hardware import check_spec, get_profile
 from coserver.hardware.argv import ConfigGuestHardware
@@ -47,8 +49,8 @@ from coserver.hardware.config import resolve
 from coserver.hardware.spec import load_spec
 from coserver.images import qemu_img
 from coserver.images.labguest import build_lab_guest
-from coserver.paths import qemu_install
-from coserver.qmp.launcher import ProcessRecord, QemuProcess
+from coserver.paths import qemu_install, version_tuple
+from coserver.machine.launcher import QemuProcess
 from coserver.qmp.session import QmpSession
 
 _log = log.get("lab")
@@ -370,7 +372,7 @@ class Lab:
         (hd / "maintenance").unlink(missing_ok=True)
         cfg_path = hd / "controller.conf.json"
         self.controller_config(host, node, opts, spec, accel).save(cfg_path)
-        labproc.start("supervisor", [sys.executable, "-m", "coserver.controller.supervise",
+        labproc.start("supervisor", [sys.executable, "-m", "coserver.lab.supervise",
                                      "--record", str(self.controller_record(host)), "--",
                                      sys.executable, "-m", "coserver.controller.daemon", "--config", str(cfg_path)],
                       hd, netns=self.net.ns(host))

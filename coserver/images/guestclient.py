@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from coserver.controller import netns
+from coserver.sys import netns
 from coserver.errors import CoserverError
 from coserver.images.errors import JournalError
 from coserver.images.journal_client import JournalClient

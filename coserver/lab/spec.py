@@ -14,7 +14,7 @@ import json
 import uuid as uuidlib
 from pathlib import Path
 
-from coserver.controller.labnet import GUEST_ADDRESS, HOSTS
+from coserver.lab.net import GUEST_ADDRESS, HOSTS
 from coserver.images.labguest import LabGuest
 
 GUEST_MAC = "52:54:00:c5:00:01"

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from coserver import log
-from coserver.controller.lab import DEFAULT_PREFIX, DEFAULT_PROFILE, FAULTS, Lab, LabOptions
+from coserver.lab.lab import DEFAULT_PREFIX, DEFAULT_PROFILE, FAULTS, Lab, LabOptions
 
 prefix_option = click.option("--prefix", default=DEFAULT_PREFIX, show_default=True,
                              help="Lab name prefix: namespaces are <prefix>-cs1, <prefix>-cs2, ...")

@@ -13,7 +13,7 @@ import time
 
 import click
 
-from coserver.controller.lab import DEFAULT_PREFIX, Lab, LabError
+from coserver.lab.lab import DEFAULT_PREFIX, Lab, LabError
 
 
 @click.command()

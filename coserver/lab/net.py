@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coserver.controller import netns
+from coserver.sys import netns
 from coserver.errors import CoserverError
 
 HOSTS = ("cs1", "cs2")

@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from coserver import log
-from coserver.controller import netns
+from coserver.sys import netns
 from coserver.errors import CoserverError
 from coserver.paths import QemuInstall, cache_dir
-from coserver.qmp.launcher import QemuProcess
+from coserver.machine.launcher import QemuProcess
 from coserver.qmp.session import QmpSession
 
 _log = log.get("hostcheck")

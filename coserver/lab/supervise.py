@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from coserver.qmp.launcher import ProcessRecord
+from coserver.sys.proc import ProcessRecord
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,17 +35,17 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
-    from coserver.controller.cli_doctor import doctor, qemu
-    from coserver.controller.cli_failover import failover
-    from coserver.controller.cli_pair import host, pair
-    from coserver.controller.cli_status import status
-    from coserver.controller.cli_hardware import hardware
-    from coserver.controller.cli_image import image
-    from coserver.controller.cli_lab import lab
+    from coserver.cli.doctor import doctor, qemu
+    from coserver.cli.failover import failover
+    from coserver.cli.pair import host, pair
+    from coserver.cli.status import status
+    from coserver.cli.hardware import hardware
+    from coserver.cli.image import image
+    from coserver.cli.lab import lab
 
     for command in (doctor, qemu, hardware, image, lab, failover, pair, host, status):
         main.add_command(command)
-    from coserver.bench.cli import bench  # the benchmarks sit above the controller: registered here, last
+    from coserver.cli.bench import bench  # the benchmarks sit above the controller: registered here, last
     main.add_command(bench)
 
 

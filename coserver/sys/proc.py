@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from coserver.errors import CoserverError
-from coserver.qmp.launcher import ProcessRecord
+from coserver.machine.launcher import ProcessRecord
 
 
 class LabProcessError(CoserverError):

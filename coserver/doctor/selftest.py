@@ -36,15 +36,15 @@ from coserver.colo.primary import Primary
 from coserver.colo.secondary import Secondary
 from coserver.colo.settings import ColoSettings, SyncPorts
 from coserver.colo.status import CheckpointWatch, read_state
-from coserver.controller import netns
-from coserver.controller.guestclient import connect_journal, missing_acks
-from coserver.controller.labproc import last_line
+from coserver.sys import netns
+from coserver.images.guestclient import connect_journal, missing_acks
+from coserver.sys.proc import last_line
 from coserver.errors import CoserverError
 from coserver.images import qemu_img
 from coserver.images.labguest import build_lab_guest
-from coserver.paths import QemuInstall
+from coserver.paths import QemuInstall, version_tuple
 from coserver.qmp.errors import QmpError, QmpTimeout
-from coserver.qmp.launcher import QemuProcess
+from coserver.machine.launcher import QemuProcess
 from coserver.qmp.session import QmpSession
 
 _log = log.get("selftest")
@@ -85,18 +85,6 @@ class SelfTestReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    """'10.2.2' or '7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)' -> (10, 2, 2)."""
-    head = version.split()[0]
-    parts = []
-    for piece in head.split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
 
 
 class SelfTest:
