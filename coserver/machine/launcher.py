@@ -46,6 +46,7 @@ from coserver import log
 from coserver.paths import QemuInstall, qemu_install
 from coserver.qmp.errors import LaunchError
 from coserver.qmp.session import QmpSession
+from coserver.sys.proc import ProcessError, ProcessRecord
 
 T = TypeVar("T")
 StopHow = Literal["gone", "quit", "term", "kill"]
@@ -62,72 +63,6 @@ def qmp_argv(path: str | Path) -> list[str]:
     wait=off: QEMU does not block its start-up until a client connects.
     """
     return ["-qmp", f"unix:{path},server=on,wait=off"]
-
-
-def boot_id() -> str:
-    """This boot's id: a record from before a reboot describes no living process."""
-    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, starttime) of pid from /proc/<pid>/stat, None if no such process."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # comm (field 2) may contain spaces and ')': fields 3.. follow the last ')'.
-    rest = data[data.rindex(")") + 2:].split()
-    return rest[0], int(rest[22 - 3])
-
-
-@dataclass(frozen=True)
-class ProcessRecord:
-    """A process identity that survives pid reuse: pid + start time + boot id."""
-
-    pid: int
-    starttime: int
-    boot: str
-
-    @classmethod
-    def of(cls, pid: int) -> ProcessRecord:
-        """The identity of the process that has `pid` now."""
-        stat = _proc_stat(pid)
-        if stat is None:
-            raise LaunchError(f"pid {pid}: no such process")
-        return cls(pid, stat[1], boot_id())
-
-    def state(self) -> str | None:
-        """The process's /proc state letter (R, S, T, Z...), None if it is not ours any more."""
-        stat = _proc_stat(self.pid)
-        if stat is None or stat[1] != self.starttime or self.boot != boot_id():
-            return None
-        return stat[0]
-
-    def alive(self) -> bool:
-        """Still our process and not a zombie."""
-        return self.state() not in (None, "Z", "X")
-
-    def signal(self, sig: int) -> bool:
-        """Send sig if the pid still is our process; False (nothing sent) otherwise."""
-        try:
-            fd = os.pidfd_open(self.pid)
-        except ProcessLookupError:
-            return False
-        except OSError:  # no pidfd support: check-then-kill, with a tiny race
-            fd = -1
-        try:
-            if not self.alive():
-                return False
-            if fd >= 0:
-                signal.pidfd_send_signal(fd, sig)
-            else:
-                os.kill(self.pid, sig)
-            return True
-        except ProcessLookupError:
-            return False
-        finally:
-            if fd >= 0:
-                os.close(fd)
 
 
 def _run_async(fn: Callable[[], Awaitable[T]], timeout: float) -> T:
@@ -317,7 +252,7 @@ class QemuProcess:
                                      name=self.name, pidfile=pid, spawned=self._popen.pid)
                     try:
                         self._record = ProcessRecord.of(pid)
-                    except LaunchError:  # exited already: poll() reports it next round
+                    except ProcessError:  # exited already: poll() reports it next round
                         continue
                     self._write_record()
                     stage = "QMP sockets"

@@ -1,24 +1,92 @@
-"""Long-running lab processes other than QEMU (controllers, etcd): start in a namespace, stop by record.
+"""Process identities that survive pid reuse, and long-running helper processes (controllers, etcd).
 
-Like the QEMU launcher, a process is identified by pid + start time + boot id
-(launcher.ProcessRecord), written to <dir>/<name>.proc.json, so `lab down`
-after a crash stops exactly the processes the lab started and nothing else.
+A process is identified by pid + start time + boot id (ProcessRecord); the QEMU
+launcher records its QEMU that way, and start() records other processes in
+<dir>/<name>.proc.json, so `lab down` after a crash stops exactly the
+processes the lab started and nothing else.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from coserver.errors import CoserverError
-from coserver.machine.launcher import ProcessRecord
 
 
-class LabProcessError(CoserverError):
-    """A lab process did not start or could not be stopped."""
+class ProcessError(CoserverError):
+    """A process did not start, or no longer is the process recorded."""
+
+
+def boot_id() -> str:
+    """This boot's id: a record from before a reboot describes no living process."""
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, starttime) of pid from /proc/<pid>/stat, None if no such process."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm (field 2) may contain spaces and ')': fields 3.. follow the last ')'.
+    rest = data[data.rindex(")") + 2:].split()
+    return rest[0], int(rest[22 - 3])
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """A process identity that survives pid reuse: pid + start time + boot id."""
+
+    pid: int
+    starttime: int
+    boot: str
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessRecord:
+        """The identity of the process that has `pid` now."""
+        stat = _proc_stat(pid)
+        if stat is None:
+            raise ProcessError(f"pid {pid}: no such process")
+        return cls(pid, stat[1], boot_id())
+
+    def state(self) -> str | None:
+        """The process's /proc state letter (R, S, T, Z...), None if it is not ours any more."""
+        stat = _proc_stat(self.pid)
+        if stat is None or stat[1] != self.starttime or self.boot != boot_id():
+            return None
+        return stat[0]
+
+    def alive(self) -> bool:
+        """Still our process and not a zombie."""
+        return self.state() not in (None, "Z", "X")
+
+    def signal(self, sig: int) -> bool:
+        """Send sig if the pid still is our process; False (nothing sent) otherwise."""
+        try:
+            fd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            return False
+        except OSError:  # no pidfd support: check-then-kill, with a tiny race
+            fd = -1
+        try:
+            if not self.alive():
+                return False
+            if fd >= 0:
+                signal.pidfd_send_signal(fd, sig)
+            else:
+                os.kill(self.pid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
 
 def record_path(directory: Path, name: str) -> Path:
@@ -33,7 +101,7 @@ def start(name: str, argv: list[str], directory: Path, *, netns: str | None = No
                                 start_new_session=True, cwd="/", umask=0o077)
     time.sleep(0.05)
     if proc.poll() is not None:
-        raise LabProcessError(f"{name} exited at once: {last_line(directory / f'{name}.out')}")
+        raise ProcessError(f"{name} exited at once: {last_line(directory / f'{name}.out')}")
     rec = ProcessRecord.of(proc.pid)
     record_path(directory, name).write_text(json.dumps({"pid": rec.pid, "starttime": rec.starttime,
                                                         "boot": rec.boot, "argv": full}) + "\n")
