@@ -144,8 +144,7 @@ def once(base: Path, prefix: str, say: Callable[[str], None]) -> dict[str, Any]:
         qemu_img.create(s.disk, DISK_SIZE)
         assert s.overlay_dir is not None
         s.overlay_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for overlay in (s.active_overlay, s.hidden_overlay):
-            qemu_img.create(overlay, DISK_SIZE, overwrite=True)
+        s.create_overlays(overwrite=True)
         sproc = site.start_qemu("cs2", secondary_args(s, site.hardware("cs2"), site.accel,
                                                       primary_sync_addr=site.node("cs1").sync_addr,
                                                       ports=SyncPorts(),

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from coserver.colo.guest import GuestHardware
 from coserver.colo.settings import SyncPorts
+from coserver.images import qemu_img
 
 NETDEV_ID = "hn0"
 QUORUM_NODE = "colo-disk0"
@@ -47,12 +48,21 @@ class Node:
     overlay_dir: Path | None = None  # where the secondary's active/hidden go (tmpfs if possible)
 
     @property
+    def _overlay_home(self) -> tuple[Path, str]:
+        return self.overlay_dir or self.workdir, f"{self.name}-"
+
+    @property
     def active_overlay(self) -> Path:
-        return (self.overlay_dir or self.workdir) / f"{self.name}-active.qcow2"
+        return qemu_img.colo_overlay_paths(*self._overlay_home)[0]
 
     @property
     def hidden_overlay(self) -> Path:
-        return (self.overlay_dir or self.workdir) / f"{self.name}-hidden.qcow2"
+        return qemu_img.colo_overlay_paths(*self._overlay_home)[1]
+
+    def create_overlays(self, *, overwrite: bool = False) -> qemu_img.ColoOverlays:
+        """This secondary's empty active and hidden overlays, of its disk's size, where its argv names them."""
+        directory, prefix = self._overlay_home
+        return qemu_img.create_colo_overlays(self.disk, directory, prefix=prefix, overwrite=overwrite)
 
     @property
     def serial_log(self) -> Path:

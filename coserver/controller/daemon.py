@@ -47,7 +47,6 @@ from coserver.errors import CoserverError
 from coserver.hardware.argv import ConfigGuestHardware
 from coserver.hardware.config import resolve
 from coserver.hardware.spec import load_spec
-from coserver.images import qemu_img
 from coserver.paths import qemu_install, version_tuple
 from coserver.qmp.errors import QmpError
 from coserver.machine.launcher import QemuProcess
@@ -558,10 +557,8 @@ class HostController:
         node = self.cfg.colo_node()
         if not node.disk.exists():
             raise CoserverError(f"rejoin {self.cfg.host}: disk {node.disk} does not exist")
-        size = qemu_img.info(node.disk).virtual_size
-        for overlay in (node.active_overlay, node.hidden_overlay):
-            overlay.parent.mkdir(parents=True, exist_ok=True)
-            qemu_img.create(overlay, size, overwrite=True)
+        node.active_overlay.parent.mkdir(parents=True, exist_ok=True)
+        node.create_overlays(overwrite=True)
         version = version_tuple(qemu_install().version)
         return secondary_args(node, ConfigGuestHardware(config), self.cfg.accel,
                               primary_sync_addr=self.cfg.peer_repl_addr, ports=self.cfg.sync_ports,

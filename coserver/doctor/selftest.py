@@ -166,8 +166,7 @@ class SelfTest:
             guest.new_data_disk(pnode.disk)
             size = qemu_img.info(pnode.disk).virtual_size
             qemu_img.create(snode.disk, size)  # blank: the sync must fill it
-            qemu_img.create(snode.active_overlay, size)
-            qemu_img.create(snode.hidden_overlay, size)
+            snode.create_overlays()
         qv = version_tuple(self.qemu.version)
         async with AsyncExitStack() as stack:
             with self.step("start the secondary QEMU"):

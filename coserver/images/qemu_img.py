@@ -297,6 +297,13 @@ def same_content(a: str | Path, b: str | Path, *, timeout: float = DEFAULT_TIMEO
     raise ImageError(f"image {pa}: qemu-img compare with {pb} failed: {_first_error_line(res.stderr)}")
 
 
+def colo_overlay_paths(directory: str | Path, prefix: str = "") -> tuple[Path, Path]:
+    """Where the secondary's (active, hidden) overlays live: the one definition of their names,
+    shared by create_colo_overlays and the secondary's argv (colo.argv.Node)."""
+    dirp = Path(directory)
+    return dirp / f"{prefix}active.qcow2", dirp / f"{prefix}hidden.qcow2"
+
+
 def create_colo_overlays(disk: str | Path, directory: str | Path, *, prefix: str = "",
                          overwrite: bool = False) -> ColoOverlays:
     """The secondary's empty active and hidden qcow2 overlays, each of the disk's virtual size.
@@ -309,8 +316,7 @@ def create_colo_overlays(disk: str | Path, directory: str | Path, *, prefix: str
     if not dirp.is_dir():
         raise ImageError(f"image {d}: overlay directory {dirp} does not exist")
     size = info(d).virtual_size
-    active = dirp / f"{prefix}active.qcow2"
-    hidden = dirp / f"{prefix}hidden.qcow2"
+    active, hidden = colo_overlay_paths(dirp, prefix)
     for o in (active, hidden):
         create(o, size, "qcow2", overwrite=overwrite)
     return ColoOverlays(disk=d, active=active, hidden=hidden, size=size)

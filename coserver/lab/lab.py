@@ -279,8 +279,7 @@ class Lab:
             qemu_img.create(secondary.disk, size)
         assert secondary.overlay_dir is not None
         secondary.overlay_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for overlay in (secondary.active_overlay, secondary.hidden_overlay):
-            qemu_img.create(overlay, size, overwrite=True)
+        secondary.create_overlays(overwrite=True)
 
     async def _start_pair(self, nodes: dict[str, Node], configs: dict, settings: ColoSettings,
                           state: LabState, say: Callable[[str], None]) -> None:
