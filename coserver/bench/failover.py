@@ -60,10 +60,10 @@ def _running(e: dict[str, Any]) -> bool:
 
 def _history_times(history: list[dict[str, Any]], t_fault: float) -> tuple[float | None, float | None, str]:
     """(detection, promotion, reason) from a controller's state history after the fault."""
-    fo = next((h for h in history if h.get("dst") == "failing_over" and h.get("at", 0) >= t_fault - 0.05), None)
+    fo = next((h for h in history if h.get("to") == "failing_over" and h.get("at", 0) >= t_fault - 0.05), None)
     if fo is None:
         return None, None, ""
-    done = next((h for h in history if h.get("dst") == "simplex" and h.get("at", 0) >= fo["at"]), None)
+    done = next((h for h in history if h.get("to") == "simplex" and h.get("at", 0) >= fo["at"]), None)
     return (round(fo["at"] - t_fault, 3), round(done["at"] - fo["at"], 3) if done else None,
             str(done.get("reason", "")) if done else "")
 

@@ -11,6 +11,7 @@ import json
 import click
 
 from coserver.cli.lab import print_status
+from coserver.controller import control
 from coserver.lab.lab import DEFAULT_PREFIX, Lab
 
 
@@ -22,9 +23,7 @@ from coserver.lab.lab import DEFAULT_PREFIX, Lab
 def status(prefix: str, socket_path: str | None, as_json: bool) -> None:
     """Show the FT server: state, primary/secondary, checkpoints, each host's controller view."""
     if socket_path:
-        from pathlib import Path
-
-        reply = Lab.ask_socket(Path(socket_path), {"cmd": "status"})["status"]
+        reply = control.ask(socket_path, {"cmd": control.Command.STATUS})["status"]
         click.echo(json.dumps(reply, indent=2) if as_json else
                    f"{reply['host']}: {reply['state']} as {reply['role']} (epoch {reply['epoch']}), "
                    f"checkpoints {reply['checkpoints']}, qemu {reply['qemu_health']}")

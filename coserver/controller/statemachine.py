@@ -33,7 +33,7 @@ from enum import StrEnum
 from typing import Any
 
 from coserver import log
-from coserver.errors import CoserverError
+from coserver.errors import CoserverBug
 
 _log = log.get("statemachine")
 
@@ -78,8 +78,8 @@ assert set(TRANSITIONS) == set(FtState)
 RUNNING = frozenset({S.STARTING, S.SYNCING, S.PROTECTED, S.DEGRADED, S.FAILING_OVER, S.SIMPLEX})
 
 
-class IllegalTransition(CoserverError):
-    """A state change the table does not allow: a controller bug, refused."""
+class IllegalTransition(CoserverBug):
+    """A state change the table does not allow: a controller bug, refused (the daemon stops on it)."""
 
 
 @dataclass(frozen=True)

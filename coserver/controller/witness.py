@@ -45,7 +45,7 @@ from aetcd import transactions as txn
 
 from coserver import log
 from coserver.errors import CoserverError
-from coserver.qmp.session import bounded
+from coserver.sys.aio import bounded
 
 T = TypeVar("T")
 _log = log.get("witness")

@@ -35,7 +35,8 @@ from coserver.colo.status import read_state
 from coserver.lab import net as labnet
 from coserver.sys import netns
 from coserver.sys import proc as labproc
-from coserver.controller.daemon import ControllerConfig
+from coserver.controller import control
+from coserver.controller.config import ControllerConfig
 from coserver.controller.heartbeat import load_or_create_key
 from coserver.images.guestclient import connect_journal
 from coserver.doctor.hostcheck import choose_accel
@@ -391,26 +392,11 @@ class Lab:
 
     @staticmethod
     def ask_socket(path: Path, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-        """One JSON request/reply with a controller's control socket."""
-        import socket
-
+        """One JSON request/reply with a controller's control socket (controller.control.ask)."""
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(timeout)
-                s.connect(str(path))
-                s.sendall(json.dumps(request).encode() + b"\n")
-                buf = b""
-                while not buf.endswith(b"\n"):
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
-            reply = json.loads(buf)
-        except (OSError, ValueError) as exc:
-            raise LabError(f"{path}: {exc}") from exc
-        if not reply.get("ok"):
-            raise LabError(str(reply.get("error")))
-        return reply
+            return control.ask(path, request, timeout)
+        except control.ControlError as exc:
+            raise LabError(str(exc)) from exc
 
     def status(self) -> dict[str, Any]:
         st = LabState.load(self.state_file) if self.workdir.is_dir() else None

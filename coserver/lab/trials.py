@@ -146,7 +146,7 @@ def _wait_settled(lab: Lab, failover: bool, t0: float, t0_wall: float, timeout: 
         st = lab.status()
         if failover:
             moved = [t["at"] for e in st["hosts"].values() for t in (e.get("history") or [])
-                     if t.get("dst") == "simplex" and t.get("at", 0) >= t0_wall]
+                     if t.get("to") == "simplex" and t.get("at", 0) >= t0_wall]
             if moved and sum(_serving(e) for e in st["hosts"].values()) == 1:
                 return t0 + (min(moved) - t0_wall), st
         elif st["state"] == "protected":
