@@ -37,6 +37,7 @@ from coserver.errors import CoserverError
 from coserver.images import qemu_img
 from coserver.paths import qemu_install, version_tuple
 from coserver.qmp.session import QmpSession
+from coserver.sys.netns import exec_argv
 
 DISK_SIZE = 1 << 30
 CHUNK = 4 << 20
@@ -60,8 +61,9 @@ def make_disk(template: Path, dst: Path, size: int = DISK_SIZE) -> None:
 
 
 def raw_copy(site: Site, src: Path, export_addr: str, port: int, export: str) -> dict[str, Any]:
-    argv = ["ip", "netns", "exec", site.net.ns("cs1"), str(qemu_install().img), "convert", "-n", "-U",
-            "-f", "qcow2", "-O", "raw", str(src), f"nbd://{export_addr}:{port}/{export}"]
+    argv = exec_argv(site.net.ns("cs1"), [str(qemu_install().img), "convert", "-n", "-U",
+                                                       "-f", "qcow2", "-O", "raw", str(src),
+                                                       f"nbd://{export_addr}:{port}/{export}"])
     t0 = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     took = time.monotonic() - t0

@@ -363,7 +363,7 @@ class Heartbeats:
         loop = asyncio.get_running_loop()
         for name, st in self._links.items():
             try:
-                sock = (netns._in_namespace(self._netns, _make_socket, st.spec) if self._netns
+                sock = (netns.run_in(self._netns, _make_socket, st.spec) if self._netns
                         else _make_socket(st.spec))
             except OSError as exc:
                 await self.close()

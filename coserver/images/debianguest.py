@@ -53,6 +53,7 @@ from coserver.images.cache import locked
 from coserver.images.errors import GuestBuildError, ImageError
 from coserver.images.labguest import JOURNAL_PORT, build_lab_guest
 from coserver.paths import cache_dir
+from coserver.sys.run import run
 
 _log = log.get("images.debianguest")
 
@@ -362,17 +363,7 @@ port = {guest.net.port}
 
 
 def _run(argv: list[str], what: str, timeout: float = 900.0, **kw: Any) -> str:
-    try:
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
-                             **kw)
-    except subprocess.TimeoutExpired as exc:
-        raise GuestBuildError(f"{what}: {argv[0]} timed out after {timeout:.0f} s") from exc
-    except OSError as exc:
-        raise GuestBuildError(f"{what}: cannot run {argv[0]}: {exc.strerror or exc}") from exc
-    if res.returncode != 0:
-        lines = [ln.strip() for ln in (res.stderr or res.stdout).splitlines() if ln.strip()]
-        raise GuestBuildError(f"{what}: {argv[0]} failed: {lines[-1] if lines else res.returncode}")
-    return res.stdout
+    return run(argv, what, timeout=timeout, error=GuestBuildError, **kw).stdout
 
 
 def _sha256(p: Path) -> str:

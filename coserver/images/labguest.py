@@ -36,6 +36,7 @@ from coserver.images.cpio import Entry, write_gzip
 from coserver.images.cache import locked
 from coserver.images.errors import GuestBuildError, ImageError
 from coserver.paths import cache_dir
+from coserver.sys.run import run
 
 _log = log.get("images.labguest")
 
@@ -283,17 +284,8 @@ def build_lab_guest(force: bool = False, progress: Progress | None = None, *,
 # ---------------------------------------------------------------- build steps
 
 
-def _run(argv: list[str], what: str, timeout: float = 600.0, **kw: Any) -> subprocess.CompletedProcess:
-    try:
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **kw)
-    except subprocess.TimeoutExpired as exc:
-        raise GuestBuildError(f"{what}: {argv[0]} timed out after {timeout:.0f} s") from exc
-    except OSError as exc:
-        raise GuestBuildError(f"{what}: cannot run {argv[0]}: {exc.strerror or exc}") from exc
-    if res.returncode != 0:
-        lines = [ln.strip() for ln in (res.stderr or res.stdout).splitlines() if ln.strip()]
-        raise GuestBuildError(f"{what}: {argv[0]} failed: {lines[-1] if lines else res.returncode}")
-    return res
+def _run(argv: list[str], what: str, timeout: float = 600.0, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return run(argv, what, timeout=timeout, error=GuestBuildError, **kw)
 
 
 def _elf_is_static(path: Path) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 from coserver import log
 from coserver.images.errors import ImageError
 from coserver.paths import qemu_install
+from coserver.sys.run import run
 
 _log = log.get("images.qemu_img")
 
@@ -100,16 +101,9 @@ def _first_error_line(stderr: str) -> str:
 
 def _run(argv: list[str], image: Path, timeout: float = DEFAULT_TIMEOUT) -> str:
     cmd = [str(qemu_install().img), *argv]
-    _log.debug("qemu-img", argv=cmd)
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise ImageError(f"image {image}: qemu-img {argv[0]} timed out after {timeout:.0f} s") from exc
-    except OSError as exc:
-        raise ImageError(f"image {image}: cannot run {cmd[0]}: {exc.strerror or exc}") from exc
-    if res.returncode != 0:
-        raise ImageError(f"image {image}: qemu-img {argv[0]} failed: {_first_error_line(res.stderr)}")
-    return res.stdout
+    _log.debug("images.qemu_img.run", argv=cmd)
+    return run(cmd, f"image {image}", timeout=timeout, error=ImageError, program=f"qemu-img {argv[0]}",
+               reason=lambda res: _first_error_line(res.stderr)).stdout
 
 
 def _check_fmt(fmt: str | None, image: Path) -> None:

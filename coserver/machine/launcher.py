@@ -46,6 +46,7 @@ from coserver import log
 from coserver.paths import QemuInstall, qemu_install
 from coserver.qmp.errors import LaunchError
 from coserver.qmp.session import QmpSession
+from coserver.sys.netns import exec_argv
 from coserver.sys.proc import ProcessError, ProcessRecord
 
 T = TypeVar("T")
@@ -163,9 +164,7 @@ class QemuProcess:
         argv = [str(qemu.system), *qemu.firmware_args(), *self.args,
                 *qmp_argv(self.qmp_path), *qmp_argv(self.ctl_path),
                 "-pidfile", str(self.pid_path)]
-        if self.netns:
-            argv = ["ip", "netns", "exec", self.netns, *argv]
-        return argv
+        return exec_argv(self.netns, argv)
 
     # -- start ----------------------------------------------------------------------
 

@@ -18,9 +18,13 @@ import os
 import socket
 import subprocess
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from coserver.errors import CoserverError
+
+T = TypeVar("T")
 
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
@@ -45,6 +49,11 @@ def ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.Comp
         msg = (proc.stderr or proc.stdout).strip().splitlines()
         raise NetnsError(f"`{' '.join(argv)}` failed: {msg[-1] if msg else f'exit {proc.returncode}'}")
     return proc
+
+
+def exec_argv(ns: str | None, argv: Sequence[str]) -> list[str]:
+    """argv run inside namespace ns (`ip netns exec ns ...`), or argv itself when ns is None."""
+    return ["ip", "netns", "exec", ns, *argv] if ns else list(argv)
 
 
 def exists(ns: str) -> bool:
@@ -115,9 +124,12 @@ def link_is_up(ns: str, ifname: str) -> bool:
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _in_namespace(ns: str, fn, *args):
-    """Run fn(*args) in a fresh thread that has entered namespace ns; return its result."""
-    result: dict = {}
+def run_in(ns: str, fn: Callable[..., T], *args: Any) -> T:
+    """Run fn(*args) in a fresh thread that has entered namespace ns; return its result.
+
+    A thread of its own because setns changes the calling thread for good: the
+    caller's thread (an event loop, say) stays in its namespace."""
+    result: dict[str, Any] = {}
 
     def body() -> None:
         try:
@@ -134,11 +146,12 @@ def _in_namespace(ns: str, fn, *args):
     t.join()
     if "error" in result:
         raise result["error"]
-    return result["value"]
+    value: T = result["value"]
+    return value
 
 
 def socket_in(ns: str | None, host: str, port: int, timeout: float = 5.0) -> socket.socket:
     """A TCP connection to host:port made from inside namespace ns (or here if ns is None)."""
     if ns is None:
         return socket.create_connection((host, port), timeout=timeout)
-    return _in_namespace(ns, socket.create_connection, (host, port), timeout)
+    return run_in(ns, socket.create_connection, (host, port), timeout)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coserver.errors import CoserverError
+from coserver.sys.netns import exec_argv
 
 
 class ProcessError(CoserverError):
@@ -95,7 +96,7 @@ def record_path(directory: Path, name: str) -> Path:
 
 def start(name: str, argv: list[str], directory: Path, *, netns: str | None = None) -> ProcessRecord:
     """Start argv (in netns) in its own session, output to <dir>/<name>.out; record it."""
-    full = (["ip", "netns", "exec", netns] if netns else []) + argv
+    full = exec_argv(netns, argv)
     with open(directory / f"{name}.out", "ab") as out:
         proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd="/", umask=0o077)
