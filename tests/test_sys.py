@@ -39,3 +39,18 @@ def test_run_unchecked_keeps_the_status() -> None:
 def test_exec_argv() -> None:
     assert exec_argv("cs-cs1", ["qemu", "-S"]) == ["ip", "netns", "exec", "cs-cs1", "qemu", "-S"]
     assert exec_argv(None, ("qemu", "-S")) == ["qemu", "-S"]
+
+
+def test_a_process_record_is_loaded_only_while_that_process_runs(tmp_path) -> None:
+    import json
+    import os
+
+    from coserver.sys.proc import ProcessRecord, load_record
+
+    me = ProcessRecord.of(os.getpid())
+    path = tmp_path / "controller.pid.json"
+    path.write_text(json.dumps({"pid": me.pid, "starttime": me.starttime, "boot": me.boot, "starts": 1}))
+    assert load_record(path) == me
+    path.write_text(json.dumps({"pid": me.pid, "starttime": me.starttime + 1, "boot": me.boot}))
+    assert load_record(path) is None  # the pid was reused by another process
+    assert load_record(tmp_path / "missing.json") is None

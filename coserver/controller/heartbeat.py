@@ -314,7 +314,6 @@ class Heartbeats:
         hb.link_alive("sync1"), hb.peer_alive(), hb.peer_state()
         await hb.close()
 
-    `on_event`, if given, is called synchronously for each event as well.
     `netns` opens the sockets inside that network namespace (tests, the lab).
     """
 
@@ -322,7 +321,6 @@ class Heartbeats:
                  interval: float = DEFAULT_INTERVAL, timeout: float = DEFAULT_TIMEOUT,
                  clock: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], float] = time.time,
-                 on_event: Callable[[HeartbeatEvent], None] | None = None,
                  netns: str | None = None, instance: str | None = None) -> None:
         if not links:
             raise HeartbeatError(f"heartbeats for pair {pair}: no links given")
@@ -343,7 +341,6 @@ class Heartbeats:
         self._key = key
         self._clock = clock
         self._wallclock = wallclock
-        self._on_event = on_event
         self._netns = netns
         self._links: dict[str, _LinkState] = {s.name: _LinkState(s) for s in links}
         self._protocols: dict[str, HeartbeatLink] = {}
@@ -540,20 +537,6 @@ class Heartbeats:
         """Per link: sent, received, accepted, and drops by reason (for status --json and tests)."""
         return {name: dict(st.counts) for name, st in self._links.items()}
 
-    def status(self, now: float | None = None) -> dict[str, Any]:
-        """A JSON-able summary for `status --json`."""
-        now = self._clock() if now is None else now
-        peer = self._peer
-        return {
-            "pair": self.pair, "node": self.node, "instance": self.instance,
-            "interval": self.interval, "timeout": self.timeout,
-            "peer_alive": self.peer_alive(now),
-            "links": {name: {"alive": self.link_alive(name, now),
-                             "silent_for": None if st.last_valid is None else round(now - st.last_valid, 3),
-                             "counts": dict(st.counts)} for name, st in self._links.items()},
-            "peer": None if peer is None else asdict(peer),
-        }
-
     def _emit(self, kind: EventKind, at: float, link: str | None, detail: str) -> HeartbeatEvent:
         ev = HeartbeatEvent(kind, at, link, detail)
         level = self._log.warning if kind in (EventKind.LINK_DOWN, EventKind.PEER_LOST) else self._log.info
@@ -561,6 +544,4 @@ class Heartbeats:
         if self.events.full():
             self.events.get_nowait()  # keep the newest: the daemon wants the current picture
         self.events.put_nowait(ev)
-        if self._on_event is not None:
-            self._on_event(ev)
         return ev

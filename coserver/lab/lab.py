@@ -64,7 +64,6 @@ HEARTBEAT_PORT = 7400
 WITNESS_PORT = 2379
 ETCD = "/usr/bin/etcd"
 REGISTRY = Path("/run/coserver/labs")
-STATES = ("protected", "syncing", "simplex", "failing-over", "stopped")
 #: fault -> (needs --host, needs --link)
 FAULTS: dict[str, tuple[bool, bool]] = {
     "kill-qemu": (True, False), "hang-qemu": (True, False), "resume-qemu": (True, False),
@@ -96,7 +95,6 @@ class LabOptions:
     profile: str = DEFAULT_PROFILE
     spec: Path | None = None
     checkpoint_ms: int = 2000
-    boot_timeout_s: float = 120.0
     reprotect: str = "auto"
     sync_speed_mib_s: int = 0
 
@@ -518,12 +516,7 @@ class Lab:
         return gone
 
     def controller_process(self, host: str) -> ProcessRecord | None:
-        try:
-            data = json.loads(self.controller_record(host).read_text())
-            rec = ProcessRecord(data["pid"], data["starttime"], data["boot"])
-        except (OSError, ValueError, KeyError):
-            return None
-        return rec if rec.alive() else None
+        return labproc.load_record(self.controller_record(host))
 
     def _stop_qemu(self, host: str) -> list[str]:
         try:

@@ -153,6 +153,3 @@ class LabNet:
         if up:
             for host in HOSTS:
                 self.add_repl_routes(host)
-
-    def sync_link_up(self, link: int) -> bool:
-        return all(netns.link_is_up(self.ns(h), self.sync_ifname(link)) for h in HOSTS)

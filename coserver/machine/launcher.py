@@ -419,14 +419,6 @@ class QemuProcess:
         _log.info("qemu stopped", name=self.name, pid=self.pid, how=how, returncode=self.returncode)
         return how
 
-    async def astart(self) -> QemuProcess:
-        """start() without blocking the caller's event loop."""
-        return await asyncio.to_thread(self.start)
-
-    async def astop(self, timeout: float = 10.0) -> StopHow:
-        """stop() without blocking the caller's event loop."""
-        return await asyncio.to_thread(self.stop, timeout)
-
     def _quit(self, grace: float) -> None:
         """Ask QEMU to quit over the private monitor; any failure just moves stop() on."""
         async def quit_() -> None:

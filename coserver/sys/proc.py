@@ -110,9 +110,14 @@ def start(name: str, argv: list[str], directory: Path, *, netns: str | None = No
 
 
 def load(directory: Path, name: str) -> ProcessRecord | None:
-    """The recorded process if it still runs (same identity), else None."""
+    """The process start() recorded as `name` if it still runs (same identity), else None."""
+    return load_record(record_path(directory, name))
+
+
+def load_record(path: Path) -> ProcessRecord | None:
+    """The process a record file ({pid, starttime, boot, ...}) names if it still runs, else None."""
     try:
-        data = json.loads(record_path(directory, name).read_text())
+        data = json.loads(path.read_text())
         rec = ProcessRecord(data["pid"], data["starttime"], data["boot"])
     except (OSError, ValueError, KeyError):
         return None
