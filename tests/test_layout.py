@@ -13,6 +13,7 @@ dependency. No QEMU is started here.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,21 @@ def test_daemon_imports_no_lab_builder_bench_or_matplotlib() -> None:
     assert "coserver.controller.policy" in loaded  # the import trace really was read
     bad = sorted(m for m in loaded for prefix in NOT_IN_DAEMON if m == prefix or m.startswith(prefix + "."))
     assert not bad, f"the daemon process loads {bad}"
+
+
+LOG_METHODS = {"debug", "info", "warning", "error", "critical", "exception"}
+EVENT_NAME = re.compile(r"^[a-z]+(\.[a-z]+)+$")
+
+
+def test_log_event_names_are_dotted() -> None:
+    """One style for log events (component.subject.what), so a script can grep them all alike."""
+    bad = []
+    for path in _all_modules():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in LOG_METHODS
+                    and isinstance(getattr(node.func.value, "id", getattr(node.func.value, "attr", None)), str)
+                    and "log" in getattr(node.func.value, "id", getattr(node.func.value, "attr", ""))
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+                    and not EVENT_NAME.match(node.args[0].value)):
+                bad.append(f"{path.relative_to(PACKAGE_DIR.parent)}:{node.lineno}: {node.args[0].value!r}")
+    assert not bad, "log event names not in the dotted style:\n" + "\n".join(bad)

@@ -138,7 +138,7 @@ class Primary:
                                  step="start the COLO migration")
             await self.wait_colo()
         except BaseException as exc:
-            _log.warning("colo.protect_failed", node=self.node.name, reason=str(exc))
+            _log.warning("colo.protect.failed", node=self.node.name, reason=str(exc))
             await self._undo_protect(proxy, resume=stopped)
             raise
 
@@ -153,7 +153,7 @@ class Primary:
             return status == "colo"
 
         await self.steps.poll("wait for COLO", in_colo, timeout=self.settings.migrate_timeout_s)
-        _log.info("colo.primary_in_colo", node=self.node.name)
+        _log.info("colo.primary.colo.entered", node=self.node.name)
 
     async def _undo_protect(self, proxy: PrimaryProxy, *, resume: bool) -> None:
         """Take back whatever protect() added; resume the guest if we stopped it."""
@@ -169,7 +169,7 @@ class Primary:
             if resume:
                 await self.steps.best_effort("cont")
         except ColoStepError as exc:  # QEMU hung during the undo: the caller's error says the rest
-            _log.error("colo.undo_failed", node=self.node.name, reason=str(exc))
+            _log.error("colo.undo.failed", node=self.node.name, reason=str(exc))
 
     # ---- failover ----------------------------------------------------------------
     async def failover(self) -> None:

@@ -48,7 +48,7 @@ class Secondary:
             return st.get("mode") == "secondary"
 
         await self.steps.poll("wait for COLO", in_colo, timeout=self.settings.migrate_timeout_s)
-        _log.info("colo.secondary_in_colo", node=self.node.name)
+        _log.info("colo.secondary.colo.entered", node=self.node.name)
 
     async def failover(self) -> None:
         """The primary is lost: take over as the only copy, on the same MAC and IP."""

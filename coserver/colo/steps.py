@@ -51,7 +51,7 @@ class StepRunner:
         except QmpError as exc:
             if isinstance(exc, QmpTimeout):
                 raise self.fail(cmd, exc) from exc
-            _log.info("colo.step_skipped", role=self.role, node=self.node, command=cmd, reason=str(exc))
+            _log.info("colo.step.skipped", role=self.role, node=self.node, command=cmd, reason=str(exc))
             return False
 
     async def poll(self, step: str, probe: Callable[[], Any], *, timeout: float,

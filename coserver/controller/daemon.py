@@ -171,13 +171,13 @@ class HostController:
                 if res.granted:
                     self.epoch = epoch
                 else:
-                    _log.warning("controller.claim.initial_denied", host=self.cfg.host, reason=res.reason)
+                    _log.warning("controller.claim.initial.denied", host=self.cfg.host, reason=res.reason)
             elif self.role == Role.SECONDARY and self.epoch == 0:
                 owner = await self.witness.current()
                 if owner is not None:
                     self.epoch = owner.epoch
         except WitnessError as exc:
-            _log.warning("controller.witness.unreachable_at_start", host=self.cfg.host, reason=str(exc))
+            _log.warning("controller.witness.start.unreachable", host=self.cfg.host, reason=str(exc))
 
     async def run(self) -> None:
         """Attach, serve and decide until stop(); raises the bug that stopped it, if one did."""
@@ -424,7 +424,7 @@ class HostController:
                 await self.witness.release()
                 self._witness_changed(WitnessView(True, None, None, False))
             except WitnessError as exc:
-                _log.warning("controller.witness.release_failed", host=self.cfg.host, reason=str(exc))
+                _log.warning("controller.witness.release.failed", host=self.cfg.host, reason=str(exc))
         if self.sm.state != to:
             if not self.sm.can(to):
                 to = FtState.FENCED if self.sm.can(FtState.FENCED) else FtState.STOPPED

@@ -107,7 +107,7 @@ def load_or_create_key(path: Path, size: int = KEY_BYTES) -> bytes:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _log.info("heartbeat key created", path=str(path))
+        _log.info("heartbeat.key.created", path=str(path))
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
@@ -540,7 +540,7 @@ class Heartbeats:
     def _emit(self, kind: EventKind, at: float, link: str | None, detail: str) -> HeartbeatEvent:
         ev = HeartbeatEvent(kind, at, link, detail)
         level = self._log.warning if kind in (EventKind.LINK_DOWN, EventKind.PEER_LOST) else self._log.info
-        level("heartbeat " + kind.value, link=link, detail=detail)
+        level("heartbeat." + kind.value.replace("_", "."), link=link, detail=detail)
         if self.events.full():
             self.events.get_nowait()  # keep the newest: the daemon wants the current picture
         self.events.put_nowait(ev)

@@ -131,7 +131,7 @@ class FtStateMachine:
         self._state = dst
         self._history.append(t)
         level = self._log.warning if dst in (S.FENCED, S.FAILING_OVER, S.DEGRADED) else self._log.info
-        level("state change", **{"from": t.src.value, "to": t.dst.value, "reason": reason})
+        level("state.changed", **{"from": t.src.value, "to": t.dst.value, "reason": reason})
         if self._on_change is not None:
             self._on_change(t)
         return t
@@ -156,6 +156,6 @@ class FtStateMachine:
         sm = cls(ftserver, FtState(state), **kw)
         t = Transition(sm._clock(), sm._state, sm._state, reason)
         sm._history.append(t)
-        sm._log.info("state resumed", state=sm._state.value, reason=reason)
+        sm._log.info("state.resumed", state=sm._state.value, reason=reason)
         return sm
 

@@ -294,7 +294,7 @@ class SelfTest:
             try:
                 proc.stop(timeout=5.0)
             except CoserverError as exc:
-                _log.warning("selftest.stop_failed", reason=str(exc))
+                _log.warning("selftest.stop.failed", reason=str(exc))
         netns.delete(self.ns)
         if not self.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)

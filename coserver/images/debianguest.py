@@ -286,7 +286,7 @@ def build_debian_guest(address: str, prefix: int = 24, *, gateway: str | None = 
         try:
             return load(final)
         except GuestBuildError as exc:
-            _log.warning("cached Debian guest unusable; rebuilding", error=str(exc))
+            _log.warning("images.debianguest.cache.unusable", error=str(exc))
     with locked(root):
         if not force and final.is_dir():
             try:
@@ -310,7 +310,7 @@ def build_debian_guest(address: str, prefix: int = 24, *, gateway: str | None = 
             raise
         took = time.monotonic() - t0
         say(f"Debian guest {key} built in {took:.0f} s: {final}")
-        _log.info("Debian guest built", key=key, dir=str(final), seconds=round(took, 1))
+        _log.info("images.debianguest.built", key=key, dir=str(final), seconds=round(took, 1))
         return load(final)
 
 

@@ -114,7 +114,7 @@ def resolve_kernel_memo(name: str, memo: Path) -> DebPackage:
                                    "version": pkg.version}) + "\n")
         os.replace(tmp, memo)
     except OSError as exc:
-        _log.warning("cannot remember the kernel resolution", memo=str(memo), error=str(exc))
+        _log.warning("images.debpkg.memo.failed", memo=str(memo), error=str(exc))
     return pkg
 
 
@@ -142,7 +142,7 @@ def download(pkg: DebPackage, directory: Path) -> Path:
     if len(debs) != 1:
         raise GuestBuildError(f"package {pkg}: apt-get download left {len(debs)} .deb files "
                               f"in {directory}")
-    _log.info("downloaded", package=str(pkg), deb=str(debs[0]), bytes=debs[0].stat().st_size)
+    _log.info("images.debpkg.downloaded", package=str(pkg), deb=str(debs[0]), bytes=debs[0].stat().st_size)
     return debs[0]
 
 

@@ -253,7 +253,7 @@ def build_lab_guest(force: bool = False, progress: Progress | None = None, *,
         try:
             return load(final)
         except GuestBuildError as exc:
-            _log.warning("cached lab guest unusable; rebuilding", error=str(exc))
+            _log.warning("images.labguest.cache.unusable", error=str(exc))
     with locked(root):
         if not force and final.is_dir():  # someone else may have built it while we waited
             try:
@@ -277,7 +277,7 @@ def build_lab_guest(force: bool = False, progress: Progress | None = None, *,
             raise
         took = time.monotonic() - t0
         say(f"lab guest {key} built in {took:.0f} s: {final}")
-        _log.info("lab guest built", key=key, dir=str(final), seconds=round(took, 1))
+        _log.info("images.labguest.built", key=key, dir=str(final), seconds=round(took, 1))
         return load(final)
 
 
@@ -307,7 +307,7 @@ def compile_journal(src: Path, out: Path) -> str:
     cc, ident = _compiler()
     res = _run([cc, *CFLAGS, "-o", str(out), str(src)], f"journal service {src}")
     if res.stderr.strip():
-        _log.warning("journal.c compiler warnings", warnings=res.stderr.strip())
+        _log.warning("images.labguest.journal.warnings", warnings=res.stderr.strip())
     if not _elf_is_static(out):
         raise GuestBuildError(f"journal service {out}: {cc} did not produce a static binary")
     return ident

@@ -101,7 +101,7 @@ def _first_error_line(stderr: str) -> str:
 
 def _run(argv: list[str], image: Path, timeout: float = DEFAULT_TIMEOUT) -> str:
     cmd = [str(qemu_install().img), *argv]
-    _log.debug("images.qemu_img.run", argv=cmd)
+    _log.debug("qemuimg.run", argv=cmd)
     return run(cmd, f"image {image}", timeout=timeout, error=ImageError, program=f"qemu-img {argv[0]}",
                reason=lambda res: _first_error_line(res.stderr)).stdout
 
@@ -211,7 +211,7 @@ def create(path: str | Path, size: int | str | None = None, fmt: str = "qcow2", 
     made = info(p)
     if made.virtual_size != want:
         raise ImageError(f"image {p}: created with {made.virtual_size} bytes, wanted {want}")
-    _log.info("image created", path=str(p), fmt=fmt, size=want,
+    _log.info("qemuimg.created", path=str(p), fmt=fmt, size=want,
               backing=str(made.backing_file) if made.backing_file else None)
     return made
 

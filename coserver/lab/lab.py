@@ -224,7 +224,7 @@ class Lab:
             state.save(self.state_file)
         except BaseException as exc:
             reason = str(exc) or type(exc).__name__
-            _log.error("lab.up_failed", step=step, reason=reason)
+            _log.error("lab.up.failed", step=step, reason=reason)
             self.down()
             if isinstance(exc, (CoserverError, OSError)):
                 raise LabError(f"lab up failed: {reason}") from exc

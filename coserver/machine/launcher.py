@@ -206,7 +206,7 @@ class QemuProcess:
             self._record = None
             self._remove_files()
             raise
-        _log.info("qemu started", name=self.name, pid=self.pid, netns=self.netns,
+        _log.info("qemu.started", name=self.name, pid=self.pid, netns=self.netns,
                   log=str(self.log_path))
         return self
 
@@ -247,7 +247,7 @@ class QemuProcess:
                 pid = self._read_pidfile()
                 if pid is not None:
                     if pid != self._popen.pid:
-                        _log.warning("qemu pidfile names another pid than we spawned",
+                        _log.warning("qemu.pidfile.mismatch",
                                      name=self.name, pidfile=pid, spawned=self._popen.pid)
                     try:
                         self._record = ProcessRecord.of(pid)
@@ -341,7 +341,7 @@ class QemuProcess:
             raise LaunchError(f"{proc.pid_path}: does not name pid {record.pid} of our record")
         proc._record = record
         proc.argv = list(data.get("argv", []))
-        _log.info("qemu re-attached", name=name, pid=record.pid)
+        _log.info("qemu.attached", name=name, pid=record.pid)
         return proc
 
     # -- signals --------------------------------------------------------------------
@@ -414,9 +414,9 @@ class QemuProcess:
             try:
                 self._popen.wait(5.0)
             except subprocess.TimeoutExpired:
-                _log.warning("qemu exited but could not be reaped", name=self.name, pid=self.pid)
+                _log.warning("qemu.reap.failed", name=self.name, pid=self.pid)
         self._remove_files()
-        _log.info("qemu stopped", name=self.name, pid=self.pid, how=how, returncode=self.returncode)
+        _log.info("qemu.stopped", name=self.name, pid=self.pid, how=how, returncode=self.returncode)
         return how
 
     def _quit(self, grace: float) -> None:
@@ -429,7 +429,7 @@ class QemuProcess:
         try:
             _run_async(quit_, grace + 1.0)
         except Exception as exc:  # noqa: BLE001 - any failure: fall through to SIGTERM
-            _log.info("qemu quit via QMP failed", name=self.name, error=str(exc) or repr(exc))
+            _log.info("qemu.quit.failed", name=self.name, error=str(exc) or repr(exc))
 
     def _wait_exit(self, timeout: float) -> bool:
         """Wait up to timeout s for QEMU to be gone (a zombie counts as gone)."""

@@ -207,7 +207,7 @@ class QmpSession:
         except (OSError, QMPError) as exc:
             raise QmpConnectError(path, connect_timeout, str(exc)) from exc
         session = cls(client, path, name, default_deadline)
-        session._log.info("qmp connected", duration_ms=round((time.monotonic() - t0) * 1000))
+        session._log.info("qmp.connected", duration_ms=round((time.monotonic() - t0) * 1000))
         return session
 
     async def _watch(self) -> None:
@@ -280,9 +280,9 @@ class QmpSession:
             ms = round((time.monotonic() - t0) * 1000, 1)
             fields: dict[str, Any] = {"command": cmd, "duration_ms": ms, "outcome": outcome, **extra}
             if outcome == "ok":
-                self._log.info("qmp command", **fields)
+                self._log.info("qmp.command", **fields)
             else:
-                self._log.warning("qmp command", deadline_s=limit, **fields)
+                self._log.warning("qmp.command", deadline_s=limit, **fields)
 
     # -- events ---------------------------------------------------------------------
 
@@ -351,7 +351,7 @@ class QmpSession:
         try:
             done, _ = await asyncio.wait({dc}, timeout=timeout)
             if not done:
-                self._log.warning("qmp close: QEMU not reading, aborting connection", timeout_s=timeout)
+                self._log.warning("qmp.close.aborted", timeout_s=timeout)
                 self._client.abort()
                 done, _ = await asyncio.wait({dc}, timeout=4 * UNWIND_GRACE)
         except BaseException:
@@ -361,9 +361,9 @@ class QmpSession:
         if not done:
             dc.cancel()
             dc.add_done_callback(forget)
-            self._log.warning("qmp close: disconnect abandoned")
+            self._log.warning("qmp.close.abandoned")
         elif not dc.cancelled() and dc.exception() is not None:
-            self._log.debug("qmp close: connection had already failed", error=repr(dc.exception()))
+            self._log.debug("qmp.close.already.failed", error=repr(dc.exception()))
 
     async def __aenter__(self) -> QmpSession:
         return self
