@@ -49,7 +49,7 @@ from typing import Any
 
 from coserver import log
 from coserver.images import debpkg, qemu_img
-from coserver.images.cache import locked
+from coserver.images.cache import cached_build, sha256
 from coserver.images.errors import GuestBuildError, ImageError
 from coserver.images.labguest import JOURNAL_PORT, build_lab_guest
 from coserver.paths import cache_dir
@@ -261,7 +261,7 @@ def debian_inputs(net: NetConfig, journal: Path) -> DebianInputs:
     """The inputs a build would use now (asks apt-cache and dpkg-query; downloads nothing)."""
     memo = debian_cache() / "kernel-candidate.json"
     return DebianInputs(kernel=debpkg.resolve_kernel_memo(KERNEL_PACKAGE, memo),
-                        journal_sha256=_sha256(journal),
+                        journal_sha256=sha256(journal),
                         mmdebstrap_version=debpkg.installed_version("mmdebstrap"),
                         syslinux_version=debpkg.installed_version("syslinux"),
                         net=net)
@@ -280,38 +280,8 @@ def build_debian_guest(address: str, prefix: int = 24, *, gateway: str | None = 
     journal = build_lab_guest(progress=progress).journal
     inputs = debian_inputs(net, journal)
     key = debian_key(inputs)
-    root = debian_cache()
-    final = root / key
-    if not force and final.is_dir():
-        try:
-            return load(final)
-        except GuestBuildError as exc:
-            _log.warning("images.debianguest.cache.unusable", error=str(exc))
-    with locked(root):
-        if not force and final.is_dir():
-            try:
-                return load(final)
-            except GuestBuildError:
-                pass
-        for stale in root.glob(".tmp-*"):  # leftovers of a build that died; we hold the lock
-            shutil.rmtree(stale, ignore_errors=True)
-        t0 = time.monotonic()
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-        try:
-            tmp.chmod(0o755)
-            _build(tmp, inputs, key, journal, say)
-            if final.exists():
-                old = root / f".tmp-old-{key}"
-                os.rename(final, old)
-                shutil.rmtree(old, ignore_errors=True)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        took = time.monotonic() - t0
-        say(f"Debian guest {key} built in {took:.0f} s: {final}")
-        _log.info("images.debianguest.built", key=key, dir=str(final), seconds=round(took, 1))
-        return load(final)
+    return cached_build(debian_cache(), key, load=load, build=lambda tmp: _build(tmp, inputs, key, journal, say),
+                        what="Debian guest", force=force, say=say)
 
 
 # ---------------------------------------------------------------- the spec
@@ -364,14 +334,6 @@ port = {guest.net.port}
 
 def _run(argv: list[str], what: str, timeout: float = 900.0, **kw: Any) -> str:
     return run(argv, what, timeout=timeout, error=GuestBuildError, **kw).stdout
-
-
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _tool(name: str, package: str) -> str:
@@ -560,7 +522,7 @@ def _build(tmp: Path, inputs: DebianInputs, key: str, journal: Path, say: Progre
                                    "uuid": root_uuid}]},
         "journal": {"port": inputs.net.port, "file": f"/{DATA_DIR}/{JOURNAL_FILE}"},
         "disk": {"name": disk.name, "format": "qcow2", "size": disk.stat().st_size,
-                 "sha256": _sha256(disk)},
+                 "sha256": sha256(disk)},
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 

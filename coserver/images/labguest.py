@@ -33,7 +33,7 @@ from typing import Any
 from coserver import log
 from coserver.images import debpkg, kmodules, qemu_img
 from coserver.images.cpio import Entry, write_gzip
-from coserver.images.cache import locked
+from coserver.images.cache import cached_build, sha256
 from coserver.images.errors import GuestBuildError, ImageError
 from coserver.paths import cache_dir
 from coserver.sys.run import run
@@ -247,38 +247,8 @@ def build_lab_guest(force: bool = False, progress: Progress | None = None, *,
     say = progress or (lambda _msg: None)
     inputs = guest_inputs(kernel_package)
     key = guest_key(inputs)
-    root = guest_cache()
-    final = root / key
-    if not force and final.is_dir():
-        try:
-            return load(final)
-        except GuestBuildError as exc:
-            _log.warning("images.labguest.cache.unusable", error=str(exc))
-    with locked(root):
-        if not force and final.is_dir():  # someone else may have built it while we waited
-            try:
-                return load(final)
-            except GuestBuildError:
-                pass
-        for stale in root.glob(".tmp-*"):  # leftovers of a build that died; we hold the lock
-            shutil.rmtree(stale, ignore_errors=True)
-        t0 = time.monotonic()
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-        try:
-            tmp.chmod(0o755)  # readable by a QEMU that does not run as root
-            _build(tmp, inputs, key, say)
-            if final.exists():
-                old = root / f".tmp-old-{key}"
-                os.rename(final, old)
-                shutil.rmtree(old, ignore_errors=True)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        took = time.monotonic() - t0
-        say(f"lab guest {key} built in {took:.0f} s: {final}")
-        _log.info("images.labguest.built", key=key, dir=str(final), seconds=round(took, 1))
-        return load(final)
+    return cached_build(guest_cache(), key, load=load, build=lambda tmp: _build(tmp, inputs, key, say),
+                        what="lab guest", force=force, say=say)
 
 
 # ---------------------------------------------------------------- build steps
@@ -357,14 +327,6 @@ def _data_disk(out: Path, work: Path, key: str) -> None:
     raw.unlink()
 
 
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _build(tmp: Path, inputs: GuestInputs, key: str, say: Progress) -> None:
     work = tmp / "work"
     work.mkdir()
@@ -418,7 +380,7 @@ def _build(tmp: Path, inputs: GuestInputs, key: str, say: Progress) -> None:
                       "mount_options": "noatime,noinit_itable"},
         "journal": {"port": JOURNAL_PORT},
         "cmdline_base": list(BASE_CMDLINE),
-        "files": {k: {"name": n, "size": (tmp / n).stat().st_size, "sha256": _sha256(tmp / n)}
+        "files": {k: {"name": n, "size": (tmp / n).stat().st_size, "sha256": sha256(tmp / n)}
                   for k, n in files.items()},
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
