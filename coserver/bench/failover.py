@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import shutil
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Callable
 
 from coserver.bench.site import fresh_dir
 from coserver.bench.stats import summary
+from coserver.errors import CoserverError
 from coserver.images.guestclient import Writer, connect_journal, missing_acks
 from coserver.lab.lab import Lab, LabOptions
-from coserver.errors import CoserverError
 
 FAULTS = ("kill-primary-qemu", "kill-secondary-qemu")
 INTERVAL_S = 0.01
@@ -51,7 +52,7 @@ def gaps(before: list[float], after: list[float]) -> tuple[float | None, float |
     if not before or not after:
         return None, None
     times = [max(before), *after]
-    return round(after[0] - times[0], 3), round(max(b - a for a, b in zip(times, times[1:])), 3)
+    return round(after[0] - times[0], 3), round(max(b - a for a, b in pairwise(times)), 3)
 
 
 def _running(e: dict[str, Any]) -> bool:

@@ -16,9 +16,9 @@ from typing import Any, Callable
 from coserver.bench.failover import lab_options
 from coserver.bench.site import fresh_dir
 from coserver.bench.workload import cpu_seconds
-from coserver.sys import proc as sysproc
 from coserver.lab.lab import Lab
 from coserver.lab.net import HOSTS
+from coserver.sys import proc as sysproc
 
 SETTLE_S = 3.0
 

@@ -34,12 +34,12 @@ from coserver.bench.failover import gaps
 from coserver.bench.site import Site, fresh_dir
 from coserver.bench.stats import summary
 from coserver.colo.argv import LOCAL_DISK_NODE, QUORUM_NODE, common_args
-from coserver.sys import proc as sysproc
-from coserver.images.guestclient import Writer, connect_journal, missing_acks
 from coserver.errors import CoserverError
-from coserver.paths import qemu_install
+from coserver.images.guestclient import Writer, connect_journal, missing_acks
 from coserver.machine.launcher import QemuProcess
+from coserver.paths import qemu_install
 from coserver.qmp.session import QmpSession
+from coserver.sys import proc as sysproc
 
 NBD_PORT = 10809
 NBD_EXPORT = "disk"

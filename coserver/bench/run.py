@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from coserver.bench import cost, failover, machine, overhead, report, restart, sync
-from coserver.lab.lab import Lab
 from coserver.errors import CoserverError
+from coserver.lab.lab import Lab
 
 SECTIONS = report.SECTIONS
 

@@ -19,19 +19,19 @@ import time
 from pathlib import Path
 
 from coserver.colo.argv import Node, primary_args
-from coserver.sys import proc as sysproc
-from coserver.images.guestclient import connect_journal
 from coserver.doctor.hostcheck import choose_accel
-from coserver.lab.lab import DEFAULT_PROFILE, QEMU_NAME, REGISTRY, Lab, overlay_dir
-from coserver.lab.net import GUEST_ADDRESS, HOSTS, TAP
-from coserver.lab.spec import GUEST_PORT, write_lab_spec
 from coserver.errors import CoserverError
 from coserver.hardware.argv import ConfigGuestHardware
 from coserver.hardware.config import resolve
 from coserver.hardware.spec import load_spec
+from coserver.images.guestclient import connect_journal
 from coserver.images.labguest import LabGuest, build_lab_guest
-from coserver.paths import qemu_install
+from coserver.lab.lab import DEFAULT_PROFILE, QEMU_NAME, REGISTRY, Lab, overlay_dir
+from coserver.lab.net import GUEST_ADDRESS, HOSTS, TAP
+from coserver.lab.spec import GUEST_PORT, write_lab_spec
 from coserver.machine.launcher import QemuProcess
+from coserver.paths import qemu_install
+from coserver.sys import proc as sysproc
 
 
 class SiteError(CoserverError):

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from coserver.colo.settings import SyncPorts
-from coserver.images.guestclient import connect_journal
 from coserver.errors import CoserverError
+from coserver.images.guestclient import connect_journal
 from coserver.sys.netns import exec_argv
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -37,11 +37,11 @@ def main(verbose: int) -> None:
 def _register() -> None:
     from coserver.cli.doctor import doctor, qemu
     from coserver.cli.failover import failover
-    from coserver.cli.pair import host, pair
-    from coserver.cli.status import status
     from coserver.cli.hardware import hardware
     from coserver.cli.image import image
     from coserver.cli.lab import lab
+    from coserver.cli.pair import host, pair
+    from coserver.cli.status import status
 
     for command in (doctor, qemu, hardware, image, lab, failover, pair, host, status):
         main.add_command(command)

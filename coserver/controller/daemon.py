@@ -42,7 +42,15 @@ from coserver.controller.heartbeat import Heartbeats, LinkSpec, load_or_create_k
 from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.observe import WATCHED_EVENTS, ColoEvents, QmpHealth
 from coserver.controller.policy import (
-    Action, ClaimOutcome, Decision, Observation, Thresholds, WitnessView, after_claim, decide)
+    Action,
+    ClaimOutcome,
+    Decision,
+    Observation,
+    Thresholds,
+    WitnessView,
+    after_claim,
+    decide,
+)
 from coserver.controller.rejoin import Move, RejoinView, ReprotectPolicy, next_move
 from coserver.controller.roles import QemuHealth, Role
 from coserver.controller.statemachine import FtState, FtStateMachine

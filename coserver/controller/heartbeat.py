@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from coserver import log
-from coserver.sys import netns
 from coserver.errors import CoserverError
+from coserver.sys import netns
 
 _log = log.get("heartbeat")
 

@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from coserver import log
-from coserver.sys import netns
 from coserver.errors import CoserverError
-from coserver.paths import QemuInstall, cache_dir
 from coserver.machine.launcher import QemuProcess
+from coserver.paths import QemuInstall, cache_dir
 from coserver.qmp.session import QmpSession
+from coserver.sys import netns
 
 _log = log.get("hostcheck")
 

@@ -36,16 +36,16 @@ from coserver.colo.primary import Primary
 from coserver.colo.secondary import Secondary
 from coserver.colo.settings import ColoSettings, SyncPorts
 from coserver.colo.status import CheckpointWatch, read_state
-from coserver.sys import netns
-from coserver.images.guestclient import connect_journal, missing_acks
-from coserver.sys.proc import last_line
 from coserver.errors import CoserverError
 from coserver.images import qemu_img
+from coserver.images.guestclient import connect_journal, missing_acks
 from coserver.images.labguest import build_lab_guest
+from coserver.machine.launcher import QemuProcess
 from coserver.paths import QemuInstall, version_tuple
 from coserver.qmp.errors import QmpError, QmpTimeout
-from coserver.machine.launcher import QemuProcess
 from coserver.qmp.session import QmpSession
+from coserver.sys import netns
+from coserver.sys.proc import last_line
 
 _log = log.get("selftest")
 
@@ -233,7 +233,7 @@ class SelfTest:
                 for role, proc in self.procs.items():
                     if not proc.alive():
                         raise SelfTestFailure("boot the guest", f"{role} QEMU exited: "
-                                                                f"{last_line(proc.log_path)}")
+                                                                f"{last_line(proc.log_path)}") from exc
                 await asyncio.sleep(0.5)
 
     async def _checkpoints(self, pqmp: QmpSession, sqmp: QmpSession, client, acked: dict[int, str],

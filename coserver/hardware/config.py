@@ -316,7 +316,7 @@ def config_differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any,
         if len(a) != len(b):
             return [(prefix, a, b)]
         out = []
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             out.extend(config_differences(x, y, f"{prefix}[{i}]"))
         return out
     return [] if a == b else [(prefix, a, b)]

@@ -90,10 +90,19 @@ from typing import Any, Callable
 from coserver.hardware import devices
 from coserver.hardware._toml import Origin, Table, read_toml, show
 from coserver.hardware.errors import ColoIncompatibleError, ProfileNotFound, TopologyError
-from coserver.hardware.profile import (BIOS_DATE, BIOS_DATE_WHAT, BIOS_RELEASE,
-                                       BIOS_RELEASE_WHAT, CPU_MODEL_REFUSED, SMBIOS_TEXT,
-                                       SMBIOS_TEXT_WHAT, Profile, check_cpu_model, get_profile,
-                                       profile_names)
+from coserver.hardware.profile import (
+    BIOS_DATE,
+    BIOS_DATE_WHAT,
+    BIOS_RELEASE,
+    BIOS_RELEASE_WHAT,
+    CPU_MODEL_REFUSED,
+    SMBIOS_TEXT,
+    SMBIOS_TEXT_WHAT,
+    Profile,
+    check_cpu_model,
+    get_profile,
+    profile_names,
+)
 
 NAME = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 HOST_NAME = r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?"

@@ -38,8 +38,6 @@ import json
 import os
 import shutil
 import struct
-import subprocess
-import tempfile
 import time
 import uuid as uuidlib
 from collections.abc import Callable

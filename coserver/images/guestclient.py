@@ -12,11 +12,12 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 
-from coserver.sys import netns
 from coserver.errors import CoserverError
 from coserver.images.errors import JournalError
 from coserver.images.journal_client import JournalClient
+from coserver.sys import netns
 
 
 def connect_journal(ns: str | None, host: str, port: int, timeout: float = 5.0) -> JournalClient:
@@ -63,7 +64,7 @@ class WriterResult:
     def largest_gap(self) -> float:
         """The longest time between two consecutive acks: the client-visible outage."""
         times = [a.acked for a in self.acks]
-        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
+        return max((b - a for a, b in pairwise(times)), default=0.0)
 
 
 class Writer:

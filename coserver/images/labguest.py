@@ -18,11 +18,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import os
 import shutil
 import struct
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -32,8 +30,8 @@ from typing import Any
 
 from coserver import log
 from coserver.images import debpkg, kmodules, qemu_img
-from coserver.images.cpio import Entry, write_gzip
 from coserver.images.cache import cached_build, sha256
+from coserver.images.cpio import Entry, write_gzip
 from coserver.images.errors import GuestBuildError, ImageError
 from coserver.paths import cache_dir
 from coserver.sys.run import run

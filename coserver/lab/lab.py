@@ -32,27 +32,27 @@ from coserver.colo.primary import Primary, SyncProgress
 from coserver.colo.secondary import Secondary
 from coserver.colo.settings import ColoSettings, SyncPorts
 from coserver.colo.status import read_state
-from coserver.lab import net as labnet
-from coserver.sys import netns
-from coserver.sys import proc as labproc
 from coserver.controller import control
 from coserver.controller.config import ControllerConfig
 from coserver.controller.heartbeat import load_or_create_key
-from coserver.images.guestclient import connect_journal
 from coserver.doctor.hostcheck import choose_accel
-from coserver.lab.net import GUEST_ADDRESS, HOSTS, TAP, LabNet
-from coserver.lab.spec import GUEST_PORT, write_lab_spec
-from coserver.sys.proc import ProcessRecord
 from coserver.errors import CoserverError
 from coserver.hardware import check_spec, get_profile
 from coserver.hardware.argv import ConfigGuestHardware
 from coserver.hardware.config import resolve
 from coserver.hardware.spec import load_spec
 from coserver.images import qemu_img
+from coserver.images.guestclient import connect_journal
 from coserver.images.labguest import build_lab_guest
-from coserver.paths import qemu_install, version_tuple
+from coserver.lab import net as labnet
+from coserver.lab.net import GUEST_ADDRESS, HOSTS, TAP, LabNet
+from coserver.lab.spec import GUEST_PORT, write_lab_spec
 from coserver.machine.launcher import QemuProcess
+from coserver.paths import qemu_install, version_tuple
 from coserver.qmp.session import QmpSession
+from coserver.sys import netns
+from coserver.sys import proc as labproc
+from coserver.sys.proc import ProcessRecord
 
 _log = log.get("lab")
 

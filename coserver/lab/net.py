@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coserver.sys import netns
 from coserver.errors import CoserverError
+from coserver.sys import netns
 
 HOSTS = ("cs1", "cs2")
 LAN_SUBNET = "10.201.0"

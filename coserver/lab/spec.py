@@ -14,8 +14,8 @@ import json
 import uuid as uuidlib
 from pathlib import Path
 
-from coserver.lab.net import GUEST_ADDRESS, HOSTS
 from coserver.images.labguest import LabGuest
+from coserver.lab.net import GUEST_ADDRESS, HOSTS
 
 GUEST_MAC = "52:54:00:c5:00:01"
 GUEST_PORT = 7777

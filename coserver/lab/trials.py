@@ -20,13 +20,14 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Callable
 
 from coserver import log
+from coserver.errors import CoserverError
 from coserver.images.guestclient import Writer, connect_journal, missing_acks
 from coserver.lab.lab import Lab, LabOptions
-from coserver.errors import CoserverError
 
 #: name -> (lab fault, which host: "primary"|"secondary"|None, link, failover expected, undo fault)
 FAULTS: dict[str, tuple[str, str | None, int | None, bool, str | None]] = {
@@ -114,7 +115,7 @@ def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 
     acks_after = [a for a in res.acks if a.acked >= t_fault - 1.0]
     r.acked, r.reconnects, r.client_errors = len(res.acks), res.reconnects, len(res.errors)
     times = [a.acked for a in acks_after]
-    gaps = list(zip(times, times[1:]))
+    gaps = list(pairwise(times))
     cut = settled if settled is not None else float("inf")
     r.gap_s = round(max((b - a for a, b in gaps if a <= cut), default=float("inf")), 3)
     r.later_gap_s = round(max((b - a for a, b in gaps if a > cut), default=0.0), 3)
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab(args.prefix)
     results: list[TrialResult] = []
     try:
-        for trial in range(args.trials):
+        for _round in range(args.trials):
             for name in names:
                 lab.down()
                 lab.up(LabOptions(prefix=args.prefix, checkpoint_ms=args.checkpoint_ms))

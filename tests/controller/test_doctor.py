@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from coserver.sys import netns
 from coserver.paths import install_for, qemu_install
+from coserver.sys import netns
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns]
 

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from coserver.lab.trials import FAULTS, run_trial, table
 from coserver.lab.lab import Lab, LabOptions
+from coserver.lab.trials import FAULTS, run_trial, table
 
 from .labutil import coserver
 

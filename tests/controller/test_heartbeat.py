@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from coserver.controller.heartbeat import (
-    EventKind, Heartbeat, HeartbeatError, Heartbeats, LinkSpec, load_or_create_key)
+from coserver.controller.heartbeat import EventKind, Heartbeat, HeartbeatError, Heartbeats, LinkSpec, load_or_create_key
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))

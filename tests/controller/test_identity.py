@@ -14,11 +14,11 @@ import time
 
 import pytest
 
+from coserver.hardware.config import resolve
+from coserver.hardware.spec import load_spec
 from coserver.images.guestclient import connect_journal
 from coserver.lab.lab import Lab, LabOptions
 from coserver.lab.spec import lab_identity
-from coserver.hardware.config import resolve
-from coserver.hardware.spec import load_spec
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.slow]
 

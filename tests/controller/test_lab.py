@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from coserver.sys import netns
-from coserver.images.guestclient import Writer, connect_journal, missing_acks
 from coserver.images import qemu_img
+from coserver.images.guestclient import Writer, connect_journal, missing_acks
+from coserver.sys import netns
+
 from .labutil import coserver, lab_processes, status
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.slow]

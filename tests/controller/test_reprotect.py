@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from coserver.lab.trials import run_trial, table
 from coserver.images.guestclient import Writer, connect_journal, missing_acks
 from coserver.lab.lab import Lab, LabOptions
+from coserver.lab.trials import run_trial, table
 
 from .labutil import coserver
 

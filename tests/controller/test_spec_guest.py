@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from coserver.lab.trials import run_trial, table
-from coserver.images.guestclient import connect_journal
-from coserver.lab.lab import Lab
-from coserver.lab.net import GUEST_ADDRESS
 from coserver.hardware.config import resolve
 from coserver.hardware.spec import load_spec
 from coserver.images.debianguest import build_debian_guest, write_spec
+from coserver.images.guestclient import connect_journal
+from coserver.lab.lab import Lab
+from coserver.lab.net import GUEST_ADDRESS
+from coserver.lab.trials import run_trial, table
 from coserver.machine.launcher import QemuProcess
 
 from .labutil import coserver, status
