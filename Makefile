@@ -19,7 +19,7 @@ APT_PACKAGES := qemu-system-x86 qemu-utils seabios busybox-static musl-tools e2f
 	libglib2.0-dev libpixman-1-dev libslirp-dev flex bison libfdt-dev device-tree-compiler \
 	zlib1g-dev ninja-build dpkg-dev mmdebstrap syslinux syslinux-common mtools dosfstools
 
-.PHONY: setup apt venv qemu guest lab lab-down doctor test test-faults bench clean-venv
+.PHONY: setup apt venv qemu guest lab lab-down doctor lint test test-faults bench clean-venv
 
 setup: apt venv qemu guest
 
@@ -59,7 +59,13 @@ lab: setup
 lab-down:
 	$(CS) lab down
 
-test: setup
+# ruff (pyflakes, import order, bugbear) and mypy (strict on sys/ qmp/ colo/ controller/ pair/),
+# both configured in pyproject.toml; `make test` runs them first.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: setup lint
 	$(PYTEST) $(PYTEST_ARGS)
 
 # N trials of every fault on the lab (fresh pair per trial), a table of gaps and losses.

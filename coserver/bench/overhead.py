@@ -53,8 +53,8 @@ def run(base: Path, prefix: str, window_s: float, checkpoint_ms: int, say: Calla
     finally:
         lab.down()
         shutil.rmtree(workdir, ignore_errors=True)
-    per_min = {k: round((c1[k] - c0[k]) * 60 / took, 3) for k in pids
-               if c0.get(k) is not None and c1.get(k) is not None}
+    per_min = {k: round((b - a) * 60 / took, 3) for k in pids
+               if (a := c0.get(k)) is not None and (b := c1.get(k)) is not None}
     ctl = [v for k, v in per_min.items() if k.startswith("controller")]
     say(f"overhead: controllers {', '.join(f'{v:.2f}' for v in ctl)} CPU s/min over {took:.0f} s, idle guest")
     return {"window_s": round(took, 1), "checkpoint_ms": checkpoint_ms, "state": state, "pids": pids,

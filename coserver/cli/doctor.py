@@ -81,7 +81,7 @@ def qemu_select(binary: str | None, system: bool, fresh: bool) -> None:
     """Self-test BINARY (or the system QEMU); on PASS use it from now on. Exit 1 on FAIL."""
     if bool(binary) == system:
         raise click.UsageError("give either a QEMU binary path or --system")
-    verdict = qemuselect.select(SYSTEM_QEMU if system else binary, use_cache=not fresh, progress=_say)
+    verdict = qemuselect.select(binary or SYSTEM_QEMU, use_cache=not fresh, progress=_say)
     cached = " (cached verdict)" if verdict.cached else ""
     click.echo(f"{verdict.summary}{cached} — QEMU {verdict.qemu.version} ({verdict.qemu.system})")
     if verdict.passed:

@@ -8,6 +8,7 @@ they can act on.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -18,7 +19,7 @@ from coserver.errors import CoserverError
 class OneLineErrors(click.Group):
     """A click group that turns CoserverError into `coserver: error: <one line>`."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CoserverError as exc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from coserver.colo.guest import GuestHardware
 from coserver.colo.settings import SyncPorts
@@ -69,12 +70,12 @@ class Node:
         return self.workdir / "serial.log"
 
 
-def _blockdev(spec: dict) -> list[str]:
+def _blockdev(spec: dict[str, Any]) -> list[str]:
     return ["-blockdev", json.dumps(spec, separators=(",", ":"))]
 
 
-def _qcow2(node_name: str, path: Path, **extra: object) -> dict:
-    spec: dict = {"driver": "qcow2", "node-name": node_name,
+def _qcow2(node_name: str, path: Path, **extra: object) -> dict[str, Any]:
+    spec: dict[str, Any] = {"driver": "qcow2", "node-name": node_name,
                   "file": {"driver": "file", "filename": str(path)}}
     spec.update(extra)
     return spec

@@ -89,7 +89,7 @@ class HostController:
         self.health = QmpHealth()
         self.settings = ColoSettings(checkpoint_ms=cfg.checkpoint_ms, qmp_deadline_s=cfg.qmp_deadline_s,
                                      sync_speed_mib_s=cfg.sync_speed_mib_s)
-        self.busy: asyncio.Task | None = None          # a rejoin or protect under way
+        self.busy: asyncio.Task[None] | None = None          # a rejoin or protect under way
         self.last_attempt = -math.inf                   # monotonic time of the last rejoin/protect
         self.rejoin_requested = False
         self.rejoin_note = ""
@@ -326,7 +326,7 @@ class HostController:
     def _witness_for_policy(self) -> WitnessView:
         held = self.witness.held
         if held is not None:  # we own it: our keep-alive is the freshest evidence
-            return WitnessView(reachable=self.witness.reachable, owner=held.node, epoch=held.epoch, alive=True)
+            return WitnessView(reachable=bool(self.witness.reachable), owner=held.node, epoch=held.epoch, alive=True)
         return self.witness_view
 
     # ---- deciding and acting ------------------------------------------------------------
@@ -583,7 +583,8 @@ class HostController:
                 out["qmp_ok"], out["qmp_error"] = False, str(exc)
         else:
             out["qmp_ok"] = False
-        return json.loads(json.dumps(out, default=str))
+        plain: dict[str, Any] = json.loads(json.dumps(out, default=str))  # what the socket will send
+        return plain
 
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         """One control-socket request (control.Command); a bug met here stops the controller too."""

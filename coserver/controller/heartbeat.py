@@ -33,6 +33,7 @@ payload, where payload is canonical JSON (sorted keys, no spaces).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -264,6 +265,7 @@ class HeartbeatLink(asyncio.DatagramProtocol):
         return self._state.spec.name
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a datagram endpoint's transport is a DatagramTransport; asyncio's signature says BaseTransport
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -367,7 +369,7 @@ class Heartbeats:
                 where = f" in netns {self._netns}" if self._netns else ""
                 raise HeartbeatError(f"heartbeat link {name}: cannot bind {st.spec.local[0]}:"
                                      f"{st.spec.local[1]}{where}: {exc.strerror or exc}") from exc
-            _, proto = await loop.create_datagram_endpoint(lambda st=st: HeartbeatLink(self, st),
+            _, proto = await loop.create_datagram_endpoint(functools.partial(HeartbeatLink, self, st),
                                                            sock=sock)
             self._protocols[name] = proto
 

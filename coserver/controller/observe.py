@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from coserver import log
 from coserver.controller.roles import Role
+from coserver.qmp.session import event_data
 
 _log = log.get("controller")
 
@@ -44,10 +46,10 @@ class ColoEvents:
     io_errors: int = 0
     _stopped_at: float | None = None
 
-    def record(self, event: dict[str, Any], role: Role, host: str, now: float | None = None) -> None:
+    def record(self, event: Mapping[str, object], role: Role, host: str, now: float | None = None) -> None:
         """Take one QMP event into account (role: this side's role when it arrived)."""
         name, now = event.get("event"), time.monotonic() if now is None else now
-        data = event.get("data", {})
+        data = event_data(event)
         if name == "MIGRATION_PASS" and role == Role.PRIMARY:
             self.checkpoints += 1
             self.last_checkpoint = now

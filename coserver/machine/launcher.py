@@ -72,22 +72,26 @@ def _run_async(fn: Callable[[], Awaitable[T]], timeout: float) -> T:
     called with an event loop already running (the controller), where
     asyncio.run() is not allowed.
     """
-    box: dict[str, object] = {}
+    values: list[T] = []
+    errors: list[BaseException] = []
+
+    async def call() -> T:
+        return await fn()
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(fn())  # type: ignore[arg-type]
+            values.append(asyncio.run(call()))
         except BaseException as exc:  # handed to the caller below
-            box["error"] = exc
+            errors.append(exc)
 
     worker = threading.Thread(target=target, name="coserver-qmp-sync", daemon=True)
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
         raise TimeoutError
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]
+    if errors:
+        raise errors[0]
+    return values[0]
 
 
 class QemuProcess:

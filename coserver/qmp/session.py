@@ -72,6 +72,12 @@ HISTORY_LEN = 256
 _MIN_ATTEMPT = 0.05
 
 
+def event_data(event: Mapping[str, object]) -> dict[str, Any]:
+    """An event's "data" member (an empty dict when it has none): what callers read fields from."""
+    data = event.get("data")
+    return dict(data) if isinstance(data, Mapping) else {}
+
+
 class _Client(QMPClient):
     """QMPClient minus its default all-events queue, plus a hard abort.
 
@@ -104,6 +110,7 @@ class QmpListener(EventListener):
     def __init__(self, session: QmpSession, names: tuple[str, ...],
                  event_filter: EventFilter | None) -> None:
         super().__init__(names or None, event_filter)
+        # qemu.qmp keeps every event in a list; a bounded deque has the append/iteration the base class uses
         self._history: deque[Message] = deque(maxlen=HISTORY_LEN)  # type: ignore[assignment]
         self._session = session
 

@@ -41,7 +41,9 @@ async def bounded(aw: Awaitable[T], timeout: float) -> T:
         raise TimeoutError
     if task.cancelled():
         raise TimeoutError
-    raise task.exception()  # type: ignore[misc]
+    exc = task.exception()
+    assert exc is not None  # done, not cancelled, and no result was returned above
+    raise exc
 
 
 def forget(task: asyncio.Future[Any]) -> None:
