@@ -42,8 +42,8 @@ from types import TracebackType
 from typing import Literal, TypeVar
 
 from coserver import log
+from coserver.machine.errors import LaunchError
 from coserver.paths import QemuInstall, qemu_install
-from coserver.qmp.errors import LaunchError
 from coserver.qmp.session import QmpSession
 from coserver.sys.netns import exec_argv
 from coserver.sys.proc import ProcessError, ProcessRecord

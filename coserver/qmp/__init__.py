@@ -1,7 +1,6 @@
 """The QMP protocol: async sessions (on qemu.qmp) with deadlines and events; nothing of COLO or of the QEMU process."""
 
 from coserver.qmp.errors import (
-    LaunchError,
     QmpCommandError,
     QmpConnectError,
     QmpDisconnected,
@@ -12,7 +11,6 @@ from coserver.qmp.errors import (
 from coserver.qmp.session import QmpListener, QmpSession
 
 __all__ = [
-    "LaunchError",
     "QmpCommandError",
     "QmpConnectError",
     "QmpDisconnected",

@@ -13,8 +13,9 @@ import uuid
 
 import pytest
 
+from coserver.machine.errors import LaunchError
 from coserver.machine.launcher import QemuProcess
-from coserver.qmp import LaunchError, QmpSession
+from coserver.qmp import QmpSession
 from coserver.sys.proc import ProcessRecord
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(60)]
