@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -22,6 +23,13 @@ from coserver.pair.client import PairClient
 prefix_option = click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="The lab's prefix.")
 timeout_option = click.option("--timeout", type=float, default=300.0, show_default=True,
                               help="Seconds to wait for the pair to be protected again.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def pair_options(command: F) -> F:
+    """--prefix, --timeout and --json: what every command here takes."""
+    return prefix_option(timeout_option(json_option(command)))
 
 
 def _say(as_json: bool) -> Callable[[str], None]:
@@ -39,9 +47,7 @@ def pair() -> None:
 
 
 @pair.command("reprotect")
-@prefix_option
-@timeout_option
-@click.option("--json", "as_json", is_flag=True)
+@pair_options
 def pair_reprotect(prefix: str, timeout: float, as_json: bool) -> None:
     """Bring the failed CoServer back as the secondary and re-enter COLO."""
     out = lab_pair(prefix, as_json).reprotect(timeout)
@@ -50,9 +56,7 @@ def pair_reprotect(prefix: str, timeout: float, as_json: bool) -> None:
 
 
 @pair.command("switchover")
-@prefix_option
-@timeout_option
-@click.option("--json", "as_json", is_flag=True)
+@pair_options
 def pair_switchover(prefix: str, timeout: float, as_json: bool) -> None:
     """Move the primary role to the other CoServer on purpose (planned maintenance)."""
     out = lab_pair(prefix, as_json).switchover(timeout)
@@ -69,9 +73,7 @@ def host() -> None:
 @host.command("maintenance")
 @click.argument("mode", type=click.Choice(["on", "off"]))
 @click.option("--host", "name", type=click.Choice(list(HOSTS)), required=True, help="The CoServer.")
-@prefix_option
-@timeout_option
-@click.option("--json", "as_json", is_flag=True)
+@pair_options
 def host_maintenance(mode: str, name: str, prefix: str, timeout: float, as_json: bool) -> None:
     """Take a CoServer out of the pair on purpose (on), or bring it back and re-protect (off)."""
     out = lab_pair(prefix, as_json).maintenance(name, mode == "on", timeout)

@@ -23,6 +23,7 @@ from coserver.hardware._toml import show
 from coserver.hardware.errors import ConfigMismatchError, FileDigestError, SchemaError
 from coserver.hardware.profile import Profile
 from coserver.hardware.spec import FTServerSpec, HostValue
+from coserver.sys.files import sha256_file
 
 HOST_LOCAL = {"host_local": True}
 
@@ -217,14 +218,6 @@ def default_config(profile: Profile, *, serial: str | None = None,
 
 
 # -- local files ----------------------------------------------------------------------------
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _measured(origin: str, path: Path | None, key: str | None, declared: str | None,
               declared_key: str) -> str | None:

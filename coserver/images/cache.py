@@ -11,7 +11,6 @@ finished build.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import shutil
 import tempfile
@@ -79,12 +78,3 @@ def cached_build(root: Path, key: str, *, load: Callable[[Path], T], build: Call
         say(f"{what} {key} built in {took:.0f} s: {final}")
         _log.info("images.cache.built", image=what, key=key, dir=str(final), seconds=round(took, 1))
         return load(final)
-
-
-def sha256(path: Path) -> str:
-    """The file's SHA-256, hex (manifests record it for every file a build made)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -47,10 +47,11 @@ from typing import Any
 
 from coserver import log
 from coserver.images import debpkg, qemu_img
-from coserver.images.cache import cached_build, sha256
+from coserver.images.cache import cached_build
 from coserver.images.errors import GuestBuildError, ImageError
 from coserver.images.labguest import JOURNAL_PORT, build_lab_guest
 from coserver.paths import cache_dir
+from coserver.sys.files import sha256_file
 from coserver.sys.run import run
 
 _log = log.get("images.debianguest")
@@ -259,7 +260,7 @@ def debian_inputs(net: NetConfig, journal: Path) -> DebianInputs:
     """The inputs a build would use now (asks apt-cache and dpkg-query; downloads nothing)."""
     memo = debian_cache() / "kernel-candidate.json"
     return DebianInputs(kernel=debpkg.resolve_kernel_memo(KERNEL_PACKAGE, memo),
-                        journal_sha256=sha256(journal),
+                        journal_sha256=sha256_file(journal),
                         mmdebstrap_version=debpkg.installed_version("mmdebstrap"),
                         syslinux_version=debpkg.installed_version("syslinux"),
                         net=net)
@@ -520,7 +521,7 @@ def _build(tmp: Path, inputs: DebianInputs, key: str, journal: Path, say: Progre
                                    "uuid": root_uuid}]},
         "journal": {"port": inputs.net.port, "file": f"/{DATA_DIR}/{JOURNAL_FILE}"},
         "disk": {"name": disk.name, "format": "qcow2", "size": disk.stat().st_size,
-                 "sha256": sha256(disk)},
+                 "sha256": sha256_file(disk)},
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 

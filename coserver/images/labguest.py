@@ -30,10 +30,11 @@ from typing import Any
 
 from coserver import log
 from coserver.images import debpkg, kmodules, qemu_img
-from coserver.images.cache import cached_build, sha256
+from coserver.images.cache import cached_build
 from coserver.images.cpio import Entry, write_gzip
 from coserver.images.errors import GuestBuildError, ImageError
 from coserver.paths import cache_dir
+from coserver.sys.files import sha256_file
 from coserver.sys.run import run
 
 _log = log.get("images.labguest")
@@ -378,7 +379,7 @@ def _build(tmp: Path, inputs: GuestInputs, key: str, say: Progress) -> None:
                       "mount_options": "noatime,noinit_itable"},
         "journal": {"port": JOURNAL_PORT},
         "cmdline_base": list(BASE_CMDLINE),
-        "files": {k: {"name": n, "size": (tmp / n).stat().st_size, "sha256": sha256(tmp / n)}
+        "files": {k: {"name": n, "size": (tmp / n).stat().st_size, "sha256": sha256_file(tmp / n)}
                   for k, n in files.items()},
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from coserver.images.cache import cached_build, sha256
+from coserver.images.cache import cached_build
 from coserver.images.errors import GuestBuildError
+from coserver.sys.files import sha256_file
 
 
 def load(d: Path) -> str:
@@ -45,6 +46,6 @@ def test_unusable_build_is_rebuilt_and_a_failed_one_leaves_nothing(tmp_path: Pat
                         what="test image") == "v2"
 
 
-def test_sha256(tmp_path: Path) -> None:
+def test_sha256_file(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"abc")
-    assert sha256(tmp_path / "f") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert sha256_file(tmp_path / "f") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
