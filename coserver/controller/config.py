@@ -13,16 +13,13 @@ from typing import Any
 
 from coserver.colo.argv import Node
 from coserver.colo.settings import SyncPorts
+from coserver.controller.errors import ConfigError
 from coserver.controller.policy import DEFAULT_KILL_HUNG_AFTER
 from coserver.errors import CoserverError
 
 REPROTECT_POLICIES = ("auto", "manual")
 _LINK_KEYS = ("name", "local_ip", "peer_ip", "port")
 _NODE_KEYS = ("sync_addr", "tap", "disk", "mac")
-
-
-class ConfigError(CoserverError):
-    """The controller's configuration is unusable."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from coserver.controller.errors import ControlError
 from coserver.errors import CoserverError
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -27,10 +28,6 @@ class Command(StrEnum):
     RELINQUISH = "relinquish"    # {"reason"}: the primary stops so the secondary takes over (manual failover)
     REJOIN = "rejoin"            # re-protect now (also under reprotect=manual)
     MAINTENANCE = "maintenance"  # {"on": bool}: take this CoServer out of the pair, or bring it back
-
-
-class ControlError(CoserverError):
-    """The controller could not be asked, or it refused the request."""
 
 
 async def serve(path: str | Path, handle: Handler) -> asyncio.Server:

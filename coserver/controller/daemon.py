@@ -38,6 +38,7 @@ from coserver.colo.status import read_state
 from coserver.controller import actions, control
 from coserver.controller.config import ControllerConfig
 from coserver.controller.control import Command
+from coserver.controller.errors import WitnessError, WitnessUnreachable
 from coserver.controller.heartbeat import Heartbeats, LinkSpec, load_or_create_key
 from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.observe import WATCHED_EVENTS, ColoEvents, QmpHealth
@@ -54,7 +55,7 @@ from coserver.controller.policy import (
 from coserver.controller.rejoin import Move, RejoinView, ReprotectPolicy, next_move
 from coserver.controller.roles import QemuHealth, Role
 from coserver.controller.statemachine import FtState, FtStateMachine
-from coserver.controller.witness import Witness, WitnessError, WitnessUnreachable
+from coserver.controller.witness import Witness
 from coserver.errors import CoserverBug, CoserverError
 from coserver.machine.launcher import QemuProcess
 from coserver.qmp.errors import QmpError

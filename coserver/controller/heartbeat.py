@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from coserver import log
-from coserver.errors import CoserverError
+from coserver.controller.errors import HeartbeatError
 from coserver.sys import netns
 
 _log = log.get("heartbeat")
@@ -82,10 +82,6 @@ _EVENT_QUEUE_MAX = 1024
 #: that honours them sends heartbeats ahead of bulk migration traffic.
 _TOS_CS6 = 0xC0
 _SO_PRIORITY = 6
-
-
-class HeartbeatError(CoserverError):
-    """A heartbeat set-up problem (key file, socket, configuration)."""
 
 
 def load_or_create_key(path: Path, size: int = KEY_BYTES) -> bytes:

@@ -30,21 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from coserver import log
+from coserver.controller.errors import JournalCorrupt, JournalError
 from coserver.controller.roles import Role
 from coserver.controller.statemachine import FtState
-from coserver.errors import CoserverError
 
 _log = log.get("journal")
 
 VERSION = 1
-
-
-class JournalError(CoserverError):
-    """The journal could not be written or read."""
-
-
-class JournalCorrupt(JournalError):
-    """The journal file exists but is not a valid journal: refuse to guess."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from enum import StrEnum
 from typing import Any
 
 from coserver import log
-from coserver.errors import CoserverBug
+from coserver.controller.errors import IllegalTransition
 
 _log = log.get("statemachine")
 
@@ -76,10 +76,6 @@ assert set(TRANSITIONS) == set(FtState)
 
 #: States in which a guest side runs here (and must be supervised).
 RUNNING = frozenset({S.STARTING, S.SYNCING, S.PROTECTED, S.DEGRADED, S.FAILING_OVER, S.SIMPLEX})
-
-
-class IllegalTransition(CoserverBug):
-    """A state change the table does not allow: a controller bug, refused (the daemon stops on it)."""
 
 
 @dataclass(frozen=True)

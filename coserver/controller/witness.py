@@ -44,7 +44,7 @@ import aetcd.exceptions
 from aetcd import transactions as txn
 
 from coserver import log
-from coserver.errors import CoserverError
+from coserver.controller.errors import WitnessError, WitnessUnreachable
 from coserver.sys.aio import bounded
 
 T = TypeVar("T")
@@ -67,14 +67,6 @@ _CHANNEL_OPTIONS = {
     "grpc.min_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 500,
 }
-
-
-class WitnessError(CoserverError):
-    """The witness answered something we cannot use (bad record, bad request)."""
-
-
-class WitnessUnreachable(WitnessError):
-    """The witness did not answer within the deadline, or refused the connection."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from coserver.colo.settings import ColoSettings, SyncPorts
 from coserver.colo.status import read_state
 from coserver.controller import control
 from coserver.controller.config import ControllerConfig
+from coserver.controller.errors import ControlError
 from coserver.controller.heartbeat import load_or_create_key
 from coserver.doctor.hostcheck import choose_accel
 from coserver.errors import CoserverError
@@ -393,7 +394,7 @@ class Lab:
         """One JSON request/reply with a controller's control socket (controller.control.ask)."""
         try:
             return control.ask(path, request, timeout)
-        except control.ControlError as exc:
+        except ControlError as exc:
             raise LabError(str(exc)) from exc
 
     def status(self) -> dict[str, Any]:
