@@ -59,8 +59,9 @@ lab: setup
 lab-down:
 	$(CS) lab down
 
-# ruff (pyflakes, import order, bugbear) and mypy (strict on sys/ qmp/ colo/ controller/ pair/),
-# both configured in pyproject.toml; `make test` runs them first.
+# ruff (pyflakes, import order, bugbear) and mypy (strict on everything a CoServer runs: errors, log,
+# paths, sys/ qmp/ machine/ colo/ controller/ pair/), both configured in pyproject.toml;
+# `make test` runs them first.
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

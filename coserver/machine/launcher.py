@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from coserver import log
 from coserver.machine.errors import LaunchError
@@ -317,7 +317,7 @@ class QemuProcess:
     # -- re-attach ------------------------------------------------------------------
 
     @staticmethod
-    def _read_record(workdir: Path, name: str) -> tuple[ProcessRecord, dict]:
+    def _read_record(workdir: Path, name: str) -> tuple[ProcessRecord, dict[str, Any]]:
         path = Path(workdir) / f"{name}.json"
         try:
             data = json.loads(path.read_text())
