@@ -59,9 +59,8 @@ lab: setup
 lab-down:
 	$(CS) lab down
 
-# ruff (pyflakes, import order, bugbear) and mypy (strict on everything a CoServer runs: errors, log,
-# paths, sys/ qmp/ machine/ colo/ controller/ pair/), both configured in pyproject.toml;
-# `make test` runs them first.
+# ruff (pyflakes, import order, bugbear) and mypy (strict on every module the controller daemon loads,
+# and pair/), both configured in pyproject.toml; `make test` runs them first.
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

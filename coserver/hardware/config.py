@@ -265,7 +265,8 @@ def _view(value: Any) -> Any:
 
 def guest_view(config: MachineConfig) -> dict[str, Any]:
     """Everything the guest can see, as JSON-able data (host-local fields left out)."""
-    return _view(config)
+    view: dict[str, Any] = _view(config)
+    return view
 
 
 def to_dict(config: MachineConfig) -> dict[str, Any]:
@@ -280,7 +281,8 @@ def to_dict(config: MachineConfig) -> dict[str, Any]:
             return str(value)
         return value
 
-    return full(config)
+    data: dict[str, Any] = full(config)
+    return data
 
 
 def config_digest(config: MachineConfig | Mapping[str, Any]) -> str:

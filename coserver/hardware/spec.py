@@ -265,7 +265,8 @@ def _coservers(value: Any) -> tuple[str, str]:
 
 
 def _bridge(t: Table, name: str) -> str:
-    return t.string(name, pattern=BRIDGE, what="a Linux interface name (1-15 of [A-Za-z0-9_.-])")
+    bridge: str = t.string(name, pattern=BRIDGE, what="a Linux interface name (1-15 of [A-Za-z0-9_.-])")
+    return bridge
 
 
 def _text(t: Table, name: str, default: Any = None) -> Any:
@@ -338,7 +339,7 @@ class _SpecReader:
                                             f"{', '.join(profile_names())})") from None
 
     def machine(self, profile: Profile) -> str:
-        machine = self.top.string("machine", profile.machine)
+        machine: str = self.top.string("machine", profile.machine)
         if not re.fullmatch(MACHINE_VERSIONS[profile.machine], machine):
             raise self.top.error("machine", f"must be a {profile.machine} machine type "
                                  f"({MACHINE_VERSIONS[profile.machine].replace('|', ' or ')}) "
@@ -371,7 +372,7 @@ class _SpecReader:
         return CpuSpec(model, sockets, cores, threads, vcpus)
 
     def memory(self, profile: Profile) -> int:
-        mib = self.top.integer("memory_mib", profile.guest.memory_mib)
+        mib: int = self.top.integer("memory_mib", profile.guest.memory_mib)
         if mib < MIN_MEMORY_MIB:
             raise self.top.error("memory_mib", f"must be at least {MIN_MEMORY_MIB} MiB, got {mib}",
                                  TopologyError)
