@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from coserver.colo.argv import Node
 from coserver.colo.settings import SyncPorts
@@ -20,6 +20,34 @@ from coserver.errors import CoserverError
 REPROTECT_POLICIES = ("auto", "manual")
 _LINK_KEYS = ("name", "local_ip", "peer_ip", "port")
 _NODE_KEYS = ("sync_addr", "tap", "disk", "mac")
+
+
+class LinkConfig(TypedDict):
+    """One sync link the heartbeats run on."""
+
+    name: str
+    local_ip: str
+    peer_ip: str
+    port: int
+    device: NotRequired[str | None]   # bind to this interface (SO_BINDTODEVICE)
+
+
+class WitnessConfig(TypedDict):
+    """Where the etcd witness answers, and the lease's TTL."""
+
+    host: str
+    port: int
+    ttl: NotRequired[int]
+
+
+class NodeConfig(TypedDict):
+    """This host's side of the FT server (colo.argv.Node's fields)."""
+
+    sync_addr: str
+    tap: str
+    disk: str
+    mac: str
+    overlay_dir: NotRequired[str | None]
 
 
 @dataclass(frozen=True)
@@ -35,9 +63,9 @@ class ControllerConfig:
     log_file: str
     journal_file: str
     key_file: str
-    links: list[dict[str, Any]]        # [{name, local_ip, peer_ip, port, device}]
-    witness: dict[str, Any]            # {host, port, ttl}
-    node: dict[str, Any]               # colo Node fields: sync_addr, tap, disk, mac, overlay_dir
+    links: list[LinkConfig]
+    witness: WitnessConfig
+    node: NodeConfig
     checkpoint_ms: int = 2000
     qmp_deadline_s: float = 1.0
     kill_hung_after_s: float = DEFAULT_KILL_HUNG_AFTER  # policy.py says why 1.5 s
@@ -109,6 +137,6 @@ class ControllerConfig:
 
     def colo_node(self) -> Node:
         n = self.node
+        overlay_dir = n.get("overlay_dir")
         return Node(name=self.host, workdir=Path(self.qemu_workdir), sync_addr=n["sync_addr"], tap=n["tap"],
-                    disk=Path(n["disk"]), mac=n["mac"], overlay_dir=Path(n["overlay_dir"]) if n.get("overlay_dir")
-                    else None)
+                    disk=Path(n["disk"]), mac=n["mac"], overlay_dir=Path(overlay_dir) if overlay_dir else None)

@@ -33,7 +33,7 @@ from coserver.colo.secondary import Secondary
 from coserver.colo.settings import ColoSettings, SyncPorts
 from coserver.colo.status import read_state
 from coserver.controller import control
-from coserver.controller.config import ControllerConfig
+from coserver.controller.config import ControllerConfig, LinkConfig
 from coserver.controller.errors import ControlError
 from coserver.controller.heartbeat import load_or_create_key
 from coserver.doctor.hostcheck import choose_accel
@@ -352,7 +352,7 @@ class Lab:
     def controller_config(self, host: str, node: Node, opts: LabOptions, spec: Path, accel: str) -> ControllerConfig:
         hd = self.host_dir(host)
         peer = HOSTS[1 - HOSTS.index(host)]
-        links = [{"name": f"sync{n}", "local_ip": self.net.sync_address(host, n),
+        links: list[LinkConfig] = [{"name": f"sync{n}", "local_ip": self.net.sync_address(host, n),
                   "peer_ip": self.net.sync_address(peer, n), "port": HEARTBEAT_PORT,
                   "device": self.net.sync_ifname(n)} for n in labnet.SYNC_SUBNETS]
         return ControllerConfig(
