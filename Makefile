@@ -19,7 +19,7 @@ APT_PACKAGES := qemu-system-x86 qemu-utils seabios busybox-static musl-tools e2f
 	libglib2.0-dev libpixman-1-dev libslirp-dev flex bison libfdt-dev device-tree-compiler \
 	zlib1g-dev ninja-build dpkg-dev mmdebstrap syslinux syslinux-common mtools dosfstools
 
-.PHONY: setup apt venv qemu guest lab lab-down doctor test test-faults bench clean-venv
+.PHONY: setup apt venv qemu guest lab lab-down doctor lint test test-faults bench clean-venv
 
 setup: apt venv qemu guest
 
@@ -36,7 +36,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
 	touch $@
 
 # Use the system QEMU if it passes the COLO self-test, else build the pinned, patched one.
@@ -59,7 +59,13 @@ lab: setup
 lab-down:
 	$(CS) lab down
 
-test: setup
+# ruff (pyflakes, import order, bugbear) and mypy (strict on every module the controller daemon loads,
+# and pair/), both configured in pyproject.toml; `make test` runs them first.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: setup lint
 	$(PYTEST) $(PYTEST_ARGS)
 
 # N trials of every fault on the lab (fresh pair per trial), a table of gaps and losses; then every
@@ -67,8 +73,8 @@ test: setup
 # protected under load for 20 checkpoints, then its primary killed, nothing lost.
 TRIALS ?= 3
 test-faults: setup
-	$(VENV)/bin/python -m coserver.controller.faulttrial --trials $(TRIALS)
-	$(VENV)/bin/python -m coserver.controller.faulttrial --profiles all
+	$(VENV)/bin/python -m coserver.lab.trials --trials $(TRIALS)
+	$(VENV)/bin/python -m coserver.lab.trials --profiles all
 
 # Benchmarks on the lab (README "Benchmarks"): failover gap, cost of protection, the restart
 # baseline, time to protect, controller overhead -> $(BENCH_OUT)/report.md, bench.json and PNG

@@ -22,7 +22,7 @@ def configure(level: str = "INFO", log_file: Path | None = None) -> None:
     if _configured_file is not None:
         _configured_file.close()
         _configured_file = None
-    processors: list = [
+    processors: list[structlog.typing.Processor] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -44,4 +44,5 @@ def configure(level: str = "INFO", log_file: Path | None = None) -> None:
 
 def get(name: str) -> structlog.typing.FilteringBoundLogger:
     """A logger bound to a component name."""
-    return structlog.get_logger(component=name)
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(component=name)
+    return logger

@@ -70,6 +70,18 @@ def _version_of(binary: Path) -> str:
     return m.group(1) if m else out.strip().splitlines()[0]
 
 
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'10.2.2' or '7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)' -> (10, 2, 2)."""
+    head = version.split()[0]
+    parts = []
+    for piece in head.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
 def _img_beside(system: Path) -> Path:
     sibling = system.parent / "qemu-img"
     if sibling.is_file() and os.access(sibling, os.X_OK):

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from coserver.machine.launcher import QemuProcess
 from coserver.paths import QemuInstall, QemuNotFound, qemu_install
-from coserver.qmp.launcher import QemuProcess
 
 #: A machine that boots into firmware and sits there: enough for QMP.
 #: TCG always: /dev/kvm on the CI machines hangs guests.

@@ -28,11 +28,11 @@ from coserver.bench.failover import lab_options
 from coserver.bench.site import Site, fresh_dir
 from coserver.bench.stats import median, percentile, ratio, summary
 from coserver.colo.status import CheckpointWatch
-from coserver.controller.lab import QEMU_NAME, Lab
-from coserver.controller.labnet import GUEST_ADDRESS
-from coserver.controller.labspec import GUEST_PORT
 from coserver.errors import CoserverError
-from coserver.qmp.launcher import QemuProcess
+from coserver.lab.lab import QEMU_NAME, Lab
+from coserver.lab.net import GUEST_ADDRESS
+from coserver.lab.spec import GUEST_PORT
+from coserver.machine.launcher import QemuProcess
 from coserver.qmp.session import QmpSession
 
 SETTLE_S = 2.0
@@ -93,7 +93,7 @@ async def _measure_protected(lab: Lab, ctl: Path, pids: list[int], append_s: flo
         took = time.monotonic() - t_window
         cpu1 = [workload.cpu_seconds(p) for p in pids]
         await watch.stop()
-    cpu = [b - a for a, b in zip(cpu0, cpu1) if a is not None and b is not None]
+    cpu = [b - a for a, b in zip(cpu0, cpu1, strict=True) if a is not None and b is not None]
     return {"window_s": round(took, 2), "qemu_cpu_s": round(sum(cpu), 2) if len(cpu) == len(pids) else None,
             "phases": phases}
 

@@ -12,7 +12,7 @@ Per trial:
   detection_s  the kill to the survivor's controller entering failing_over;
   promotion_s  failing_over to simplex on the survivor (its own state history);
   lost         acked appends not readable with GET on the survivor (must be 0).
-Like controller.faulttrial.run_trial, but it keeps the raw timings this
+Like lab.trials.run_trial, but it keeps the raw timings this
 needs; the settle rule is the same (state simplex, exactly one guest running).
 """
 
@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import shutil
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Callable
 
 from coserver.bench.site import fresh_dir
 from coserver.bench.stats import summary
-from coserver.controller.guestclient import Writer, connect_journal, missing_acks
-from coserver.controller.lab import Lab, LabOptions
 from coserver.errors import CoserverError
+from coserver.images.guestclient import Writer, connect_journal, missing_acks
+from coserver.lab.lab import Lab, LabOptions
 
 FAULTS = ("kill-primary-qemu", "kill-secondary-qemu")
 INTERVAL_S = 0.01
@@ -51,7 +52,7 @@ def gaps(before: list[float], after: list[float]) -> tuple[float | None, float |
     if not before or not after:
         return None, None
     times = [max(before), *after]
-    return round(after[0] - times[0], 3), round(max(b - a for a, b in zip(times, times[1:])), 3)
+    return round(after[0] - times[0], 3), round(max(b - a for a, b in pairwise(times)), 3)
 
 
 def _running(e: dict[str, Any]) -> bool:
@@ -60,10 +61,10 @@ def _running(e: dict[str, Any]) -> bool:
 
 def _history_times(history: list[dict[str, Any]], t_fault: float) -> tuple[float | None, float | None, str]:
     """(detection, promotion, reason) from a controller's state history after the fault."""
-    fo = next((h for h in history if h.get("dst") == "failing_over" and h.get("at", 0) >= t_fault - 0.05), None)
+    fo = next((h for h in history if h.get("to") == "failing_over" and h.get("at", 0) >= t_fault - 0.05), None)
     if fo is None:
         return None, None, ""
-    done = next((h for h in history if h.get("dst") == "simplex" and h.get("at", 0) >= fo["at"]), None)
+    done = next((h for h in history if h.get("to") == "simplex" and h.get("at", 0) >= fo["at"]), None)
     return (round(fo["at"] - t_fault, 3), round(done["at"] - fo["at"], 3) if done else None,
             str(done.get("reason", "")) if done else "")
 

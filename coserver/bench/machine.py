@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from coserver import __version__
-from coserver.controller.hostcheck import choose_accel
+from coserver.doctor.hostcheck import choose_accel
 from coserver.errors import CoserverError
 from coserver.paths import qemu_install
 

@@ -16,9 +16,9 @@ from typing import Any, Callable
 from coserver.bench.failover import lab_options
 from coserver.bench.site import fresh_dir
 from coserver.bench.workload import cpu_seconds
-from coserver.controller import labproc
-from coserver.controller.lab import Lab
-from coserver.controller.labnet import HOSTS
+from coserver.lab.lab import Lab
+from coserver.lab.net import HOSTS
+from coserver.sys import proc as sysproc
 
 SETTLE_S = 3.0
 
@@ -28,11 +28,11 @@ def _pids(lab: Lab) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for h in HOSTS:
         e = st["hosts"].get(h, {})
-        sup = labproc.load(lab.host_dir(h), "supervisor")
+        sup = sysproc.load(lab.host_dir(h), "supervisor")
         out[f"controller {h}"] = e.get("controller_pid")
         out[f"supervisor {h}"] = sup.pid if sup else None
         out[f"qemu {h} ({e.get('role')})"] = e.get("qemu_pid")
-    etcd = labproc.load(lab.witness_dir, "etcd")
+    etcd = sysproc.load(lab.witness_dir, "etcd")
     out["witness etcd"] = etcd.pid if etcd else None
     return out
 
@@ -53,8 +53,8 @@ def run(base: Path, prefix: str, window_s: float, checkpoint_ms: int, say: Calla
     finally:
         lab.down()
         shutil.rmtree(workdir, ignore_errors=True)
-    per_min = {k: round((c1[k] - c0[k]) * 60 / took, 3) for k in pids
-               if c0.get(k) is not None and c1.get(k) is not None}
+    per_min = {k: round((b - a) * 60 / took, 3) for k in pids
+               if (a := c0.get(k)) is not None and (b := c1.get(k)) is not None}
     ctl = [v for k, v in per_min.items() if k.startswith("controller")]
     say(f"overhead: controllers {', '.join(f'{v:.2f}' for v in ctl)} CPU s/min over {took:.0f} s, idle guest")
     return {"window_s": round(took, 1), "checkpoint_ms": checkpoint_ms, "state": state, "pids": pids,

@@ -15,9 +15,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402 - after matplotlib.use("Agg"): no display on these machines
 
-from coserver.bench.failover import FAULTS  # noqa: E402
+from coserver.bench.failover import FAULTS  # noqa: E402 - below the backend choice above
 
 DPI = 100
 SHORT = {"kill-primary-qemu": "kill primary", "kill-secondary-qemu": "kill secondary"}
@@ -110,9 +110,9 @@ def outage_ft_vs_restart(failover: dict[str, Any] | None, restart: dict[str, Any
     ys = list(range(len(names)))
     colors = ["tab:green"] * (len(names) - 1) + ["tab:orange"] if names and names[-1].startswith("restart") \
         else ["tab:green"] * len(names)
-    ax.barh(ys, meds, xerr=[[m - a for m, a in zip(meds, lo)], [b - m for m, b in zip(meds, hi)]],
+    ax.barh(ys, meds, xerr=[[m - a for m, a in zip(meds, lo, strict=True)], [b - m for m, b in zip(meds, hi, strict=True)]],
             color=colors, capsize=4)
-    for y, m, b, n in zip(ys, meds, hi, lost):
+    for y, m, b, n in zip(ys, meds, hi, lost, strict=True):
         ax.text(b * 1.15, y, f"{m * 1000:.0f} ms, lost {n}" if m < 1 else f"{m:.1f} s, lost {n}",
                 va="center", fontsize=8)
     ax.set_yticks(ys, names, fontsize=8)

@@ -34,12 +34,12 @@ from coserver.bench.failover import gaps
 from coserver.bench.site import Site, fresh_dir
 from coserver.bench.stats import summary
 from coserver.colo.argv import LOCAL_DISK_NODE, QUORUM_NODE, common_args
-from coserver.controller import labproc
-from coserver.controller.guestclient import Writer, connect_journal, missing_acks
 from coserver.errors import CoserverError
+from coserver.images.guestclient import Writer, connect_journal, missing_acks
+from coserver.machine.launcher import QemuProcess
 from coserver.paths import qemu_install
-from coserver.qmp.launcher import QemuProcess
 from coserver.qmp.session import QmpSession
+from coserver.sys import proc as sysproc
 
 NBD_PORT = 10809
 NBD_EXPORT = "disk"
@@ -88,7 +88,7 @@ def trial(base: Path, prefix: str, *, before_s: float = 2.0, after_s: float = 1.
         shutil.copyfile(site.disk("cs1"), site.disk("cs2"))  # in step before the guest first runs
         nbd_argv = [_qemu_nbd(), "--format=qcow2", "--persistent", f"--export-name={NBD_EXPORT}",
                     f"--bind={site.net.repl_address('cs2')}", f"--port={NBD_PORT}", str(site.disk("cs2"))]
-        labproc.start("qemu-nbd", nbd_argv, site.host_dir("cs2"), netns=site.net.ns("cs2"))
+        sysproc.start("qemu-nbd", nbd_argv, site.host_dir("cs2"), netns=site.net.ns("cs2"))
         _wait_port(site, "cs1", site.net.repl_address("cs2"), NBD_PORT)
         first = site.start_qemu("cs1", replicated_args(site, "cs1", site.net.repl_address("cs2")))
         boot1 = site.wait_guest(first)
@@ -100,7 +100,7 @@ def trial(base: Path, prefix: str, *, before_s: float = 2.0, after_s: float = 1.
         while first.alive():
             time.sleep(POLL_S)
         detected = time.monotonic() - t0
-        labproc.stop(site.host_dir("cs2"), "qemu-nbd")  # SIGTERM: qemu-nbd flushes and lets go of the disk
+        sysproc.stop(site.host_dir("cs2"), "qemu-nbd")  # SIGTERM: qemu-nbd flushes and lets go of the disk
         t_start = time.monotonic()
         second = site.start_simplex("cs2")
         qemu_up = time.monotonic() - t_start
@@ -147,7 +147,7 @@ async def _announce(proc: QemuProcess) -> None:
 
 
 def _wait_port(site: Site, host: str, addr: str, port: int, timeout: float = 10.0) -> None:
-    from coserver.controller import netns
+    from coserver.sys import netns
 
     deadline = time.monotonic() + timeout
     while True:
@@ -157,7 +157,7 @@ def _wait_port(site: Site, host: str, addr: str, port: int, timeout: float = 10.
         except OSError as exc:
             if time.monotonic() > deadline:
                 raise CoserverError(f"qemu-nbd on {addr}:{port} did not start: "
-                                    f"{labproc.last_line(site.host_dir('cs2') / 'qemu-nbd.out')}") from exc
+                                    f"{sysproc.last_line(site.host_dir('cs2') / 'qemu-nbd.out')}") from exc
             time.sleep(0.1)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from coserver.bench import cost, failover, machine, overhead, report, restart, sync
-from coserver.controller.lab import Lab
 from coserver.errors import CoserverError
+from coserver.lab.lab import Lab
 
 SECTIONS = report.SECTIONS
 
@@ -114,13 +113,3 @@ def write(data: dict[str, Any], out: Path, t_start: float, final: bool = False) 
         plots.make_all(data, out)
         (out / "report.md").write_text(report.render(data, out))
     return data
-
-
-def main() -> int:  # pragma: no cover - `coserver bench` is the entry point
-    from coserver.bench.cli import bench
-
-    return bench.main(standalone_mode=True)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

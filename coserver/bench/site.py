@@ -19,19 +19,19 @@ import time
 from pathlib import Path
 
 from coserver.colo.argv import Node, primary_args
-from coserver.controller import labproc
-from coserver.controller.guestclient import connect_journal
-from coserver.controller.hostcheck import choose_accel
-from coserver.controller.lab import DEFAULT_PROFILE, QEMU_NAME, REGISTRY, Lab, overlay_dir
-from coserver.controller.labnet import GUEST_ADDRESS, HOSTS, TAP
-from coserver.controller.labspec import GUEST_PORT, write_lab_spec
+from coserver.doctor.hostcheck import choose_accel
 from coserver.errors import CoserverError
 from coserver.hardware.argv import ConfigGuestHardware
 from coserver.hardware.config import resolve
 from coserver.hardware.spec import load_spec
+from coserver.images.guestclient import connect_journal
 from coserver.images.labguest import LabGuest, build_lab_guest
+from coserver.lab.lab import DEFAULT_PROFILE, QEMU_NAME, REGISTRY, Lab, overlay_dir
+from coserver.lab.net import GUEST_ADDRESS, HOSTS, TAP
+from coserver.lab.spec import GUEST_PORT, write_lab_spec
+from coserver.machine.launcher import QemuProcess
 from coserver.paths import qemu_install
-from coserver.qmp.launcher import QemuProcess
+from coserver.sys import proc as sysproc
 
 
 class SiteError(CoserverError):
@@ -117,7 +117,7 @@ class Site:
             except CoserverError as exc:
                 for p in procs:
                     if not p.alive():
-                        raise SiteError(f"QEMU in {p.workdir} exited: {labproc.last_line(p.log_path)}") from exc
+                        raise SiteError(f"QEMU in {p.workdir} exited: {sysproc.last_line(p.log_path)}") from exc
                 if time.monotonic() - t0 > timeout:
                     raise SiteError(f"the guest did not answer within {timeout:.0f} s: {exc}") from exc
                 time.sleep(0.1)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 
-def percentile(values: Iterable[float], q: float) -> float | None:
+def percentile(values: Iterable[float | None], q: float) -> float | None:
     """The q-th percentile (0..100), linear between closest ranks; None for no values."""
     xs = sorted(v for v in values if v is not None and not math.isnan(v))
     if not xs:
@@ -19,7 +19,7 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def summary(values: Iterable[float], digits: int = 3) -> dict[str, Any]:
+def summary(values: Iterable[float | None], digits: int = 3) -> dict[str, Any]:
     """n, min, p50, p90, p99, max and mean of the values (None where there are none)."""
     xs = [v for v in values if v is not None and not math.isnan(v)]
 
@@ -31,7 +31,7 @@ def summary(values: Iterable[float], digits: int = 3) -> dict[str, Any]:
             "mean": r(sum(xs) / len(xs)) if xs else None}
 
 
-def median(values: Iterable[float]) -> float | None:
+def median(values: Iterable[float | None]) -> float | None:
     return percentile(values, 50)
 
 

@@ -33,11 +33,11 @@ from coserver.colo.argv import secondary_args
 from coserver.colo.primary import Primary, SyncProgress
 from coserver.colo.secondary import Secondary
 from coserver.colo.settings import ColoSettings, SyncPorts
-from coserver.controller.selftest import version_tuple
 from coserver.errors import CoserverError
 from coserver.images import qemu_img
-from coserver.paths import qemu_install
+from coserver.paths import qemu_install, version_tuple
 from coserver.qmp.session import QmpSession
+from coserver.sys.netns import exec_argv
 
 DISK_SIZE = 1 << 30
 CHUNK = 4 << 20
@@ -61,8 +61,9 @@ def make_disk(template: Path, dst: Path, size: int = DISK_SIZE) -> None:
 
 
 def raw_copy(site: Site, src: Path, export_addr: str, port: int, export: str) -> dict[str, Any]:
-    argv = ["ip", "netns", "exec", site.net.ns("cs1"), str(qemu_install().img), "convert", "-n", "-U",
-            "-f", "qcow2", "-O", "raw", str(src), f"nbd://{export_addr}:{port}/{export}"]
+    argv = exec_argv(site.net.ns("cs1"), [str(qemu_install().img), "convert", "-n", "-U",
+                                                       "-f", "qcow2", "-O", "raw", str(src),
+                                                       f"nbd://{export_addr}:{port}/{export}"])
     t0 = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     took = time.monotonic() - t0
@@ -145,8 +146,7 @@ def once(base: Path, prefix: str, say: Callable[[str], None]) -> dict[str, Any]:
         qemu_img.create(s.disk, DISK_SIZE)
         assert s.overlay_dir is not None
         s.overlay_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for overlay in (s.active_overlay, s.hidden_overlay):
-            qemu_img.create(overlay, DISK_SIZE, overwrite=True)
+        s.create_overlays(overwrite=True)
         sproc = site.start_qemu("cs2", secondary_args(s, site.hardware("cs2"), site.accel,
                                                       primary_sync_addr=site.node("cs1").sync_addr,
                                                       ports=SyncPorts(),

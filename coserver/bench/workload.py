@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from coserver.colo.settings import SyncPorts
-from coserver.controller.guestclient import connect_journal
 from coserver.errors import CoserverError
+from coserver.images.guestclient import connect_journal
+from coserver.sys.netns import exec_argv
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -92,7 +93,7 @@ def tcp_bytes(ns: str, streams: list[Stream]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for s in streams:
         flt = f"( {'dport' if s.remote else 'sport'} = :{s.port} )"
-        proc = subprocess.run(["ip", "netns", "exec", ns, "ss", "-tinH", flt], capture_output=True, text=True,
+        proc = subprocess.run(exec_argv(ns, ["ss", "-tinH", flt]), capture_output=True, text=True,
                               timeout=10)
         tot = {"sent": 0, "acked": 0, "received": 0}
         for kind, value in _BYTES.findall(proc.stdout):

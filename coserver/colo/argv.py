@@ -20,9 +20,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from coserver.colo.guest import GuestHardware
 from coserver.colo.settings import SyncPorts
+from coserver.images import qemu_img
 
 NETDEV_ID = "hn0"
 QUORUM_NODE = "colo-disk0"
@@ -47,24 +49,33 @@ class Node:
     overlay_dir: Path | None = None  # where the secondary's active/hidden go (tmpfs if possible)
 
     @property
+    def _overlay_home(self) -> tuple[Path, str]:
+        return self.overlay_dir or self.workdir, f"{self.name}-"
+
+    @property
     def active_overlay(self) -> Path:
-        return (self.overlay_dir or self.workdir) / f"{self.name}-active.qcow2"
+        return qemu_img.colo_overlay_paths(*self._overlay_home)[0]
 
     @property
     def hidden_overlay(self) -> Path:
-        return (self.overlay_dir or self.workdir) / f"{self.name}-hidden.qcow2"
+        return qemu_img.colo_overlay_paths(*self._overlay_home)[1]
+
+    def create_overlays(self, *, overwrite: bool = False) -> qemu_img.ColoOverlays:
+        """This secondary's empty active and hidden overlays, of its disk's size, where its argv names them."""
+        directory, prefix = self._overlay_home
+        return qemu_img.create_colo_overlays(self.disk, directory, prefix=prefix, overwrite=overwrite)
 
     @property
     def serial_log(self) -> Path:
         return self.workdir / "serial.log"
 
 
-def _blockdev(spec: dict) -> list[str]:
+def _blockdev(spec: dict[str, Any]) -> list[str]:
     return ["-blockdev", json.dumps(spec, separators=(",", ":"))]
 
 
-def _qcow2(node_name: str, path: Path, **extra: object) -> dict:
-    spec: dict = {"driver": "qcow2", "node-name": node_name,
+def _qcow2(node_name: str, path: Path, **extra: object) -> dict[str, Any]:
+    spec: dict[str, Any] = {"driver": "qcow2", "node-name": node_name,
                   "file": {"driver": "file", "filename": str(path)}}
     spec.update(extra)
     return spec

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from coserver import log
 from coserver.colo.argv import NBD_EXPORT, QUORUM_NODE, REPLICATION_NODE_PRIMARY, Node
@@ -27,7 +27,7 @@ from coserver.colo.errors import ColoStepError
 from coserver.colo.proxy import SECONDARY_REWRITER, PrimaryProxy
 from coserver.colo.settings import ColoSettings, SyncPorts
 from coserver.colo.steps import StepRunner
-from coserver.qmp.session import QmpSession
+from coserver.qmp.session import QmpSession, event_data
 
 _log = log.get("colo.primary")
 
@@ -55,7 +55,7 @@ class SyncProgress:
 ProgressCallback = Callable[[SyncProgress], None]
 
 
-def _nbd(addr: str, ports: SyncPorts) -> dict:
+def _nbd(addr: str, ports: SyncPorts) -> dict[str, Any]:
     return {"driver": "nbd", "server": {"type": "inet", "host": addr, "port": str(ports.nbd)},
             "export": NBD_EXPORT}
 
@@ -68,7 +68,7 @@ class Primary:
         self.steps = StepRunner(qmp, "primary", node.name, settings.qmp_deadline_s)
 
     # ---- initial synchronisation -------------------------------------------------
-    async def _job(self) -> dict | None:
+    async def _job(self) -> dict[str, Any] | None:
         jobs = await self.steps.run("query-block-jobs", step="sync: query-block-jobs")
         return next((j for j in jobs if j.get("device") == SYNC_JOB), None)
 
@@ -77,7 +77,8 @@ class Primary:
         """Mirror the whole disk to the secondary's export and leave the job ready (in step)."""
         await self.steps.run("blockdev-add", {**_nbd(secondary_addr, ports), "node-name": SYNC_TARGET_NODE},
                              step="sync: connect to the secondary's NBD export")
-        mirror = {"job-id": SYNC_JOB, "device": QUORUM_NODE, "target": SYNC_TARGET_NODE, "sync": "full"}
+        mirror: dict[str, Any] = {"job-id": SYNC_JOB, "device": QUORUM_NODE, "target": SYNC_TARGET_NODE,
+                                  "sync": "full"}
         if self.settings.sync_speed_mib_s:
             mirror["speed"] = self.settings.sync_speed_mib_s * 2**20
         await self.steps.run("blockdev-mirror", mirror, step="sync: start mirror")
@@ -102,7 +103,7 @@ class Primary:
                 ev = await events.wait(deadline=self.settings.qmp_deadline_s * 6)
             except Exception as exc:  # QmpTimeout and friends: one line, named step
                 raise self.steps.fail("sync: finish mirror", exc) from exc
-        data = ev.get("data", {})
+        data = event_data(ev)
         if ev.get("event") != "BLOCK_JOB_COMPLETED" or data.get("error"):
             raise self.steps.fail("sync: finish mirror", data.get("error") or ev.get("event"))
         await self.steps.run("blockdev-del", {"node-name": SYNC_TARGET_NODE}, step="sync: drop mirror target")
@@ -138,7 +139,7 @@ class Primary:
                                  step="start the COLO migration")
             await self.wait_colo()
         except BaseException as exc:
-            _log.warning("colo.protect_failed", node=self.node.name, reason=str(exc))
+            _log.warning("colo.protect.failed", node=self.node.name, reason=str(exc))
             await self._undo_protect(proxy, resume=stopped)
             raise
 
@@ -150,10 +151,10 @@ class Primary:
             status = info.get("status")
             if status in ("failed", "cancelled", "completed"):
                 raise self.steps.fail("wait for COLO", f"migration {status}: {info.get('error-desc', 'no reason given')}")
-            return status == "colo"
+            return bool(status == "colo")
 
         await self.steps.poll("wait for COLO", in_colo, timeout=self.settings.migrate_timeout_s)
-        _log.info("colo.primary_in_colo", node=self.node.name)
+        _log.info("colo.primary.colo.entered", node=self.node.name)
 
     async def _undo_protect(self, proxy: PrimaryProxy, *, resume: bool) -> None:
         """Take back whatever protect() added; resume the guest if we stopped it."""
@@ -169,7 +170,7 @@ class Primary:
             if resume:
                 await self.steps.best_effort("cont")
         except ColoStepError as exc:  # QEMU hung during the undo: the caller's error says the rest
-            _log.error("colo.undo_failed", node=self.node.name, reason=str(exc))
+            _log.error("colo.undo.failed", node=self.node.name, reason=str(exc))
 
     # ---- failover ----------------------------------------------------------------
     async def failover(self) -> None:

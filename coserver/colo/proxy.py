@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from coserver.colo.argv import NETDEV_ID
 from coserver.colo.settings import ColoSettings, SyncPorts
@@ -24,18 +25,18 @@ REDIRECT_OUT_ID = "redire1"
 CHARDEV_IDS = ("mirror0", "compare1", "compare0", "compare0-0", "compare_out", "compare_out0")
 
 
-def _socket_chardev(chardev_id: str, addr: dict, server: bool) -> tuple[str, dict]:
-    data: dict = {"addr": addr, "server": server}
+def _socket_chardev(chardev_id: str, addr: dict[str, Any], server: bool) -> tuple[str, dict[str, Any]]:
+    data: dict[str, Any] = {"addr": addr, "server": server}
     if server:
         data["wait"] = False
     return "chardev-add", {"id": chardev_id, "backend": {"type": "socket", "data": data}}
 
 
-def _inet(host: str, port: int) -> dict:
+def _inet(host: str, port: int) -> dict[str, Any]:
     return {"type": "inet", "data": {"host": host, "port": str(port)}}
 
 
-def _unix(path: Path) -> dict:
+def _unix(path: Path) -> dict[str, Any]:
     return {"type": "unix", "data": {"path": str(path)}}
 
 
@@ -51,7 +52,7 @@ class PrimaryProxy:
     #: sequence numbers of connections made then): the new filters go in front of it.
     insert_before: str | None = None
 
-    def add_commands(self) -> list[tuple[str, dict]]:
+    def add_commands(self) -> list[tuple[str, dict[str, Any]]]:
         place = {"insert": "before", "position": f"id={self.insert_before}"} if self.insert_before else {}
         compare0 = _unix(self.workdir / "compare0.sock")
         compare_out = _unix(self.workdir / "compare_out.sock")
@@ -80,7 +81,7 @@ class PrimaryProxy:
         ]
 
     @staticmethod
-    def remove_commands() -> list[tuple[str, dict]]:
+    def remove_commands() -> list[tuple[str, dict[str, Any]]]:
         """In QEMU's documented failover order: compare, iothread, mirror, redirectors, chardevs."""
         objects = [COMPARE_ID, IOTHREAD_ID, MIRROR_ID, REDIRECT_IN_ID, REDIRECT_OUT_ID]
         return ([("object-del", {"id": o}) for o in objects]

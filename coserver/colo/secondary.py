@@ -45,10 +45,10 @@ class Secondary:
     async def wait_colo(self) -> None:
         async def in_colo() -> bool:
             st = await self.steps.run("query-colo-status", step="wait for COLO")
-            return st.get("mode") == "secondary"
+            return bool(st.get("mode") == "secondary")
 
         await self.steps.poll("wait for COLO", in_colo, timeout=self.settings.migrate_timeout_s)
-        _log.info("colo.secondary_in_colo", node=self.node.name)
+        _log.info("colo.secondary.colo.entered", node=self.node.name)
 
     async def failover(self) -> None:
         """The primary is lost: take over as the only copy, on the same MAC and IP."""

@@ -12,10 +12,12 @@ events (QEMU's own timestamps).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from coserver.qmp.errors import QmpError
-from coserver.qmp.session import QmpListener, QmpSession
+from coserver.qmp.session import QmpListener, QmpSession, event_data
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,9 @@ async def read_state(qmp: QmpSession, deadline: float) -> ColoState:
     )
 
 
-def _event_time(ev: dict) -> float:
-    ts = ev.get("timestamp", {})
+def _event_time(ev: Mapping[str, object]) -> float:
+    stamp = ev.get("timestamp")
+    ts: Mapping[str, Any] = stamp if isinstance(stamp, Mapping) else {}
     return float(ts.get("seconds", 0)) + float(ts.get("microseconds", 0)) / 1e6
 
 
@@ -63,7 +66,7 @@ class CheckpointWatch:
     times: list[float] = field(default_factory=list)    # QEMU timestamps of each checkpoint
     pauses: list[float] = field(default_factory=list)   # seconds the guest was stopped, per STOP/RESUME
     _listener: QmpListener | None = None
-    _task: asyncio.Task | None = None
+    _task: asyncio.Task[None] | None = None
     _stopped_at: float | None = None
 
     def start(self) -> None:
@@ -77,7 +80,7 @@ class CheckpointWatch:
                 name, at = ev.get("event"), _event_time(ev)
                 if name == "MIGRATION_PASS":
                     self.count += 1
-                    self.pass_number = int(ev.get("data", {}).get("pass", 0))
+                    self.pass_number = int(event_data(ev).get("pass", 0))
                     self.times.append(at)
                 elif name == "STOP":
                     self._stopped_at = at

@@ -28,7 +28,7 @@ class StepRunner:
     def fail(self, step: str, reason: object) -> ColoStepError:
         return ColoStepError(self.role, self.node, step, reason)
 
-    async def run(self, cmd: str, args: dict | None = None, *, step: str | None = None,
+    async def run(self, cmd: str, args: dict[str, Any] | None = None, *, step: str | None = None,
                   deadline: float | None = None) -> Any:
         """Execute one command; raise ColoStepError naming the step on any QMP error."""
         try:
@@ -36,11 +36,11 @@ class StepRunner:
         except QmpError as exc:
             raise self.fail(step or cmd, exc) from exc
 
-    async def run_all(self, commands: list[tuple[str, dict]], *, step: str) -> None:
+    async def run_all(self, commands: list[tuple[str, dict[str, Any]]], *, step: str) -> None:
         for cmd, args in commands:
             await self.run(cmd, args, step=f"{step}: {cmd} {args.get('id', '')}".rstrip())
 
-    async def best_effort(self, cmd: str, args: dict | None = None, *, deadline: float | None = None) -> bool:
+    async def best_effort(self, cmd: str, args: dict[str, Any] | None = None, *, deadline: float | None = None) -> bool:
         """Execute, log and swallow a failure: for undo paths and failover clean-up.
 
         A missed deadline is *not* swallowed: a hung QEMU must be acted on.
@@ -51,7 +51,7 @@ class StepRunner:
         except QmpError as exc:
             if isinstance(exc, QmpTimeout):
                 raise self.fail(cmd, exc) from exc
-            _log.info("colo.step_skipped", role=self.role, node=self.node, command=cmd, reason=str(exc))
+            _log.info("colo.step.skipped", role=self.role, node=self.node, command=cmd, reason=str(exc))
             return False
 
     async def poll(self, step: str, probe: Callable[[], Any], *, timeout: float,

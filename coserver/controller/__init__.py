@@ -1,1 +1,1 @@
-"""Policy layer: decides *when* (state machine, heartbeats, witness, promotion), plus the CLI and the lab."""
+"""The per-host controller (what systemd runs): decides *when* (policy, state machine, heartbeats, witness) and acts."""

@@ -1,7 +1,7 @@
 """The per-CoServer controller process: watches its QEMU, its peer and the witness, and decides.
 
 One runs on each CoServer (lab: inside the host's namespace, under
-coserver.controller.supervise; real hosts: the systemd unit). It is the only
+coserver.lab.supervise; real hosts: the systemd unit). It is the only
 client of its QEMU's QMP socket once the pair is up. Every `TICK_S` it builds
 an Observation (local QEMU alive / hung / dead, COLO events, checkpoints
 flowing, heartbeats per sync link, the peer's own report, the witness),
@@ -25,35 +25,42 @@ import signal
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from collections.abc import Coroutine
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from coserver import log
-from coserver.colo.argv import Node, secondary_args
 from coserver.colo.primary import Primary, SyncProgress
 from coserver.colo.secondary import Secondary
-from coserver.colo.settings import ColoSettings, SyncPorts
+from coserver.colo.settings import ColoSettings
 from coserver.colo.status import read_state
+from coserver.controller import actions, control
+from coserver.controller.config import ControllerConfig
+from coserver.controller.control import Command
+from coserver.controller.errors import WitnessError, WitnessUnreachable
 from coserver.controller.heartbeat import Heartbeats, LinkSpec, load_or_create_key
 from coserver.controller.journal import Journal, JournalEntry
+from coserver.controller.observe import WATCHED_EVENTS, ColoEvents, QmpHealth
 from coserver.controller.policy import (
-    Action, ClaimOutcome, Decision, Observation, Thresholds, WitnessView, after_claim, decide)
-from coserver.controller.roles import QemuHealth, Role
-from coserver.controller.selftest import version_tuple
-from coserver.controller.labproc import last_line
+    Action,
+    ClaimOutcome,
+    Decision,
+    Observation,
+    Thresholds,
+    WitnessView,
+    after_claim,
+    decide,
+)
 from coserver.controller.rejoin import AttemptLog, Move, RejoinView, ReprotectPolicy, next_move
+from coserver.controller.roles import QemuHealth, Role
 from coserver.controller.statemachine import FtState, FtStateMachine
-from coserver.controller.witness import Witness, WitnessError, WitnessUnreachable
-from coserver.errors import CoserverError
-from coserver.hardware.argv import ConfigGuestHardware
-from coserver.hardware.config import resolve
-from coserver.hardware.spec import load_spec
-from coserver.images import qemu_img
-from coserver.paths import qemu_install
+from coserver.controller.witness import Witness
+from coserver.errors import CoserverBug, CoserverError
+from coserver.machine.launcher import QemuProcess
 from coserver.qmp.errors import QmpError
-from coserver.qmp.launcher import QemuProcess
 from coserver.qmp.session import QmpListener, QmpSession
+from coserver.sys.proc import last_line
 
 _log = log.get("controller")
 
@@ -61,97 +68,18 @@ TICK_S = 0.1
 HEALTH_INTERVAL_S = 0.25
 WITNESS_POLL_S = 0.5
 JOURNAL_EVERY_S = 5.0
-WATCHED_EVENTS = ("COLO_EXIT", "MIGRATION_PASS", "RESUME", "STOP", "QUORUM_REPORT_BAD", "BLOCK_IO_ERROR",
-                  "MIGRATION")
-
-
-@dataclass(frozen=True)
-class ControllerConfig:
-    """What one controller manages; written by the lab (or the installer) as JSON."""
-
-    host: str
-    peer: str
-    ftserver: str
-    qemu_workdir: str
-    qemu_name: str
-    control_socket: str
-    log_file: str
-    journal_file: str
-    key_file: str
-    links: list[dict[str, Any]]        # [{name, local_ip, peer_ip, port, device}]
-    witness: dict[str, Any]            # {host, port, ttl}
-    node: dict[str, Any]               # colo Node fields: sync_addr, tap, disk, mac, overlay_dir
-    checkpoint_ms: int = 2000
-    qmp_deadline_s: float = 1.0
-    #: A healthy QEMU here answers QMP within ~2 ms even at a checkpoint (guest pause ~45-90 ms,
-    #: measured in the lab); 1.5 s of silence is a hung QEMU, with a 15x margin.
-    kill_hung_after_s: float = 1.5
-    heartbeat_interval_s: float = 0.1
-    heartbeat_timeout_s: float = 1.0
-    # re-protection: what a rejoining secondary needs to start its QEMU, and the policy
-    spec: str = ""                     # the FT server spec (the single source of the guest's hardware)
-    accel: str = "tcg"
-    peer_repl_addr: str = ""           # the peer's replication address (COLO and NBD run between these)
-    ports: dict[str, int] = field(default_factory=dict)   # SyncPorts fields; default ports if empty
-    reprotect: str = "auto"            # "auto" | "manual"
-    sync_speed_mib_s: int = 0
-
-    @property
-    def sync_ports(self) -> SyncPorts:
-        return SyncPorts(**self.ports)
-
-    @property
-    def maintenance_flag(self) -> Path:
-        return Path(self.qemu_workdir) / "maintenance"
-
-    @classmethod
-    def load(cls, path: Path) -> ControllerConfig:
-        try:
-            return cls(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError) as exc:
-            raise CoserverError(f"controller config {path}: {exc}") from exc
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        path.chmod(0o600)
-
-    def colo_node(self) -> Node:
-        n = self.node
-        return Node(name=self.host, workdir=Path(self.qemu_workdir), sync_addr=n["sync_addr"], tap=n["tap"],
-                    disk=Path(n["disk"]), mac=n["mac"], overlay_dir=Path(n["overlay_dir"]) if n.get("overlay_dir")
-                    else None)
-
-
-@dataclass
-class QmpHealth:
-    """QMP responsiveness since this controller started (the health loop's findings)."""
-
-    polls: int = 0
-    missed: int = 0
-    max_latency_ms: float = 0.0
-    last_latency_ms: float | None = None
-    hung_since: float | None = None  # monotonic time of the first missed deadline in a row
-
-
-@dataclass
-class ColoEvents:
-    """What QEMU's events told us."""
-
-    checkpoints: int = 0
-    last_checkpoint: float | None = None     # monotonic
-    pauses: deque = field(default_factory=lambda: deque(maxlen=256))
-    colo_exit: dict | None = None
-    quorum_bad: int = 0
-    io_errors: int = 0
-    _stopped_at: float | None = None
+#: Exit status after a bug (EX_SOFTWARE): the supervisor restarts the controller.
+EXIT_BUG = 70
 
 
 class HostController:
     """One CoServer's controller for one FT server."""
 
-    def __init__(self, cfg: ControllerConfig) -> None:
+    def __init__(self, cfg: ControllerConfig, *, journal: Journal, witness: Witness,
+                 heartbeats: Heartbeats) -> None:
+        """Collaborators come in from outside (from_config builds the real ones), so a test can pass fakes."""
         self.cfg = cfg
-        self.journal = Journal(Path(cfg.journal_file))
+        self.journal = journal
         entry = self.journal.load()
         self.epoch = entry.epoch if entry else 0
         self.events = ColoEvents(checkpoints=entry.checkpoints if entry else 0)
@@ -163,38 +91,50 @@ class HostController:
         self.health = QmpHealth()
         self.settings = ColoSettings(checkpoint_ms=cfg.checkpoint_ms, qmp_deadline_s=cfg.qmp_deadline_s,
                                      sync_speed_mib_s=cfg.sync_speed_mib_s)
-        self.busy: asyncio.Task | None = None          # a rejoin or protect under way
+        self.busy: asyncio.Task[None] | None = None          # a rejoin or protect under way
         self.last_attempt = -math.inf                   # monotonic time of the last rejoin/protect
         self.rejoin_requested = False
         self.rejoin_note = ""
         self.attempts = AttemptLog()                    # (re-)protections that did not hold: crash loops
         self.sync: dict[str, Any] | None = None          # progress of a running (re)sync
         self.thresholds = Thresholds(kill_hung_after=cfg.kill_hung_after_s)
-        self.witness = Witness(cfg.ftserver, host=cfg.witness["host"], port=int(cfg.witness["port"]),
-                               ttl=int(cfg.witness.get("ttl", 2)))
+        self.witness = witness
         self.witness_view = WitnessView(reachable=False)
         self._witness_generation = 0
-        self.heartbeats: Heartbeats | None = None
+        self.heartbeats = heartbeats
+        self.maintenance = cfg.maintenance_flag.exists()  # out of the pair on purpose (survives restarts)
+        self.failure: BaseException | None = None          # the bug that stopped this controller
         self.decisions: deque[dict[str, Any]] = deque(maxlen=32)
         self.started_at = time.time()
         self._last_decision: tuple[str, str] | None = None
         self._last_journal = 0.0
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._acting = asyncio.Lock()
+
+    @classmethod
+    def from_config(cls, cfg: ControllerConfig) -> HostController:
+        """The controller with its real journal, witness client and heartbeats (sockets open in run())."""
+        links = [LinkSpec(name=ln["name"], local=(ln["local_ip"], int(ln["port"])),
+                          peer=(ln["peer_ip"], int(ln["port"])), device=ln.get("device"))
+                 for ln in cfg.links]
+        heartbeats = Heartbeats(pair=cfg.ftserver, node=cfg.host, key=load_or_create_key(Path(cfg.key_file)),
+                                links=links, interval=cfg.heartbeat_interval_s, timeout=cfg.heartbeat_timeout_s)
+        witness = Witness(cfg.ftserver, host=cfg.witness["host"], port=int(cfg.witness["port"]),
+                          ttl=int(cfg.witness.get("ttl", 2)))
+        return cls(cfg, journal=Journal(Path(cfg.journal_file)), witness=witness, heartbeats=heartbeats)
 
     # ---- start-up: re-attach to what runs ---------------------------------------------
     async def _attach(self) -> None:
         try:
             self.qemu = QemuProcess.attach(self.cfg.qemu_workdir, self.cfg.qemu_name)
         except CoserverError as exc:
-            _log.warning("controller.no_qemu", host=self.cfg.host, reason=str(exc))
+            _log.warning("controller.qemu.absent", host=self.cfg.host, reason=str(exc))
             self.qemu = None
             self.role = Role.NONE
             return
-        await self._connect_qmp()
-        assert self.qmp is not None
-        st = await read_state(self.qmp, self.cfg.qmp_deadline_s)
+        qmp = await self._open_qmp()
+        st = await read_state(qmp, self.cfg.qmp_deadline_s)
         role = {"primary": Role.PRIMARY, "secondary": Role.SECONDARY}.get(st.mode)
         if role is None:
             role = Role.SIMPLEX if st.running or self.role == Role.SIMPLEX else Role.NONE
@@ -208,12 +148,30 @@ class HostController:
         if role == Role.PRIMARY and self.events.last_checkpoint is None:
             self.events.last_checkpoint = time.monotonic()
 
-    async def _connect_qmp(self) -> None:
-        assert self.qemu is not None
-        self.qmp = await QmpSession.connect(self.qemu.qmp_path, name=f"{self.cfg.host}-controller",
-                                            default_deadline=self.cfg.qmp_deadline_s)
-        self.listener = self.qmp.listen(*WATCHED_EVENTS)
+    async def _open_qmp(self, *, connect_timeout: float = 30.0, drop_old_first: bool = False) -> QmpSession:
+        """The controller's one QMP session to its QEMU: connect, listen to WATCHED_EVENTS, watch them.
+
+        The session it replaces is closed after the new one is up, or before it is
+        tried when the old one leads to a QEMU that is gone (drop_old_first)."""
+        if self.qemu is None:
+            raise CoserverBug(f"{self.cfg.host}: a QMP session asked for while no QEMU is known")
+        if drop_old_first:
+            await self._close_qmp(self.qmp, self.listener)
+            self.qmp = self.listener = None
+        qmp = await QmpSession.connect(self.qemu.qmp_path, name=f"{self.cfg.host}-controller",
+                                       connect_timeout=connect_timeout, default_deadline=self.cfg.qmp_deadline_s)
+        old, old_listener = self.qmp, self.listener
+        self.qmp, self.listener = qmp, qmp.listen(*WATCHED_EVENTS)
         self._spawn(self._event_loop(self.listener), "events")
+        await self._close_qmp(old, old_listener)
+        return qmp
+
+    @staticmethod
+    async def _close_qmp(qmp: QmpSession | None, listener: QmpListener | None) -> None:
+        if listener is not None:
+            listener.close()
+        if qmp is not None:
+            await qmp.close(timeout=0.2)
 
     async def _claim_initial(self) -> None:
         """A primary (or simplex) side owns the witness key; a secondary learns the epoch."""
@@ -224,28 +182,22 @@ class HostController:
                 if res.granted:
                     self.epoch = epoch
                 else:
-                    _log.warning("controller.initial_claim_denied", host=self.cfg.host, reason=res.reason)
+                    _log.warning("controller.claim.initial.denied", host=self.cfg.host, reason=res.reason)
             elif self.role == Role.SECONDARY and self.epoch == 0:
                 owner = await self.witness.current()
                 if owner is not None:
                     self.epoch = owner.epoch
         except WitnessError as exc:
-            _log.warning("controller.witness_at_start", host=self.cfg.host, reason=str(exc))
+            _log.warning("controller.witness.start.unreachable", host=self.cfg.host, reason=str(exc))
 
     async def run(self) -> None:
+        """Attach, serve and decide until stop(); raises the bug that stopped it, if one did."""
         await self._attach()
-        links = [LinkSpec(name=ln["name"], local=(ln["local_ip"], int(ln["port"])),
-                          peer=(ln["peer_ip"], int(ln["port"])), device=ln.get("device"))
-                 for ln in self.cfg.links]
-        self.heartbeats = Heartbeats(pair=self.cfg.ftserver, node=self.cfg.host,
-                                     key=load_or_create_key(Path(self.cfg.key_file)), links=links,
-                                     interval=self.cfg.heartbeat_interval_s, timeout=self.cfg.heartbeat_timeout_s)
         await self.heartbeats.open()
         await self._claim_initial()
         self._publish()
         await self.heartbeats.start()
-        server = await asyncio.start_unix_server(self._serve, path=self.cfg.control_socket)
-        os.chmod(self.cfg.control_socket, 0o600)
+        server = await control.serve(self.cfg.control_socket, self.handle)
         self._save_journal("controller started")
         _log.info("controller.started", host=self.cfg.host, role=self.role, state=self.sm.state, epoch=self.epoch,
                   qemu_pid=self.qemu.pid if self.qemu else None)
@@ -265,43 +217,39 @@ class HostController:
                 await self.qmp.close()
             Path(self.cfg.control_socket).unlink(missing_ok=True)
             _log.info("controller.stopped", host=self.cfg.host)
+        if self.failure is not None:
+            raise self.failure
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _spawn(self, coro, name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A task of this controller: cancelled at stop; an exception escaping it stops the controller."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:  # what no loop handles is a bug: never carry on after a half-done step
+            self._fail(exc, task.get_name())
+
+    def _fail(self, exc: BaseException, where: str) -> None:
+        """A bug: stop the process (its supervisor restarts it; it re-attaches from its journal)."""
+        _log.critical("controller.bug", host=self.cfg.host, where=where, error=repr(exc))
+        if self.failure is None:
+            self.failure = exc
+        self.stop()
 
     # ---- watching -----------------------------------------------------------------------
     async def _event_loop(self, listener: QmpListener) -> None:
-        ev_state = self.events
         try:
             async for ev in listener:
-                name, now = ev.get("event"), time.monotonic()
-                data = ev.get("data", {})
-                if name == "MIGRATION_PASS" and self.role == Role.PRIMARY:
-                    ev_state.checkpoints += 1
-                    ev_state.last_checkpoint = now
-                elif name == "STOP":
-                    ev_state._stopped_at = now
-                elif name == "RESUME":
-                    if ev_state._stopped_at is not None:
-                        ev_state.pauses.append(now - ev_state._stopped_at)
-                        ev_state._stopped_at = None
-                    if self.role == Role.SECONDARY:  # each checkpoint loaded resumes the secondary
-                        ev_state.checkpoints += 1
-                        ev_state.last_checkpoint = now
-                elif name == "COLO_EXIT":
-                    ev_state.colo_exit = {"mode": data.get("mode"), "reason": data.get("reason"), "at": time.time()}
-                    _log.warning("controller.colo_exit", host=self.cfg.host, **data)
-                elif name == "QUORUM_REPORT_BAD":
-                    ev_state.quorum_bad += 1
-                    _log.warning("controller.quorum_report_bad", host=self.cfg.host, **data)
-                elif name == "BLOCK_IO_ERROR":
-                    ev_state.io_errors += 1
-                    _log.warning("controller.block_io_error", host=self.cfg.host, **data)
-        except (QmpError, asyncio.CancelledError):
+                self.events.record(ev, self.role, self.cfg.host)
+        except QmpError:
             return
 
     async def _health_loop(self) -> None:
@@ -325,21 +273,11 @@ class HostController:
                 self.health.missed += 1
                 if self.health.hung_since is None:
                     self.health.hung_since = t0
-                    _log.warning("controller.qmp_missed", host=self.cfg.host, reason=str(exc))
+                    _log.warning("controller.qmp.missed", host=self.cfg.host, reason=str(exc))
 
     async def _reconnect(self) -> None:
         """After a missed deadline the session is suspect: a fresh one, bounded."""
-        old, old_listener = self.qmp, self.listener
-        assert self.qemu is not None
-        self.qmp = await QmpSession.connect(self.qemu.qmp_path, name=f"{self.cfg.host}-controller",
-                                            connect_timeout=self.cfg.qmp_deadline_s,
-                                            default_deadline=self.cfg.qmp_deadline_s)
-        self.listener = self.qmp.listen(*WATCHED_EVENTS)
-        self._spawn(self._event_loop(self.listener), "events")
-        if old_listener is not None:
-            old_listener.close()
-        if old is not None:
-            await old.close(timeout=0.2)
+        await self._open_qmp(connect_timeout=self.cfg.qmp_deadline_s)
 
     async def _witness_loop(self) -> None:
         while True:
@@ -372,13 +310,9 @@ class HostController:
 
     def colo_alive(self) -> bool:
         """Checkpoints flowed recently: the peer's QEMU is alive whatever its controller says."""
-        last = self.events.last_checkpoint
-        period = self.cfg.checkpoint_ms / 1000
-        window = 1.5 * period + 0.5  # a checkpoint late by half a period plus 0.5 s is a stalled stream
-        return last is not None and time.monotonic() - last < window
+        return self.events.colo_alive(self.cfg.checkpoint_ms)
 
     def observe(self) -> Observation:
-        assert self.heartbeats is not None
         qemu, hung_for = self.qemu_health()
         peer = self.heartbeats.peer_state()
         heard = [t for t in (self.heartbeats.last_heard(ln["name"]) for ln in self.cfg.links) if t is not None]
@@ -390,12 +324,12 @@ class HostController:
             state=self.sm.state.value, qemu_hung_for=hung_for,
             colo_exit_error=bool(exit_ and exit_.get("reason") == "error"),
             peer_qemu=QemuHealth(peer.qemu) if peer is not None else None,
-            peer_silent_for=silent_for, colo_alive=self.colo_alive())
+            peer_silent_for=silent_for, colo_alive=self.colo_alive(), maintenance=self.maintenance)
 
     def _witness_for_policy(self) -> WitnessView:
         held = self.witness.held
         if held is not None:  # we own it: our keep-alive is the freshest evidence
-            return WitnessView(reachable=self.witness.reachable, owner=held.node, epoch=held.epoch, alive=True)
+            return WitnessView(reachable=bool(self.witness.reachable), owner=held.node, epoch=held.epoch, alive=True)
         return self.witness_view
 
     # ---- deciding and acting ------------------------------------------------------------
@@ -404,8 +338,9 @@ class HostController:
             await asyncio.sleep(TICK_S)
             try:
                 await self.tick()
-            except CoserverError as exc:
-                _log.error("controller.tick_failed", host=self.cfg.host, reason=str(exc))
+            except CoserverError as exc:  # the world's fault (a peer, QMP, a disk): next tick tries again
+                _log.error("controller.tick.failed", host=self.cfg.host, reason=str(exc))
+            # a CoserverBug (or anything else) ends this task, and _task_done stops the controller
 
     async def tick(self) -> None:
         async with self._acting:
@@ -420,7 +355,7 @@ class HostController:
             if decision.action in (Action.NONE, Action.ALERT, Action.DEGRADED_ALERT):
                 await self._rejoin_step()
             if self.attempts.tick(time.monotonic()):
-                _log.info("controller.protection_held", host=self.cfg.host, ftserver=self.cfg.ftserver)
+                _log.info("controller.protection.held", host=self.cfg.host, ftserver=self.cfg.ftserver)
             self._publish()
             if time.monotonic() - self._last_journal > JOURNAL_EVERY_S:
                 self._save_journal("periodic")
@@ -429,13 +364,13 @@ class HostController:
         """Just (re)started and no heartbeat yet: silence means 'not heard yet', not 'lost'.
 
         Lasts one heartbeat timeout; a dead or hung local QEMU is acted on at once anyway."""
-        assert self.heartbeats is not None
         young = time.time() - self.started_at < self.cfg.heartbeat_timeout_s * 1.5
         never_heard = all(self.heartbeats.last_heard(ln["name"]) is None for ln in self.cfg.links)
         return young and never_heard and obs.qemu in (QemuHealth.ALIVE, QemuHealth.NONE)
 
     async def _claim(self, obs: Observation, decision: Decision) -> Decision:
-        assert decision.claim_epoch is not None
+        if decision.claim_epoch is None:
+            raise CoserverBug(f"claim asked for by {decision.action} without an epoch")
         owner_view = None
         try:
             res = await self.witness.claim(self.cfg.host, decision.claim_epoch)
@@ -445,7 +380,7 @@ class HostController:
         except WitnessUnreachable:
             outcome = ClaimOutcome.UNREACHABLE
         except WitnessError as exc:
-            _log.error("controller.claim_error", host=self.cfg.host, reason=str(exc))
+            _log.error("controller.claim.error", host=self.cfg.host, reason=str(exc))
             outcome = ClaimOutcome.UNREACHABLE
         final = after_claim(obs, decision, outcome, owner_view, self.thresholds)
         if outcome == ClaimOutcome.GRANTED:
@@ -479,19 +414,18 @@ class HostController:
             if self.sm.state == FtState.PROTECTED:
                 self._to(FtState.DEGRADED, d.reason)
         elif a == Action.NONE and self.sm.state == FtState.DEGRADED:
-            assert self.heartbeats is not None
             if all(self.heartbeats.links_alive().values()):
                 self._to(FtState.PROTECTED, "all sync links heard again")
 
     async def _take_over(self, side: type[Primary] | type[Secondary], reason: str) -> None:
         """Fail over on this host: the secondary promotes, or the primary drops its replica."""
-        assert self.qmp is not None
+        if self.qmp is None:
+            raise CoserverBug(f"{self.cfg.host}: failover decided with no QMP session")
         self._to(FtState.FAILING_OVER, reason)
-        t0 = time.monotonic()
-        await side(self.qmp, self.cfg.colo_node(), self.settings).failover()
+        took = await actions.fail_over(side, self.qmp, self.cfg, self.settings)
         self.role = Role.SIMPLEX
         self.events.colo_exit = None
-        self._to(FtState.SIMPLEX, f"failover done in {1000 * (time.monotonic() - t0):.0f} ms: {reason}")
+        self._to(FtState.SIMPLEX, f"failover done in {1000 * took:.0f} ms: {reason}")
 
     async def _stop_local(self, reason: str, *, release: bool, to: FtState) -> None:
         """End the local guest side (kill -9: a fenced side must stop now, not cleanly later)."""
@@ -503,7 +437,7 @@ class HostController:
                 await self.witness.release()
                 self._witness_changed(WitnessView(True, None, None, False))
             except WitnessError as exc:
-                _log.warning("controller.release_failed", host=self.cfg.host, reason=str(exc))
+                _log.warning("controller.witness.release.failed", host=self.cfg.host, reason=str(exc))
         if self.sm.state != to:
             if not self.sm.can(to):
                 to = FtState.FENCED if self.sm.can(FtState.FENCED) else FtState.STOPPED
@@ -515,16 +449,14 @@ class HostController:
         self.sm.to(state, reason)
         if self.attempts.on_state(state, time.monotonic()):
             self.attempts.failed(self._attempt_failure(reason))
-            _log.error("controller.protection_attempt_failed", host=self.cfg.host, failures=self.attempts.failures,
+            _log.error("controller.protection.attempt.failed", host=self.cfg.host, failures=self.attempts.failures,
                        reason=self.attempts.last_reason)
         self._save_journal(reason)
         self._publish()
 
     def _publish(self) -> None:
-        if self.heartbeats is None:
-            return
         qemu, _ = self.qemu_health()
-        state = "maintenance" if self.role == Role.NONE and self.cfg.maintenance_flag.exists() else self.sm.state.value
+        state = "maintenance" if self.role == Role.NONE and self.maintenance else self.sm.state.value
         self.heartbeats.update_local(epoch=self.epoch, role=self.role.value, state=state,
                                      qemu=qemu.value, checkpoints=self.events.checkpoints)
 
@@ -545,11 +477,10 @@ class HostController:
         return reason
 
     def _rejoin_view(self) -> RejoinView:
-        assert self.heartbeats is not None
         peer = self.heartbeats.peer_state() if self.heartbeats.peer_alive() else None
         return RejoinView(
             role=self.role, state=self.sm.state, epoch=self.epoch, policy=ReprotectPolicy(self.cfg.reprotect),
-            maintenance=self.cfg.maintenance_flag.exists(), requested=self.rejoin_requested,
+            maintenance=self.maintenance, requested=self.rejoin_requested,
             since_last_attempt_s=time.monotonic() - self.last_attempt, peer_heard=peer is not None,
             peer_role=peer.role if peer else None, peer_state=peer.state if peer else None,
             peer_epoch=peer.epoch if peer else None, peer_maintenance=bool(peer and peer.state == "maintenance"),
@@ -566,30 +497,14 @@ class HostController:
         move, why = next_move(self._rejoin_view())
         self.rejoin_note = why
         if move == Move.START_SECONDARY:
-            self.busy = asyncio.get_running_loop().create_task(self._start_secondary(why), name="rejoin")
+            self.busy = self._spawn(self._start_secondary(why), "rejoin")
         elif move == Move.PROTECT:
-            self.busy = asyncio.get_running_loop().create_task(self._protect(why), name="protect")
-
-    def _secondary_argv(self) -> list[str]:
-        """A fresh secondary of the spec's guest on this host (stale disk, new empty overlays)."""
-        config = resolve(load_spec(self.cfg.spec), self.cfg.host)
-        node = self.cfg.colo_node()
-        if not node.disk.exists():
-            raise CoserverError(f"rejoin {self.cfg.host}: disk {node.disk} does not exist")
-        size = qemu_img.info(node.disk).virtual_size
-        for overlay in (node.active_overlay, node.hidden_overlay):
-            overlay.parent.mkdir(parents=True, exist_ok=True)
-            qemu_img.create(overlay, size, overwrite=True)
-        version = version_tuple(qemu_install().version)
-        return secondary_args(node, ConfigGuestHardware(config), self.cfg.accel,
-                              primary_sync_addr=self.cfg.peer_repl_addr, ports=self.cfg.sync_ports,
-                              qemu_version=version)
+            self.busy = self._spawn(self._protect(why), "protect")
 
     async def _start_secondary(self, why: str) -> None:
         """Rejoin: start a new secondary QEMU here and wait for the survivor to sync it."""
         self.last_attempt = time.monotonic()
         self.rejoin_requested = False
-        assert self.heartbeats is not None
         peer = self.heartbeats.peer_state()
         try:
             if self.sm.state == FtState.FENCED:
@@ -598,13 +513,12 @@ class HostController:
             self.attempts.start()
             if self.qemu is not None and self.qemu.alive():
                 self.qemu.kill()
-            args = await asyncio.to_thread(self._secondary_argv)
+            args = await asyncio.to_thread(actions.secondary_argv, self.cfg)
             proc = QemuProcess(self.cfg.qemu_name, args, self.cfg.qemu_workdir)
             await asyncio.to_thread(proc.start)
             self.qemu = proc
-            await self._switch_qmp()
-            assert self.qmp is not None
-            await Secondary(self.qmp, self.cfg.colo_node(), self.settings).prepare(self.cfg.sync_ports)
+            qmp = await self._open_qmp(drop_old_first=True)  # the old session leads to a QEMU that is gone
+            await Secondary(qmp, self.cfg.colo_node(), self.settings).prepare(self.cfg.sync_ports)
             self.role = Role.SECONDARY
             self.epoch = max(self.epoch, peer.epoch if peer else 0)
             self.health = QmpHealth()
@@ -612,22 +526,12 @@ class HostController:
             self.events.last_checkpoint = None
             self._to(FtState.SYNCING, "secondary ready: waiting for the survivor's sync")
         except (CoserverError, OSError) as exc:
-            _log.error("controller.rejoin_failed", host=self.cfg.host, reason=str(exc))
+            _log.error("controller.rejoin.failed", host=self.cfg.host, reason=str(exc))
             if self.qemu is not None and self.qemu.alive():
                 self.qemu.kill()
             self.role = Role.NONE
             if self.sm.state != FtState.STOPPED and self.sm.can(FtState.STOPPED):
                 self._to(FtState.STOPPED, f"rejoin failed, will retry: {exc}")
-
-    async def _switch_qmp(self) -> None:
-        """Drop the session to a QEMU that is gone; open one to the new QEMU."""
-        old, old_listener = self.qmp, self.listener
-        self.qmp = self.listener = None
-        if old_listener is not None:
-            old_listener.close()
-        if old is not None:
-            await old.close(timeout=0.2)
-        await self._connect_qmp()
 
     def _on_sync(self, p: SyncProgress) -> None:
         now = time.monotonic()
@@ -645,7 +549,8 @@ class HostController:
         self.attempts.start()
         self.sync = None
         self._to(FtState.SYNCING, why)
-        assert self.qmp is not None
+        if self.qmp is None:
+            raise CoserverBug(f"{self.cfg.host}: protect decided with no QMP session")
         try:
             await Primary(self.qmp, self.cfg.colo_node(), self.settings).protect(
                 self.cfg.peer_repl_addr, self.cfg.sync_ports, self._on_sync)
@@ -654,7 +559,7 @@ class HostController:
             self.events.last_checkpoint = time.monotonic()
             self._to(FtState.PROTECTED, f"protected again with {self.cfg.peer} as the secondary")
         except (CoserverError, OSError) as exc:
-            _log.error("controller.protect_failed", host=self.cfg.host, reason=str(exc))
+            _log.error("controller.protect.failed", host=self.cfg.host, reason=str(exc))
             self.role = Role.SIMPLEX
             self._to(FtState.SIMPLEX, f"re-protection failed, still simplex (retrying later): {exc}")
         finally:
@@ -665,7 +570,7 @@ class HostController:
     async def status(self) -> dict[str, Any]:
         qemu, hung_for = self.qemu_health()
         hb = self.heartbeats
-        peer = hb.peer_state() if hb else None
+        peer = hb.peer_state()
         last = self.events.last_checkpoint
         out: dict[str, Any] = {
             "host": self.cfg.host, "ftserver": self.cfg.ftserver, "role": self.role.value,
@@ -674,16 +579,16 @@ class HostController:
             "qemu_health": qemu.value, "controller_pid": os.getpid(), "since": self.started_at,
             "checkpoints": self.events.checkpoints,
             "last_checkpoint_age_s": round(time.monotonic() - last, 2) if last else None,
-            "checkpoint_pause_ms": _median_ms(list(self.events.pauses)),
+            "checkpoint_pause_ms": self.events.pause_median_ms(),
             "colo_exit": self.events.colo_exit, "quorum_bad": self.events.quorum_bad,
             "io_errors": self.events.io_errors, "qmp": asdict(self.health),
-            "links": hb.links_alive() if hb else {},
+            "links": hb.links_alive(),
             "peer": {"role": peer.role, "state": peer.state, "qemu": peer.qemu, "epoch": peer.epoch}
             if peer else None,
             "witness": asdict(self.witness_view) | {"held": self.witness.held is not None},
-            "history": [asdict(t) if hasattr(t, "__dataclass_fields__") else t for t in self.sm.history],
+            "history": [t.as_json() for t in self.sm.history],  # {at, from, to, reason}, as the tests read it
             "decisions": list(self.decisions),
-            "reprotect": {"policy": self.cfg.reprotect, "maintenance": self.cfg.maintenance_flag.exists(),
+            "reprotect": {"policy": self.cfg.reprotect, "maintenance": self.maintenance,
                           "busy": bool(self.busy and not self.busy.done()), "note": self.rejoin_note,
                           "failed_attempts": self.attempts.failures, "last_failure": self.attempts.last_reason,
                           "alert": self.attempts.alert()},
@@ -700,34 +605,29 @@ class HostController:
                 out["qmp_ok"], out["qmp_error"] = False, str(exc)
         else:
             out["qmp_ok"] = False
-        return json.loads(json.dumps(out, default=str))
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := await reader.readline():
-                try:
-                    reply = await self.handle(json.loads(line))
-                except (ValueError, CoserverError) as exc:
-                    reply = {"ok": False, "error": str(exc)}
-                writer.write(json.dumps(reply, default=str).encode() + b"\n")
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
+        plain: dict[str, Any] = json.loads(json.dumps(out, default=str))  # what the socket will send
+        return plain
 
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One control-socket request (control.Command); a bug met here stops the controller too."""
+        try:
+            return await self._handle(request)
+        except CoserverBug as exc:
+            self._fail(exc, f"control {request.get('cmd')!r}")
+            return {"ok": False, "error": f"controller bug, restarting: {exc}"}
+
+    async def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd")
-        if cmd == "status":
+        if cmd == Command.STATUS:
             return {"ok": True, "status": await self.status()}
-        if cmd == "relinquish":
+        if cmd == Command.RELINQUISH:
             return await self._relinquish(str(request.get("reason", "operator request")))
-        if cmd == "rejoin":
+        if cmd == Command.REJOIN:
             self.rejoin_requested = True
             self.attempts = AttemptLog()   # an operator's request: a fresh count
             self.last_attempt = -math.inf
             return {"ok": True, "host": self.cfg.host, "role": self.role.value}
-        if cmd == "maintenance":
+        if cmd == Command.MAINTENANCE:
             return await self._maintenance(bool(request.get("on")))
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
@@ -736,6 +636,7 @@ class HostController:
         async with self._acting:
             if not on:
                 self.cfg.maintenance_flag.unlink(missing_ok=True)
+                self.maintenance = False
                 self.rejoin_requested = True
                 self.last_attempt = -math.inf
                 return {"ok": True, "host": self.cfg.host, "maintenance": False}
@@ -747,6 +648,7 @@ class HostController:
                 if refusal:
                     return {"ok": False, "error": refusal}
             self.cfg.maintenance_flag.write_text(f"{time.time()}\n")  # before stopping: no rejoin after
+            self.maintenance = True
             if self.busy is not None and not self.busy.done():
                 self.busy.cancel()
             if self.role == Role.PRIMARY:  # hand the guest to the secondary first, as a manual failover
@@ -762,7 +664,6 @@ class HostController:
 
     def _handover_refusal(self) -> str | None:
         """Why the guest cannot be handed to the peer now (None: it can)."""
-        assert self.heartbeats is not None
         peer = self.heartbeats.peer_state() if self.heartbeats.peer_alive() else None
         if peer is None or peer.role != Role.SECONDARY.value or peer.state != FtState.PROTECTED.value \
                 or self.sm.state not in (FtState.PROTECTED, FtState.DEGRADED):
@@ -784,14 +685,8 @@ class HostController:
             return {"ok": True, "stopped": self.cfg.host}
 
 
-def _median_ms(values: list[float]) -> float | None:
-    if not values:
-        return None
-    return round(1000 * sorted(values)[len(values) // 2], 1)
-
-
 async def _main(cfg: ControllerConfig) -> None:
-    controller = HostController(cfg)
+    controller = HostController.from_config(cfg)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, controller.stop)
@@ -809,6 +704,9 @@ def main(argv: list[str] | None = None) -> int:
     except CoserverError as exc:
         print(f"coserver-controller: error: {exc}", file=sys.stderr)
         return 1
+    except CoserverBug as exc:
+        print(f"coserver-controller: bug, stopping (the supervisor restarts it): {exc}", file=sys.stderr)
+        return EXIT_BUG
     return 0
 
 

@@ -33,6 +33,7 @@ payload, where payload is canonical JSON (sorted keys, no spaces).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -49,8 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from coserver import log
-from coserver.controller import netns
-from coserver.errors import CoserverError
+from coserver.controller.errors import HeartbeatError
+from coserver.sys import netns
 
 _log = log.get("heartbeat")
 
@@ -83,10 +84,6 @@ _TOS_CS6 = 0xC0
 _SO_PRIORITY = 6
 
 
-class HeartbeatError(CoserverError):
-    """A heartbeat set-up problem (key file, socket, configuration)."""
-
-
 def load_or_create_key(path: Path, size: int = KEY_BYTES) -> bytes:
     """The pair's shared key from `path`, created (0600, random) if missing.
 
@@ -107,7 +104,7 @@ def load_or_create_key(path: Path, size: int = KEY_BYTES) -> bytes:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _log.info("heartbeat key created", path=str(path))
+        _log.info("heartbeat.key.created", path=str(path))
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
@@ -264,6 +261,7 @@ class HeartbeatLink(asyncio.DatagramProtocol):
         return self._state.spec.name
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a datagram endpoint's transport is a DatagramTransport; asyncio's signature says BaseTransport
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -314,7 +312,6 @@ class Heartbeats:
         hb.link_alive("sync1"), hb.peer_alive(), hb.peer_state()
         await hb.close()
 
-    `on_event`, if given, is called synchronously for each event as well.
     `netns` opens the sockets inside that network namespace (tests, the lab).
     """
 
@@ -322,7 +319,6 @@ class Heartbeats:
                  interval: float = DEFAULT_INTERVAL, timeout: float = DEFAULT_TIMEOUT,
                  clock: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], float] = time.time,
-                 on_event: Callable[[HeartbeatEvent], None] | None = None,
                  netns: str | None = None, instance: str | None = None) -> None:
         if not links:
             raise HeartbeatError(f"heartbeats for pair {pair}: no links given")
@@ -343,7 +339,6 @@ class Heartbeats:
         self._key = key
         self._clock = clock
         self._wallclock = wallclock
-        self._on_event = on_event
         self._netns = netns
         self._links: dict[str, _LinkState] = {s.name: _LinkState(s) for s in links}
         self._protocols: dict[str, HeartbeatLink] = {}
@@ -363,14 +358,14 @@ class Heartbeats:
         loop = asyncio.get_running_loop()
         for name, st in self._links.items():
             try:
-                sock = (netns._in_namespace(self._netns, _make_socket, st.spec) if self._netns
+                sock = (netns.run_in(self._netns, _make_socket, st.spec) if self._netns
                         else _make_socket(st.spec))
             except OSError as exc:
                 await self.close()
                 where = f" in netns {self._netns}" if self._netns else ""
                 raise HeartbeatError(f"heartbeat link {name}: cannot bind {st.spec.local[0]}:"
                                      f"{st.spec.local[1]}{where}: {exc.strerror or exc}") from exc
-            _, proto = await loop.create_datagram_endpoint(lambda st=st: HeartbeatLink(self, st),
+            _, proto = await loop.create_datagram_endpoint(functools.partial(HeartbeatLink, self, st),
                                                            sock=sock)
             self._protocols[name] = proto
 
@@ -540,27 +535,11 @@ class Heartbeats:
         """Per link: sent, received, accepted, and drops by reason (for status --json and tests)."""
         return {name: dict(st.counts) for name, st in self._links.items()}
 
-    def status(self, now: float | None = None) -> dict[str, Any]:
-        """A JSON-able summary for `status --json`."""
-        now = self._clock() if now is None else now
-        peer = self._peer
-        return {
-            "pair": self.pair, "node": self.node, "instance": self.instance,
-            "interval": self.interval, "timeout": self.timeout,
-            "peer_alive": self.peer_alive(now),
-            "links": {name: {"alive": self.link_alive(name, now),
-                             "silent_for": None if st.last_valid is None else round(now - st.last_valid, 3),
-                             "counts": dict(st.counts)} for name, st in self._links.items()},
-            "peer": None if peer is None else asdict(peer),
-        }
-
     def _emit(self, kind: EventKind, at: float, link: str | None, detail: str) -> HeartbeatEvent:
         ev = HeartbeatEvent(kind, at, link, detail)
         level = self._log.warning if kind in (EventKind.LINK_DOWN, EventKind.PEER_LOST) else self._log.info
-        level("heartbeat " + kind.value, link=link, detail=detail)
+        level("heartbeat." + kind.value.replace("_", "."), link=link, detail=detail)
         if self.events.full():
             self.events.get_nowait()  # keep the newest: the daemon wants the current picture
         self.events.put_nowait(ev)
-        if self._on_event is not None:
-            self._on_event(ev)
         return ev

@@ -4,7 +4,7 @@ A controller may crash or be restarted (upgrade, OOM) while its QEMU keeps
 running (QEMU runs in its own session). The restarted controller reads this
 journal to re-attach without disturbing the guest: which role it had, in
 which epoch, which state, how many checkpoints it had seen, and which QEMU
-process record (qmp.launcher: <workdir>/<name>.json) to attach to.
+process record (machine.launcher: <workdir>/<name>.json) to attach to.
 
 Why it is written this way:
 
@@ -30,21 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from coserver import log
+from coserver.controller.errors import JournalCorrupt, JournalError
 from coserver.controller.roles import Role
 from coserver.controller.statemachine import FtState
-from coserver.errors import CoserverError
 
 _log = log.get("journal")
 
 VERSION = 1
-
-
-class JournalError(CoserverError):
-    """The journal could not be written or read."""
-
-
-class JournalCorrupt(JournalError):
-    """The journal file exists but is not a valid journal: refuse to guess."""
 
 
 @dataclass(frozen=True)

@@ -73,12 +73,14 @@ from enum import StrEnum
 from coserver.controller.roles import QemuHealth, Role
 from coserver.controller.statemachine import FtState
 
-#: Seconds a local QEMU may miss QMP deadlines before we kill it. A COLO
-#: checkpoint stops the guest and blocks QEMU's main loop while it sends the
-#: dirty RAM; under TCG, or with a large dirty set, that is a second or two.
-#: Killing sooner would turn a slow checkpoint into a failover; much later
-#: and the guest's clients stall longer than TCP retransmission hides.
-DEFAULT_KILL_HUNG_AFTER = 3.0
+#: Seconds a local QEMU may miss QMP deadlines before we kill it: the one
+#: definition (ControllerConfig.kill_hung_after_s defaults to it). A healthy
+#: QEMU here answers QMP within ~2 ms even at a checkpoint (the guest pauses
+#: ~45-90 ms, measured in the lab), so 1.5 s of silence is a hung QEMU with a
+#: 15x margin. Killing much sooner would turn a slow checkpoint into a
+#: failover; much later and the guest's clients stall longer than TCP
+#: retransmission hides.
+DEFAULT_KILL_HUNG_AFTER = 1.5
 #: Seconds since the peer was last heard during which a denied claim means
 #: "its lease has not lapsed yet: retry", not "it won". A primary cut off from
 #: everything stops refreshing its lease at about the moment we last heard

@@ -121,7 +121,7 @@ def retry_after(failures: int, base_s: float = DEFAULT_RETRY_AFTER_S, cap_s: flo
     """Seconds to wait after the last attempt: base, doubled for each failure in a row, capped."""
     if failures <= 1:
         return base_s
-    return min(base_s * 2 ** (failures - 1), cap_s)
+    return min(base_s * float(2 ** (failures - 1)), cap_s)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from enum import StrEnum
 from typing import Any
 
 from coserver import log
-from coserver.errors import CoserverError
+from coserver.controller.errors import IllegalTransition
 
 _log = log.get("statemachine")
 
@@ -76,10 +76,6 @@ assert set(TRANSITIONS) == set(FtState)
 
 #: States in which a guest side runs here (and must be supervised).
 RUNNING = frozenset({S.STARTING, S.SYNCING, S.PROTECTED, S.DEGRADED, S.FAILING_OVER, S.SIMPLEX})
-
-
-class IllegalTransition(CoserverError):
-    """A state change the table does not allow: a controller bug, refused."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +127,7 @@ class FtStateMachine:
         self._state = dst
         self._history.append(t)
         level = self._log.warning if dst in (S.FENCED, S.FAILING_OVER, S.DEGRADED) else self._log.info
-        level("state change", **{"from": t.src.value, "to": t.dst.value, "reason": reason})
+        level("state.changed", **{"from": t.src.value, "to": t.dst.value, "reason": reason})
         if self._on_change is not None:
             self._on_change(t)
         return t
@@ -156,6 +152,6 @@ class FtStateMachine:
         sm = cls(ftserver, FtState(state), **kw)
         t = Transition(sm._clock(), sm._state, sm._state, reason)
         sm._history.append(t)
-        sm._log.info("state resumed", state=sm._state.value, reason=reason)
+        sm._log.info("state.resumed", state=sm._state.value, reason=reason)
         return sm
 

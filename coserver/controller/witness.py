@@ -44,8 +44,8 @@ import aetcd.exceptions
 from aetcd import transactions as txn
 
 from coserver import log
-from coserver.errors import CoserverError
-from coserver.qmp.session import bounded
+from coserver.controller.errors import WitnessError, WitnessUnreachable
+from coserver.sys.aio import bounded
 
 T = TypeVar("T")
 _log = log.get("witness")
@@ -67,14 +67,6 @@ _CHANNEL_OPTIONS = {
     "grpc.min_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 500,
 }
-
-
-class WitnessError(CoserverError):
-    """The witness answered something we cannot use (bad record, bad request)."""
-
-
-class WitnessUnreachable(WitnessError):
-    """The witness did not answer within the deadline, or refused the connection."""
 
 
 @dataclass(frozen=True)
@@ -252,11 +244,11 @@ class Witness:
         if old is not None and old != lease.id:
             await self._revoke_quietly(old)  # it holds no key any more
         self._start_keepalive()
-        self._log.info("witness claim granted", node=node, epoch=epoch, ttl=self.ttl)
+        self._log.info("witness.claim.granted", node=node, epoch=epoch, ttl=self.ttl)
         return ClaimResult(True, self._held, f"{node} owns epoch {epoch}")
 
     def _deny(self, node: str, epoch: int, cur: Owner | None, reason: str) -> ClaimResult:
-        self._log.info("witness claim denied", node=node, epoch=epoch, reason=reason)
+        self._log.info("witness.claim.denied", node=node, epoch=epoch, reason=reason)
         return ClaimResult(False, cur, reason)
 
     async def release(self) -> None:
@@ -271,7 +263,7 @@ class Witness:
             lease_id, self._lease_id, self._held = self._lease_id, None, None
             if lease_id is not None:
                 await self._call("release", self._etcd().revoke_lease(lease_id))
-                self._log.info("witness released", lease=lease_id)
+                self._log.info("witness.released", lease=lease_id)
 
     async def close(self) -> None:
         """Stop keeping the lease alive and drop the connection, WITHOUT releasing.
@@ -326,7 +318,7 @@ class Witness:
                 reply = await self._call("keep-alive", self._etcd().refresh_lease(lease_id),
                                          deadline=min(self.deadline, self._expires_at - now))
             except WitnessError as exc:
-                self._log.warning("witness keep-alive failed", error=str(exc),
+                self._log.warning("witness.keepalive.failed", error=str(exc),
                                   lease_left=round(self.lease_left(), 2))
                 continue
             if lease_id != self._lease_id:
@@ -339,7 +331,7 @@ class Witness:
     def _lost(self, reason: str) -> None:
         held = self._held
         self._held, self._lease_id = None, None
-        self._log.warning("witness lease lost", reason=reason,
+        self._log.warning("witness.lease.lost", reason=reason,
                           node=held.node if held else None, epoch=held.epoch if held else None)
         if self._on_lost is not None:
             self._on_lost(reason)
@@ -348,4 +340,4 @@ class Witness:
         try:
             await self._call("lease revoke", self._etcd().revoke_lease(lease_id))
         except WitnessError as exc:
-            self._log.warning("witness lease revoke failed (it expires by itself)", error=str(exc))
+            self._log.warning("witness.lease.revoke.failed", error=str(exc), note="the lease expires by itself")

@@ -14,19 +14,42 @@ Knows nothing of QMP, COLO or the controller: it reads TOML, validates, and buil
 - ``devices``: known device models, and the device types COLO cannot keep in step.
 """
 
-from coserver.hardware.argv import (ConfigGuestHardware, boot_args, cdrom_device_args,
-                                    disk_device_args, extra_device_args, guest_args,
-                                    machine_args, nic_device_args, smbios_args,
-                                    storage_controller_args)
+from coserver.hardware.argv import (
+                                    ConfigGuestHardware,
+                                    boot_args,
+                                    cdrom_device_args,
+                                    disk_device_args,
+                                    extra_device_args,
+                                    guest_args,
+                                    machine_args,
+                                    nic_device_args,
+                                    smbios_args,
+                                    storage_controller_args,
+)
 from coserver.hardware.check import CheckReport, check_profile, check_spec
-from coserver.hardware.config import (MachineConfig, compare_configs, config_differences,
-                                      config_digest, default_config, guest_view, measure,
-                                      resolve, to_dict)
-from coserver.hardware.errors import (CapacityError, ColoIncompatibleError, ConfigMismatchError,
-                                      FileDigestError, HardwareError, ProfileNotFound,
-                                      SchemaError, SpecError, TopologyError)
-from coserver.hardware.host import (HostCapacity, check_capacity, local_host_capacity,
-                                    required_memory_mib)
+from coserver.hardware.config import (
+                                    MachineConfig,
+                                    compare_configs,
+                                    config_differences,
+                                    config_digest,
+                                    default_config,
+                                    guest_view,
+                                    measure,
+                                    resolve,
+                                    to_dict,
+)
+from coserver.hardware.errors import (
+                                    CapacityError,
+                                    ColoIncompatibleError,
+                                    ConfigMismatchError,
+                                    FileDigestError,
+                                    HardwareError,
+                                    ProfileNotFound,
+                                    SchemaError,
+                                    SpecError,
+                                    TopologyError,
+)
+from coserver.hardware.host import HostCapacity, check_capacity, local_host_capacity, required_memory_mib
 from coserver.hardware.profile import Profile, get_profile, list_profiles, profile_names
 from coserver.hardware.spec import FTServerSpec, load_spec
 

@@ -15,11 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from coserver.hardware.config import (MachineConfig, compare_configs, config_digest,
-                                      default_config, guest_view, measure, resolve)
+from coserver.hardware.config import (
+    MachineConfig,
+    compare_configs,
+    config_digest,
+    default_config,
+    guest_view,
+    measure,
+    resolve,
+)
 from coserver.hardware.errors import SchemaError
-from coserver.hardware.host import (HostCapacity, check_capacity, local_host_capacity,
-                                    required_memory_mib)
+from coserver.hardware.host import HostCapacity, check_capacity, local_host_capacity, required_memory_mib
 from coserver.hardware.profile import Profile, get_profile
 from coserver.hardware.spec import FTServerSpec, load_spec
 
@@ -99,7 +105,7 @@ def check_spec(path: str | Path, *, local_hosts: Sequence[str] | None = None,
                         names=(compared[0], compared[1]), origin=spec.origin)
     mine = configs[local[0]] if local else configs[spec.coservers[0]]
     if len(local) > 1:
-        for d_a, d_b in zip(configs[local[0]].disks, configs[local[1]].disks):
+        for d_a, d_b in zip(configs[local[0]].disks, configs[local[1]].disks, strict=False):
             if d_a.path == d_b.path:
                 raise SchemaError(spec.origin, d_b.path_key,
                                   f"{local[0]} and {local[1]} both use {d_b.path} on this "

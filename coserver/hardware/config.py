@@ -23,6 +23,7 @@ from coserver.hardware._toml import show
 from coserver.hardware.errors import ConfigMismatchError, FileDigestError, SchemaError
 from coserver.hardware.profile import Profile
 from coserver.hardware.spec import FTServerSpec, HostValue
+from coserver.sys.files import sha256_file
 
 HOST_LOCAL = {"host_local": True}
 
@@ -218,14 +219,6 @@ def default_config(profile: Profile, *, serial: str | None = None,
 
 # -- local files ----------------------------------------------------------------------------
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _measured(origin: str, path: Path | None, key: str | None, declared: str | None,
               declared_key: str) -> str | None:
     if path is None:
@@ -272,7 +265,8 @@ def _view(value: Any) -> Any:
 
 def guest_view(config: MachineConfig) -> dict[str, Any]:
     """Everything the guest can see, as JSON-able data (host-local fields left out)."""
-    return _view(config)
+    view: dict[str, Any] = _view(config)
+    return view
 
 
 def to_dict(config: MachineConfig) -> dict[str, Any]:
@@ -287,7 +281,8 @@ def to_dict(config: MachineConfig) -> dict[str, Any]:
             return str(value)
         return value
 
-    return full(config)
+    data: dict[str, Any] = full(config)
+    return data
 
 
 def config_digest(config: MachineConfig | Mapping[str, Any]) -> str:
@@ -316,7 +311,7 @@ def config_differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any,
         if len(a) != len(b):
             return [(prefix, a, b)]
         out = []
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             out.extend(config_differences(x, y, f"{prefix}[{i}]"))
         return out
     return [] if a == b else [(prefix, a, b)]

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from coserver.hardware import devices
 from coserver.hardware._toml import Origin, Table, read_toml, show
@@ -137,7 +138,7 @@ def check_cpu_model(value: object) -> str:
     return value
 
 
-def _smbios_text(t: Table, name: str, default=..., *, empty_ok: bool = False):
+def _smbios_text(t: Table, name: str, default: Any = ..., *, empty_ok: bool = False) -> Any:
     kwargs = {} if default is ... else {"default": default}
     return t.string(name, **kwargs, pattern=SMBIOS_TEXT, what=SMBIOS_TEXT_WHAT, max_len=64,
                     empty_ok=empty_ok)

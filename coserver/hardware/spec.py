@@ -90,10 +90,19 @@ from typing import Any, Callable
 from coserver.hardware import devices
 from coserver.hardware._toml import Origin, Table, read_toml, show
 from coserver.hardware.errors import ColoIncompatibleError, ProfileNotFound, TopologyError
-from coserver.hardware.profile import (BIOS_DATE, BIOS_DATE_WHAT, BIOS_RELEASE,
-                                       BIOS_RELEASE_WHAT, CPU_MODEL_REFUSED, SMBIOS_TEXT,
-                                       SMBIOS_TEXT_WHAT, Profile, check_cpu_model, get_profile,
-                                       profile_names)
+from coserver.hardware.profile import (
+    BIOS_DATE,
+    BIOS_DATE_WHAT,
+    BIOS_RELEASE,
+    BIOS_RELEASE_WHAT,
+    CPU_MODEL_REFUSED,
+    SMBIOS_TEXT,
+    SMBIOS_TEXT_WHAT,
+    Profile,
+    check_cpu_model,
+    get_profile,
+    profile_names,
+)
 
 NAME = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 HOST_NAME = r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?"
@@ -256,7 +265,8 @@ def _coservers(value: Any) -> tuple[str, str]:
 
 
 def _bridge(t: Table, name: str) -> str:
-    return t.string(name, pattern=BRIDGE, what="a Linux interface name (1-15 of [A-Za-z0-9_.-])")
+    bridge: str = t.string(name, pattern=BRIDGE, what="a Linux interface name (1-15 of [A-Za-z0-9_.-])")
+    return bridge
 
 
 def _text(t: Table, name: str, default: Any = None) -> Any:
@@ -329,7 +339,7 @@ class _SpecReader:
                                             f"{', '.join(profile_names())})") from None
 
     def machine(self, profile: Profile) -> str:
-        machine = self.top.string("machine", profile.machine)
+        machine: str = self.top.string("machine", profile.machine)
         if not re.fullmatch(MACHINE_VERSIONS[profile.machine], machine):
             raise self.top.error("machine", f"must be a {profile.machine} machine type "
                                  f"({MACHINE_VERSIONS[profile.machine].replace('|', ' or ')}) "
@@ -362,7 +372,7 @@ class _SpecReader:
         return CpuSpec(model, sockets, cores, threads, vcpus)
 
     def memory(self, profile: Profile) -> int:
-        mib = self.top.integer("memory_mib", profile.guest.memory_mib)
+        mib: int = self.top.integer("memory_mib", profile.guest.memory_mib)
         if mib < MIN_MEMORY_MIB:
             raise self.top.error("memory_mib", f"must be at least {MIN_MEMORY_MIB} MiB, got {mib}",
                                  TopologyError)

@@ -1,1 +1,1 @@
-"""Disk images and overlays (qemu-img), initial sync, and the lab guest image."""
+"""Disk images: qemu-img and COLO overlays, cached guest builds (the lab guest, the Debian guest), the guest's journal client."""

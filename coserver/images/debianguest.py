@@ -38,8 +38,6 @@ import json
 import os
 import shutil
 import struct
-import subprocess
-import tempfile
 import time
 import uuid as uuidlib
 from collections.abc import Callable
@@ -49,10 +47,12 @@ from typing import Any
 
 from coserver import log
 from coserver.images import debpkg, qemu_img
-from coserver.images.cachelock import locked
+from coserver.images.cache import cached_build
 from coserver.images.errors import GuestBuildError, ImageError
 from coserver.images.labguest import JOURNAL_PORT, build_lab_guest
 from coserver.paths import cache_dir
+from coserver.sys.files import sha256_file
+from coserver.sys.run import run
 
 _log = log.get("images.debianguest")
 
@@ -260,7 +260,7 @@ def debian_inputs(net: NetConfig, journal: Path) -> DebianInputs:
     """The inputs a build would use now (asks apt-cache and dpkg-query; downloads nothing)."""
     memo = debian_cache() / "kernel-candidate.json"
     return DebianInputs(kernel=debpkg.resolve_kernel_memo(KERNEL_PACKAGE, memo),
-                        journal_sha256=_sha256(journal),
+                        journal_sha256=sha256_file(journal),
                         mmdebstrap_version=debpkg.installed_version("mmdebstrap"),
                         syslinux_version=debpkg.installed_version("syslinux"),
                         net=net)
@@ -279,38 +279,8 @@ def build_debian_guest(address: str, prefix: int = 24, *, gateway: str | None = 
     journal = build_lab_guest(progress=progress).journal
     inputs = debian_inputs(net, journal)
     key = debian_key(inputs)
-    root = debian_cache()
-    final = root / key
-    if not force and final.is_dir():
-        try:
-            return load(final)
-        except GuestBuildError as exc:
-            _log.warning("cached Debian guest unusable; rebuilding", error=str(exc))
-    with locked(root):
-        if not force and final.is_dir():
-            try:
-                return load(final)
-            except GuestBuildError:
-                pass
-        for stale in root.glob(".tmp-*"):  # leftovers of a build that died; we hold the lock
-            shutil.rmtree(stale, ignore_errors=True)
-        t0 = time.monotonic()
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-        try:
-            tmp.chmod(0o755)
-            _build(tmp, inputs, key, journal, say)
-            if final.exists():
-                old = root / f".tmp-old-{key}"
-                os.rename(final, old)
-                shutil.rmtree(old, ignore_errors=True)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        took = time.monotonic() - t0
-        say(f"Debian guest {key} built in {took:.0f} s: {final}")
-        _log.info("Debian guest built", key=key, dir=str(final), seconds=round(took, 1))
-        return load(final)
+    return cached_build(debian_cache(), key, load=load, build=lambda tmp: _build(tmp, inputs, key, journal, say),
+                        what="Debian guest", force=force, say=say)
 
 
 # ---------------------------------------------------------------- the spec
@@ -362,25 +332,7 @@ port = {guest.net.port}
 
 
 def _run(argv: list[str], what: str, timeout: float = 900.0, **kw: Any) -> str:
-    try:
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
-                             **kw)
-    except subprocess.TimeoutExpired as exc:
-        raise GuestBuildError(f"{what}: {argv[0]} timed out after {timeout:.0f} s") from exc
-    except OSError as exc:
-        raise GuestBuildError(f"{what}: cannot run {argv[0]}: {exc.strerror or exc}") from exc
-    if res.returncode != 0:
-        lines = [ln.strip() for ln in (res.stderr or res.stdout).splitlines() if ln.strip()]
-        raise GuestBuildError(f"{what}: {argv[0]} failed: {lines[-1] if lines else res.returncode}")
-    return res.stdout
-
-
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return run(argv, what, timeout=timeout, error=GuestBuildError, **kw).stdout
 
 
 def _tool(name: str, package: str) -> str:
@@ -569,7 +521,7 @@ def _build(tmp: Path, inputs: DebianInputs, key: str, journal: Path, say: Progre
                                    "uuid": root_uuid}]},
         "journal": {"port": inputs.net.port, "file": f"/{DATA_DIR}/{JOURNAL_FILE}"},
         "disk": {"name": disk.name, "format": "qcow2", "size": disk.stat().st_size,
-                 "sha256": _sha256(disk)},
+                 "sha256": sha256_file(disk)},
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 

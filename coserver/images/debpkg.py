@@ -14,6 +14,7 @@ from pathlib import Path
 
 from coserver import log
 from coserver.images.errors import GuestBuildError
+from coserver.sys.run import run
 
 _log = log.get("images.debpkg")
 
@@ -29,19 +30,14 @@ class DebPackage:
         return f"{self.name}={self.version}"
 
 
+def _apt_error(res: subprocess.CompletedProcess[str]) -> str:
+    """apt's last line that is not a warning (W: ...)."""
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith("W:")]
+    return lines[-1] if lines else f"exit status {res.returncode}"
+
+
 def _run(argv: list[str], what: str, timeout: float = 600.0, cwd: Path | None = None) -> str:
-    try:
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                             check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise GuestBuildError(f"{what}: {argv[0]} timed out after {timeout:.0f} s") from exc
-    except OSError as exc:
-        raise GuestBuildError(f"{what}: cannot run {argv[0]}: {exc.strerror or exc}") from exc
-    if res.returncode != 0:
-        lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith("W:")]
-        msg = lines[-1] if lines else f"exit status {res.returncode}"
-        raise GuestBuildError(f"{what}: {argv[0]} failed: {msg}")
-    return res.stdout
+    return run(argv, what, timeout=timeout, error=GuestBuildError, reason=_apt_error, cwd=cwd).stdout
 
 
 def _fields(stanza: str) -> dict[str, str]:
@@ -118,7 +114,7 @@ def resolve_kernel_memo(name: str, memo: Path) -> DebPackage:
                                    "version": pkg.version}) + "\n")
         os.replace(tmp, memo)
     except OSError as exc:
-        _log.warning("cannot remember the kernel resolution", memo=str(memo), error=str(exc))
+        _log.warning("images.debpkg.memo.failed", memo=str(memo), error=str(exc))
     return pkg
 
 
@@ -146,7 +142,7 @@ def download(pkg: DebPackage, directory: Path) -> Path:
     if len(debs) != 1:
         raise GuestBuildError(f"package {pkg}: apt-get download left {len(debs)} .deb files "
                               f"in {directory}")
-    _log.info("downloaded", package=str(pkg), deb=str(debs[0]), bytes=debs[0].stat().st_size)
+    _log.info("images.debpkg.downloaded", package=str(pkg), deb=str(debs[0]), bytes=debs[0].stat().st_size)
     return debs[0]
 
 

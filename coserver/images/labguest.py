@@ -18,11 +18,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import os
 import shutil
 import struct
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -32,10 +30,12 @@ from typing import Any
 
 from coserver import log
 from coserver.images import debpkg, kmodules, qemu_img
+from coserver.images.cache import cached_build
 from coserver.images.cpio import Entry, write_gzip
-from coserver.images.cachelock import locked
 from coserver.images.errors import GuestBuildError, ImageError
 from coserver.paths import cache_dir
+from coserver.sys.files import sha256_file
+from coserver.sys.run import run
 
 _log = log.get("images.labguest")
 
@@ -250,54 +250,15 @@ def build_lab_guest(force: bool = False, progress: Progress | None = None, *,
     say = progress or (lambda _msg: None)
     inputs = guest_inputs(kernel_package)
     key = guest_key(inputs)
-    root = guest_cache()
-    final = root / key
-    if not force and final.is_dir():
-        try:
-            return load(final)
-        except GuestBuildError as exc:
-            _log.warning("cached lab guest unusable; rebuilding", error=str(exc))
-    with locked(root):
-        if not force and final.is_dir():  # someone else may have built it while we waited
-            try:
-                return load(final)
-            except GuestBuildError:
-                pass
-        for stale in root.glob(".tmp-*"):  # leftovers of a build that died; we hold the lock
-            shutil.rmtree(stale, ignore_errors=True)
-        t0 = time.monotonic()
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-        try:
-            tmp.chmod(0o755)  # readable by a QEMU that does not run as root
-            _build(tmp, inputs, key, say)
-            if final.exists():
-                old = root / f".tmp-old-{key}"
-                os.rename(final, old)
-                shutil.rmtree(old, ignore_errors=True)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        took = time.monotonic() - t0
-        say(f"lab guest {key} built in {took:.0f} s: {final}")
-        _log.info("lab guest built", key=key, dir=str(final), seconds=round(took, 1))
-        return load(final)
+    return cached_build(guest_cache(), key, load=load, build=lambda tmp: _build(tmp, inputs, key, say),
+                        what="lab guest", force=force, say=say)
 
 
 # ---------------------------------------------------------------- build steps
 
 
-def _run(argv: list[str], what: str, timeout: float = 600.0, **kw: Any) -> subprocess.CompletedProcess:
-    try:
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **kw)
-    except subprocess.TimeoutExpired as exc:
-        raise GuestBuildError(f"{what}: {argv[0]} timed out after {timeout:.0f} s") from exc
-    except OSError as exc:
-        raise GuestBuildError(f"{what}: cannot run {argv[0]}: {exc.strerror or exc}") from exc
-    if res.returncode != 0:
-        lines = [ln.strip() for ln in (res.stderr or res.stdout).splitlines() if ln.strip()]
-        raise GuestBuildError(f"{what}: {argv[0]} failed: {lines[-1] if lines else res.returncode}")
-    return res
+def _run(argv: list[str], what: str, timeout: float = 600.0, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return run(argv, what, timeout=timeout, error=GuestBuildError, **kw)
 
 
 def _elf_is_static(path: Path) -> bool:
@@ -319,7 +280,7 @@ def compile_journal(src: Path, out: Path) -> str:
     cc, ident = _compiler()
     res = _run([cc, *CFLAGS, "-o", str(out), str(src)], f"journal service {src}")
     if res.stderr.strip():
-        _log.warning("journal.c compiler warnings", warnings=res.stderr.strip())
+        _log.warning("images.labguest.journal.warnings", warnings=res.stderr.strip())
     if not _elf_is_static(out):
         raise GuestBuildError(f"journal service {out}: {cc} did not produce a static binary")
     return ident
@@ -367,14 +328,6 @@ def _data_disk(out: Path, work: Path, key: str) -> None:
           str(raw)], f"data disk {raw}")
     qemu_img.convert(raw, out, "qcow2", src_fmt="raw")
     raw.unlink()
-
-
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _build(tmp: Path, inputs: GuestInputs, key: str, say: Progress) -> None:
@@ -430,7 +383,7 @@ def _build(tmp: Path, inputs: GuestInputs, key: str, say: Progress) -> None:
                       "mount_options": "noatime,noinit_itable"},
         "journal": {"port": JOURNAL_PORT},
         "cmdline_base": list(BASE_CMDLINE),
-        "files": {k: {"name": n, "size": (tmp / n).stat().st_size, "sha256": _sha256(tmp / n)}
+        "files": {k: {"name": n, "size": (tmp / n).stat().st_size, "sha256": sha256_file(tmp / n)}
                   for k, n in files.items()},
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -23,6 +23,7 @@ from typing import Any
 from coserver import log
 from coserver.images.errors import ImageError
 from coserver.paths import qemu_install
+from coserver.sys.run import run
 
 _log = log.get("images.qemu_img")
 
@@ -100,16 +101,9 @@ def _first_error_line(stderr: str) -> str:
 
 def _run(argv: list[str], image: Path, timeout: float = DEFAULT_TIMEOUT) -> str:
     cmd = [str(qemu_install().img), *argv]
-    _log.debug("qemu-img", argv=cmd)
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise ImageError(f"image {image}: qemu-img {argv[0]} timed out after {timeout:.0f} s") from exc
-    except OSError as exc:
-        raise ImageError(f"image {image}: cannot run {cmd[0]}: {exc.strerror or exc}") from exc
-    if res.returncode != 0:
-        raise ImageError(f"image {image}: qemu-img {argv[0]} failed: {_first_error_line(res.stderr)}")
-    return res.stdout
+    _log.debug("qemuimg.run", argv=cmd)
+    return run(cmd, f"image {image}", timeout=timeout, error=ImageError, program=f"qemu-img {argv[0]}",
+               reason=lambda res: _first_error_line(res.stderr)).stdout
 
 
 def _check_fmt(fmt: str | None, image: Path) -> None:
@@ -217,7 +211,7 @@ def create(path: str | Path, size: int | str | None = None, fmt: str = "qcow2", 
     made = info(p)
     if made.virtual_size != want:
         raise ImageError(f"image {p}: created with {made.virtual_size} bytes, wanted {want}")
-    _log.info("image created", path=str(p), fmt=fmt, size=want,
+    _log.info("qemuimg.created", path=str(p), fmt=fmt, size=want,
               backing=str(made.backing_file) if made.backing_file else None)
     return made
 
@@ -297,6 +291,13 @@ def same_content(a: str | Path, b: str | Path, *, timeout: float = DEFAULT_TIMEO
     raise ImageError(f"image {pa}: qemu-img compare with {pb} failed: {_first_error_line(res.stderr)}")
 
 
+def colo_overlay_paths(directory: str | Path, prefix: str = "") -> tuple[Path, Path]:
+    """Where the secondary's (active, hidden) overlays live: the one definition of their names,
+    shared by create_colo_overlays and the secondary's argv (colo.argv.Node)."""
+    dirp = Path(directory)
+    return dirp / f"{prefix}active.qcow2", dirp / f"{prefix}hidden.qcow2"
+
+
 def create_colo_overlays(disk: str | Path, directory: str | Path, *, prefix: str = "",
                          overwrite: bool = False) -> ColoOverlays:
     """The secondary's empty active and hidden qcow2 overlays, each of the disk's virtual size.
@@ -309,8 +310,7 @@ def create_colo_overlays(disk: str | Path, directory: str | Path, *, prefix: str
     if not dirp.is_dir():
         raise ImageError(f"image {d}: overlay directory {dirp} does not exist")
     size = info(d).virtual_size
-    active = dirp / f"{prefix}active.qcow2"
-    hidden = dirp / f"{prefix}hidden.qcow2"
+    active, hidden = colo_overlay_paths(dirp, prefix)
     for o in (active, hidden):
         create(o, size, "qcow2", overwrite=overwrite)
     return ColoOverlays(disk=d, active=active, hidden=hidden, size=size)

@@ -1,7 +1,6 @@
-"""Transport layer: async QMP sessions (qemu.qmp) with deadlines and events, and the QEMU launcher."""
+"""The QMP protocol: async sessions (on qemu.qmp) with deadlines and events; nothing of COLO or of the QEMU process."""
 
 from coserver.qmp.errors import (
-    LaunchError,
     QmpCommandError,
     QmpConnectError,
     QmpDisconnected,
@@ -9,13 +8,9 @@ from coserver.qmp.errors import (
     QmpEventTimeout,
     QmpTimeout,
 )
-from coserver.qmp.launcher import ProcessRecord, QemuProcess, qmp_argv
 from coserver.qmp.session import QmpListener, QmpSession
 
 __all__ = [
-    "LaunchError",
-    "ProcessRecord",
-    "QemuProcess",
     "QmpCommandError",
     "QmpConnectError",
     "QmpDisconnected",
@@ -24,5 +19,4 @@ __all__ = [
     "QmpListener",
     "QmpSession",
     "QmpTimeout",
-    "qmp_argv",
 ]

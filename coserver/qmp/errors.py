@@ -11,7 +11,8 @@ situation a controller reacts to differently:
      |    |                      or the operation did not do what we expected
      |    +-- QmpCommandError    QEMU answered with an error: QEMU is fine, the request was not
      |    +-- QmpDisconnected    the connection is gone (QEMU died or closed it)
-     +-- LaunchError             QEMU could not be started, attached to or signalled
+
+(QEMU's process has its own: machine.errors.LaunchError.)
 
 Every message is one line naming the socket (or the workdir/name) first.
 """
@@ -78,6 +79,3 @@ class QmpDisconnected(QmpError):
         during = f" during {command}" if command else ""
         super().__init__(path, f"connection lost{during} ({reason})")
 
-
-class LaunchError(CoserverError):
-    """QEMU could not be started, re-attached or stopped as asked."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -59,50 +59,23 @@ from coserver.qmp.errors import (
     QmpEventTimeout,
     QmpTimeout,
 )
+from coserver.sys.aio import UNWIND_GRACE, bounded, forget
 
 T = TypeVar("T")
 EventFilter = Callable[[Message], bool]
 
 _log = log.get("qmp")
 
-#: How long a cancelled call may take to unwind before we stop waiting for it.
-#: Keeps "deadline + a little" a hard bound even if the library misbehaves.
-UNWIND_GRACE = 0.25
 #: Events kept in a listener's history (qemu.qmp keeps all: unbounded in a daemon).
 HISTORY_LEN = 256
 #: Don't start a connect attempt with less than this left of connect_timeout.
 _MIN_ATTEMPT = 0.05
 
 
-async def bounded(aw: Awaitable[T], timeout: float) -> T:
-    """Await `aw` for at most `timeout` s, else raise TimeoutError.
-
-    Unlike asyncio.wait_for/asyncio.timeout, which after cancelling wait for
-    the awaitable to unwind however long that takes, this gives it only
-    UNWIND_GRACE s: the bound holds even if cancellation cleanup blocks.
-    """
-    task = asyncio.ensure_future(aw)
-    try:
-        done, _ = await asyncio.wait({task}, timeout=max(0.0, timeout))
-    except BaseException:
-        task.cancel()
-        raise
-    if not done:
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=UNWIND_GRACE)
-    if done and not task.cancelled() and task.exception() is None:
-        return task.result()  # finished, possibly just after the deadline
-    if not done:
-        task.add_done_callback(_swallow)  # abandoned: don't warn "never retrieved"
-        raise TimeoutError
-    if task.cancelled():
-        raise TimeoutError
-    raise task.exception()  # type: ignore[misc]
-
-
-def _swallow(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
+def event_data(event: Mapping[str, object]) -> dict[str, Any]:
+    """An event's "data" member (an empty dict when it has none): what callers read fields from."""
+    data = event.get("data")
+    return dict(data) if isinstance(data, Mapping) else {}
 
 
 class _Client(QMPClient):
@@ -137,6 +110,7 @@ class QmpListener(EventListener):
     def __init__(self, session: QmpSession, names: tuple[str, ...],
                  event_filter: EventFilter | None) -> None:
         super().__init__(names or None, event_filter)
+        # qemu.qmp keeps every event in a list; a bounded deque has the append/iteration the base class uses
         self._history: deque[Message] = deque(maxlen=HISTORY_LEN)  # type: ignore[assignment]
         self._session = session
 
@@ -240,7 +214,7 @@ class QmpSession:
         except (OSError, QMPError) as exc:
             raise QmpConnectError(path, connect_timeout, str(exc)) from exc
         session = cls(client, path, name, default_deadline)
-        session._log.info("qmp connected", duration_ms=round((time.monotonic() - t0) * 1000))
+        session._log.info("qmp.connected", duration_ms=round((time.monotonic() - t0) * 1000))
         return session
 
     async def _watch(self) -> None:
@@ -313,9 +287,9 @@ class QmpSession:
             ms = round((time.monotonic() - t0) * 1000, 1)
             fields: dict[str, Any] = {"command": cmd, "duration_ms": ms, "outcome": outcome, **extra}
             if outcome == "ok":
-                self._log.info("qmp command", **fields)
+                self._log.info("qmp.command", **fields)
             else:
-                self._log.warning("qmp command", deadline_s=limit, **fields)
+                self._log.warning("qmp.command", deadline_s=limit, **fields)
 
     # -- events ---------------------------------------------------------------------
 
@@ -384,7 +358,7 @@ class QmpSession:
         try:
             done, _ = await asyncio.wait({dc}, timeout=timeout)
             if not done:
-                self._log.warning("qmp close: QEMU not reading, aborting connection", timeout_s=timeout)
+                self._log.warning("qmp.close.aborted", timeout_s=timeout)
                 self._client.abort()
                 done, _ = await asyncio.wait({dc}, timeout=4 * UNWIND_GRACE)
         except BaseException:
@@ -393,10 +367,10 @@ class QmpSession:
             raise
         if not done:
             dc.cancel()
-            dc.add_done_callback(_swallow)
-            self._log.warning("qmp close: disconnect abandoned")
+            dc.add_done_callback(forget)
+            self._log.warning("qmp.close.abandoned")
         elif not dc.cancelled() and dc.exception() is not None:
-            self._log.debug("qmp close: connection had already failed", error=repr(dc.exception()))
+            self._log.debug("qmp.close.already.failed", error=repr(dc.exception()))
 
     async def __aenter__(self) -> QmpSession:
         return self

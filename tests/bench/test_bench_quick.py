@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from coserver.controller import netns
+from coserver.sys import netns
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.slow]
 
@@ -20,7 +20,7 @@ FAULT_ROWS = ("kill -9 primary QEMU", "kill -9 secondary QEMU", "restart baselin
 
 def test_quick_bench_report_is_complete_and_nothing_was_lost(tmp_path):
     out = tmp_path / "bench"
-    proc = subprocess.run([sys.executable, "-m", "coserver.controller.cli", "bench", "--quick", "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "coserver.cli.main", "bench", "--quick", "--out", str(out),
                            "--prefix", PREFIX], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "COSERVER_ACCEL": "tcg"})
     print(proc.stderr)

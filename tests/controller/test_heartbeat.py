@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from coserver.controller.heartbeat import (
-    EventKind, Heartbeat, HeartbeatError, Heartbeats, LinkSpec, load_or_create_key)
+from coserver.controller.heartbeat import EventKind, Heartbeat, HeartbeatError, Heartbeats, LinkSpec, load_or_create_key
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -326,7 +325,7 @@ def test_short_key_file_is_refused(tmp_path: Path):
 @pytest.fixture
 def two_hosts():
     """Namespaces A and B joined by two veth pairs (two links, each its own /30); removed after."""
-    from coserver.controller import netns
+    from coserver.sys import netns
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
     prefix = f"hbt{os.getpid() % 100000}"

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from coserver.controller.policy import (
-    Action, ClaimOutcome, Decision, Observation, Thresholds, WitnessView, after_claim, decide)
+    Action,
+    ClaimOutcome,
+    Decision,
+    Observation,
+    Thresholds,
+    WitnessView,
+    after_claim,
+    decide,
+)
 from coserver.controller.roles import QemuHealth as Q
 from coserver.controller.roles import Role
 

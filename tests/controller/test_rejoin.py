@@ -7,7 +7,15 @@ import math
 import pytest
 
 from coserver.controller.rejoin import (
-    HOLD_S, MAX_FAILED_ATTEMPTS, AttemptLog, Move, RejoinView, ReprotectPolicy, next_move, retry_after)
+    HOLD_S,
+    MAX_FAILED_ATTEMPTS,
+    AttemptLog,
+    Move,
+    RejoinView,
+    ReprotectPolicy,
+    next_move,
+    retry_after,
+)
 from coserver.controller.roles import Role
 from coserver.controller.statemachine import FtState
 

@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from coserver.controller.statemachine import (
-    RUNNING, TRANSITIONS, FtState, FtStateMachine, IllegalTransition)
+from coserver.controller.statemachine import RUNNING, TRANSITIONS, FtState, FtStateMachine, IllegalTransition
 
 S = FtState
 

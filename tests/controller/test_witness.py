@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from coserver.controller.witness import (
-    DEFAULT_TTL, Owner, Witness, WitnessUnreachable)
+from coserver.controller.witness import DEFAULT_TTL, Owner, Witness, WitnessUnreachable
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 

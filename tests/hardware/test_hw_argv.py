@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from coserver.hardware import (ConfigGuestHardware, HardwareError, boot_args,
-                               cdrom_device_args, default_config, disk_device_args, extra_device_args, get_profile, guest_args,
-                               load_spec, machine_args, nic_device_args, resolve, smbios_args,
-                               storage_controller_args)
+from coserver.hardware import (
+    ConfigGuestHardware,
+    HardwareError,
+    boot_args,
+    cdrom_device_args,
+    default_config,
+    disk_device_args,
+    extra_device_args,
+    get_profile,
+    guest_args,
+    load_spec,
+    machine_args,
+    nic_device_args,
+    resolve,
+    smbios_args,
+    storage_controller_args,
+)
 
 from .conftest import GOOD_SPEC
 

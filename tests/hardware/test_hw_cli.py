@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from coserver.controller.cli_hardware import hardware
+from coserver.cli.hardware import hardware
 from coserver.hardware import profile_names
 
 from .conftest import GOOD_SPEC

@@ -8,11 +8,25 @@ from pathlib import Path
 
 import pytest
 
-from coserver.hardware import (CapacityError, ConfigMismatchError, FileDigestError, HostCapacity,
-                               SchemaError, check_capacity, check_spec, compare_configs,
-                               config_differences, config_digest, guest_view, load_spec,
-                               local_host_capacity, measure, required_memory_mib, resolve,
-                               to_dict)
+from coserver.hardware import (
+    CapacityError,
+    ConfigMismatchError,
+    FileDigestError,
+    HostCapacity,
+    SchemaError,
+    check_capacity,
+    check_spec,
+    compare_configs,
+    config_differences,
+    config_digest,
+    guest_view,
+    load_spec,
+    local_host_capacity,
+    measure,
+    required_memory_mib,
+    resolve,
+    to_dict,
+)
 
 from .conftest import GOOD_SPEC
 

@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from coserver.hardware import (HostCapacity, ProfileNotFound, SchemaError, check_profile,
-                               get_profile, list_profiles, profile_names)
+from coserver.hardware import (
+    HostCapacity,
+    ProfileNotFound,
+    SchemaError,
+    check_profile,
+    get_profile,
+    list_profiles,
+    profile_names,
+)
 from coserver.hardware.profile import PROFILES_DIR, load_family
 
 EXPECTED = ["dl360-g5", "dl360-g7", "dl360-gen9",

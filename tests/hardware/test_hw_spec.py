@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 
 import coserver.hardware
-
-from coserver.hardware import (ColoIncompatibleError, SchemaError, SpecError, TopologyError,
-                               load_spec)
+from coserver.hardware import ColoIncompatibleError, SchemaError, SpecError, TopologyError, load_spec
 from coserver.hardware.spec import MAX_DISKS
 
 from .conftest import GOOD_SPEC

@@ -143,10 +143,10 @@ class GuestVM:
                 c = wait_for_journal("127.0.0.1", self.port, timeout=min(5.0, deadline - time.monotonic()))
                 self.booted_in = time.monotonic() - self.started_at
                 return c
-            except Exception:
+            except Exception as exc:
                 if time.monotonic() >= deadline:
                     raise RuntimeError(f"guest not ready after {timeout:.0f} s; serial: "
-                                       f"{self.serial.read_text(errors='replace')[-2000:]}")
+                                       f"{self.serial.read_text(errors='replace')[-2000:]}") from exc
 
     def client(self) -> JournalClient:
         return JournalClient("127.0.0.1", self.port)

@@ -57,7 +57,7 @@ def test_append_count_get(client: JournalClient):
     seqs = [client.append(t) for t in texts]
     assert seqs == list(range(n0 + 1, n0 + 1 + len(texts)))
     assert client.count() == n0 + len(texts)
-    for s, t in zip(seqs, texts):
+    for s, t in zip(seqs, texts, strict=True):
         assert client.get(s) == t
     # the wire format, exactly
     assert client.request("APPEND raw") == f"OK {n0 + len(texts) + 1}"

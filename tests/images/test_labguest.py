@@ -17,9 +17,17 @@ from coserver.images import qemu_img
 from coserver.images.debpkg import DebPackage
 from coserver.images.errors import GuestBuildError, ImageError, JournalError
 from coserver.images.journal_client import wait_for_journal
-from coserver.images.labguest import (DATA_DISK_SIZE, GUEST_SRC, GuestInputs, LabGuest,
-                                      build_lab_guest, guest_inputs, guest_key, kernel_cmdline,
-                                      load)
+from coserver.images.labguest import (
+    DATA_DISK_SIZE,
+    GUEST_SRC,
+    GuestInputs,
+    LabGuest,
+    build_lab_guest,
+    guest_inputs,
+    guest_key,
+    kernel_cmdline,
+    load,
+)
 
 from .conftest import free_port
 

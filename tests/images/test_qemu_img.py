@@ -196,3 +196,17 @@ def test_colo_overlays_have_the_disk_size(tmp_path: Path):
     with pytest.raises(ImageError) as ei:
         qemu_img.create_colo_overlays(tmp_path / "nodisk.qcow2", tmp_path)
     assert "does not exist" in one_line(ei)
+
+
+def test_secondary_overlays_are_made_where_its_argv_names_them(tmp_path: Path):
+    """One definition of the overlay names: what is created is what the secondary's QEMU opens."""
+    from coserver.colo.argv import Node
+
+    node = Node("cs2", tmp_path, "10.0.0.2", "tap0", tmp_path / "disk.qcow2", "52:54:00:00:00:01",
+                overlay_dir=tmp_path / "ov")
+    node.overlay_dir.mkdir()
+    qemu_img.create(node.disk, "32M")
+    made = node.create_overlays()
+    assert (made.active, made.hidden) == (node.active_overlay, node.hidden_overlay)
+    assert made.active.exists() and made.hidden.exists() and made.size == 32 * MiB
+    node.create_overlays(overwrite=True)  # a rejoin makes them anew over the old ones

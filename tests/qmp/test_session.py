@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from coserver.machine.launcher import QemuProcess
 from coserver.qmp import (
-    QemuProcess,
     QmpCommandError,
     QmpConnectError,
     QmpDisconnected,

@@ -1,0 +1,1 @@
+"""The click CLI: parsing and printing only; the work is done by the packages below."""

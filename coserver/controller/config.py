@@ -1,0 +1,142 @@
+"""What one controller manages: ControllerConfig, written as JSON by the lab (or the installer).
+
+It is validated when it is made or loaded, so a bad file stops the controller at
+start with one line naming the field, not later in the middle of a failover.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import NotRequired, TypedDict
+
+from coserver.colo.argv import Node
+from coserver.colo.settings import SyncPorts
+from coserver.controller.errors import ConfigError
+from coserver.controller.policy import DEFAULT_KILL_HUNG_AFTER
+from coserver.errors import CoserverError
+
+REPROTECT_POLICIES = ("auto", "manual")
+_LINK_KEYS = ("name", "local_ip", "peer_ip", "port")
+_NODE_KEYS = ("sync_addr", "tap", "disk", "mac")
+
+
+class LinkConfig(TypedDict):
+    """One sync link the heartbeats run on."""
+
+    name: str
+    local_ip: str
+    peer_ip: str
+    port: int
+    device: NotRequired[str | None]   # bind to this interface (SO_BINDTODEVICE)
+
+
+class WitnessConfig(TypedDict):
+    """Where the etcd witness answers, and the lease's TTL."""
+
+    host: str
+    port: int
+    ttl: NotRequired[int]
+
+
+class NodeConfig(TypedDict):
+    """This host's side of the FT server (colo.argv.Node's fields)."""
+
+    sync_addr: str
+    tap: str
+    disk: str
+    mac: str
+    overlay_dir: NotRequired[str | None]
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """What one controller manages; written by the lab (or the installer) as JSON."""
+
+    host: str
+    peer: str
+    ftserver: str
+    qemu_workdir: str
+    qemu_name: str
+    control_socket: str
+    log_file: str
+    journal_file: str
+    key_file: str
+    links: list[LinkConfig]
+    witness: WitnessConfig
+    node: NodeConfig
+    checkpoint_ms: int = 2000
+    qmp_deadline_s: float = 1.0
+    kill_hung_after_s: float = DEFAULT_KILL_HUNG_AFTER  # policy.py says why 1.5 s
+    heartbeat_interval_s: float = 0.1
+    heartbeat_timeout_s: float = 1.0
+    # re-protection: what a rejoining secondary needs to start its QEMU, and the policy
+    spec: str = ""                     # the FT server spec (the single source of the guest's hardware)
+    accel: str = "tcg"
+    peer_repl_addr: str = ""           # the peer's replication address (COLO and NBD run between these)
+    ports: dict[str, int] = field(default_factory=dict)   # SyncPorts fields; default ports if empty
+    reprotect: str = "auto"            # "auto" | "manual"
+    sync_speed_mib_s: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("host", "peer", "ftserver", "qemu_workdir", "qemu_name", "control_socket", "log_file",
+                     "journal_file", "key_file"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"controller config: {name} must be a non-empty string")
+        if self.host == self.peer:
+            raise ConfigError(f"controller config: host and peer are both {self.host!r}")
+        if not self.links:
+            raise ConfigError("controller config: no sync links")
+        for i, link in enumerate(self.links):
+            missing = [k for k in _LINK_KEYS if k not in link]
+            if missing:
+                raise ConfigError(f"controller config: links[{i}] lacks {', '.join(missing)}")
+        if "host" not in self.witness or "port" not in self.witness:
+            raise ConfigError("controller config: witness needs host and port")
+        missing = [k for k in _NODE_KEYS if k not in self.node]
+        if missing:
+            raise ConfigError(f"controller config: node lacks {', '.join(missing)}")
+        for name in ("checkpoint_ms", "qmp_deadline_s", "kill_hung_after_s", "heartbeat_interval_s",
+                     "heartbeat_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"controller config: {name} must be a positive number, not {value!r}")
+        if self.heartbeat_interval_s >= self.heartbeat_timeout_s:
+            raise ConfigError("controller config: heartbeat_interval_s must be shorter than heartbeat_timeout_s")
+        if self.reprotect not in REPROTECT_POLICIES:
+            raise ConfigError(f"controller config: reprotect must be one of {REPROTECT_POLICIES}, "
+                              f"not {self.reprotect!r}")
+        if self.sync_speed_mib_s < 0:
+            raise ConfigError("controller config: sync_speed_mib_s must not be negative")
+        try:
+            SyncPorts(**self.ports)
+        except (TypeError, ValueError, CoserverError) as exc:
+            raise ConfigError(f"controller config: ports: {exc}") from exc
+
+    @property
+    def sync_ports(self) -> SyncPorts:
+        return SyncPorts(**self.ports)
+
+    @property
+    def maintenance_flag(self) -> Path:
+        return Path(self.qemu_workdir) / "maintenance"
+
+    @classmethod
+    def load(cls, path: Path) -> ControllerConfig:
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"controller config {path}: {exc}") from exc
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        path.chmod(0o600)
+
+    def colo_node(self) -> Node:
+        n = self.node
+        overlay_dir = n.get("overlay_dir")
+        return Node(name=self.host, workdir=Path(self.qemu_workdir), sync_addr=n["sync_addr"], tap=n["tap"],
+                    disk=Path(n["disk"]), mac=n["mac"], overlay_dir=Path(overlay_dir) if overlay_dir else None)

@@ -1,0 +1,86 @@
+"""What the controller watches, between ticks: QMP responsiveness and what QEMU's events said.
+
+The health loop and the event loop write these; each tick reads them into an
+Observation for the pure policy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from coserver import log
+from coserver.controller.roles import Role
+from coserver.qmp.session import event_data
+
+_log = log.get("controller")
+
+#: The QMP events the controller listens to.
+WATCHED_EVENTS = ("COLO_EXIT", "MIGRATION_PASS", "RESUME", "STOP", "QUORUM_REPORT_BAD", "BLOCK_IO_ERROR",
+                  "MIGRATION")
+
+
+@dataclass
+class QmpHealth:
+    """QMP responsiveness since this controller started (the health loop's findings)."""
+
+    polls: int = 0
+    missed: int = 0
+    max_latency_ms: float = 0.0
+    last_latency_ms: float | None = None
+    hung_since: float | None = None  # monotonic time of the first missed deadline in a row
+
+
+@dataclass
+class ColoEvents:
+    """What QEMU's events told us."""
+
+    checkpoints: int = 0
+    last_checkpoint: float | None = None     # monotonic
+    pauses: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    colo_exit: dict[str, Any] | None = None
+    quorum_bad: int = 0
+    io_errors: int = 0
+    _stopped_at: float | None = None
+
+    def record(self, event: Mapping[str, object], role: Role, host: str, now: float | None = None) -> None:
+        """Take one QMP event into account (role: this side's role when it arrived)."""
+        name, now = event.get("event"), time.monotonic() if now is None else now
+        data = event_data(event)
+        if name == "MIGRATION_PASS" and role == Role.PRIMARY:
+            self.checkpoints += 1
+            self.last_checkpoint = now
+        elif name == "STOP":
+            self._stopped_at = now
+        elif name == "RESUME":
+            if self._stopped_at is not None:
+                self.pauses.append(now - self._stopped_at)
+                self._stopped_at = None
+            if role == Role.SECONDARY:  # each checkpoint loaded resumes the secondary
+                self.checkpoints += 1
+                self.last_checkpoint = now
+        elif name == "COLO_EXIT":
+            self.colo_exit = {"mode": data.get("mode"), "reason": data.get("reason"), "at": time.time()}
+            _log.warning("controller.colo.exit", host=host, **data)
+        elif name == "QUORUM_REPORT_BAD":
+            self.quorum_bad += 1
+            _log.warning("controller.quorum.bad", host=host, **data)
+        elif name == "BLOCK_IO_ERROR":
+            self.io_errors += 1
+            _log.warning("controller.block.error", host=host, **data)
+
+    def colo_alive(self, checkpoint_ms: int, now: float | None = None) -> bool:
+        """Checkpoints flowed recently: the peer's QEMU is alive whatever its controller says."""
+        now = time.monotonic() if now is None else now
+        period = checkpoint_ms / 1000
+        window = 1.5 * period + 0.5  # a checkpoint late by half a period plus 0.5 s is a stalled stream
+        return self.last_checkpoint is not None and now - self.last_checkpoint < window
+
+    def pause_median_ms(self) -> float | None:
+        """The median guest pause at a checkpoint (STOP to RESUME), in ms."""
+        if not self.pauses:
+            return None
+        return round(1000 * sorted(self.pauses)[len(self.pauses) // 2], 1)

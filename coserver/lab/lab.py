@@ -1,0 +1,621 @@
+"""The one-machine lab: two CoServers as namespaces running one FT virtual server in COLO.
+
+`lab up` builds what it needs (lab guest, network), starts the secondary and
+the primary QEMU, waits for the guest, syncs the secondary's disk from the
+primary over NBD, enters COLO, then hands both QEMUs to a controller process
+per CoServer and returns once the pair is protected. Any failure tears down
+everything `up` made and reports the step that failed: never half a pair.
+
+`lab status` asks both controllers; `lab down` removes every namespace,
+process, socket and temp file the lab made, also after a crash (it finds
+what is left by the lab prefix and the records in the workdir). Guest disks
+and logs stay in the workdir, so the guest's data survives `down`/`up`:
+the next `up` starts from cs1's disk and re-syncs cs2's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from coserver import log
+from coserver.colo.argv import Node, primary_args, secondary_args
+from coserver.colo.primary import Primary, SyncProgress
+from coserver.colo.secondary import Secondary
+from coserver.colo.settings import ColoSettings, SyncPorts
+from coserver.colo.status import read_state
+from coserver.controller import control
+from coserver.controller.config import ControllerConfig, LinkConfig
+from coserver.controller.errors import ControlError
+from coserver.controller.heartbeat import load_or_create_key
+from coserver.doctor.hostcheck import choose_accel
+from coserver.errors import CoserverError
+from coserver.hardware import check_spec, get_profile
+from coserver.hardware.argv import ConfigGuestHardware
+from coserver.hardware.config import resolve
+from coserver.hardware.spec import load_spec
+from coserver.images import qemu_img
+from coserver.images.guestclient import connect_journal
+from coserver.images.labguest import build_lab_guest
+from coserver.lab import net as labnet
+from coserver.lab.net import GUEST_ADDRESS, HOSTS, TAP, LabNet
+from coserver.lab.spec import DEVICE_SETS, GUEST_PORT, write_lab_spec
+from coserver.machine.launcher import QemuProcess
+from coserver.paths import qemu_install, version_tuple
+from coserver.qmp.session import QmpSession
+from coserver.sys import netns
+from coserver.sys import proc as labproc
+from coserver.sys.proc import ProcessRecord
+
+_log = log.get("lab")
+
+DEFAULT_PREFIX = "cs"
+DEFAULT_PROFILE = "dl380-g5"
+QEMU_NAME = "qemu"
+HEARTBEAT_PORT = 7400
+WITNESS_PORT = 2379
+ETCD = "/usr/bin/etcd"
+REGISTRY = Path("/run/coserver/labs")
+#: fault -> (needs --host, needs --link)
+FAULTS: dict[str, tuple[bool, bool]] = {
+    "kill-qemu": (True, False), "hang-qemu": (True, False), "resume-qemu": (True, False),
+    "kill-controller": (True, False), "cut-link": (False, True), "heal-link": (False, True),
+    "cut-all-links": (False, False), "heal-all-links": (False, False),
+}
+
+
+class LabError(CoserverError):
+    """A lab operation failed; the message names the step."""
+
+
+def default_workdir(prefix: str) -> Path:
+    state = os.environ.get("XDG_STATE_HOME")
+    return (Path(state) if state else Path.home() / ".local" / "state") / "coserver" / f"lab-{prefix}"
+
+
+def overlay_dir(prefix: str, host: str) -> Path:
+    """The secondary's active/hidden overlays: on tmpfs (/dev/shm) when there is one."""
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path("/var/tmp")
+    return base / f"coserver-lab-{prefix}" / host
+
+
+@dataclass
+class LabOptions:
+    prefix: str = DEFAULT_PREFIX
+    workdir: Path | None = None
+    profile: str = DEFAULT_PROFILE
+    spec: Path | None = None
+    checkpoint_ms: int = 2000
+    reprotect: str = "auto"
+    sync_speed_mib_s: int = 0
+    devices: str = "virtio"        # the built-in guest's NIC/disk: "virtio" or the profile's "emulated"
+    #: `up` returns only after the pair stayed protected this long with checkpoints flowing
+    #: (0: at least three checkpoint periods, and never under 5 s).
+    confirm_s: float = 0.0
+
+    def confirm_window_s(self) -> float:
+        return self.confirm_s or max(5.0, 3 * self.checkpoint_ms / 1000)
+
+
+@dataclass
+class LabState:
+    """lab.json: what `up` made, for status and down (also after a crash)."""
+
+    prefix: str
+    workdir: str
+    state: str = "starting"
+    primary: str = "cs1"
+    secondary: str = "cs2"
+    spec: str = ""
+    profile: str = ""
+    ftserver: str = ""
+    devices: str = ""
+    checkpoint_ms: int = 0
+    accel: str = "tcg"
+    guest: dict[str, Any] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__, indent=2) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> LabState | None:
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as exc:
+            raise LabError(f"lab state {path}: unreadable ({exc}); run `coserver lab down`") from exc
+
+
+class Lab:
+    """One lab, named by its prefix."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX, workdir: Path | None = None) -> None:
+        self.prefix = labnet.valid_prefix(prefix)
+        self.net = LabNet(self.prefix)
+        self.workdir = Path(workdir) if workdir else self._registered_workdir() or default_workdir(self.prefix)
+
+    # ---- where things are -------------------------------------------------------------
+    @property
+    def registry_file(self) -> Path:
+        return REGISTRY / f"{self.prefix}.json"
+
+    def _registered_workdir(self) -> Path | None:
+        try:
+            return Path(json.loads(self.registry_file.read_text())["workdir"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    @property
+    def state_file(self) -> Path:
+        return self.workdir / "lab.json"
+
+    def host_dir(self, host: str) -> Path:
+        return self.workdir / host
+
+    def control_socket(self, host: str) -> Path:
+        return self.host_dir(host) / "control.sock"
+
+    def controller_record(self, host: str) -> Path:
+        """The running controller's identity, written by its supervisor at each (re)start."""
+        return self.host_dir(host) / "controller.pid.json"
+
+    @property
+    def key_file(self) -> Path:
+        """The pair's shared heartbeat key (0600); both controllers read the same file."""
+        return self.workdir / "pair.key"
+
+    @property
+    def witness_dir(self) -> Path:
+        return self.workdir / "witness"
+
+    # ---- up ---------------------------------------------------------------------------
+    def up(self, opts: LabOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        say = progress or (lambda msg: None)
+        self._check_workdir()
+        busy = self.net.existing()
+        if busy or self.registry_file.exists():
+            raise LabError(f"lab prefix {self.prefix!r} is in use ({', '.join(busy) or self.registry_file}); "
+                           f"run `coserver lab down --prefix {self.prefix}` first")
+        if opts.spec is None:
+            get_profile(opts.profile)  # unknown profile: one line, before anything is made
+            if opts.devices not in DEVICE_SETS:
+                raise LabError(f"--devices must be one of {', '.join(DEVICE_SETS)}, got {opts.devices!r}")
+        settings = ColoSettings(checkpoint_ms=opts.checkpoint_ms, sync_speed_mib_s=opts.sync_speed_mib_s)
+        state = LabState(prefix=self.prefix, workdir=str(self.workdir), checkpoint_ms=opts.checkpoint_ms)
+        step = "prepare"
+        try:
+            step = "build the lab guest"
+            say(step)
+            spec_path = self._prepare_spec(opts, state)
+            step = "check the FT server spec"
+            say(step)
+            report = check_spec(spec_path)
+            spec = load_spec(spec_path)
+            configs = {h: resolve(spec, h) for h in HOSTS}
+            lab_cfg = configs["cs1"].lab
+            state.guest = {"address": lab_cfg.address if lab_cfg else GUEST_ADDRESS,
+                           "port": lab_cfg.port if lab_cfg else GUEST_PORT,
+                           "mac": configs["cs1"].nics[0].mac, "client_netns": self.net.ns("client"),
+                           "serial": configs["cs1"].smbios.serial, "uuid": configs["cs1"].smbios.uuid}
+            state.spec, state.profile, state.ftserver = str(spec_path), report.profile, spec.name
+            state.devices = f"{configs['cs1'].nics[0].model}+{configs['cs1'].disks[0].bus}"
+            step = "make the lab network"
+            say(step)
+            REGISTRY.mkdir(parents=True, exist_ok=True)
+            self.registry_file.write_text(json.dumps({"workdir": str(self.workdir)}) + "\n")
+            self.net.create()
+            state.accel = choose_accel(qemu_install())
+            state.save(self.state_file)
+            nodes = self._nodes(configs)
+            step = "prepare the disks"
+            say(step)
+            self._prepare_disks(nodes)
+            step = "start the witness (etcd)"
+            say(step)
+            self._start_witness()
+            asyncio.run(self._start_pair(nodes, configs, settings, state, say))
+            step = "start the controllers"
+            say(step)
+            load_or_create_key(self.key_file)
+            for host in HOSTS:
+                self._start_controller(host, nodes[host], opts, spec_path, state.accel, spec.name)
+            step = "confirm the pair stays protected"
+            say(f"{step} ({opts.confirm_window_s():g} s, checkpoints flowing)")
+            state.state = "confirming"   # from here the controllers' reports say what the pair is
+            state.save(self.state_file)
+            self._confirm_protected(opts.confirm_window_s())
+            state.state = "protected"
+            state.save(self.state_file)
+        except BaseException as exc:
+            reason = str(exc) or type(exc).__name__
+            _log.error("lab.up.failed", step=step, reason=reason)
+            self.down()
+            if isinstance(exc, (CoserverError, OSError)):
+                raise LabError(f"lab up failed: {reason}") from exc
+            raise
+        return self.status()
+
+    def _check_workdir(self) -> None:
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            probe = self.workdir / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise LabError(f"workdir {self.workdir}: not writable ({exc.strerror or exc})") from exc
+        os.chmod(self.workdir, 0o700)
+
+    def _prepare_spec(self, opts: LabOptions, state: LabState) -> Path:
+        if opts.spec is not None:
+            if not opts.spec.is_file():
+                raise LabError(f"spec {opts.spec}: no such file")
+            return opts.spec.resolve()
+        guest = build_lab_guest()
+        disks = {h: self.host_dir(h) / "disk.qcow2" for h in HOSTS}
+        for h in HOSTS:
+            self.host_dir(h).mkdir(mode=0o700, exist_ok=True)
+        if not disks["cs1"].exists():
+            guest.new_data_disk(disks["cs1"])
+        return write_lab_spec(self.workdir / "ftserver.toml", prefix=self.prefix, profile=opts.profile,
+                              guest=guest, disks=disks, devices=opts.devices)
+
+    def _nodes(self, configs: dict) -> dict[str, Node]:
+        nodes = {}
+        for host in HOSTS:
+            hd = self.host_dir(host)
+            hd.mkdir(mode=0o700, exist_ok=True)
+            disk = configs[host].disks[0].path
+            nodes[host] = Node(name=host, workdir=hd, sync_addr=self.net.repl_address(host), tap=TAP,
+                               disk=Path(disk), mac=configs[host].nics[0].mac, netns=self.net.ns(host),
+                               overlay_dir=overlay_dir(self.prefix, host))
+        return nodes
+
+    def _prepare_disks(self, nodes: dict[str, Node]) -> None:
+        primary, secondary = nodes["cs1"], nodes["cs2"]
+        if not primary.disk.exists():
+            raise LabError(f"disk {primary.disk} of cs1 does not exist")
+        size = qemu_img.info(primary.disk).virtual_size
+        if secondary.disk.exists() and qemu_img.info(secondary.disk).virtual_size != size:
+            secondary.disk.unlink()  # a stale copy of another size: start it blank
+        if not secondary.disk.exists():
+            secondary.disk.parent.mkdir(parents=True, exist_ok=True)
+            qemu_img.create(secondary.disk, size)
+        assert secondary.overlay_dir is not None
+        secondary.overlay_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secondary.create_overlays(overwrite=True)
+
+    async def _start_pair(self, nodes: dict[str, Node], configs: dict, settings: ColoSettings,
+                          state: LabState, say: Callable[[str], None]) -> None:
+        qemu = qemu_install()
+        ports = SyncPorts()
+        p, s = nodes["cs1"], nodes["cs2"]
+        say("start the secondary QEMU on cs2")
+        sproc = QemuProcess(QEMU_NAME, secondary_args(s, ConfigGuestHardware(configs["cs2"]), state.accel,
+                                                      primary_sync_addr=p.sync_addr, ports=ports,
+                                                      qemu_version=version_tuple(qemu.version)),
+                            s.workdir, netns=s.netns)
+        await asyncio.to_thread(sproc.start)
+        say("start the primary QEMU on cs1")
+        pproc = QemuProcess(QEMU_NAME, primary_args(p, ConfigGuestHardware(configs["cs1"]), state.accel),
+                            p.workdir, netns=p.netns)
+        await asyncio.to_thread(pproc.start)
+        say("wait for the guest's journal service")
+        await asyncio.to_thread(self._wait_guest, state, sproc, pproc)
+        async with await QmpSession.connect(pproc.qmp_path, name="cs1-lab") as pqmp, \
+                await QmpSession.connect(sproc.qmp_path, name="cs2-lab") as sqmp:
+            state.state = "syncing"
+            state.save(self.state_file)
+            say("sync cs2's disk from cs1 over NBD")
+            await Secondary(sqmp, s, settings).prepare(ports)
+            await Primary(pqmp, p, settings).protect(s.sync_addr, ports, _sync_printer(say))
+            say("confirm COLO on both sides")
+            await Secondary(sqmp, s, settings).wait_colo()
+            pst = await read_state(pqmp, settings.qmp_deadline_s)
+            sst = await read_state(sqmp, settings.qmp_deadline_s)
+            if (pst.mode, sst.mode) != ("primary", "secondary"):
+                raise LabError(f"COLO modes after start: cs1 {pst.mode}, cs2 {sst.mode}")
+
+    def _wait_guest(self, state: LabState, *procs: QemuProcess) -> None:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                connect_journal(self.net.ns("client"), state.guest["address"], state.guest["port"], 3.0).close()
+                return
+            except CoserverError as exc:
+                for proc in procs:
+                    if not proc.alive():
+                        raise LabError(f"QEMU in {proc.workdir} exited: {labproc.last_line(proc.log_path)}") from exc
+                if time.monotonic() > deadline:
+                    raise LabError(f"the guest did not answer at {state.guest['address']}:{state.guest['port']} "
+                                   f"within 120 s: {exc}") from exc
+                time.sleep(0.5)
+
+    def _start_witness(self) -> None:
+        """etcd in the witness namespace, on the management network."""
+        self.witness_dir.mkdir(mode=0o700, exist_ok=True)
+        url = f"http://{labnet.WITNESS_ADDRESS}:{WITNESS_PORT}"
+        peer = "http://127.0.0.1:2380"
+        shutil.rmtree(self.witness_dir / "etcd", ignore_errors=True)  # a fresh witness per lab up
+        labproc.start("etcd", [ETCD, "--name", "witness", "--data-dir", str(self.witness_dir / "etcd"),
+                               "--listen-client-urls", url, "--advertise-client-urls", url,
+                               "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                               "--initial-cluster", f"witness={peer}", "--log-level", "warn"],
+                      self.witness_dir, netns=self.net.ns("witness"))
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                netns.socket_in(self.net.ns("witness"), labnet.WITNESS_ADDRESS, WITNESS_PORT, 1.0).close()
+                return
+            except OSError as exc:
+                if labproc.load(self.witness_dir, "etcd") is None or time.monotonic() > deadline:
+                    raise LabError(f"the witness (etcd) did not start: "
+                                   f"{labproc.last_line(self.witness_dir / 'etcd.out')}") from exc
+                time.sleep(0.2)
+
+    def controller_config(self, host: str, node: Node, opts: LabOptions, spec: Path, accel: str,
+                          ftserver: str) -> ControllerConfig:
+        hd = self.host_dir(host)
+        peer = HOSTS[1 - HOSTS.index(host)]
+        links: list[LinkConfig] = [{"name": f"sync{n}", "local_ip": self.net.sync_address(host, n),
+                  "peer_ip": self.net.sync_address(peer, n), "port": HEARTBEAT_PORT,
+                  "device": self.net.sync_ifname(n)} for n in labnet.SYNC_SUBNETS]
+        return ControllerConfig(
+            host=host, peer=peer, ftserver=ftserver, qemu_workdir=str(hd), qemu_name=QEMU_NAME,
+            control_socket=str(self.control_socket(host)), log_file=str(hd / "controller.log.jsonl"),
+            journal_file=str(hd / "controller.journal.json"), key_file=str(self.key_file), links=links,
+            witness={"host": labnet.WITNESS_ADDRESS, "port": WITNESS_PORT, "ttl": 2},
+            node={"sync_addr": node.sync_addr, "tap": node.tap, "disk": str(node.disk), "mac": node.mac,
+                  "overlay_dir": str(node.overlay_dir) if node.overlay_dir else None},
+            checkpoint_ms=opts.checkpoint_ms, spec=str(spec), accel=accel, peer_repl_addr=self.net.repl_address(peer),
+            reprotect=opts.reprotect, sync_speed_mib_s=opts.sync_speed_mib_s)
+
+    def _start_controller(self, host: str, node: Node, opts: LabOptions, spec: Path, accel: str,
+                          ftserver: str) -> None:
+        hd = self.host_dir(host)
+        (hd / "controller.journal.json").unlink(missing_ok=True)  # a new pair: no decisions to resume
+        (hd / "maintenance").unlink(missing_ok=True)
+        cfg_path = hd / "controller.conf.json"
+        self.controller_config(host, node, opts, spec, accel, ftserver).save(cfg_path)
+        labproc.start("supervisor", [sys.executable, "-m", "coserver.lab.supervise",
+                                     "--record", str(self.controller_record(host)), "--",
+                                     sys.executable, "-m", "coserver.controller.daemon", "--config", str(cfg_path)],
+                      hd, netns=self.net.ns(host))
+        deadline = time.monotonic() + 30
+        while not self.control_socket(host).exists():
+            if labproc.load(hd, "supervisor") is None or time.monotonic() > deadline:
+                raise LabError(f"controller of {host} did not start: {labproc.last_line(hd / 'supervisor.out')}")
+            time.sleep(0.1)
+
+    def _confirm_protected(self, window_s: float) -> None:
+        """Success means the state is true: both controllers report the pair protected, both QEMUs
+        live, and checkpoints keep coming for `window_s`. Otherwise raise with the reason, the failing
+        QEMU's last log line first (e.g. an assertion at its first checkpoint)."""
+        deadline = time.monotonic() + window_s + 30.0   # the controllers' first status may take a moment
+        first: int | None = None
+        since: float | None = None
+        while True:
+            for host in HOSTS:
+                try:
+                    proc = QemuProcess.attach(self.host_dir(host), QEMU_NAME)
+                    alive = proc.alive()
+                except CoserverError:
+                    alive = False
+                if not alive:
+                    raise LabError(f"the QEMU on {host} died while the pair entered COLO: "
+                                   f"{labproc.last_line(self.host_dir(host) / (QEMU_NAME + '.log'))}")
+            st = self.status()
+            if st["state"] == "protected":
+                count = int(st["checkpoints"] or 0)
+                if first is None:
+                    first, since = count, time.monotonic()
+                elif since is not None and time.monotonic() - since >= window_s and count >= first + 2:
+                    return
+            else:
+                first = since = None
+            if time.monotonic() > deadline:
+                seen = f"{st['state']}, {st['checkpoints']} checkpoints"
+                notes = [f"{h}: {e.get('error') or (e.get('reprotect') or {}).get('note') or e.get('state')}"
+                         for h, e in st["hosts"].items()]
+                raise LabError(f"the pair did not stay protected with checkpoints flowing for {window_s:g} s "
+                               f"(last seen: {seen}; {'; '.join(notes)})")
+            time.sleep(0.5)
+
+    # ---- status -----------------------------------------------------------------------
+    def ask(self, host: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """One request to a host's controller over its control socket."""
+        try:
+            return self.ask_socket(self.control_socket(host), request, timeout)
+        except LabError as exc:
+            raise LabError(f"controller of {host}: {exc}") from exc
+
+    @staticmethod
+    def ask_socket(path: Path, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """One JSON request/reply with a controller's control socket (controller.control.ask)."""
+        try:
+            return control.ask(path, request, timeout)
+        except ControlError as exc:
+            raise LabError(str(exc)) from exc
+
+    def status(self) -> dict[str, Any]:
+        st = LabState.load(self.state_file) if self.workdir.is_dir() else None
+        if st is None or not self.net.existing():
+            return {"state": "stopped", "prefix": self.prefix, "primary": None, "secondary": None,
+                    "checkpoints": 0, "hosts": {}, "guest": st.guest if st else {}}
+        hosts: dict[str, Any] = {}
+        for host in HOSTS:
+            entry: dict[str, Any] = {"netns": self.net.ns(host), "role": None, "qemu_pid": None}
+            try:
+                s = self.ask(host, {"cmd": "status"})["status"]
+                entry.update({k: s.get(k) for k in (
+                    "ftserver", "role", "state", "epoch", "qemu_pid", "qemu_alive", "qemu_health", "qmp_ok", "colo", "qmp",
+                    "checkpoints", "last_checkpoint_age_s", "checkpoint_pause_ms", "controller_pid", "links",
+                    "peer", "witness", "decisions", "history", "colo_exit", "reprotect", "sync")})
+            except LabError as exc:
+                entry["error"] = str(exc)
+                rec = self.controller_process(host)
+                entry["controller_pid"] = rec.pid if rec else None
+            hosts[host] = entry
+        roles = {h: e.get("role") for h, e in hosts.items()}
+        states = {h: e.get("state") for h, e in hosts.items()}
+        primary = next((h for h, r in roles.items() if r in ("primary", "simplex")), None)
+        secondary = next((h for h, r in roles.items() if r == "secondary"), None)
+        if st.state in ("starting", "syncing") or "syncing" in states.values():
+            state = "syncing"
+        elif "failing_over" in states.values():
+            state = "failing-over"
+        elif primary and secondary and roles[primary] == "primary":
+            state = "protected"
+        elif primary:
+            state = "simplex"
+        else:
+            state = "stopped"
+        checkpoints = hosts.get(primary or "", {}).get("checkpoints") or 0
+        return {"state": state, "prefix": self.prefix, "workdir": str(self.workdir), "primary": primary,
+                "secondary": secondary, "checkpoints": checkpoints, "checkpoint_ms": st.checkpoint_ms,
+                "accel": st.accel, "profile": st.profile, "spec": st.spec, "ftserver": st.ftserver,
+                "devices": st.devices, "alert": _alert(hosts), "hosts": hosts, "guest": st.guest}
+
+    # ---- fault injection ---------------------------------------------------------------
+    def fault(self, kind: str, host: str | None = None, link: int | None = None) -> dict[str, Any]:
+        """Inject one fault; return what was done (for --json). Nothing changes on bad input."""
+        if kind not in FAULTS:
+            raise LabError(f"unknown fault {kind!r}; one of: {', '.join(FAULTS)}")
+        if not self.net.existing():
+            raise LabError(f"lab {self.prefix!r} is not running")
+        needs_host, needs_link = FAULTS[kind]
+        if needs_host and host not in HOSTS:
+            raise LabError(f"fault {kind}: --host must be one of {', '.join(HOSTS)}, got {host!r}")
+        if needs_link and link not in labnet.SYNC_SUBNETS:
+            raise LabError(f"fault {kind}: --link must be one of "
+                           f"{', '.join(map(str, labnet.SYNC_SUBNETS))}, got {link!r}")
+        out: dict[str, Any] = {"fault": kind, "host": host, "link": link, "at": time.time()}
+        if kind in ("kill-qemu", "hang-qemu", "resume-qemu"):
+            assert host is not None
+            try:
+                proc = QemuProcess.attach(self.host_dir(host), QEMU_NAME)
+            except CoserverError as exc:
+                raise LabError(f"fault {kind}: no running QEMU on {host} ({exc})") from exc
+            {"kill-qemu": proc.kill, "hang-qemu": proc.pause, "resume-qemu": proc.resume}[kind]()
+            out["pid"] = proc.pid
+        elif kind == "kill-controller":
+            assert host is not None
+            rec = self.controller_process(host)
+            if rec is None:
+                raise LabError(f"fault {kind}: no running controller on {host}")
+            rec.signal(signal.SIGKILL)
+            out["pid"] = rec.pid
+        elif kind in ("cut-link", "heal-link"):
+            assert link is not None
+            self.net.set_sync_link(link, up=kind == "heal-link")
+        elif kind in ("cut-all-links", "heal-all-links"):
+            for n in labnet.SYNC_SUBNETS:
+                self.net.set_sync_link(n, up=kind == "heal-all-links")
+        _log.warning("lab.fault", **{k: v for k, v in out.items() if k != "at"})
+        return out
+
+    # ---- down -------------------------------------------------------------------------
+    def down(self) -> list[str]:
+        """Remove everything `up` made (idempotent); return what was removed."""
+        removed: list[str] = []
+        for host in HOSTS:
+            removed += self._stop_controller(host)
+            removed += self._stop_qemu(host)
+        if labproc.stop(self.witness_dir, "etcd"):
+            removed.append("witness etcd")
+        for ns in self.net.existing():
+            removed += _kill_namespace_pids(ns)
+        for ns in self.net.existing():
+            netns.delete(ns)
+            removed.append(f"namespace {ns}")
+        shm = overlay_dir(self.prefix, "x").parent
+        if shm.exists():
+            shutil.rmtree(shm, ignore_errors=True)
+            removed.append(f"overlays {shm}")
+        for host in HOSTS:
+            for leftover in ("control.sock", "qemu.qmp", "qemu.ctl", "serial.sock", "compare0.sock",
+                             "compare_out.sock", "controller.pid.json", "supervisor.proc.json"):
+                path = self.host_dir(host) / leftover
+                if path.exists() or path.is_symlink():
+                    path.unlink()
+        st = LabState.load(self.state_file) if self.state_file.exists() else None
+        if st is not None:
+            st.state = "stopped"
+            st.save(self.state_file)
+        if self.registry_file.exists():
+            self.registry_file.unlink()
+        return removed
+
+    def _stop_controller(self, host: str) -> list[str]:
+        """The supervisor first (it stops its controller), then a controller left without one."""
+        hd = self.host_dir(host)
+        gone = [f"supervisor {host}"] if labproc.stop(hd, "supervisor") else []
+        rec = self.controller_process(host)
+        if rec is not None:
+            rec.signal(signal.SIGKILL)
+            gone.append(f"controller {host} (pid {rec.pid})")
+        self.controller_record(host).unlink(missing_ok=True)
+        return gone
+
+    def controller_process(self, host: str) -> ProcessRecord | None:
+        return labproc.load_record(self.controller_record(host))
+
+    def _stop_qemu(self, host: str) -> list[str]:
+        try:
+            proc = QemuProcess.attach(self.host_dir(host), QEMU_NAME)
+        except CoserverError:
+            return []
+        proc.stop(timeout=5.0)
+        return [f"qemu {host} (pid {proc.pid})"]
+
+
+def _kill_namespace_pids(ns: str) -> list[str]:
+    """Processes still running in one of the lab's namespaces are the lab's: end them by pid."""
+    proc = netns.ip("netns", "pids", ns, check=False)
+    gone = []
+    for pid_text in proc.stdout.split():
+        try:
+            rec = ProcessRecord.of(int(pid_text))
+        except (CoserverError, ValueError):
+            continue
+        rec.signal(signal.SIGKILL)
+        gone.append(f"process {rec.pid} in {ns}")
+    return gone
+
+
+def _alert(hosts: dict[str, Any]) -> str | None:
+    """An alert-level condition a controller reports (e.g. "cannot protect: <reason>"), or None.
+
+    The side without a guest speaks first: it started the failing secondaries and has their QEMU's
+    own last words; the survivor only saw its replica go."""
+    for entry in sorted(hosts.values(), key=lambda e: e.get("role") not in (None, "none")):
+        alert = (entry.get("reprotect") or {}).get("alert")
+        if alert:
+            return str(alert)
+    return None
+
+
+def _sync_printer(say: Callable[[str], None]) -> Callable[[SyncProgress], None]:
+    last = {"pct": -10.0, "t": 0.0, "t0": time.monotonic()}
+
+    def show(p: SyncProgress) -> None:
+        now = time.monotonic()
+        if p.ready or p.percent - last["pct"] >= 10 or now - last["t"] > 5:
+            rate = p.done / max(now - last["t0"], 1e-3) / 2**20
+            say(f"sync {p.percent:5.1f}%  {p.done / 2**20:.0f}/{p.total / 2**20:.0f} MiB  {rate:.0f} MiB/s"
+                + ("  in step" if p.ready else ""))
+            last.update(pct=p.percent, t=now)
+
+    return show

@@ -1,0 +1,360 @@
+"""Fault trials on the lab: inject one fault while a client writes, measure what the client saw.
+
+One trial: a client appends every `interval` s (default 20 ms); after a
+quiet start the fault is injected; the trial waits until the pair settles in
+the expected outcome (a failover, or none for a cut link or a killed
+controller), lets the client write a little longer, then checks:
+  * nothing lost: every acknowledged append reads back with GET on the survivor;
+  * the client's TCP connection survived (reconnects) and the largest gap
+    between two acks (the client-visible outage);
+  * exactly one side runs the guest after a failover, both (still protected)
+    after a fault that must not fail over.
+`make test-faults TRIALS=N` runs N trials of every fault and prints the table;
+the fault tests and the benchmarks use run_trial() too.
+
+A profile trial (run_load_trial, `--profiles`) is the "protected under load"
+check every hardware profile and device set must pass: the pair stays
+protected while a client writes through at least N checkpoints (each loads
+the primary's device state into the running secondary, the path that broke
+q35), then the primary's QEMU is killed and every acknowledged append must
+read back on the survivor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, Callable
+
+from coserver import log
+from coserver.errors import CoserverError
+from coserver.hardware import profile_names
+from coserver.images.guestclient import Writer, connect_journal, missing_acks
+from coserver.lab.lab import Lab, LabOptions
+from coserver.lab.spec import DEVICE_SETS
+
+#: name -> (lab fault, which host: "primary"|"secondary"|None, link, failover expected, undo fault)
+FAULTS: dict[str, tuple[str, str | None, int | None, bool, str | None]] = {
+    "kill-primary-qemu": ("kill-qemu", "primary", None, True, None),
+    "kill-secondary-qemu": ("kill-qemu", "secondary", None, True, None),
+    "hang-primary-qemu": ("hang-qemu", "primary", None, True, None),
+    "hang-secondary-qemu": ("hang-qemu", "secondary", None, True, None),
+    "cut-link-1": ("cut-link", None, 1, False, "heal-link"),
+    "cut-link-2": ("cut-link", None, 2, False, "heal-link"),
+    "cut-all-links": ("cut-all-links", None, None, True, None),
+    "kill-controller-primary": ("kill-controller", "primary", None, False, None),
+    "kill-controller-secondary": ("kill-controller", "secondary", None, False, None),
+}
+
+
+class TrialError(CoserverError):
+    """A trial could not be run (the lab was not protected to begin with)."""
+
+
+@dataclass
+class TrialResult:
+    fault: str
+    host: str | None
+    link: int | None
+    failover_expected: bool
+    acked: int = 0
+    lost: int = 0
+    reconnects: int = 0
+    client_errors: int = 0
+    gap_s: float = 0.0            # the largest gap between acks that began before the pair settled
+    later_gap_s: float = 0.0      # the largest after it (e.g. the pause of an automatic re-protection)
+    settle_s: float | None = None
+    survivor: str | None = None
+    serving: int = 0              # sides serving the guest once settled (primary or simplex): must be 1
+    state_after: str = ""
+    primary_before: str | None = None
+    primary_after: str | None = None
+    controller_restarted: bool | None = None
+    ok: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _serving(host_status: dict[str, Any]) -> bool:
+    """This side runs the guest as the one clients talk to (a secondary only shadows it)."""
+    return bool(host_status.get("qemu_alive")) and host_status.get("role") in ("primary", "simplex")
+
+
+def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 2.0, settle_timeout_s: float = 30.0,
+              after_s: float = 3.0, say: Callable[[str], None] | None = None) -> TrialResult:
+    """One trial of fault `name` (a key of FAULTS) on a protected lab."""
+    kind, which, link, failover, undo = FAULTS[name]
+    st = lab.status()
+    if st["state"] != "protected":
+        raise TrialError(f"trial {name}: the lab is {st['state']}, not protected")
+    host = st[which] if which else None
+    r = TrialResult(fault=name, host=host, link=link, failover_expected=failover, primary_before=st["primary"])
+    g = st["guest"]
+    old_controller = st["hosts"][host]["controller_pid"] if kind == "kill-controller" and host else None
+    writer = Writer(g["client_netns"], g["address"], g["port"], interval=interval, tag=name).start()
+    time.sleep(before_s)
+    t_fault, t_fault_wall = time.monotonic(), time.time()
+    lab.fault(kind, host, link)
+    if say:
+        say(f"{name}: injected {kind}" + (f" on {host}" if host else "") + (f" link {link}" if link else ""))
+    settled, at_settle = _wait_settled(lab, failover, t_fault, t_fault_wall, settle_timeout_s, kind, host,
+                                       old_controller)
+    r.settle_s = round(settled - t_fault, 2) if settled else None
+    r.serving = sum(_serving(e) for e in at_settle["hosts"].values())
+    r.survivor = at_settle["primary"]
+    time.sleep(after_s)
+    if undo:
+        lab.fault(undo, host, link)
+        deadline = time.monotonic() + settle_timeout_s
+        while time.monotonic() < deadline:  # healed: both back to protected, all links heard
+            hosts = lab.status()["hosts"].values()
+            if all(e.get("state") == "protected" for e in hosts):
+                break
+            time.sleep(0.2)
+        else:
+            r.problems.append(f"not protected again {settle_timeout_s:.0f} s after {undo}")
+    res = writer.stop()
+    acks_after = [a for a in res.acks if a.acked >= t_fault - 1.0]
+    r.acked, r.reconnects, r.client_errors = len(res.acks), res.reconnects, len(res.errors)
+    times = [a.acked for a in acks_after]
+    gaps = list(pairwise(times))
+    cut = settled if settled is not None else float("inf")
+    r.gap_s = round(max((b - a for a, b in gaps if a <= cut), default=float("inf")), 3)
+    r.later_gap_s = round(max((b - a for a, b in gaps if a > cut), default=0.0), 3)
+    st = lab.status()
+    r.state_after, r.primary_after = st["state"], st["primary"]
+    if kind == "kill-controller" and host:
+        new_pid = st["hosts"][host].get("controller_pid")
+        r.controller_restarted = bool(new_pid) and new_pid != old_controller
+    try:
+        with connect_journal(g["client_netns"], g["address"], g["port"]) as client:
+            r.lost = len(missing_acks(client, res.acked))
+    except CoserverError as exc:
+        r.lost = len(res.acks)
+        r.problems.append(f"cannot read back on the survivor: {exc}")
+    _judge(r)
+    return r
+
+
+def _wait_settled(lab: Lab, failover: bool, t0: float, t0_wall: float, timeout: float, kind: str,
+                  host: str | None, old_controller: int | None) -> tuple[float | None, dict[str, Any]]:
+    """Until the expected end state is reached: (monotonic time it was reached or None, that status).
+
+    A failover is read from the survivor's own state history (its move to simplex after the
+    fault, with its time stamp), so it is seen even when re-protection follows within a poll.
+    """
+    time.sleep(0.3)
+    st = lab.status()
+    while time.monotonic() - t0 < timeout:
+        st = lab.status()
+        if failover:
+            moved = [t["at"] for e in st["hosts"].values() for t in (e.get("history") or [])
+                     if t.get("to") == "simplex" and t.get("at", 0) >= t0_wall]
+            if moved and sum(_serving(e) for e in st["hosts"].values()) == 1:
+                return t0 + (min(moved) - t0_wall), st
+        elif st["state"] == "protected":
+            if kind == "cut-link":  # detected: both controllers call the pair degraded
+                if all(e.get("state") == "degraded" for e in st["hosts"].values()):
+                    return time.monotonic(), st
+            elif kind != "kill-controller":
+                return time.monotonic(), st
+            else:
+                pid = st["hosts"].get(host or "", {}).get("controller_pid")
+                if pid and pid != old_controller and "error" not in st["hosts"][host]:
+                    return time.monotonic(), st
+        time.sleep(0.2)
+    return None, st
+
+
+def _judge(r: TrialResult) -> None:
+    p = r.problems
+    if r.lost:
+        p.append(f"{r.lost} acknowledged appends lost")
+    if r.settle_s is None:
+        p.append("did not settle in the expected state")
+    if r.serving != 1:
+        p.append(f"{r.serving} sides serve the guest (want exactly 1)")
+    if not r.failover_expected and (r.state_after != "protected" or r.primary_after != r.primary_before):
+        p.append(f"failed over though it must not: {r.state_after}, primary {r.primary_after}")
+    if r.reconnects:
+        p.append(f"the client had to reconnect {r.reconnects} times")
+    if r.controller_restarted is False:
+        p.append("the controller did not come back")
+    r.ok = not p
+
+
+@dataclass
+class LoadTrialResult:
+    """One profile/device set kept protected under load, then its primary killed."""
+
+    profile: str
+    devices: str
+    checkpoints: int = 0          # checkpoints the primary counted while the client wrote
+    load_s: float = 0.0
+    stayed_protected: bool = False
+    failover: TrialResult | None = None
+    acked: int = 0
+    lost: int = 0
+    ok: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_load_trial(lab: Lab, profile: str, devices: str, *, checkpoints: int = 20, interval: float = 0.05,
+                   say: Callable[[str], None] | None = None) -> LoadTrialResult:
+    """On a protected lab: a client writes until `checkpoints` more have passed with the pair protected
+    the whole time, then the primary's QEMU is killed (run_trial); every ack must read back."""
+    r = LoadTrialResult(profile=profile, devices=devices)
+    st = lab.status()
+    if st["state"] != "protected":
+        raise TrialError(f"load trial {profile}/{devices}: the lab is {st['state']}, not protected")
+    g = st["guest"]
+    period_s = max(st.get("checkpoint_ms") or 1000, 100) / 1000
+    start = int(st["checkpoints"] or 0)
+    writer = Writer(g["client_netns"], g["address"], g["port"], interval=interval, tag=f"load-{profile}").start()
+    t0 = time.monotonic()
+    deadline = t0 + checkpoints * period_s * 3 + 30
+    try:
+        while True:
+            st = lab.status()
+            r.checkpoints = int(st["checkpoints"] or 0) - start
+            if st["state"] != "protected":
+                r.problems.append(f"left protection after {r.checkpoints} checkpoints under load: {st['state']}"
+                                  + (f" ({st['alert']})" if st.get("alert") else ""))
+                break
+            if r.checkpoints >= checkpoints:
+                r.stayed_protected = True
+                break
+            if time.monotonic() > deadline:
+                r.problems.append(f"only {r.checkpoints} of {checkpoints} checkpoints in "
+                                  f"{time.monotonic() - t0:.0f} s")
+                break
+            time.sleep(0.5)
+    finally:
+        r.load_s = round(time.monotonic() - t0, 1)
+        load = writer.stop()
+    if say:
+        say(f"{profile}/{devices}: {r.checkpoints} checkpoints in {r.load_s} s under load, "
+            f"{len(load.acks)} appends acked")
+    if r.stayed_protected:
+        r.failover = run_trial(lab, "kill-primary-qemu", interval=interval, say=say)
+        r.problems += r.failover.problems
+    g = lab.status()["guest"]
+    try:
+        with connect_journal(g["client_netns"], g["address"], g["port"]) as client:
+            r.lost = len(missing_acks(client, load.acked)) + (r.failover.lost if r.failover else 0)
+    except CoserverError as exc:
+        r.lost = len(load.acks)
+        r.problems.append(f"cannot read back: {exc}")
+    r.acked = len(load.acks) + (r.failover.acked if r.failover else 0)
+    if r.lost and not any("lost" in p for p in r.problems):
+        r.problems.append(f"{r.lost} acknowledged appends lost")
+    r.ok = r.stayed_protected and not r.problems and r.lost == 0
+    return r
+
+
+def load_table(results: list[LoadTrialResult]) -> str:
+    lines = [f"{'profile':<12} {'devices':<9} {'ckpts':>5} {'load s':>6} {'acked':>6} {'lost':>5} "
+             f"{'gap ms':>7} {'survivor':<8} result"]
+    for r in results:
+        f = r.failover
+        lines.append(f"{r.profile:<12} {r.devices:<9} {r.checkpoints:5d} {r.load_s:6.1f} {r.acked:6d} {r.lost:5d} "
+                     f"{(f.gap_s * 1000 if f else float('nan')):7.0f} {((f.survivor if f else None) or '-'):<8} "
+                     f"{'ok' if r.ok else 'FAIL: ' + '; '.join(r.problems)}")
+    return "\n".join(lines)
+
+
+def table(results: list[TrialResult]) -> str:
+    lines = [f"{'fault':<26} {'host':<5} {'gap ms':>7} {'later ms':>8} {'settle s':>8} {'acked':>6} {'lost':>5} "
+             f"{'reconn':>6} {'survivor':<8} result"]
+    for r in results:
+        lines.append(f"{r.fault:<26} {(r.host or '-'):<5} {r.gap_s * 1000:7.0f} {r.later_gap_s * 1000:8.0f} "
+                     f"{(r.settle_s if r.settle_s is not None else float('nan')):8.2f} {r.acked:6d} {r.lost:5d} "
+                     f"{r.reconnects:6d} {(r.survivor or '-'):<8} {'ok' if r.ok else 'FAIL: ' + '; '.join(r.problems)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="coserver-fault-trials", description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=1)
+    parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated subset of: " + ", ".join(FAULTS))
+    parser.add_argument("--prefix", default="ft")
+    parser.add_argument("--checkpoint-ms", type=int, default=1000)
+    parser.add_argument("--json", type=Path, default=None, help="also write every result here")
+    parser.add_argument("--profiles", default=None, metavar="all|NAME,...",
+                        help="instead of the faults: keep each profile protected under load with each "
+                             "device set, then kill its primary")
+    parser.add_argument("--devices", default=",".join(DEVICE_SETS), help="device sets for --profiles")
+    parser.add_argument("--checkpoints", type=int, default=20, help="checkpoints under load per profile trial")
+    args = parser.parse_args(argv)
+    log.configure("ERROR")
+    if args.profiles:
+        return _profile_trials(args)
+    names = [f.strip() for f in args.faults.split(",") if f.strip()]
+    bad = [n for n in names if n not in FAULTS]
+    if bad:
+        print(f"coserver-fault-trials: error: unknown fault(s) {', '.join(bad)}", file=sys.stderr)
+        return 2
+    lab = Lab(args.prefix)
+    results: list[TrialResult] = []
+    try:
+        for _round in range(args.trials):
+            for name in names:
+                lab.down()
+                lab.up(LabOptions(prefix=args.prefix, checkpoint_ms=args.checkpoint_ms))
+                r = run_trial(lab, name, say=lambda m: print(f"  .. {m}", file=sys.stderr, flush=True))
+                results.append(r)
+                print(table([r]).splitlines()[1], flush=True)
+    finally:
+        lab.down()
+    print()
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _profile_trials(args: argparse.Namespace) -> int:
+    names = profile_names() if args.profiles == "all" else [p.strip() for p in args.profiles.split(",") if p]
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    bad = [n for n in names if n not in profile_names()] + [d for d in devices if d not in DEVICE_SETS]
+    if bad:
+        print(f"coserver-fault-trials: error: unknown profile(s) or device set(s): {', '.join(bad)}",
+              file=sys.stderr)
+        return 2
+    lab = Lab(args.prefix)
+    results: list[LoadTrialResult] = []
+    say = lambda m: print(f"  .. {m}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        for _ in range(args.trials):
+            for name in names:
+                for dev in devices:
+                    lab.down()
+                    try:
+                        lab.up(LabOptions(prefix=args.prefix, checkpoint_ms=args.checkpoint_ms, profile=name,
+                                          devices=dev))
+                        r = run_load_trial(lab, name, dev, checkpoints=args.checkpoints, say=say)
+                    except CoserverError as exc:
+                        r = LoadTrialResult(profile=name, devices=dev, problems=[f"lab up: {exc}"])
+                    results.append(r)
+                    print(load_table([r]).splitlines()[1], flush=True)
+    finally:
+        lab.down()
+    print()
+    print(load_table(results))
+    if args.json:
+        args.json.write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The operator's client of a pair: status, failover, switchover, re-protection, maintenance."""

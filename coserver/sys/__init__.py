@@ -1,0 +1,1 @@
+"""Operating-system plumbing below everything else: processes, namespaces, subprocesses, bounded async waits."""

@@ -1,0 +1,147 @@
+"""Process identities that survive pid reuse, and long-running helper processes (controllers, etcd).
+
+A process is identified by pid + start time + boot id (ProcessRecord); the QEMU
+launcher records its QEMU that way, and start() records other processes in
+<dir>/<name>.proc.json, so `lab down` after a crash stops exactly the
+processes the lab started and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from coserver.errors import CoserverError
+from coserver.sys.netns import exec_argv
+
+
+class ProcessError(CoserverError):
+    """A process did not start, or no longer is the process recorded."""
+
+
+def boot_id() -> str:
+    """This boot's id: a record from before a reboot describes no living process."""
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, starttime) of pid from /proc/<pid>/stat, None if no such process."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm (field 2) may contain spaces and ')': fields 3.. follow the last ')'.
+    rest = data[data.rindex(")") + 2:].split()
+    return rest[0], int(rest[22 - 3])
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """A process identity that survives pid reuse: pid + start time + boot id."""
+
+    pid: int
+    starttime: int
+    boot: str
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessRecord:
+        """The identity of the process that has `pid` now."""
+        stat = _proc_stat(pid)
+        if stat is None:
+            raise ProcessError(f"pid {pid}: no such process")
+        return cls(pid, stat[1], boot_id())
+
+    def state(self) -> str | None:
+        """The process's /proc state letter (R, S, T, Z...), None if it is not ours any more."""
+        stat = _proc_stat(self.pid)
+        if stat is None or stat[1] != self.starttime or self.boot != boot_id():
+            return None
+        return stat[0]
+
+    def alive(self) -> bool:
+        """Still our process and not a zombie."""
+        return self.state() not in (None, "Z", "X")
+
+    def signal(self, sig: int) -> bool:
+        """Send sig if the pid still is our process; False (nothing sent) otherwise."""
+        try:
+            fd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            return False
+        except OSError:  # no pidfd support: check-then-kill, with a tiny race
+            fd = -1
+        try:
+            if not self.alive():
+                return False
+            if fd >= 0:
+                signal.pidfd_send_signal(fd, sig)
+            else:
+                os.kill(self.pid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+
+def record_path(directory: Path, name: str) -> Path:
+    return directory / f"{name}.proc.json"
+
+
+def start(name: str, argv: list[str], directory: Path, *, netns: str | None = None) -> ProcessRecord:
+    """Start argv (in netns) in its own session, output to <dir>/<name>.out; record it."""
+    full = exec_argv(netns, argv)
+    with open(directory / f"{name}.out", "ab") as out:
+        proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd="/", umask=0o077)
+    time.sleep(0.05)
+    if proc.poll() is not None:
+        raise ProcessError(f"{name} exited at once: {last_line(directory / f'{name}.out')}")
+    rec = ProcessRecord.of(proc.pid)
+    record_path(directory, name).write_text(json.dumps({"pid": rec.pid, "starttime": rec.starttime,
+                                                        "boot": rec.boot, "argv": full}) + "\n")
+    return rec
+
+
+def load(directory: Path, name: str) -> ProcessRecord | None:
+    """The process start() recorded as `name` if it still runs (same identity), else None."""
+    return load_record(record_path(directory, name))
+
+
+def load_record(path: Path) -> ProcessRecord | None:
+    """The process a record file ({pid, starttime, boot, ...}) names if it still runs, else None."""
+    try:
+        data = json.loads(path.read_text())
+        rec = ProcessRecord(data["pid"], data["starttime"], data["boot"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return rec if rec.alive() else None
+
+
+def stop(directory: Path, name: str, timeout: float = 5.0) -> bool:
+    """SIGTERM, then SIGKILL after `timeout`; True if a live process was stopped."""
+    rec = load(directory, name)
+    record_path(directory, name).unlink(missing_ok=True)
+    if rec is None:
+        return False
+    rec.signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while rec.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if rec.alive():
+        rec.signal(signal.SIGKILL)
+    return True
+
+
+def last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no output"
+    return lines[-1].strip() if lines else "no output"

@@ -1,0 +1,190 @@
+"""HostController.tick and friends against fakes: no QEMU, no etcd, no sockets.
+
+The controller takes its journal, witness and heartbeats from outside
+(HostController.from_config builds the real ones), so each tick's
+observe -> decide -> claim -> act -> journal path can be driven here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coserver.bench.failover import _history_times
+from coserver.controller.config import ConfigError, ControllerConfig
+from coserver.controller.daemon import EXIT_BUG, HostController
+from coserver.controller.journal import Journal, JournalEntry
+from coserver.controller.policy import DEFAULT_KILL_HUNG_AFTER, Thresholds
+from coserver.controller.roles import QemuHealth, Role
+from coserver.controller.statemachine import FtState, IllegalTransition
+from coserver.controller.witness import Owner
+from coserver.errors import CoserverBug, CoserverError
+
+
+class FakeHeartbeats:
+    """The peer as the heartbeats report it: heard on every link, its QEMU alive."""
+
+    def __init__(self, links: list[str], peer_qemu: str = "alive") -> None:
+        self.links = links
+        self.peer_qemu = peer_qemu
+        self.published: list[dict[str, Any]] = []
+
+    async def open(self) -> None: ...
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+    def last_heard(self, link: str) -> float | None:
+        return time.monotonic()
+
+    def links_alive(self) -> dict[str, bool]:
+        return {name: True for name in self.links}
+
+    def peer_alive(self) -> bool:
+        return True
+
+    def peer_state(self) -> Any:
+        class Peer:
+            role, state, qemu, epoch = "secondary", "protected", self.peer_qemu, 1
+        return Peer()
+
+    def update_local(self, **changes: Any) -> None:
+        self.published.append(changes)
+
+
+class FakeWitness:
+    """A witness that grants whatever is asked and remembers the release."""
+
+    def __init__(self, held_by: str | None) -> None:
+        self.held = Owner(held_by, 1, True) if held_by else None
+        self.reachable = True
+        self.released = False
+
+    async def current(self) -> Owner | None:
+        return self.held
+
+    async def release(self) -> None:
+        self.released, self.held = True, None
+
+    async def close(self) -> None: ...
+
+
+class DeadQemu:
+    """The launcher's view of a QEMU that was killed or crashed."""
+
+    pid = 4242
+    qmp_path = Path("/nonexistent/qemu.qmp")
+
+    def alive(self) -> bool:
+        return False
+
+    def kill(self) -> bool:
+        raise AssertionError("a dead QEMU is not killed again")
+
+
+def config(tmp_path: Path, **overrides: Any) -> ControllerConfig:
+    fields: dict[str, Any] = dict(
+        host="cs1", peer="cs2", ftserver="journal", qemu_workdir=str(tmp_path), qemu_name="qemu",
+        control_socket=str(tmp_path / "control.sock"), log_file=str(tmp_path / "log.jsonl"),
+        journal_file=str(tmp_path / "journal.json"), key_file=str(tmp_path / "key"),
+        links=[{"name": "sync1", "local_ip": "10.0.1.1", "peer_ip": "10.0.1.2", "port": 7400}],
+        witness={"host": "127.0.0.1", "port": 2379},
+        node={"sync_addr": "10.0.1.1", "tap": "tap0", "disk": str(tmp_path / "disk.qcow2"), "mac": "52:54:00:00:00:01"})
+    fields.update(overrides)
+    return ControllerConfig(**fields)
+
+
+def primary_controller(tmp_path: Path, **overrides: Any) -> tuple[HostController, FakeWitness, FakeHeartbeats]:
+    """A controller resumed from its journal as the protected primary, whose QEMU has just died."""
+    cfg = config(tmp_path, **overrides)
+    journal = Journal(Path(cfg.journal_file))
+    journal.save(JournalEntry(ftserver=cfg.ftserver, node=cfg.host, role=Role.PRIMARY, epoch=1,
+                              state=FtState.PROTECTED))
+    witness, heartbeats = FakeWitness(held_by=cfg.host), FakeHeartbeats(["sync1"])
+    controller = HostController(cfg, journal=journal, witness=witness, heartbeats=heartbeats)  # type: ignore[arg-type]
+    controller.qemu = DeadQemu()  # type: ignore[assignment]
+    return controller, witness, heartbeats
+
+
+def test_tick_kills_reaps_and_releases_when_the_local_qemu_died(tmp_path: Path, arun) -> None:
+    controller, witness, heartbeats = primary_controller(tmp_path)
+
+    async def go() -> None:
+        assert controller.observe().qemu == QemuHealth.DEAD
+        await controller.tick()
+
+    arun(go())
+    assert controller.role == Role.NONE and controller.sm.state == FtState.STOPPED
+    assert witness.released  # the secondary need not wait for the lease to lapse
+    saved = controller.journal.load()
+    assert saved is not None and saved.state == FtState.STOPPED and saved.role == Role.NONE
+    assert heartbeats.published[-1]["role"] == "none"
+
+
+def test_maintenance_is_observed_and_holds_the_kill(tmp_path: Path, arun) -> None:
+    (tmp_path / "maintenance").write_text("on\n")
+    controller, witness, _ = primary_controller(tmp_path)
+    obs = controller.observe()
+    assert obs.maintenance  # the daemon sets it: the maintenance rule no longer runs only in tests
+
+    arun(controller.tick())
+    assert controller.sm.state == FtState.PROTECTED and not witness.released
+    assert controller.decisions[-1]["reason"].startswith("maintenance")
+
+
+def test_status_history_is_from_to_and_readers_read_it(tmp_path: Path, arun) -> None:
+    controller, _, _ = primary_controller(tmp_path)
+    t_fault = time.time()
+    controller._to(FtState.FAILING_OVER, "test: peer lost")
+    controller._to(FtState.SIMPLEX, "test: failover done")
+    history = arun(controller.status())["history"]  # the resume from the journal first, then these two
+    assert all(set(h) == {"at", "from", "to", "reason"} for h in history)
+    assert [(h["from"], h["to"]) for h in history[-2:]] == [("protected", "failing_over"), ("failing_over", "simplex")]
+    detection, promotion, reason = _history_times(history, t_fault)
+    assert detection is not None and promotion is not None and reason == "test: failover done"
+
+
+def test_a_bug_in_a_tick_stops_the_controller(tmp_path: Path, arun) -> None:
+    controller, _, _ = primary_controller(tmp_path)
+
+    def broken(state: FtState, reason: str) -> None:
+        raise IllegalTransition("test: a transition the table forbids")
+
+    controller._to = broken  # type: ignore[method-assign]
+
+    async def go() -> None:
+        controller._spawn(controller._decide_loop(), "decide")
+        await asyncio.wait_for(controller._stop.wait(), 5.0)
+
+    arun(go())
+    assert isinstance(controller.failure, IllegalTransition)
+    assert issubclass(IllegalTransition, CoserverBug) and not issubclass(IllegalTransition, CoserverError)
+    assert EXIT_BUG != 0
+
+
+def test_the_hung_qemu_threshold_is_defined_once() -> None:
+    assert DEFAULT_KILL_HUNG_AFTER == 1.5  # measured and documented (README: "QMP silent for 1.5 s")
+    assert Thresholds().kill_hung_after == ControllerConfig.__dataclass_fields__["kill_hung_after_s"].default
+
+
+@pytest.mark.parametrize("field,value,why", [
+    ("reprotect", "sometimes", "reprotect"),
+    ("kill_hung_after_s", 0, "kill_hung_after_s"),
+    ("links", [], "no sync links"),
+    ("links", [{"name": "sync1"}], r"links\[0\] lacks"),
+    ("peer", "cs1", "host and peer"),
+    ("heartbeat_interval_s", 2.0, "heartbeat_interval_s"),
+    ("ports", {"mirror": 0}, "ports"),
+])
+def test_config_is_validated(tmp_path: Path, field: str, value: Any, why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+        config(tmp_path, **{field: value})
+
+
+def test_config_round_trips(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    cfg.save(tmp_path / "c.json")
+    assert ControllerConfig.load(tmp_path / "c.json") == cfg

@@ -1,0 +1,56 @@
+"""coserver.sys: the one subprocess wrapper and the one `ip netns exec` builder."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from coserver.errors import CoserverError
+from coserver.sys.netns import exec_argv
+from coserver.sys.run import RunError, run
+
+
+class MyError(CoserverError):
+    pass
+
+
+def test_run_returns_the_output() -> None:
+    assert run([sys.executable, "-c", "print('hi')"], "say hi", timeout=30).stdout == "hi\n"
+
+
+def test_run_failure_names_what_and_the_last_line() -> None:
+    code = "import sys; print('first', file=sys.stderr); print('the reason', file=sys.stderr); sys.exit(3)"
+    with pytest.raises(MyError, match=r"^build x: python failed: the reason$"):
+        run([sys.executable, "-c", code], "build x", timeout=30, error=MyError, program="python")
+
+
+def test_run_timeout_and_missing_program() -> None:
+    with pytest.raises(RunError, match="timed out after 0 s"):
+        run([sys.executable, "-c", "import time; time.sleep(5)"], "wait", timeout=0.2)
+    with pytest.raises(RunError, match="cannot run /nonexistent/prog"):
+        run(["/nonexistent/prog"], "start", timeout=5)
+
+
+def test_run_unchecked_keeps_the_status() -> None:
+    assert run([sys.executable, "-c", "raise SystemExit(4)"], "probe", timeout=30, check=False).returncode == 4
+
+
+def test_exec_argv() -> None:
+    assert exec_argv("cs-cs1", ["qemu", "-S"]) == ["ip", "netns", "exec", "cs-cs1", "qemu", "-S"]
+    assert exec_argv(None, ("qemu", "-S")) == ["qemu", "-S"]
+
+
+def test_a_process_record_is_loaded_only_while_that_process_runs(tmp_path) -> None:
+    import json
+    import os
+
+    from coserver.sys.proc import ProcessRecord, load_record
+
+    me = ProcessRecord.of(os.getpid())
+    path = tmp_path / "controller.pid.json"
+    path.write_text(json.dumps({"pid": me.pid, "starttime": me.starttime, "boot": me.boot, "starts": 1}))
+    assert load_record(path) == me
+    path.write_text(json.dumps({"pid": me.pid, "starttime": me.starttime + 1, "boot": me.boot}))
+    assert load_record(path) is None  # the pid was reused by another process
+    assert load_record(tmp_path / "missing.json") is None
