@@ -17,6 +17,7 @@ import os
 import pytest
 
 from coserver.hardware import list_profiles
+from coserver.hardware.devices import DISK_BUSES, NIC_MODELS
 from coserver.lab.lab import Lab, LabOptions
 from coserver.lab.spec import guest_devices
 from coserver.lab.trials import load_table, run_load_trial
@@ -63,7 +64,8 @@ def test_protected_under_load_then_primary_killed(profile, devices, tmp_path):
         argv_line = next(ln for ln in (tmp_path / "lab" / "cs1" / "qemu.log").read_text().splitlines()
                          if ln.startswith("--- coserver"))
         assert f"-machine {machine}" in argv_line, argv_line
-        assert f"{nic}," in argv_line and f"{disk}," in argv_line, argv_line
+        nic_driver, disk_driver = NIC_MODELS[nic].driver, DISK_BUSES[disk].driver
+        assert f"{nic_driver}," in argv_line and f"{disk_driver}," in argv_line, argv_line
         serial = (tmp_path / "lab" / "cs1" / "serial.log").read_text()
         assert f"ready disk=/dev/{'vda' if disk == 'virtio-blk' else 'sda'}" in serial, serial[-500:]
 
