@@ -18,7 +18,7 @@ from coserver.hardware.errors import SchemaError, SpecError
 
 T = TypeVar("T")
 #: Longest string value echoed whole in an error message.
-SHOW_MAX = 60
+SHOW_MAX = 80  # room for a sha256 digest (64) and a path
 _MISSING: Any = object()
 
 

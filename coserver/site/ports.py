@@ -74,7 +74,9 @@ def allocate(site: Site, names: Iterable[str]) -> dict[str, ServerPorts]:
         ports = server_ports(site, name)
         other = by_slot.get(ports.slot)
         if other is not None:
-            how = lambda n: "pinned in [slots]" if n in site.slots else "by name hash"  # noqa: E731
+            def how(n: str) -> str:
+                return "pinned in [slots]" if n in site.slots else "by name hash"
+
             raise SiteError(f"site {site.file}: key slots: FT servers {other!r} ({how(other)}) and "
                             f"{name!r} ({how(name)}) both get port slot {ports.slot}: set "
                             f"[slots] {name} = <a free slot> in the site file (on both hosts)")
