@@ -63,7 +63,7 @@ from coserver.site.ports import STRIDE
 
 ENV = "COSERVER_SITE"
 #: A Linux interface name: 1-15 characters, no '/', ':' or whitespace (dev_valid_name()).
-IFNAME = r"[A-Za-z0-9_.-]{1,15}"
+IFNAME = r"(?!\.\.?$)[A-Za-z0-9_.-]{1,15}"
 IFNAME_WHAT = "a Linux interface name (1-15 of [A-Za-z0-9_.-])"
 ENDPOINT = r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})"
 #: Ports a slot may use reach at most this.
