@@ -141,7 +141,7 @@ def run_checks(site: Site, host: str | None = None, *, sys_net: Path = SYS_NET,
         addrs, addr_error = {}, str(exc)
     me: str | None
     try:
-        me = this_host(site, host) if host is not None or addr_error is None else None
+        me = this_host(site, host, addrs) if host is not None or addr_error is None else None
         if me is None:
             raise CoserverError(addr_error or "this host is not found")
         checks.append(SiteCheck("host", True, f"this is {me}" + (" (--host)" if host else

@@ -45,11 +45,13 @@ def find_host(site: Site, addresses: set[str]) -> str | None:
     return found[0] if found else None
 
 
-def this_host(site: Site, explicit: str | None = None) -> str:
-    """--host NAME if given (checked), else the CoServer whose addresses this machine carries."""
+def this_host(site: Site, explicit: str | None = None, addresses: dict[str, set[str]] | None = None) -> str:
+    """--host NAME if given (checked), else the CoServer whose addresses this machine carries
+    (`addresses`: interface -> addresses, read with `ip -j addr` if not given)."""
     if explicit is not None:
         return site.coserver(explicit).name
-    addrs = set().union(*interface_addresses().values())
+    found = interface_addresses() if addresses is None else addresses
+    addrs: set[str] = set().union(*found.values())
     host = find_host(site, addrs)
     if host is None:
         raise SiteError(f"site {site.file}: none of the CoServers' addresses "
