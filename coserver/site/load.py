@@ -220,15 +220,11 @@ class _SiteReader:
             if la.prefix != lb.prefix:
                 raise self.error(f"{t.key(b.name)}.links[{i}].local",
                                  f"prefix /{lb.prefix} differs from {a.name}'s /{la.prefix} on the same link")
-        for key in ("management", "replication"):
-            if getattr(a, key) in b.addresses():
-                raise self.error(f"{t.key(b.name)}.{key}" if getattr(b, key) == getattr(a, key)
-                                 else f"{t.key(a.name)}.{key}",
-                                 f"{getattr(a, key)} is used by both {a.name} and {b.name}")
         for x, y in ((a, b), (b, a)):
-            if x.replication in (y.management, y.replication):
-                raise self.error(f"{t.key(x.name)}.replication",
-                                 f"{x.replication} is also {y.name}'s address")
+            for key in ("management", "replication"):
+                addr = getattr(x, key)
+                if addr in y.addresses():
+                    raise self.error(f"{t.key(x.name)}.{key}", f"{addr} is used by both {a.name} and {b.name}")
 
     def slots(self, base_port: int) -> dict[str, int]:
         t = self.top.table("slots", None)
