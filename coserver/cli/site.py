@@ -23,6 +23,7 @@ import click
 from coserver.errors import CoserverError
 from coserver.site import load_site
 from coserver.site.keygen import write_key
+from coserver.site.local import this_host
 from coserver.site.model import Site
 from coserver.site.servers import load_server_ports
 
@@ -68,7 +69,10 @@ def keygen(site_file: Path | None, force: bool) -> None:
     """Write the pair's heartbeat key (the site's key_file, 0600); copy it to the other CoServer."""
     s = load_site(site_file)
     path = write_key(s.key_file, force=force)
-    peer = s.peer_of(s.preferred).name
+    try:
+        peer = s.peer_of(this_host(s)).management
+    except CoserverError:   # not run on one of the two hosts: name neither
+        peer = "<the other CoServer>"
     click.echo(f"wrote {path} (mode 0600); copy it to the other CoServer keeping its mode, "
                f"e.g. scp -p {path} {peer}:{path}")
 

@@ -97,7 +97,8 @@ class Site:
         try:
             return self.coservers[host]
         except KeyError:
-            raise SiteError(f"site {self.file}: {host!r} is not one of its CoServers "
+            shown = repr(host) if len(host) <= 40 else repr(host[:40]) + f"... ({len(host)} characters)"
+            raise SiteError(f"site {self.file}: {shown} is not one of its CoServers "
                             f"({', '.join(self.coservers)})") from None
 
     def peer_of(self, host: str) -> CoServer:

@@ -141,3 +141,12 @@ def test_daemon_process_with_env_site(tmp_path: Path) -> None:
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr == f"coserver-controller: error: site {tmp_path / 'missing.toml'}: no such file\n"
+
+
+def test_systemd_unit_runs_the_site_path() -> None:
+    """The unit names the server only: the site file comes from the default path or $COSERVER_SITE."""
+    unit = Path(__file__).parents[2] / "contrib" / "systemd" / "coserver-controller@.service"
+    text = unit.read_text()
+    (exec_start,) = [ln for ln in text.splitlines() if ln.startswith("ExecStart=")]
+    assert exec_start.endswith("-m coserver.controller.daemon --server %i")
+    assert "coserver site keygen" in text and "site.toml" in text and "--config" not in text
