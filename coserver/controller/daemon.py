@@ -39,7 +39,7 @@ from coserver.controller import actions, control
 from coserver.controller.config import ControllerConfig
 from coserver.controller.control import Command
 from coserver.controller.errors import WitnessError, WitnessUnreachable
-from coserver.controller.heartbeat import Heartbeats, LinkSpec, load_or_create_key
+from coserver.controller.heartbeat import Heartbeats, LinkSpec, load_key, load_or_create_key
 from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.observe import WATCHED_EVENTS, ColoEvents, QmpHealth
 from coserver.controller.policy import (
@@ -54,12 +54,16 @@ from coserver.controller.policy import (
 )
 from coserver.controller.rejoin import AttemptLog, Move, RejoinView, ReprotectPolicy, next_move
 from coserver.controller.roles import QemuHealth, Role
+from coserver.controller.siteconfig import controller_config_for
 from coserver.controller.statemachine import FtState, FtStateMachine
 from coserver.controller.witness import Witness
 from coserver.errors import CoserverBug, CoserverError
 from coserver.machine.launcher import QemuProcess
 from coserver.qmp.errors import QmpError
 from coserver.qmp.session import QmpListener, QmpSession
+from coserver.site import load_site
+from coserver.site.local import this_host
+from coserver.site.servers import find_server, spec_names
 from coserver.sys.proc import last_line
 
 _log = log.get("controller")
@@ -113,12 +117,15 @@ class HostController:
         self._acting = asyncio.Lock()
 
     @classmethod
-    def from_config(cls, cfg: ControllerConfig) -> HostController:
-        """The controller with its real journal, witness client and heartbeats (sockets open in run())."""
+    def from_config(cls, cfg: ControllerConfig, *, key: bytes | None = None) -> HostController:
+        """The controller with its real journal, witness client and heartbeats (sockets open in run()).
+
+        key: the pair's key, already loaded (the site path: load_key, never created); without it
+        the key file is read or created (the lab's --config path, for now)."""
         links = [LinkSpec(name=ln["name"], local=(ln["local_ip"], int(ln["port"])),
                           peer=(ln["peer_ip"], int(ln["port"])), device=ln.get("device"))
                  for ln in cfg.links]
-        heartbeats = Heartbeats(pair=cfg.ftserver, node=cfg.host, key=load_or_create_key(Path(cfg.key_file)),
+        heartbeats = Heartbeats(pair=cfg.ftserver, node=cfg.host, key=key if key is not None else load_or_create_key(Path(cfg.key_file)),
                                 links=links, interval=cfg.heartbeat_interval_s, timeout=cfg.heartbeat_timeout_s)
         witness = Witness(cfg.ftserver, host=cfg.witness["host"], port=int(cfg.witness["port"]),
                           ttl=int(cfg.witness.get("ttl", 2)))
@@ -685,22 +692,53 @@ class HostController:
             return {"ok": True, "stopped": self.cfg.host}
 
 
-async def _main(cfg: ControllerConfig) -> None:
-    controller = HostController.from_config(cfg)
+async def _main(cfg: ControllerConfig, key: bytes | None = None) -> None:
+    controller = HostController.from_config(cfg, key=key)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, controller.stop)
     await controller.run()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="coserver-controller", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, required=True)
+def site_config(site_file: Path | None, server: str, host: str | None = None) -> ControllerConfig:
+    """The controller of `server` on this host, from the site file and the server's spec."""
+    site = load_site(site_file)
+    me = this_host(site, host)
+    spec = find_server(site, server)
+    cfg = controller_config_for(site, spec, me, servers=spec_names(site))
+    for d in (Path(cfg.qemu_workdir), Path(cfg.control_socket).parent):
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return cfg
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="coserver-controller", description=__doc__.splitlines()[0],
+        epilog="A real CoServer runs `--server NAME` (site file: --site, else $COSERVER_SITE, else "
+               "/etc/coserver/site.toml); the lab runs `--config JSON`.")
+    how = parser.add_mutually_exclusive_group(required=True)
+    how.add_argument("--config", type=Path, help="a ControllerConfig JSON file (the lab)")
+    how.add_argument("--server", help="the FT server's name, its spec in the site's servers_dir")
+    parser.add_argument("--site", type=Path, default=None, help="the site file (with --server)")
+    parser.add_argument("--host", default=None,
+                        help="this CoServer's name (with --server; default: found by its addresses)")
     args = parser.parse_args(argv)
+    if args.config is not None and (args.site is not None or args.host is not None):
+        parser.error("--site and --host go with --server, not --config")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
-        cfg = ControllerConfig.load(args.config)
+        key: bytes | None = None
+        if args.config is not None:
+            cfg = ControllerConfig.load(args.config)
+        else:
+            cfg = site_config(args.site, args.server, args.host)
+            key = load_key(Path(cfg.key_file))   # a controller never invents a missing key
         log.configure("INFO", Path(cfg.log_file))
-        asyncio.run(_main(cfg))
+        asyncio.run(_main(cfg, key))
     except CoserverError as exc:
         print(f"coserver-controller: error: {exc}", file=sys.stderr)
         return 1

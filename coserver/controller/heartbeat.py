@@ -51,6 +51,8 @@ from typing import Any
 
 from coserver import log
 from coserver.controller.errors import HeartbeatError
+from coserver.site import keygen
+from coserver.site.errors import SiteError
 from coserver.sys import netns
 
 _log = log.get("heartbeat")
@@ -119,6 +121,20 @@ def load_or_create_key(path: Path, size: int = KEY_BYTES) -> bytes:
     if len(key) < MIN_KEY_BYTES:
         raise HeartbeatError(f"heartbeat key {path}: {len(key)} bytes, need at least {MIN_KEY_BYTES}")
     return key
+
+
+def load_key(path: Path) -> bytes:
+    """The pair's shared key from `path`, as `coserver site keygen` wrote it; never created here.
+
+    A controller that invented a missing key would disagree with its peer's and report
+    "peer lost on all links" instead of the real fault, so a missing, unsafe (not 0600, not
+    ours) or malformed key is one line at start (the site path; the lab still uses
+    load_or_create_key)."""
+    try:
+        keygen.check_key(path)
+        return keygen.read_key(path)
+    except SiteError as exc:
+        raise HeartbeatError(f"heartbeat {exc}") from None
 
 
 @dataclass(frozen=True)

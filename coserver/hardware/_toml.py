@@ -17,6 +17,8 @@ from typing import Any, Callable, TypeVar
 from coserver.hardware.errors import SchemaError, SpecError
 
 T = TypeVar("T")
+#: Longest string value echoed whole in an error message.
+SHOW_MAX = 80  # room for a sha256 digest (64) and a path
 _MISSING: Any = object()
 
 
@@ -25,6 +27,8 @@ def show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
+        if len(value) > SHOW_MAX:  # a pasted blob must not flood the one-line message
+            return f"{json.dumps(value[:SHOW_MAX])[:-1]}...\" ({len(value)} characters)"
         return json.dumps(value)
     if isinstance(value, dict):
         return "a table"

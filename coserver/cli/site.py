@@ -1,0 +1,138 @@
+"""`coserver site ...`: the site file of a pair of CoServers (coserver.site).
+
+    coserver site keygen [--site FILE] [--force]
+    coserver site show [--site FILE] [--json]
+    coserver site check [--site FILE] [--host NAME] [--json]
+
+The site file is --site FILE, else $COSERVER_SITE, else /etc/coserver/site.toml. Bad input (no
+such file, bad TOML, an unknown key...) is one line ``coserver: error: ...`` and exit status 1,
+never a traceback. `check` prints ``ok|FAIL name detail`` per check (--json: {"result", "host",
+"checks": [{"name", "ok", "detail"}]}) and exits 0 only if every check passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from coserver.errors import CoserverError
+from coserver.site import load_site
+from coserver.site.keygen import write_key
+from coserver.site.local import this_host
+from coserver.site.model import Site
+from coserver.site.servers import load_server_ports
+
+_SITE = click.option("--site", "site_file", type=click.Path(path_type=Path), default=None,
+                     help="The site file (default: $COSERVER_SITE, else /etc/coserver/site.toml).")
+
+
+def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """CoserverError and OS errors -> `coserver: error: <one line>`, exit 1 (also outside `coserver`)."""
+
+    @functools.wraps(fn)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CoserverError as exc:
+            message = str(exc)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            message = " ".join(str(exc).split())
+        click.echo(f"coserver: error: {message}", err=True)
+        click.get_current_context().exit(1)
+
+    return inner
+
+
+def site_dict(site: Site) -> dict[str, Any]:
+    """The parsed site as plain JSON values."""
+    out: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(site), default=str))
+    return out
+
+
+@click.group("site")
+def site() -> None:
+    """The site file: the two CoServers, their links, the witness and the FT servers."""
+
+
+@site.command("keygen")
+@_SITE
+@click.option("--force", is_flag=True, help="Replace an existing key (then copy it to the peer again).")
+@_one_line_errors
+def keygen(site_file: Path | None, force: bool) -> None:
+    """Write the pair's heartbeat key (the site's key_file, 0600); copy it to the other CoServer."""
+    s = load_site(site_file)
+    path = write_key(s.key_file, force=force)
+    try:
+        peer = s.peer_of(this_host(s)).management
+    except CoserverError:   # not run on one of the two hosts: name neither
+        peer = "<the other CoServer>"
+    click.echo(f"wrote {path} (mode 0600); copy it to the other CoServer keeping its mode, "
+               f"e.g. scp -p {path} {peer}:{path}")
+
+
+@site.command("show")
+@_SITE
+@click.option("--json", "as_json", is_flag=True, help="The parsed site and each server's ports as JSON.")
+@_one_line_errors
+def show(site_file: Path | None, as_json: bool) -> None:
+    """Show the parsed site file and each FT server's ports."""
+    s = load_site(site_file)
+    servers: dict[str, Any] = {}
+    error = None
+    try:
+        specs, ports = load_server_ports(s)
+        servers = {n: {"file": str(specs[n].file), "ports": ports[n].as_dict()} for n in sorted(specs)}
+    except CoserverError as exc:
+        error = str(exc)
+    if as_json:
+        click.echo(json.dumps({"site": site_dict(s), "servers": servers, "servers_error": error}, indent=2))
+        return
+    click.echo(f"site {s.name} ({s.file}); preferred {s.preferred}; reprotect {s.reprotect}, "
+               f"checkpoint {s.checkpoint_ms} ms")
+    for cs in s.coservers.values():
+        click.echo(f"  {cs.name}: management {cs.management}, replication {cs.replication}, bridge {cs.bridge}")
+        for i, ln in enumerate(cs.links, 1):
+            click.echo(f"    link{i}: {ln.device} {ln.local}/{ln.prefix} -> peer {ln.peer}")
+    click.echo(f"  witness: {', '.join(s.witness.endpoints)}"
+               + (" (TLS)" if s.witness.cert else ""))
+    click.echo(f"  servers_dir {s.servers_dir}, state_dir {s.state_dir}, run_dir {s.run_dir}, "
+               f"key_file {s.key_file}, base_port {s.base_port}")
+    if error:
+        click.echo(f"  servers: {error}")
+    for name, srv in servers.items():
+        p = srv["ports"]
+        click.echo(f"  server {name} ({srv['file']}): slot {p['slot']}{' (pinned)' if p['pinned'] else ''}, "
+                   f"mirror {p['mirror']}, compare {p['compare']}, migration {p['migration']}, "
+                   f"nbd {p['nbd']}, heartbeat {p['heartbeat']}")
+
+
+@site.command("check")
+@_SITE
+@click.option("--host", default=None, help="This CoServer's name (default: found by its addresses).")
+@click.option("--json", "as_json", is_flag=True, help='{"result", "host", "checks": [{"name", "ok", "detail"}]}')
+@_one_line_errors
+def check(site_file: Path | None, host: str | None, as_json: bool) -> None:
+    """Check the site file against this host (no peer needed); exit 0 only if every check passes."""
+    from coserver.doctor.sitecheck import run_checks  # the doctor's imports only when checking
+
+    s = load_site(site_file)
+    if host is not None:
+        s.coserver(host)   # a name that is not one of the two is bad input, not a failed check
+    me, checks = run_checks(s, host)
+    passed = all(c.ok for c in checks)
+    if as_json:
+        click.echo(json.dumps({"result": "PASS" if passed else "FAIL", "host": me,
+                               "checks": [c.as_dict() for c in checks]}, indent=2))
+    else:
+        for c in checks:
+            click.echo(c.line())
+        click.echo(f"{'PASS' if passed else 'FAIL'}: site {s.name} on {me or 'an unknown host'}")
+    if not passed:
+        click.get_current_context().exit(1)

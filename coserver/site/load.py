@@ -1,0 +1,273 @@
+"""Reading the site file: strict TOML, every key typed and accounted for, every relation checked.
+
+The site file is the same on both CoServers. Schema (``*`` = required; unknown keys are errors)::
+
+    name = "dc1-pair1"               # * [a-z0-9-]: the site's name
+    preferred = "cs1"                # * the tie-break CoServer (starts the guest, wins a split)
+    servers_dir = "/etc/coserver/servers"   # FT server specs, one *.toml each
+    state_dir = "/var/lib/coserver"  # journals, logs, QEMU workdirs
+    run_dir = "/run/coserver"        # control sockets, COLO overlays
+    key_file = "/etc/coserver/pair.key"     # the pair's heartbeat key (`coserver site keygen`)
+    base_port = 7400                 # first port of the per-server port slots
+    checkpoint_ms = 2000             # COLO checkpoint period
+    reprotect = "auto"               # "auto" | "manual"
+
+    [witness]                        # * the etcd witness
+    endpoints = ["10.0.3.21:2379", "10.0.3.22:2379", "10.0.3.23:2379"]   # * host:port
+    ca = "/etc/coserver/tls/ca.pem"  # optional TLS files; checked to exist if given
+    cert = "/etc/coserver/tls/cs.pem"
+    key = "/etc/coserver/tls/cs.key"
+
+    [slots]                          # optional: pin a server's port slot (see coserver.site.ports)
+    journal = 3
+
+    [coservers.cs1]                  # * exactly two CoServers
+    management = "10.0.3.1"          # * how operators and the peer reach it
+    replication = "10.0.9.1"         # * where COLO (migration, NBD, mirror) runs
+    bridge = "br-lan"                # client-LAN bridge for the guests' NICs
+    [[coservers.cs1.links]]          # * exactly two sync links, in the same order on both hosts
+    device = "eno2"                  # * this host's interface
+    local = "10.0.1.1/24"            # * this host's address on it (prefix defaults to /24)
+    peer = "10.0.1.2"                # * the other host's address on the same link
+
+Every problem is one :class:`SiteError` line naming the file, the key and the reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from coserver.hardware._toml import Origin, Table, read_toml, show
+from coserver.hardware.errors import SpecError
+from coserver.hardware.spec import HOST_NAME, NAME
+from coserver.site.errors import SiteError
+from coserver.site.model import (
+    DEFAULT_BASE_PORT,
+    DEFAULT_BRIDGE,
+    DEFAULT_KEY_FILE,
+    DEFAULT_RUN_DIR,
+    DEFAULT_SERVERS_DIR,
+    DEFAULT_SITE,
+    DEFAULT_STATE_DIR,
+    REPROTECT_POLICIES,
+    CoServer,
+    Site,
+    SyncLink,
+    WitnessSite,
+)
+from coserver.site.ports import STRIDE
+
+ENV = "COSERVER_SITE"
+#: A Linux interface name: 1-15 characters, no '/', ':' or whitespace (dev_valid_name()).
+IFNAME = r"(?!\.\.?$)[A-Za-z0-9_.-]{1,15}"
+IFNAME_WHAT = "a Linux interface name (1-15 of [A-Za-z0-9_.-])"
+ENDPOINT = r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})"
+#: Ports a slot may use reach at most this.
+MAX_PORT = 65535
+
+
+def site_path(explicit: Path | None = None) -> Path:
+    """The site file to read: --site FILE, else $COSERVER_SITE, else /etc/coserver/site.toml."""
+    if explicit is not None:
+        return Path(explicit)
+    env = os.environ.get(ENV)
+    return Path(env) if env else DEFAULT_SITE
+
+
+# -- value checkers (raise ValueError(reason); Table.custom locates them) ---------------------
+
+def _address(value: Any) -> str:
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"must be an IP address like 10.0.1.1, got {show(value)}") from None
+
+
+def _interface(value: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        iface = ipaddress.ip_interface(value if "/" in value else
+                                       f"{value}/{24 if ':' not in value else 64}")
+    except ValueError:
+        raise ValueError(f"must be an IP address with an optional prefix like 10.0.1.1/24, "
+                         f"got {show(value)}") from None
+    if iface.ip == iface.network.network_address and iface.network.prefixlen < iface.max_prefixlen - 1:
+        raise ValueError(f"{iface.ip} is its subnet's network address, not a host's")
+    return iface
+
+
+def _endpoints(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"must be a non-empty array of \"host:port\" strings, got {show(value)}")
+    out: list[str] = []
+    for i, ep in enumerate(value):
+        m = re.fullmatch(ENDPOINT, ep) if isinstance(ep, str) else None
+        if m is None or not 1 <= int(m["port"]) <= MAX_PORT:
+            raise ValueError(f"element {i} must be \"host:port\" (e.g. \"10.0.3.21:2379\"), got {show(ep)}")
+        if ep in out:
+            raise ValueError(f"element {i} repeats {show(ep)}")
+        out.append(ep)
+    return tuple(out)
+
+
+def _path(t: Table, name: str, default: Path) -> Path:
+    raw = t.string(name, None)
+    if raw is None:
+        return default
+    p = Path(raw)
+    if not p.is_absolute():
+        raise t.error(name, f"must be an absolute path, got {show(raw)}")
+    return p
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+class _SiteReader:
+    """Reads one site file; each method one section, then the relations between them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.origin = Origin("site", path)
+        self.top = Table(read_toml(self.origin), self.origin)
+
+    def error(self, key: str | None, reason: str) -> SpecError:
+        return self.origin.error(key, reason)
+
+    def witness(self) -> WitnessSite:
+        t = self.top.table("witness")
+        endpoints = t.custom("endpoints", _endpoints)
+        files: dict[str, Path | None] = {}
+        for name in ("ca", "cert", "key"):
+            p = _path(t, name, Path()) if t.has(name) else None
+            if p is not None and not p.is_file():
+                raise t.error(name, f"no such file {show(str(p))}")
+            files[name] = p
+        if (files["cert"] is None) != (files["key"] is None):
+            raise t.error("cert" if files["cert"] is None else "key",
+                          "cert and key go together: give both or neither")
+        t.finish()
+        return WitnessSite(endpoints=endpoints, ca=files["ca"], cert=files["cert"], key=files["key"])
+
+    def link(self, t: Table) -> tuple[SyncLink, ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        device = t.string("device", pattern=IFNAME, what=IFNAME_WHAT)
+        local = t.custom("local", _interface)
+        peer = t.custom("peer", _address)
+        if ipaddress.ip_address(peer) not in local.network:
+            raise t.error("peer", f"{peer} is not in the link's subnet {local.network} (from local)")
+        if ipaddress.ip_address(peer) == local.ip:
+            raise t.error("peer", f"is this host's own address {peer}")
+        t.finish()
+        return SyncLink(device=device, local=str(local.ip), peer=peer,
+                        prefix=local.network.prefixlen), local.network
+
+    def coserver(self, t: Table, name: str) -> CoServer:
+        if not re.fullmatch(HOST_NAME, name):
+            raise self.error(t.prefix, "a CoServer name must be 1 to 32 of [a-z0-9-], "
+                                       "not starting or ending with -")
+        management = t.custom("management", _address)
+        replication = t.custom("replication", _address)
+        bridge = t.string("bridge", DEFAULT_BRIDGE, pattern=IFNAME, what=IFNAME_WHAT)
+        tables = t.tables("links")
+        if len(tables) != 2:
+            raise t.error("links", f"must be exactly two sync links ([[{t.key('links')}]]), "
+                                   f"got {len(tables)}")
+        (l1, n1), (l2, n2) = (self.link(lt) for lt in tables)
+        if l1.device == l2.device:
+            raise tables[1].error("device", f"both links use device {l1.device}: "
+                                            "two links must be two interfaces")
+        if n1.overlaps(n2):
+            raise tables[1].error("local", f"subnet {n2} overlaps link 1's {n1}: each link needs "
+                                           "its own subnet, or one interface would carry both")
+        if replication == management:
+            raise t.error("replication", f"{replication} is the management address: replication "
+                                         "must run over the sync links, not the management network")
+        if management in (l1.local, l2.local):
+            raise t.error("management", f"{management} is a sync link's address: the management "
+                                        "network must be separate")
+        t.finish()
+        return CoServer(name=name, management=management, replication=replication,
+                        links=(l1, l2), bridge=bridge)
+
+    def coservers(self) -> dict[str, CoServer]:
+        t = self.top.table("coservers")
+        names = list(t.data)
+        if len(names) != 2:
+            raise t.error(None, f"must define exactly two CoServers ([coservers.<name>]), "
+                                f"got {len(names)}{': ' + ', '.join(names) if names else ''}")
+        out = {name: self.coserver(t.table(name), name) for name in names}
+        t.finish()
+        self.mirrored(t, out)
+        return out
+
+    def mirrored(self, t: Table, cs: dict[str, CoServer]) -> None:
+        """Link i of one host is link i of the other, seen from the other end; no shared address."""
+        (a, b) = cs.values()
+        for i in range(2):
+            la, lb = a.links[i], b.links[i]
+            if la.peer != lb.local:
+                raise self.error(f"{t.key(a.name)}.links[{i}].peer",
+                                 f"{la.peer} is not {b.name}'s local address of link {i + 1} ({lb.local})")
+            if lb.peer != la.local:
+                raise self.error(f"{t.key(b.name)}.links[{i}].peer",
+                                 f"{lb.peer} is not {a.name}'s local address of link {i + 1} ({la.local})")
+            if la.prefix != lb.prefix:
+                raise self.error(f"{t.key(b.name)}.links[{i}].local",
+                                 f"prefix /{lb.prefix} differs from {a.name}'s /{la.prefix} on the same link")
+        for x, y in ((a, b), (b, a)):
+            for key in ("management", "replication"):
+                addr = getattr(x, key)
+                if addr in y.addresses():
+                    raise self.error(f"{t.key(x.name)}.{key}", f"{addr} is used by both {a.name} and {b.name}")
+
+    def slots(self, base_port: int) -> dict[str, int]:
+        t = self.top.table("slots", None)
+        if t is None:
+            return {}
+        most = (MAX_PORT - base_port + 1) // STRIDE - 1
+        out: dict[str, int] = {}
+        for name in list(t.data):
+            if not re.fullmatch(NAME, name):
+                raise t.error(name, "must be an FT server's name ([a-z0-9-], at most 63)")
+            out[name] = t.integer(name, minimum=0, maximum=most)
+        t.finish()
+        return out
+
+    def read(self) -> Site:
+        top = self.top
+        name = top.string("name", pattern=NAME, what="1 to 63 of [a-z0-9-], not starting or ending with -")
+        witness = self.witness()
+        coservers = self.coservers()
+        preferred = top.string("preferred")
+        if preferred not in coservers:
+            raise top.error("preferred", f"must be one of the two CoServers "
+                                         f"({', '.join(coservers)}), got {show(preferred)}")
+        base_port = top.integer("base_port", DEFAULT_BASE_PORT, minimum=1024,
+                                maximum=MAX_PORT - STRIDE + 1)
+        site = Site(
+            file=self.path, name=name, preferred=preferred, coservers=coservers, witness=witness,
+            servers_dir=_path(top, "servers_dir", DEFAULT_SERVERS_DIR),
+            state_dir=_path(top, "state_dir", DEFAULT_STATE_DIR),
+            run_dir=_path(top, "run_dir", DEFAULT_RUN_DIR),
+            key_file=_path(top, "key_file", DEFAULT_KEY_FILE),
+            base_port=base_port, slots=self.slots(base_port),
+            checkpoint_ms=top.integer("checkpoint_ms", 2000, minimum=100, maximum=600_000),
+            reprotect=top.string("reprotect", "auto", choices=REPROTECT_POLICIES),
+        )
+        top.finish()
+        return site
+
+
+def load_site(path: Path | None = None) -> Site:
+    """Read and check the site file (site_path(path)); any problem is one SiteError line."""
+    p = Path(os.path.abspath(site_path(path)))
+    try:
+        return _SiteReader(p).read()
+    except SpecError as exc:
+        raise SiteError(str(exc)) from None

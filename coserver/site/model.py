@@ -1,0 +1,108 @@
+"""What a site is: two CoServers, their sync links, the witness and where things live.
+
+Frozen dataclasses, made only by coserver.site.load (which checks every value and relation), so
+code holding a Site may rely on it: exactly two CoServers, links mirrored between them, the
+preferred CoServer one of the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coserver.site.errors import SiteError
+
+DEFAULT_SITE = Path("/etc/coserver/site.toml")
+DEFAULT_SERVERS_DIR = Path("/etc/coserver/servers")
+DEFAULT_STATE_DIR = Path("/var/lib/coserver")
+DEFAULT_RUN_DIR = Path("/run/coserver")
+DEFAULT_KEY_FILE = Path("/etc/coserver/pair.key")
+DEFAULT_BASE_PORT = 7400
+DEFAULT_BRIDGE = "br-lan"
+REPROTECT_POLICIES = ("auto", "manual")
+
+
+@dataclass(frozen=True)
+class SyncLink:
+    """One dedicated link between the two CoServers, as one host sees it.
+
+    device: this host's interface; local: this host's address on it (prefix: its subnet);
+    peer: the other host's address on the same link."""
+
+    device: str
+    local: str
+    peer: str
+    prefix: int = 24
+
+
+@dataclass(frozen=True)
+class CoServer:
+    """One of the two hosts: how it is reached (management), where COLO runs (replication),
+    its two sync links (heartbeats on both; replication routed over them) and the client LAN bridge."""
+
+    name: str
+    management: str
+    replication: str
+    links: tuple[SyncLink, SyncLink]
+    bridge: str = DEFAULT_BRIDGE
+
+    def addresses(self) -> list[str]:
+        """Every address this host owns in the site: how `site check` recognises it."""
+        return [self.management, self.replication, *(ln.local for ln in self.links)]
+
+
+@dataclass(frozen=True)
+class WitnessSite:
+    """The etcd witness: its endpoints (host:port; real sites run 3) and optional TLS files."""
+
+    endpoints: tuple[str, ...]
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def hosts(self) -> list[tuple[str, int]]:
+        """(host, port) of each endpoint; IPv6 literals lose their brackets."""
+        out = []
+        for ep in self.endpoints:
+            host, _, port = ep.rpartition(":")
+            out.append((host.strip("[]"), int(port)))
+        return out
+
+
+@dataclass(frozen=True)
+class Site:
+    """One pair of CoServers and everything shared by the FT servers they protect."""
+
+    file: Path
+    name: str
+    preferred: str
+    coservers: dict[str, CoServer]
+    witness: WitnessSite
+    servers_dir: Path = DEFAULT_SERVERS_DIR
+    state_dir: Path = DEFAULT_STATE_DIR
+    run_dir: Path = DEFAULT_RUN_DIR
+    key_file: Path = DEFAULT_KEY_FILE
+    base_port: int = DEFAULT_BASE_PORT
+    slots: dict[str, int] = field(default_factory=dict)
+    checkpoint_ms: int = 2000
+    reprotect: str = "auto"
+
+    @property
+    def hosts(self) -> tuple[str, str]:
+        a, b = self.coservers
+        return (a, b)
+
+    def coserver(self, host: str) -> CoServer:
+        """The CoServer called `host`; a name that is not one of the two is a one-line error."""
+        try:
+            return self.coservers[host]
+        except KeyError:
+            shown = repr(host) if len(host) <= 40 else repr(host[:40]) + f"... ({len(host)} characters)"
+            raise SiteError(f"site {self.file}: {shown} is not one of its CoServers "
+                            f"({', '.join(self.coservers)})") from None
+
+    def peer_of(self, host: str) -> CoServer:
+        """The other CoServer of the pair."""
+        self.coserver(host)
+        (other,) = (cs for name, cs in self.coservers.items() if name != host)
+        return other

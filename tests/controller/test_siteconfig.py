@@ -1,0 +1,152 @@
+"""A controller's configuration from the site file and the spec; the daemon's --site/--server path."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import coserver.hardware
+import coserver.site
+from coserver.controller.config import ConfigError, ControllerConfig
+from coserver.controller.daemon import main, parse_args, site_config
+from coserver.controller.siteconfig import IFNAMSIZ, controller_config_for, tap_name
+from coserver.site import load_site
+from coserver.site.keygen import write_key
+from coserver.site.ports import server_ports
+
+EXAMPLE_SITE = Path(coserver.site.__file__).parent / "examples" / "site.toml"
+EXAMPLE_SPEC = Path(coserver.hardware.__file__).parent / "examples" / "lab-journal.toml"
+
+
+def _site(tmp_path: Path) -> Path:
+    """The example site with servers_dir/key_file in tmp_path and the example spec installed."""
+    text = EXAMPLE_SITE.read_text()
+    text = text.replace('servers_dir = "/etc/coserver/servers"', f'servers_dir = "{tmp_path / "servers"}"')
+    text = text.replace('key_file = "/etc/coserver/pair.key"', f'key_file = "{tmp_path / "pair.key"}"')
+    text = text.replace('state_dir = "/var/lib/coserver"', f'state_dir = "{tmp_path / "state"}"')
+    text = text.replace('run_dir = "/run/coserver"', f'run_dir = "{tmp_path / "run"}"')
+    (tmp_path / "servers").mkdir()
+    (tmp_path / "servers" / "journal.toml").write_text(EXAMPLE_SPEC.read_text())
+    path = tmp_path / "site.toml"
+    path.write_text(text)
+    return path
+
+
+def test_config_for_both_hosts_mirrored() -> None:
+    site = load_site(EXAMPLE_SITE)
+    c1 = controller_config_for(site, EXAMPLE_SPEC, "cs1")
+    c2 = controller_config_for(site, EXAMPLE_SPEC, "cs2")
+    assert isinstance(c1, ControllerConfig)
+    assert (c1.host, c1.peer, c2.host, c2.peer) == ("cs1", "cs2", "cs2", "cs1")
+    for a, b in zip(c1.links, c2.links, strict=True):
+        assert a["local_ip"] == b["peer_ip"] and b["local_ip"] == a["peer_ip"]
+        assert a["name"] == b["name"] and a["port"] == b["port"] == server_ports(site, "journal").heartbeat
+    assert [ln["name"] for ln in c1.links] == ["sync1", "sync2"]
+    assert [ln.get("device") for ln in c1.links] == ["eno2", "eno3"]
+    assert c1.node["sync_addr"] == "172.31.9.1" and c1.peer_repl_addr == "172.31.9.2" == c2.node["sync_addr"]
+    assert c1.sync_ports == c2.sync_ports == server_ports(site, "journal").sync_ports()
+    assert c1.witness == {"host": "198.51.100.21", "port": 2379, "ttl": 2}
+    assert c1.ftserver == "journal" and c1.qemu_name == "journal"
+    assert c1.qemu_workdir == "/var/lib/coserver/servers/journal"
+    assert c1.control_socket == "/run/coserver/journal.sock"
+    assert c1.journal_file.startswith("/var/lib/coserver/servers/journal/")
+    assert c1.log_file.startswith("/var/lib/coserver/servers/journal/")
+    assert c1.key_file == "/etc/coserver/pair.key"
+    assert c1.node["mac"] == c2.node["mac"] == "52:54:00:c0:5e:01"
+    assert c1.node["disk"].endswith("/lab/cs1/journal-data.qcow2")
+    assert c2.node["disk"].endswith("/lab/cs2/journal-data.qcow2")
+    assert c1.node["tap"] == "ft-journal" and c1.node.get("overlay_dir") == "/run/coserver/journal"
+    assert (c1.accel, c1.reprotect, c1.checkpoint_ms, c1.spec) == ("tcg", "auto", 2000, str(EXAMPLE_SPEC))
+    assert c1.colo_node().name == "cs1"
+
+
+def test_per_host_dirs_can_be_overridden(tmp_path: Path) -> None:
+    """What the lab needs while its two hosts share one machine."""
+    site = load_site(EXAMPLE_SITE)
+    cfg = controller_config_for(site, EXAMPLE_SPEC, "cs2", state_dir=tmp_path / "cs2" / "state",
+                                run_dir=tmp_path / "cs2" / "run", overlay_dir=tmp_path / "ov",
+                                key_file=tmp_path / "k", accel="kvm")
+    assert cfg.qemu_workdir == str(tmp_path / "cs2" / "state" / "servers" / "journal")
+    assert cfg.control_socket == str(tmp_path / "cs2" / "run" / "journal.sock")
+    assert cfg.node.get("overlay_dir") == str(tmp_path / "ov")
+    assert (cfg.key_file, cfg.accel) == (str(tmp_path / "k"), "kvm")
+
+
+def test_port_clash_with_another_server_stops_the_config() -> None:
+    site = load_site(EXAMPLE_SITE)
+    from coserver.site.ports import hashed_slot
+    other = next(n for n in (f"s{i}" for i in range(10_000)) if hashed_slot(n) == hashed_slot("journal"))
+    with pytest.raises(ConfigError, match="both get port slot"):
+        controller_config_for(site, EXAMPLE_SPEC, "cs1", servers=[other])
+
+
+def test_tap_names_fit_and_differ() -> None:
+    assert tap_name("journal") == "ft-journal"
+    long_a, long_b = "a-very-long-server-name-one", "a-very-long-server-name-two"
+    assert len(tap_name(long_a)) <= IFNAMSIZ and len(tap_name(long_b)) <= IFNAMSIZ
+    assert tap_name(long_a) != tap_name(long_b)
+    assert re.fullmatch(r"[a-z0-9-]{1,15}", tap_name(long_a))
+
+
+def test_daemon_site_config_builds_and_makes_dirs(tmp_path: Path) -> None:
+    cfg = site_config(_site(tmp_path), "journal", "cs1")
+    assert cfg.host == "cs1" and cfg.ftserver == "journal"
+    assert (tmp_path / "state" / "servers" / "journal").is_dir()
+    assert (tmp_path / "run").is_dir()
+
+
+def test_daemon_args() -> None:
+    args = parse_args(["--server", "journal", "--site", "/x.toml", "--host", "cs2"])
+    assert (args.server, args.site, args.host, args.config) == ("journal", Path("/x.toml"), "cs2", None)
+    with pytest.raises(SystemExit):
+        parse_args(["--config", "/c.json", "--server", "journal"])
+    with pytest.raises(SystemExit):
+        parse_args(["--config", "/c.json", "--site", "/x.toml"])
+    with pytest.raises(SystemExit):
+        parse_args([])
+
+
+def test_daemon_missing_site_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--server", "journal", "--site", str(tmp_path / "none.toml"), "--host", "cs1"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"coserver-controller: error: site {tmp_path / 'none.toml'}: no such file\n"
+
+
+def test_daemon_missing_key_is_one_line_and_not_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = _site(tmp_path)
+    assert main(["--server", "journal", "--site", str(site), "--host", "cs1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"coserver-controller: error: heartbeat key {tmp_path / 'pair.key'}: missing")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "pair.key").exists()
+
+
+def test_daemon_unknown_server_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = _site(tmp_path)
+    write_key(tmp_path / "pair.key")
+    assert main(["--server", "web", "--site", str(site), "--host", "cs1"]) == 1
+    assert capsys.readouterr().err == (f"coserver-controller: error: site {site}: no FT server 'web' in "
+                                       f"{tmp_path / 'servers'} (servers: journal)\n")
+
+
+def test_daemon_process_with_env_site(tmp_path: Path) -> None:
+    """As the systemd unit runs it: --server only, the site from $COSERVER_SITE."""
+    env = dict(os.environ, COSERVER_SITE=str(tmp_path / "missing.toml"))
+    proc = subprocess.run([sys.executable, "-m", "coserver.controller.daemon", "--server", "journal"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == f"coserver-controller: error: site {tmp_path / 'missing.toml'}: no such file\n"
+
+
+def test_systemd_unit_runs_the_site_path() -> None:
+    """The unit names the server only: the site file comes from the default path or $COSERVER_SITE."""
+    unit = Path(__file__).parents[2] / "contrib" / "systemd" / "coserver-controller@.service"
+    text = unit.read_text()
+    (exec_start,) = [ln for ln in text.splitlines() if ln.startswith("ExecStart=")]
+    assert exec_start.endswith("-m coserver.controller.daemon --server %i")
+    assert "coserver site keygen" in text and "site.toml" in text and "--config" not in text
