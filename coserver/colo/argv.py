@@ -25,6 +25,7 @@ from typing import Any
 from coserver.colo.guest import GuestHardware
 from coserver.colo.settings import SyncPorts
 from coserver.images import qemu_img
+from coserver.machine.qemuopts import qemu_opt_value
 
 NETDEV_ID = "hn0"
 QUORUM_NODE = "colo-disk0"
@@ -93,8 +94,8 @@ def common_args(node: Node, hw: GuestHardware, accel: str) -> list[str]:
         "-accel", accel,
         "-nodefaults", "-no-user-config", "-display", "none",
         *hw.machine_args(),
-        "-chardev", f"socket,id=serial0,path={node.workdir / 'serial.sock'},server=on,wait=off,"
-                    f"logfile={node.serial_log},logappend=on",
+        "-chardev", f"socket,id=serial0,path={qemu_opt_value(node.workdir / 'serial.sock')},server=on,wait=off,"
+                    f"logfile={qemu_opt_value(node.serial_log)},logappend=on",
         "-serial", "chardev:serial0",
         "-netdev", f"tap,id={NETDEV_ID},ifname={node.tap},script=no,downscript=no,vhost=off",
         *hw.nic_device_args(NETDEV_ID, node.mac),
