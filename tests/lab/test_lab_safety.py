@@ -146,3 +146,21 @@ def test_down_does_not_remove_a_planted_overlay_tree(tmp_path: Path, monkeypatch
     assert labmod._own_real_dir(victim)
     monkeypatch.setattr(os, "geteuid", lambda: victim.stat().st_uid + 1)
     assert not labmod._own_real_dir(victim)
+
+
+@pytest.mark.usefixtures("no_network")
+@pytest.mark.parametrize("exists", [True, False])
+def test_cli_lab_up_with_an_unknown_profile_touches_no_workdir(tmp_path: Path, exists: bool) -> None:
+    """The CLI configures its log file in the workdir: it validates before that too."""
+    from click.testing import CliRunner
+
+    from coserver.cli.main import main
+
+    wd = _open_dir(tmp_path) if exists else tmp_path / "not-yet"
+    result = CliRunner().invoke(main, ["lab", "up", "--prefix", "tsafe", "--workdir", str(wd), "--profile", "nosuch"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("coserver: error: no hardware profile 'nosuch'") and result.stderr.count("\n") == 1
+    if exists:
+        assert _mode(wd) == 0o755 and list(wd.iterdir()) == []
+    else:
+        assert not wd.exists()
