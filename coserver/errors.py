@@ -6,6 +6,25 @@ prints that line and exits non-zero; it never shows a traceback for these.
 Each layer derives its own subclasses (qmp.errors, images.errors, ...).
 """
 
+from collections.abc import Callable
+
+#: How much of a value an error message echoes (a 100,000-character serial must not fill a screen).
+#: 64 keeps every valid value whole (SMBIOS strings and serials are at most 64, a sha256 is 64).
+CLIP_CHARS = 64
+
+
+def clip(text: str, limit: int = CLIP_CHARS, quote: Callable[[str], str] | None = None) -> str:
+    """text (quoted by `quote`, e.g. repr or json.dumps, if given) for a one-line message; a longer
+    text is cut to its first `limit` characters, followed by its length.
+
+    Error messages say what was wrong with a value; a value of any length from a file or the
+    command line must not make the message unbounded (a terminal full, a log line of megabytes).
+    """
+    q = quote or str
+    if len(text) <= limit:
+        return q(text)
+    return f"{q(text[:limit])}… ({len(text)} characters)"
+
 
 class CoserverError(Exception):
     """An error with a one-line, user-facing message."""

@@ -49,9 +49,10 @@ def lab_up(prefix: str, workdir: Path | None, profile: str, spec: Path | None, c
     Exits 0 only when the pair is protected and checkpoints kept flowing for a short confirmation
     window; otherwise non-zero with the reason, and nothing of the lab is left running."""
     the_lab = Lab(prefix, workdir)
-    log.configure("INFO", the_lab.workdir / "lab.log.jsonl") if _writable(the_lab.workdir) else None
     opts = LabOptions(prefix=prefix, workdir=workdir, profile=profile, spec=spec, checkpoint_ms=checkpoint_ms,
                       reprotect=reprotect, sync_speed_mib_s=sync_speed, devices=devices)
+    the_lab.validate(opts)  # bad input: one line before the workdir is made or written to
+    log.configure("INFO", the_lab.workdir / "lab.log.jsonl") if _writable(the_lab.workdir) else None
     status = the_lab.up(opts, progress=lambda m: click.echo(f"  .. {m}", err=True))
     print_status(status)
 
@@ -95,7 +96,7 @@ def lab_down(prefix: str) -> None:
 
 def _writable(path: Path) -> bool:
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)  # a workdir the lab makes is private
         return True
     except OSError:
         return False

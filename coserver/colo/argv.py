@@ -25,6 +25,8 @@ from typing import Any
 from coserver.colo.guest import GuestHardware
 from coserver.colo.settings import SyncPorts
 from coserver.images import qemu_img
+from coserver.machine.qemuopts import qemu_opt_value
+from coserver.sys.files import private_dir
 
 NETDEV_ID = "hn0"
 QUORUM_NODE = "colo-disk0"
@@ -61,8 +63,15 @@ class Node:
         return qemu_img.colo_overlay_paths(*self._overlay_home)[1]
 
     def create_overlays(self, *, overwrite: bool = False) -> qemu_img.ColoOverlays:
-        """This secondary's empty active and hidden overlays, of its disk's size, where its argv names them."""
+        """This secondary's empty active and hidden overlays, of its disk's size, where its argv names them.
+
+        An overlay_dir usually sits in a directory every user can write (/dev/shm): it is made 0700
+        here, or, if it exists, must be a real directory of ours that no one else can enter (a
+        planted symlink or someone else's directory would receive the guest's disk writes); else
+        UnsafeDirError, one line. Its parent must exist."""
         directory, prefix = self._overlay_home
+        if self.overlay_dir is not None:
+            private_dir(self.overlay_dir)
         return qemu_img.create_colo_overlays(self.disk, directory, prefix=prefix, overwrite=overwrite)
 
     @property
@@ -93,8 +102,8 @@ def common_args(node: Node, hw: GuestHardware, accel: str) -> list[str]:
         "-accel", accel,
         "-nodefaults", "-no-user-config", "-display", "none",
         *hw.machine_args(),
-        "-chardev", f"socket,id=serial0,path={node.workdir / 'serial.sock'},server=on,wait=off,"
-                    f"logfile={node.serial_log},logappend=on",
+        "-chardev", f"socket,id=serial0,path={qemu_opt_value(node.workdir / 'serial.sock')},server=on,wait=off,"
+                    f"logfile={qemu_opt_value(node.serial_log)},logappend=on",
         "-serial", "chardev:serial0",
         "-netdev", f"tap,id={NETDEV_ID},ifname={node.tap},script=no,downscript=no,vhost=off",
         *hw.nic_device_args(NETDEV_ID, node.mac),

@@ -20,6 +20,7 @@ from pathlib import Path
 from coserver import log
 from coserver.errors import CoserverError
 from coserver.machine.launcher import QemuProcess
+from coserver.machine.qemuopts import qemu_opt_value
 from coserver.paths import QemuInstall, cache_dir
 from coserver.qmp.session import QmpSession
 from coserver.sys import netns
@@ -144,7 +145,7 @@ def _kvm_boot(qemu: QemuInstall, timeout: float) -> KvmVerdict:
         args = ["-accel", "kvm", "-machine", "pc", "-m", "256", "-nodefaults", "-display", "none",
                 "-kernel", str(guest.vmlinuz), "-initrd", str(guest.initrd),
                 "-append", guest.cmdline("10.0.2.15", 24, "10.0.2.2"),
-                "-drive", f"file={disk},if=virtio,format=qcow2",
+                "-drive", f"file={qemu_opt_value(disk)},if=virtio,format=qcow2",
                 "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:7777",
                 "-device", "virtio-net-pci,netdev=n0,romfile="]
         proc = QemuProcess("kvmprobe", args, tmp, qemu=qemu)

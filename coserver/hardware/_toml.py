@@ -3,6 +3,10 @@
 A :class:`Table` wraps one TOML table. Each typed getter records the key as known; ``finish()``
 then refuses any key that no getter asked for, so a misspelt key is an error, never ignored.
 Every failure is a :class:`~coserver.hardware.errors.SchemaError` naming file, key and reason.
+Values and keys echoed in a message are clipped (coserver.errors.clip): a file may hold a
+100,000-character string, a message stays one short line. A file nested deeper than
+:data:`MAX_DEPTH` levels is refused (tomllib recurses per level: 5000 nested arrays would be a
+RecursionError traceback).
 """
 
 from __future__ import annotations
@@ -14,12 +18,17 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from coserver.errors import clip
 from coserver.hardware.errors import SchemaError, SpecError
+from coserver.sys.files import open_regular
 
 T = TypeVar("T")
 #: Longest string value echoed whole in an error message.
-SHOW_MAX = 80  # room for a sha256 digest (64) and a path
 _MISSING: Any = object()
+#: Deepest nesting of tables and arrays a spec or profile may have (the schema needs 6).
+MAX_DEPTH = 32
+#: tomllib's message ends with where: "(at line 3, column 7)" or "(at end of document)".
+_TOML_WHERE = re.compile(r"(.*) (\(at (?:line \d+, column \d+|end of document)\))", re.DOTALL)
 
 
 def show(value: Any) -> str:
@@ -27,9 +36,7 @@ def show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        if len(value) > SHOW_MAX:  # a pasted blob must not flood the one-line message
-            return f"{json.dumps(value[:SHOW_MAX])[:-1]}...\" ({len(value)} characters)"
-        return json.dumps(value)
+        return clip(value, quote=json.dumps)
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):
@@ -58,19 +65,48 @@ class Origin:
         return cls(str(self), key, reason)
 
 
+def _toml_reason(exc: tomllib.TOMLDecodeError) -> str:
+    """tomllib's message with any key or value it quotes clipped, keeping where it happened."""
+    text = str(exc)
+    m = _TOML_WHERE.fullmatch(text)
+    return f"{clip(m.group(1), 120)} {m.group(2)}" if m else clip(text, 160)
+
+
+def _too_deep(doc: dict[str, Any]) -> bool:
+    """True if tables/arrays nest deeper than MAX_DEPTH (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
 def read_toml(origin: Origin) -> dict[str, Any]:
-    """Parse origin.path; unreadable or invalid files become one-line SchemaErrors."""
+    """Parse origin.path; unreadable, non-regular (a FIFO would hang), invalid or over-deep files
+    become one-line SchemaErrors."""
     try:
-        text = origin.path.read_bytes().decode("utf-8")
+        with open_regular(origin.path) as f:
+            text = f.read().decode("utf-8")
     except FileNotFoundError:
         raise origin.error(None, "no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise origin.error(None, f"cannot read: {reason}") from None
+    except ValueError:  # os.stat: "embedded null byte"
+        raise origin.error(None, "cannot read: the path contains a NUL character") from None
+    too_deep = f"tables or arrays nested deeper than {MAX_DEPTH} levels"
     try:
-        return tomllib.loads(text)
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise origin.error(None, f"not valid TOML: {exc}") from None
+        raise origin.error(None, f"not valid TOML: {_toml_reason(exc)}") from None
+    except RecursionError:
+        raise origin.error(None, too_deep) from None
+    if _too_deep(doc):
+        raise origin.error(None, too_deep)
+    return doc
 
 
 class Table:
@@ -85,6 +121,8 @@ class Table:
     # -- locating -------------------------------------------------------------------------
 
     def key(self, name: str) -> str:
+        """The dotted key of name here; a name from the file (an unknown key) is clipped."""
+        name = clip(name)
         return f"{self.prefix}.{name}" if self.prefix else name
 
     def error(self, name: str | None, reason: str, cls: type[SpecError] = SchemaError) -> SpecError:

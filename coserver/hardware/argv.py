@@ -33,6 +33,7 @@ from typing import Sequence
 from coserver.hardware import devices
 from coserver.hardware.config import MachineConfig
 from coserver.hardware.errors import HardwareError
+from coserver.machine.qemuopts import qemu_opt_value
 
 QEMU_ID = r"[A-Za-z][A-Za-z0-9_.-]{0,31}"
 NIC_SLOT = 0x03
@@ -47,15 +48,10 @@ HBA = {  # disk bus -> (controller driver, controller id, PCI slot)
 CDROM_BUS = {"pc": "bus=ide.1,unit=0", "q35": "bus=ide.2"}  # PIIX secondary master / ICH9 port 2
 
 
-def _esc(value: str) -> str:
-    """QEMU option syntax: a comma inside a value is written twice."""
-    return str(value).replace(",", ",,")
-
-
 def _opts(head: str, *pairs: tuple[str, str | int | None]) -> str:
     """"head,k=v,..." leaving out None values ("" stays: it means an empty value)."""
     parts = [head] if head else []
-    parts += [f"{k}={_esc(str(v))}" for k, v in pairs if v is not None]
+    parts += [f"{k}={qemu_opt_value(str(v))}" for k, v in pairs if v is not None]
     return ",".join(parts)
 
 

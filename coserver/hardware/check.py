@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from coserver.errors import clip
 from coserver.hardware.config import (
     MachineConfig,
     compare_configs,
@@ -91,7 +92,7 @@ def check_spec(path: str | Path, *, local_hosts: Sequence[str] | None = None,
         for h in local:
             if h not in spec.coservers:
                 raise SchemaError(spec.origin, "coservers",
-                                  f"{h!r} is not one of this spec's coservers "
+                                  f"{clip(h, quote=repr)} is not one of this spec's coservers "
                                   f"({', '.join(spec.coservers)})")
     configs = {h: resolve(spec, h) for h in spec.coservers}
     if measure_files:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from coserver.errors import clip
 from coserver.hardware._toml import show
 from coserver.hardware.errors import ConfigMismatchError, FileDigestError, SchemaError
 from coserver.hardware.profile import Profile
@@ -173,7 +174,7 @@ def resolve(spec: FTServerSpec, host: str) -> MachineConfig:
     """The configuration of spec's FT server on CoServer host (no file is read)."""
     if host not in spec.coservers:
         raise SchemaError(spec.origin, "coservers",
-                              f"{host!r} is not one of this spec's coservers "
+                              f"{clip(host, quote=repr)} is not one of this spec's coservers "
                               f"({', '.join(spec.coservers)})")
     disks = []
     for i, d in enumerate(spec.disks):
@@ -224,9 +225,11 @@ def _measured(origin: str, path: Path | None, key: str | None, declared: str | N
     if path is None:
         return declared
     try:
-        digest = sha256_file(path)
+        digest = sha256_file(path)  # refuses a FIFO or a device (it would hang): NotRegularFileError
     except OSError as exc:
         raise FileDigestError(origin, key, f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL in the path (the spec reader refuses those; a caller may not have)
+        raise FileDigestError(origin, key, "cannot read the file: its path contains a NUL character") from None
     if declared is not None and digest != declared:
         raise FileDigestError(origin, key, f"sha256 of {path} is {digest}, but {declared_key} "
                                            f"says {declared}")

@@ -28,6 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from coserver.errors import clip
 from coserver.hardware import devices
 from coserver.hardware._toml import Origin, Table, read_toml, show
 from coserver.hardware.errors import ProfileNotFound
@@ -210,7 +211,7 @@ def load_family(path: Path) -> list[Profile]:
     top = Table(read_toml(origin), origin)
     family = top.string("family", pattern=FAMILY, what="a lower-case family name like dl380")
     if family != path.stem:
-        raise top.error("family", f"must match the file name {path.stem!r}, got {family!r}")
+        raise top.error("family", f"must match the file name {path.stem!r}, got {clip(family, quote=repr)}")
     product_line = top.string("product_line")
     profiles: list[Profile] = []
     for gen in list(top.data):
@@ -272,5 +273,5 @@ def get_profile(name: str, directory: Path = PROFILES_DIR) -> Profile:
     try:
         return profiles[name]
     except KeyError:
-        raise ProfileNotFound(f"no hardware profile {name!r} in {directory} "
+        raise ProfileNotFound(f"no hardware profile {clip(str(name), quote=repr)} in {directory} "
                               f"(known: {', '.join(profile_names(directory))})") from None

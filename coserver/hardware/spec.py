@@ -87,6 +87,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from coserver.errors import clip
 from coserver.hardware import devices
 from coserver.hardware._toml import Origin, Table, read_toml, show
 from coserver.hardware.errors import ColoIncompatibleError, ProfileNotFound, TopologyError
@@ -118,6 +119,7 @@ DISK_FORMATS = ("qcow2", "raw")
 BOOT_MODES = ("disk", "kernel")
 MAX_DISKS = {"virtio-blk": 8, "virtio-scsi": 8, "ahci": 6, "megasas": 8, "megasas-gen2": 8}
 MIN_MEMORY_MIB = 64
+PATH_MAX = 4095  # Linux's PATH_MAX less the NUL: no longer path can be opened
 
 
 @dataclass(frozen=True)
@@ -258,7 +260,7 @@ def _coservers(value: Any) -> tuple[str, str]:
     if not ok:
         raise ValueError(f"must be two CoServer names like [\"cs1\", \"cs2\"], got {show(value)}"
                          if not isinstance(value, list) else
-                         f"must be exactly two CoServer names ([a-z0-9-]), got {value!r}")
+                         f"must be exactly two CoServer names ([a-z0-9-]), got {clip(repr(value))}")
     if value[0] == value[1]:
         raise ValueError(f"must name two different CoServers, got {value[0]!r} twice")
     return (value[0], value[1])
@@ -283,7 +285,11 @@ class _SpecReader:
         self.top = Table(read_toml(self.origin), self.origin)
 
     def local_path(self, t: Table, name: str) -> Path:
-        raw = t.string(name)
+        """A host-local file path; relative to the spec's directory. A NUL character is refused
+        here: no file can have one, and the OS calls that get the path raise ValueError."""
+        raw = t.string(name, max_len=PATH_MAX)
+        if "\0" in raw:
+            raise t.error(name, f"must be a file path, got {show(raw)} (contains a NUL character)")
         p = Path(os.path.expanduser(raw))
         if not p.is_absolute():
             p = self.path.parent / p

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ from coserver.paths import qemu_install, version_tuple
 from coserver.qmp.session import QmpSession
 from coserver.sys import netns
 from coserver.sys import proc as labproc
+from coserver.sys.files import private_dirs
 from coserver.sys.proc import ProcessRecord
 
 _log = log.get("lab")
@@ -81,11 +83,25 @@ def default_workdir(prefix: str) -> Path:
     return (Path(state) if state else Path.home() / ".local" / "state") / "coserver" / f"lab-{prefix}"
 
 
-def overlay_dir(prefix: str, host: str) -> Path:
-    """The secondary's active/hidden overlays: on tmpfs (/dev/shm) when there is one."""
+def overlay_base() -> Path:
+    """Where overlay directories go: tmpfs (/dev/shm) when there is one, else /var/tmp.
+    Both are shared with every user: what the lab makes below them is checked (make_overlay_dir)."""
     shm = Path("/dev/shm")
-    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path("/var/tmp")
-    return base / f"coserver-lab-{prefix}" / host
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path("/var/tmp")
+
+
+def overlay_dir(prefix: str, host: str, base: Path | None = None) -> Path:
+    """The secondary's active/hidden overlays: <base>/coserver-lab-<prefix>/<host>."""
+    return (base or overlay_base()) / f"coserver-lab-{prefix}" / host
+
+
+def make_overlay_dir(prefix: str, host: str, base: Path | None = None) -> Path:
+    """overlay_dir(), made safely: in a shared directory anyone could have planted
+    coserver-lab-<prefix> (a symlink into their own tree, or a directory they can write), so each
+    level is made 0700, or, if it exists, must be a real directory of ours with no group/other
+    access (sys.files.private_dirs); else one line (UnsafeDirError) and nothing is written."""
+    base = base or overlay_base()
+    return private_dirs(base, overlay_dir(prefix, host, base))
 
 
 @dataclass
@@ -184,15 +200,12 @@ class Lab:
     # ---- up ---------------------------------------------------------------------------
     def up(self, opts: LabOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
         say = progress or (lambda msg: None)
-        self._check_workdir()
+        self.validate(opts)  # bad input: one line, before anything is looked at or made
         busy = self.net.existing()
         if busy or self.registry_file.exists():
             raise LabError(f"lab prefix {self.prefix!r} is in use ({', '.join(busy) or self.registry_file}); "
                            f"run `coserver lab down --prefix {self.prefix}` first")
-        if opts.spec is None:
-            get_profile(opts.profile)  # unknown profile: one line, before anything is made
-            if opts.devices not in DEVICE_SETS:
-                raise LabError(f"--devices must be one of {', '.join(DEVICE_SETS)}, got {opts.devices!r}")
+        self._check_workdir()
         settings = ColoSettings(checkpoint_ms=opts.checkpoint_ms, sync_speed_mib_s=opts.sync_speed_mib_s)
         state = LabState(prefix=self.prefix, workdir=str(self.workdir), checkpoint_ms=opts.checkpoint_ms)
         step = "prepare"
@@ -248,15 +261,34 @@ class Lab:
             raise
         return self.status()
 
+    @staticmethod
+    def validate(opts: LabOptions) -> None:
+        """Every check of `up`'s options that needs nothing made: the profile, the device set, the
+        spec file. up() runs it first, so bad input never touches the workdir or the network."""
+        if opts.spec is None:
+            get_profile(opts.profile)  # unknown profile: one line naming the known ones
+            if opts.devices not in DEVICE_SETS:
+                raise LabError(f"--devices must be one of {', '.join(DEVICE_SETS)}, got {opts.devices!r}")
+            return
+        if not opts.spec.is_file():
+            raise LabError(f"spec {opts.spec}: " + ("not a regular file" if opts.spec.exists() else "no such file"))
+        load_spec(opts.spec)  # its schema: one SpecError line naming file and key
+
     def _check_workdir(self) -> None:
+        """The workdir is writable; made 0700 if the lab makes it. An existing directory is left as it
+        is, never chmod-ed: it may not be the lab's (`--workdir /tmp` must not close /tmp); what
+        the lab keeps in it is private on its own (host dirs and witness 0700, the key 0600)."""
         try:
-            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.workdir.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.workdir.mkdir(mode=0o700)
+            except FileExistsError:
+                pass
             probe = self.workdir / ".write-test"
             probe.write_text("ok")
             probe.unlink()
         except OSError as exc:
             raise LabError(f"workdir {self.workdir}: not writable ({exc.strerror or exc})") from exc
-        os.chmod(self.workdir, 0o700)
 
     def _prepare_spec(self, opts: LabOptions, state: LabState) -> Path:
         if opts.spec is not None:
@@ -294,7 +326,7 @@ class Lab:
             secondary.disk.parent.mkdir(parents=True, exist_ok=True)
             qemu_img.create(secondary.disk, size)
         assert secondary.overlay_dir is not None
-        secondary.overlay_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_overlay_dir(self.prefix, secondary.name)  # 0700 and ours, or one line: never a planted one
         secondary.create_overlays(overwrite=True)
 
     async def _start_pair(self, nodes: dict[str, Node], configs: dict, settings: ColoSettings,
@@ -541,7 +573,7 @@ class Lab:
             netns.delete(ns)
             removed.append(f"namespace {ns}")
         shm = overlay_dir(self.prefix, "x").parent
-        if shm.exists():
+        if _own_real_dir(shm):  # never a planted symlink, never someone else's files
             shutil.rmtree(shm, ignore_errors=True)
             removed.append(f"overlays {shm}")
         for host in HOSTS:
@@ -579,6 +611,15 @@ class Lab:
             return []
         proc.stop(timeout=5.0)
         return [f"qemu {host} (pid {proc.pid})"]
+
+
+def _own_real_dir(path: Path) -> bool:
+    """A directory (not a symlink to one) owned by us: what `down` may remove under a shared /dev/shm."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
 
 
 def _kill_namespace_pids(ns: str) -> list[str]:

@@ -43,6 +43,7 @@ from typing import Any, Literal, TypeVar
 
 from coserver import log
 from coserver.machine.errors import LaunchError
+from coserver.machine.qemuopts import qemu_opt_value
 from coserver.paths import QemuInstall, qemu_install
 from coserver.qmp.session import QmpSession
 from coserver.sys.netns import exec_argv
@@ -60,9 +61,10 @@ _POLL = 0.02
 def qmp_argv(path: str | Path) -> list[str]:
     """QEMU options for a QMP monitor QEMU serves on unix socket `path`.
 
-    wait=off: QEMU does not block its start-up until a client connects.
+    wait=off: QEMU does not block its start-up until a client connects. A comma in the path is
+    doubled (QEMU's option syntax); -pidfile takes its path whole, unescaped.
     """
-    return ["-qmp", f"unix:{path},server=on,wait=off"]
+    return ["-qmp", f"unix:{qemu_opt_value(path)},server=on,wait=off"]
 
 
 def _run_async(fn: Callable[[], Awaitable[T]], timeout: float) -> T:

@@ -204,7 +204,7 @@ def test_secondary_overlays_are_made_where_its_argv_names_them(tmp_path: Path):
 
     node = Node("cs2", tmp_path, "10.0.0.2", "tap0", tmp_path / "disk.qcow2", "52:54:00:00:00:01",
                 overlay_dir=tmp_path / "ov")
-    node.overlay_dir.mkdir()
+    node.overlay_dir.mkdir(mode=0o700)  # private: create_overlays refuses a directory others can enter
     qemu_img.create(node.disk, "32M")
     made = node.create_overlays()
     assert (made.active, made.hidden) == (node.active_overlay, node.hidden_overlay)
