@@ -42,9 +42,10 @@ def _register() -> None:
     from coserver.cli.image import image
     from coserver.cli.lab import lab
     from coserver.cli.pair import host, pair
+    from coserver.cli.server import server
     from coserver.cli.status import status
 
-    for command in (doctor, qemu, hardware, image, lab, failover, pair, host, status):
+    for command in (doctor, qemu, hardware, image, lab, failover, pair, host, server, status):
         main.add_command(command)
     from coserver.cli.bench import bench  # the benchmarks sit above the controller: registered here, last
     main.add_command(bench)
