@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from coserver.colo.argv import secondary_args
+from coserver.colo.argv import primary_args, secondary_args
 from coserver.colo.primary import Primary
 from coserver.colo.secondary import Secondary
 from coserver.colo.settings import ColoSettings
@@ -33,6 +33,15 @@ def secondary_argv(cfg: ControllerConfig) -> list[str]:
     version = version_tuple(qemu_install().version)
     return secondary_args(node, ConfigGuestHardware(config), cfg.accel, primary_sync_addr=cfg.peer_repl_addr,
                           ports=cfg.sync_ports, qemu_version=version)
+
+
+def simplex_argv(cfg: ControllerConfig) -> list[str]:
+    """The guest started alone on this host (the first side of a pair): its own disk, no replica yet."""
+    config = resolve(load_spec(cfg.spec), cfg.host)
+    node = cfg.colo_node()
+    if not node.disk.exists():
+        raise CoserverError(f"start {cfg.ftserver} on {cfg.host}: disk {node.disk} does not exist")
+    return primary_args(node, ConfigGuestHardware(config), cfg.accel)
 
 
 async def fail_over(side: type[Primary] | type[Secondary], qmp: QmpSession, cfg: ControllerConfig,

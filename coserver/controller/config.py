@@ -78,6 +78,10 @@ class ControllerConfig:
     ports: dict[str, int] = field(default_factory=dict)   # SyncPorts fields; default ports if empty
     reprotect: str = "auto"            # "auto" | "manual"
     sync_speed_mib_s: int = 0
+    # the FT server's life (lifecycle.py): who starts it first, how it stops
+    preferred: bool = False            # this host is the site's preferred CoServer (a first start runs here)
+    stop_timeout_s: float = 60.0       # ACPI power button, then this long for the guest to power off, then quit
+    boot_grace_s: float = 20.0         # a freshly started guest boots this long before the pair protects it
 
     def __post_init__(self) -> None:
         for name in ("host", "peer", "ftserver", "qemu_workdir", "qemu_name", "control_socket", "log_file",
@@ -98,7 +102,7 @@ class ControllerConfig:
         if missing:
             raise ConfigError(f"controller config: node lacks {', '.join(missing)}")
         for name in ("checkpoint_ms", "qmp_deadline_s", "kill_hung_after_s", "heartbeat_interval_s",
-                     "heartbeat_timeout_s"):
+                     "heartbeat_timeout_s", "stop_timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"controller config: {name} must be a positive number, not {value!r}")
@@ -117,6 +121,11 @@ class ControllerConfig:
     @property
     def sync_ports(self) -> SyncPorts:
         return SyncPorts(**self.ports)
+
+    @property
+    def desired_file(self) -> Path:
+        """What the operator asked of this FT server on this host (lifecycle.Desired)."""
+        return Path(self.qemu_workdir) / "desired.json"
 
     @property
     def maintenance_flag(self) -> Path:

@@ -28,6 +28,9 @@ class Command(StrEnum):
     RELINQUISH = "relinquish"    # {"reason"}: the primary stops so the secondary takes over (manual failover)
     REJOIN = "rejoin"            # re-protect now (also under reprotect=manual)
     MAINTENANCE = "maintenance"  # {"on": bool}: take this CoServer out of the pair, or bring it back
+    START = "start"              # the operator wants the FT server running (server start)
+    STOP = "stop"                # ... stopped: guest shut down, both sides stopped, no failover (server stop)
+    ENABLE = "enable"            # {"on": bool}: start it when the host boots (server enable/disable)
 
 
 async def serve(path: str | Path, handle: Handler) -> asyncio.Server:

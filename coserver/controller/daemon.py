@@ -41,6 +41,7 @@ from coserver.controller.control import Command
 from coserver.controller.errors import WitnessError, WitnessUnreachable
 from coserver.controller.heartbeat import Heartbeats, LinkSpec, load_key, load_or_create_key
 from coserver.controller.journal import Journal, JournalEntry
+from coserver.controller.lifecycle import Desired, StartMove, StartView, after_restart, start_move
 from coserver.controller.observe import WATCHED_EVENTS, ColoEvents, QmpHealth
 from coserver.controller.policy import (
     Action,
@@ -64,7 +65,7 @@ from coserver.qmp.session import QmpListener, QmpSession
 from coserver.site import load_site
 from coserver.site.local import this_host
 from coserver.site.servers import find_server, spec_names
-from coserver.sys.proc import last_line
+from coserver.sys.proc import boot_id, last_line
 
 _log = log.get("controller")
 
@@ -100,6 +101,11 @@ class HostController:
         self.rejoin_requested = False
         self.rejoin_note = ""
         self.attempts = AttemptLog()                    # (re-)protections that did not hold: crash loops
+        # settled in run() once attached (no file: a running pair is adopted, an idle one waits)
+        self.desired = Desired.load(cfg.desired_file, default=Desired(run=True, why="no wish recorded"))
+        self.start_note = ""
+        self.guest_started_at: float | None = None      # monotonic: our simplex start (boot grace)
+        self.powering_down_since: float | None = None   # monotonic: server stop pressed the power button
         self.sync: dict[str, Any] | None = None          # progress of a running (re)sync
         self.thresholds = Thresholds(kill_hung_after=cfg.kill_hung_after_s)
         self.witness = witness
@@ -200,6 +206,16 @@ class HostController:
     async def run(self) -> None:
         """Attach, serve and decide until stop(); raises the bug that stopped it, if one did."""
         await self._attach()
+        if not self.cfg.desired_file.exists():
+            # No wish recorded: a pair adopted while it runs keeps running; an idle one waits for `start`.
+            self.desired = Desired(run=self.role != Role.NONE, since=time.time(), why="adopted as found",
+                                   boot=boot_id())
+            self.desired.save(self.cfg.desired_file)
+        elif self.role == Role.NONE:   # nothing runs here: a controller restart, or a host that rebooted
+            wish = after_restart(self.desired, boot_id())
+            if wish != self.desired:
+                self.desired = wish
+                self.desired.save(self.cfg.desired_file)
         await self.heartbeats.open()
         await self._claim_initial()
         self._publish()
@@ -351,6 +367,12 @@ class HostController:
 
     async def tick(self) -> None:
         async with self._acting:
+            if not self.desired.run:  # server stop: shut down, never fail over
+                await self._stopping_step()
+                self._publish()
+                if time.monotonic() - self._last_journal > JOURNAL_EVERY_S:
+                    self._save_journal("periodic")
+                return
             obs = self.observe()
             if self._in_grace(obs):
                 return
@@ -360,6 +382,7 @@ class HostController:
             self._note(decision)
             await self.act(decision)
             if decision.action in (Action.NONE, Action.ALERT, Action.DEGRADED_ALERT):
+                self._start_step()
                 await self._rejoin_step()
             if self.attempts.tick(time.monotonic()):
                 _log.info("controller.protection.held", host=self.cfg.host, ftserver=self.cfg.ftserver)
@@ -474,6 +497,129 @@ class HostController:
                                        qemu_name=self.cfg.qemu_name, qemu_workdir=self.cfg.qemu_workdir,
                                        reason=reason[:200]))
 
+    # ---- the FT server's life: start, stop -------------------------------------------------
+    def _start_view(self) -> StartView:
+        peer = self.heartbeats.peer_state() if self.heartbeats.peer_alive() else None
+        w = self.witness_view
+        return StartView(host=self.cfg.host, preferred=self.cfg.preferred, run=self.desired.run, role=self.role,
+                         state=self.sm.state, maintenance=self.maintenance,
+                         busy=self.busy is not None and not self.busy.done(), witness_reachable=w.reachable,
+                         owner_alive=w.alive, last_owner=w.owner, peer_heard=peer is not None,
+                         peer_role=peer.role if peer else None)
+
+    def _start_step(self) -> None:
+        if self.role != Role.NONE:
+            return
+        move, why = start_move(self._start_view())
+        self.start_note = why
+        if move == StartMove.START_SIMPLEX:
+            self.busy = self._spawn(self._start_simplex(why), "start")
+
+    async def _start_simplex(self, why: str) -> None:
+        """Start the guest alone here, with the witness's grant for a new epoch; the peer then joins."""
+        self.last_attempt = time.monotonic()
+        try:
+            if self.sm.state == FtState.STOPPED:
+                self._to(FtState.STARTING, why)
+            epoch = max(self.epoch, self.witness_view.epoch or 0) + 1
+            res = await self.witness.claim(self.cfg.host, epoch)
+            if not res.granted:
+                self._to(FtState.STOPPED, f"not started: the witness denied epoch {epoch}: {res.reason}")
+                return
+            self.epoch = epoch
+            self._witness_changed(WitnessView(True, self.cfg.host, epoch, True))
+            args = await asyncio.to_thread(actions.simplex_argv, self.cfg)
+            proc = QemuProcess(self.cfg.qemu_name, args, self.cfg.qemu_workdir)
+            await asyncio.to_thread(proc.start)
+            self.qemu = proc
+            await self._open_qmp(drop_old_first=True)
+            self.role = Role.SIMPLEX
+            self.health = QmpHealth()
+            self.events.colo_exit = None
+            self.events.last_checkpoint = None
+            self.guest_started_at = time.monotonic()
+            self._to(FtState.SIMPLEX, f"guest started alone in epoch {epoch}; {self.cfg.peer} joins as its secondary")
+        except (CoserverError, OSError) as exc:
+            _log.error("controller.start.failed", host=self.cfg.host, reason=str(exc))
+            if self.qemu is not None and self.qemu.alive():
+                self.qemu.kill()
+            self.role = Role.NONE
+            await self._release_witness()
+            if self.sm.state != FtState.STOPPED and self.sm.can(FtState.STOPPED):
+                self._to(FtState.STOPPED, f"start failed: {exc}")
+
+    async def _release_witness(self) -> None:
+        if not self.witness.held:
+            return
+        try:
+            await self.witness.release()
+            self._witness_changed(WitnessView(True, None, None, False))
+        except WitnessError as exc:
+            _log.warning("controller.witness.release.failed", host=self.cfg.host, reason=str(exc))
+
+    async def _stopping_step(self) -> None:
+        """`server stop`: the side running the guest presses the power button and waits (then quits);
+        a secondary stops once the guest is gone from its peer. No failover happens meanwhile."""
+        if self.busy is not None and not self.busy.done():
+            return
+        alive = self.qemu is not None and self.qemu.alive()
+        if self.role in (Role.PRIMARY, Role.SIMPLEX):
+            if alive and self.powering_down_since is None:
+                if self.sm.can(FtState.STOPPING):
+                    self._to(FtState.STOPPING, f"server stop: ACPI power button ({self.desired.why})")
+                try:
+                    if self.qmp is not None:
+                        await self.qmp.execute("system_powerdown", deadline=self.cfg.qmp_deadline_s)
+                except QmpError as exc:
+                    _log.warning("controller.stop.powerdown.failed", host=self.cfg.host, reason=str(exc))
+                self.powering_down_since = time.monotonic()
+                return
+            if alive and time.monotonic() - (self.powering_down_since or 0) < self.cfg.stop_timeout_s:
+                return
+            await self._stopped_here("guest powered off" if not alive else
+                                     f"guest still running {self.cfg.stop_timeout_s:g} s after the power button: "
+                                     "QEMU stopped")
+        elif self.role == Role.SECONDARY:
+            peer = self.heartbeats.peer_state() if self.heartbeats.peer_alive() else None
+            if alive and peer is not None and peer.qemu == QemuHealth.ALIVE.value and peer.role != Role.NONE.value:
+                if self.sm.can(FtState.STOPPING) and self.sm.state != FtState.STOPPING:
+                    self._to(FtState.STOPPING, "server stop: waiting for the primary's guest to power off")
+                return
+            await self._stopped_here("the primary's guest is gone: secondary stopped")
+        elif self.sm.state not in (FtState.STOPPED, FtState.FENCED) and self.sm.can(FtState.STOPPED):
+            self._to(FtState.STOPPED, f"server stop ({self.desired.why})")
+
+    async def _stopped_here(self, reason: str) -> None:
+        if self.qemu is not None and self.qemu.alive():
+            await asyncio.to_thread(self.qemu.stop, 5.0)
+        await self._close_qmp(self.qmp, self.listener)
+        self.qmp = self.listener = None
+        self.role = Role.NONE
+        self.powering_down_since = None
+        self.guest_started_at = None
+        await self._release_witness()   # the epoch record stays: this host ran the guest last
+        if self.sm.state != FtState.STOPPING and self.sm.can(FtState.STOPPING):
+            self._to(FtState.STOPPING, reason)
+        if self.sm.can(FtState.STOPPED):
+            self._to(FtState.STOPPED, f"stopped: {reason}")
+
+    def _ask(self, *, run: bool | None = None, enabled: bool | None = None, why: str) -> dict[str, Any]:
+        self.desired = self.desired.asked(run=run, enabled=enabled, why=why)
+        self.desired.save(self.cfg.desired_file)
+        _log.info("controller.desired", host=self.cfg.host, run=self.desired.run, enabled=self.desired.enabled,
+                  why=why)
+        return {"ok": True, "host": self.cfg.host, "run": self.desired.run, "enabled": self.desired.enabled,
+                "role": self.role.value, "state": self.sm.state.value}
+
+    async def _start_requested(self, why: str) -> dict[str, Any]:
+        async with self._acting:
+            if self.sm.state == FtState.FENCED:   # an operator's start clears a fence (never revives a guest)
+                self._to(FtState.STOPPED, "fence cleared by `server start`")
+            self.rejoin_requested = True          # the other side joins even under reprotect=manual
+            self.attempts = AttemptLog()
+            self.last_attempt = -math.inf
+            return self._ask(run=True, why=why)
+
     # ---- re-protection --------------------------------------------------------------------
     def _attempt_failure(self, reason: str) -> str:
         """Why a (re-)protection attempt failed: our QEMU's last words if it died, else the reason given."""
@@ -506,6 +652,11 @@ class HostController:
         if move == Move.START_SECONDARY:
             self.busy = self._spawn(self._start_secondary(why), "rejoin")
         elif move == Move.PROTECT:
+            booting = (time.monotonic() - self.guest_started_at) if self.guest_started_at is not None else None
+            if booting is not None and booting < self.cfg.boot_grace_s:
+                self.rejoin_note = (f"the guest started {booting:.0f} s ago: protecting it once it has booted "
+                                    f"({self.cfg.boot_grace_s:g} s)")
+                return
             self.busy = self._spawn(self._protect(why), "protect")
 
     async def _start_secondary(self, why: str) -> None:
@@ -600,6 +751,9 @@ class HostController:
                           "failed_attempts": self.attempts.failures, "last_failure": self.attempts.last_reason,
                           "alert": self.attempts.alert()},
             "sync": self.sync,
+            "desired": {"run": self.desired.run, "enabled": self.desired.enabled, "why": self.desired.why,
+                        "since": self.desired.since},
+            "start_note": self.start_note,
         }
         if self.qmp is not None and qemu == QemuHealth.ALIVE:
             try:
@@ -636,6 +790,13 @@ class HostController:
             return {"ok": True, "host": self.cfg.host, "role": self.role.value}
         if cmd == Command.MAINTENANCE:
             return await self._maintenance(bool(request.get("on")))
+        if cmd == Command.START:
+            return await self._start_requested(str(request.get("reason", "server start")))
+        if cmd == Command.STOP:
+            return self._ask(run=False, why=str(request.get("reason", "server stop")))
+        if cmd == Command.ENABLE:
+            return self._ask(enabled=bool(request.get("on", True)), why="server enable" if request.get(
+                "on", True) else "server disable")
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     async def _maintenance(self, on: bool) -> dict[str, Any]:

@@ -47,8 +47,10 @@ BUSYBOX_PACKAGE = "busybox-static"
 #: drivers of every emulated NIC and disk controller a hardware profile names (e1000, e1000e,
 #: megasas/megasas-gen2 via megaraid_sas and sd_mod): a guest without virtio drivers, like the
 #: Windows servers the product is for, uses those, so the lab guest must run protected on them too.
+#: button (the ACPI power button) and evdev give /init the button's events when QEMU presses it for
+#: `system_powerdown`: `coserver server stop` shuts the guest down cleanly.
 ROOT_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "e1000", "e1000e", "megaraid_sas", "sd_mod",
-                "ext4")
+                "ext4", "evdev", "button")
 #: softdep "pre:" names we can satisfy (ext4 and jbd2 want crc32c for metadata checksums).
 SOFTDEP_PROVIDERS = {"crypto-crc32c": "crc32c_generic", "crc32c": "crc32c_generic"}
 DATA_DISK_SIZE = 256 * 1024 * 1024

@@ -15,7 +15,6 @@ the next `up` starts from cs1's disk and re-syncs cs2's.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -28,11 +27,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from coserver import log
-from coserver.colo.argv import Node, primary_args, secondary_args
-from coserver.colo.primary import Primary, SyncProgress
-from coserver.colo.secondary import Secondary
-from coserver.colo.settings import ColoSettings, SyncPorts
-from coserver.colo.status import read_state
+from coserver.colo.argv import Node
+from coserver.colo.settings import ColoSettings
 from coserver.controller import control
 from coserver.controller.config import ControllerConfig, LinkConfig
 from coserver.controller.errors import ControlError
@@ -40,7 +36,6 @@ from coserver.controller.heartbeat import load_or_create_key
 from coserver.doctor.hostcheck import choose_accel
 from coserver.errors import CoserverError
 from coserver.hardware import check_spec, get_profile
-from coserver.hardware.argv import ConfigGuestHardware
 from coserver.hardware.config import resolve
 from coserver.hardware.spec import load_spec
 from coserver.images import qemu_img
@@ -50,8 +45,7 @@ from coserver.lab import net as labnet
 from coserver.lab.net import GUEST_ADDRESS, HOSTS, TAP, LabNet
 from coserver.lab.spec import DEVICE_SETS, GUEST_PORT, write_lab_spec
 from coserver.machine.launcher import QemuProcess
-from coserver.paths import qemu_install, version_tuple
-from coserver.qmp.session import QmpSession
+from coserver.paths import qemu_install
 from coserver.sys import netns
 from coserver.sys import proc as labproc
 from coserver.sys.files import private_dirs
@@ -117,6 +111,13 @@ class LabOptions:
     #: `up` returns only after the pair stayed protected this long with checkpoints flowing
     #: (0: at least three checkpoint periods, and never under 5 s).
     confirm_s: float = 0.0
+
+    #: The pair must be protected within this long after `server start` (boot, grace, sync, COLO).
+    protect_timeout_s: float = 180.0
+    #: The lab guest boots in about 10 s under TCG: protect it after this long, not while it boots.
+    boot_grace_s: float = 15.0
+    #: server stop: the power button, then this long for the guest to power off.
+    stop_timeout_s: float = 30.0
 
     def confirm_window_s(self) -> float:
         return self.confirm_s or max(5.0, 3 * self.checkpoint_ms / 1000)
@@ -201,12 +202,12 @@ class Lab:
     def up(self, opts: LabOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
         say = progress or (lambda msg: None)
         self.validate(opts)  # bad input: one line, before anything is looked at or made
+        ColoSettings(checkpoint_ms=opts.checkpoint_ms, sync_speed_mib_s=opts.sync_speed_mib_s)  # one line if bad
         busy = self.net.existing()
         if busy or self.registry_file.exists():
             raise LabError(f"lab prefix {self.prefix!r} is in use ({', '.join(busy) or self.registry_file}); "
                            f"run `coserver lab down --prefix {self.prefix}` first")
         self._check_workdir()
-        settings = ColoSettings(checkpoint_ms=opts.checkpoint_ms, sync_speed_mib_s=opts.sync_speed_mib_s)
         state = LabState(prefix=self.prefix, workdir=str(self.workdir), checkpoint_ms=opts.checkpoint_ms)
         step = "prepare"
         try:
@@ -239,17 +240,23 @@ class Lab:
             step = "start the witness (etcd)"
             say(step)
             self._start_witness()
-            asyncio.run(self._start_pair(nodes, configs, settings, state, say))
             step = "start the controllers"
             say(step)
             load_or_create_key(self.key_file)
             for host in HOSTS:
                 self._start_controller(host, nodes[host], opts, spec_path, state.accel, spec.name)
-            step = "confirm the pair stays protected"
-            say(f"{step} ({opts.confirm_window_s():g} s, checkpoints flowing)")
             state.state = "confirming"   # from here the controllers' reports say what the pair is
             state.save(self.state_file)
+            step = f"server start {spec.name}"
+            say(f"{step}: the controllers start the guest on cs1 and protect it themselves")
+            for host in HOSTS:
+                self.ask(host, {"cmd": "start", "reason": "lab up"})
+            step = "wait for the pair to protect itself"
+            self._wait_protected(say, timeout=opts.protect_timeout_s)
+            step = "confirm the pair stays protected"
+            say(f"{step} ({opts.confirm_window_s():g} s, checkpoints flowing)")
             self._confirm_protected(opts.confirm_window_s())
+            self._wait_guest(state)
             state.state = "protected"
             state.save(self.state_file)
         except BaseException as exc:
@@ -329,50 +336,44 @@ class Lab:
         make_overlay_dir(self.prefix, secondary.name)  # 0700 and ours, or one line: never a planted one
         secondary.create_overlays(overwrite=True)
 
-    async def _start_pair(self, nodes: dict[str, Node], configs: dict, settings: ColoSettings,
-                          state: LabState, say: Callable[[str], None]) -> None:
-        qemu = qemu_install()
-        ports = SyncPorts()
-        p, s = nodes["cs1"], nodes["cs2"]
-        say("start the secondary QEMU on cs2")
-        sproc = QemuProcess(QEMU_NAME, secondary_args(s, ConfigGuestHardware(configs["cs2"]), state.accel,
-                                                      primary_sync_addr=p.sync_addr, ports=ports,
-                                                      qemu_version=version_tuple(qemu.version)),
-                            s.workdir, netns=s.netns)
-        await asyncio.to_thread(sproc.start)
-        say("start the primary QEMU on cs1")
-        pproc = QemuProcess(QEMU_NAME, primary_args(p, ConfigGuestHardware(configs["cs1"]), state.accel),
-                            p.workdir, netns=p.netns)
-        await asyncio.to_thread(pproc.start)
-        say("wait for the guest's journal service")
-        await asyncio.to_thread(self._wait_guest, state, sproc, pproc)
-        async with await QmpSession.connect(pproc.qmp_path, name="cs1-lab") as pqmp, \
-                await QmpSession.connect(sproc.qmp_path, name="cs2-lab") as sqmp:
-            state.state = "syncing"
-            state.save(self.state_file)
-            say("sync cs2's disk from cs1 over NBD")
-            await Secondary(sqmp, s, settings).prepare(ports)
-            await Primary(pqmp, p, settings).protect(s.sync_addr, ports, _sync_printer(say))
-            say("confirm COLO on both sides")
-            await Secondary(sqmp, s, settings).wait_colo()
-            pst = await read_state(pqmp, settings.qmp_deadline_s)
-            sst = await read_state(sqmp, settings.qmp_deadline_s)
-            if (pst.mode, sst.mode) != ("primary", "secondary"):
-                raise LabError(f"COLO modes after start: cs1 {pst.mode}, cs2 {sst.mode}")
+    def _wait_protected(self, say: Callable[[str], None], timeout: float) -> None:
+        """Poll the controllers until they report the pair protected, showing what they do meanwhile;
+        raise with their alert or notes (and any QEMU's last log line) if it does not come."""
+        deadline = time.monotonic() + timeout
+        seen: dict[str, str] = {}
+        while True:
+            st = self.status()
+            for host, e in st["hosts"].items():
+                sync = e.get("sync") or {}
+                what = f"{e.get('role')}/{e.get('state')}"
+                if sync and not sync.get("finished") and e.get("state") == "syncing":
+                    what += f" sync {sync.get('percent', 0):.0f}%"
+                if seen.get(host) != what:
+                    seen[host] = what
+                    say(f"{host}: {what}")
+            if st["state"] == "protected":
+                return
+            if st.get("alert"):
+                raise LabError(f"the pair cannot protect itself: {st['alert']}")
+            if time.monotonic() > deadline:
+                notes = [f"{h}: {e.get('error') or (e.get('reprotect') or {}).get('note') or e.get('state')}; "
+                         f"qemu log: {labproc.last_line(self.host_dir(h) / (QEMU_NAME + '.log'))}"
+                         for h, e in st["hosts"].items()]
+                raise LabError(f"the pair was not protected within {timeout:g} s ({st['state']}; "
+                               f"{'; '.join(notes)})")
+            time.sleep(0.5)
 
-    def _wait_guest(self, state: LabState, *procs: QemuProcess) -> None:
-        deadline = time.monotonic() + 120
+    def _wait_guest(self, state: LabState, timeout: float = 60.0) -> None:
+        """The guest's service answers clients (protected implies booted; this says so from outside)."""
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 connect_journal(self.net.ns("client"), state.guest["address"], state.guest["port"], 3.0).close()
                 return
             except CoserverError as exc:
-                for proc in procs:
-                    if not proc.alive():
-                        raise LabError(f"QEMU in {proc.workdir} exited: {labproc.last_line(proc.log_path)}") from exc
                 if time.monotonic() > deadline:
                     raise LabError(f"the guest did not answer at {state.guest['address']}:{state.guest['port']} "
-                                   f"within 120 s: {exc}") from exc
+                                   f"within {timeout:g} s: {exc}") from exc
                 time.sleep(0.5)
 
     def _start_witness(self) -> None:
@@ -412,7 +413,8 @@ class Lab:
             node={"sync_addr": node.sync_addr, "tap": node.tap, "disk": str(node.disk), "mac": node.mac,
                   "overlay_dir": str(node.overlay_dir) if node.overlay_dir else None},
             checkpoint_ms=opts.checkpoint_ms, spec=str(spec), accel=accel, peer_repl_addr=self.net.repl_address(peer),
-            reprotect=opts.reprotect, sync_speed_mib_s=opts.sync_speed_mib_s)
+            reprotect=opts.reprotect, sync_speed_mib_s=opts.sync_speed_mib_s, preferred=host == HOSTS[0],
+            boot_grace_s=opts.boot_grace_s, stop_timeout_s=opts.stop_timeout_s)
 
     def _start_controller(self, host: str, node: Node, opts: LabOptions, spec: Path, accel: str,
                           ftserver: str) -> None:
@@ -494,7 +496,8 @@ class Lab:
                 entry.update({k: s.get(k) for k in (
                     "ftserver", "role", "state", "epoch", "qemu_pid", "qemu_alive", "qemu_health", "qmp_ok", "colo", "qmp",
                     "checkpoints", "last_checkpoint_age_s", "checkpoint_pause_ms", "controller_pid", "links",
-                    "peer", "witness", "decisions", "history", "colo_exit", "reprotect", "sync")})
+                    "peer", "witness", "decisions", "history", "colo_exit", "reprotect", "sync", "desired",
+                    "start_note")})
             except LabError as exc:
                 entry["error"] = str(exc)
                 rec = self.controller_process(host)
@@ -646,17 +649,3 @@ def _alert(hosts: dict[str, Any]) -> str | None:
         if alert:
             return str(alert)
     return None
-
-
-def _sync_printer(say: Callable[[str], None]) -> Callable[[SyncProgress], None]:
-    last = {"pct": -10.0, "t": 0.0, "t0": time.monotonic()}
-
-    def show(p: SyncProgress) -> None:
-        now = time.monotonic()
-        if p.ready or p.percent - last["pct"] >= 10 or now - last["t"] > 5:
-            rate = p.done / max(now - last["t0"], 1e-3) / 2**20
-            say(f"sync {p.percent:5.1f}%  {p.done / 2**20:.0f}/{p.total / 2**20:.0f} MiB  {rate:.0f} MiB/s"
-                + ("  in step" if p.ready else ""))
-            last.update(pct=p.percent, t=now)
-
-    return show

@@ -140,3 +140,36 @@ class PairClient:
         done = self.wait_protected(timeout)
         return {"ok": True, "host": host, "maintenance": False, "primary": done["primary"],
                 "secondary": done["secondary"], "seconds": round(time.monotonic() - t0, 2)}
+
+    def start(self, timeout: float) -> dict[str, Any]:
+        """server start: both controllers want the FT server running; the right one starts the guest
+        alone, the other joins as its secondary, and the pair protects itself. Returns once protected."""
+        t0 = time.monotonic()
+        for host in self.hosts:
+            self.site.ask(host, {"cmd": Command.START, "reason": "server start"})
+        done = self.wait_protected(timeout)
+        return {"ok": True, "primary": done["primary"], "secondary": done["secondary"], "state": done["state"],
+                "seconds": round(time.monotonic() - t0, 2)}
+
+    def stop(self, timeout: float) -> dict[str, Any]:
+        """server stop: the guest is shut down (ACPI power button, then a timeout), both sides stop and
+        nobody fails over. Returns once neither CoServer runs a QEMU for it."""
+        t0 = time.monotonic()
+        for host in self.hosts:
+            self.site.ask(host, {"cmd": Command.STOP, "reason": "server stop"})
+        while True:
+            st = self.site.status()
+            hosts = st["hosts"].values()
+            if all(e.get("state") == "stopped" and not e.get("qemu_alive") for e in hosts):
+                return {"ok": True, "state": "stopped", "seconds": round(time.monotonic() - t0, 2),
+                        "how": {h: (e.get("history") or [{}])[-1].get("reason") for h, e in st["hosts"].items()}}
+            if time.monotonic() - t0 > timeout:
+                raise PairError(f"server stop: not stopped after {timeout:.0f} s: " + ", ".join(
+                    f"{h} {e.get('role')}/{e.get('state')}" for h, e in st["hosts"].items()))
+            time.sleep(0.3)
+
+    def enable(self, on: bool) -> dict[str, Any]:
+        """server enable/disable: start the FT server when its hosts boot, or not."""
+        replies = {host: self.site.ask(host, {"cmd": Command.ENABLE, "on": on}) for host in self.hosts}
+        return {"ok": True, "enabled": on, "hosts": {h: r.get("enabled") for h, r in replies.items()}}
+
