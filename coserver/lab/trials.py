@@ -47,6 +47,8 @@ FAULTS: dict[str, tuple[str, str | None, int | None, bool, str | None]] = {
     "cut-link-1": ("cut-link", None, 1, False, "heal-link"),
     "cut-link-2": ("cut-link", None, 2, False, "heal-link"),
     "cut-all-links": ("cut-all-links", None, None, True, None),
+    "power-off-primary": ("power-off", "primary", None, True, "power-on"),
+    "power-off-secondary": ("power-off", "secondary", None, True, "power-on"),
     "kill-controller-primary": ("kill-controller", "primary", None, False, None),
     "kill-controller-secondary": ("kill-controller", "secondary", None, False, None),
 }
