@@ -76,8 +76,8 @@ def lab_status(prefix: str, as_json: bool) -> None:
 @click.option("--link", type=click.IntRange(1, 2), default=None, help="The sync link (1 or 2).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
 def lab_fault(kind: str, prefix: str, host: str | None, link: int | None, as_json: bool) -> None:
-    """Inject a fault: kill-qemu|hang-qemu|resume-qemu|kill-controller --host H; cut-link|heal-link --link N;
-    cut-all-links|heal-all-links."""
+    """Inject a fault: kill-qemu|hang-qemu|resume-qemu|kill-controller|power-off|power-on --host H;
+    cut-link|heal-link --link N; cut-all-links|heal-all-links."""
     done = Lab(prefix).fault(kind, host, link)
     if as_json:
         click.echo(json.dumps(done))

@@ -53,13 +53,17 @@ def server_stop(name: str, prefix: str, timeout: float, as_json: bool) -> None:
     click.echo(json.dumps(out) if as_json else f"{name}: stopped in {out['seconds']} s")
 
 
+def _enable(name: str, prefix: str, on: bool) -> None:
+    _check_name(prefix, name)
+    click.echo(json.dumps(lab_pair(prefix, True).enable(on)))
+
+
 @server.command("enable")
 @click.argument("name")
 @prefix_option
 def server_enable(name: str, prefix: str) -> None:
     """Start NAME when its hosts boot."""
-    _check_name(prefix, name)
-    click.echo(json.dumps(lab_pair(prefix, True).enable(True)))
+    _enable(name, prefix, True)
 
 
 @server.command("disable")
@@ -67,8 +71,7 @@ def server_enable(name: str, prefix: str) -> None:
 @prefix_option
 def server_disable(name: str, prefix: str) -> None:
     """Do not start NAME when its hosts boot (a running server keeps running)."""
-    _check_name(prefix, name)
-    click.echo(json.dumps(lab_pair(prefix, True).enable(False)))
+    _enable(name, prefix, False)
 
 
 @server.command("status")

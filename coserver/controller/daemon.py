@@ -101,6 +101,7 @@ class HostController:
         self.rejoin_requested = False
         self.rejoin_note = ""
         self.attempts = AttemptLog()                    # (re-)protections that did not hold: crash loops
+        self._killed_local = False                      # our QEMU was killed by us (not a crash)
         # settled in run() once attached (no file: a running pair is adopted, an idle one waits)
         self.desired = Desired.load(cfg.desired_file, default=Desired(run=True, why="no wish recorded"))
         self.start_note = ""
@@ -460,6 +461,7 @@ class HostController:
     async def _stop_local(self, reason: str, *, release: bool, to: FtState) -> None:
         """End the local guest side (kill -9: a fenced side must stop now, not cleanly later)."""
         if self.qemu is not None and self.qemu.alive():
+            self._killed_local = True   # our own kill: not a crash of the guest side (AttemptLog)
             self.qemu.kill()
         self.role = Role.NONE
         if release and self.witness.held:
@@ -478,9 +480,10 @@ class HostController:
             return
         self.sm.to(state, reason)
         if self.attempts.on_state(state, time.monotonic()):
-            self.attempts.failed(self._attempt_failure(reason))
-            _log.error("controller.protection.attempt.failed", host=self.cfg.host, failures=self.attempts.failures,
-                       reason=self.attempts.last_reason)
+            if self._fresh_secondary_died():
+                self._attempt_failed(self._attempt_failure(reason))
+            else:
+                self.attempts.close()
         self._save_journal(reason)
         self._publish()
 
@@ -621,6 +624,16 @@ class HostController:
             return self._ask(run=True, why=why)
 
     # ---- re-protection --------------------------------------------------------------------
+    def _fresh_secondary_died(self) -> bool:
+        """The attempt ended because the secondary this side started died by itself (not our kill)."""
+        return (self.attempts.kind == "secondary" and self.qemu is not None and not self.qemu.alive()
+                and not self._killed_local)
+
+    def _attempt_failed(self, reason: str) -> None:
+        self.attempts.failed(reason)
+        _log.error("controller.protection.attempt.failed", host=self.cfg.host, failures=self.attempts.failures,
+                   reason=reason)
+
     def _attempt_failure(self, reason: str) -> str:
         """Why a (re-)protection attempt failed: our QEMU's last words if it died, else the reason given."""
         if self.qemu is not None and not self.qemu.alive():
@@ -668,13 +681,14 @@ class HostController:
             if self.sm.state == FtState.FENCED:
                 self._to(FtState.STOPPED, "fence cleared to rejoin as a secondary (never as a primary)")
             self._to(FtState.STARTING, why)
-            self.attempts.start()
+            self.attempts.start("secondary")
             if self.qemu is not None and self.qemu.alive():
                 self.qemu.kill()
             args = await asyncio.to_thread(actions.secondary_argv, self.cfg)
             proc = QemuProcess(self.cfg.qemu_name, args, self.cfg.qemu_workdir)
             await asyncio.to_thread(proc.start)
             self.qemu = proc
+            self._killed_local = False
             qmp = await self._open_qmp(drop_old_first=True)  # the old session leads to a QEMU that is gone
             await Secondary(qmp, self.cfg.colo_node(), self.settings).prepare(self.cfg.sync_ports)
             self.role = Role.SECONDARY
@@ -685,6 +699,8 @@ class HostController:
             self._to(FtState.SYNCING, "secondary ready: waiting for the survivor's sync")
         except (CoserverError, OSError) as exc:
             _log.error("controller.rejoin.failed", host=self.cfg.host, reason=str(exc))
+            if self.attempts.open:
+                self._attempt_failed(self._attempt_failure(f"rejoin failed: {exc}"))
             if self.qemu is not None and self.qemu.alive():
                 self.qemu.kill()
             self.role = Role.NONE
@@ -704,7 +720,7 @@ class HostController:
     async def _protect(self, why: str) -> None:
         """The survivor: sync the peer's new secondary and enter COLO; stay simplex if it fails."""
         self.last_attempt = time.monotonic()
-        self.attempts.start()
+        self.attempts.start("protect")
         self.sync = None
         self._to(FtState.SYNCING, why)
         if self.qmp is None:
@@ -718,6 +734,7 @@ class HostController:
             self._to(FtState.PROTECTED, f"protected again with {self.cfg.peer} as the secondary")
         except (CoserverError, OSError) as exc:
             _log.error("controller.protect.failed", host=self.cfg.host, reason=str(exc))
+            self._attempt_failed(f"protection of {self.cfg.peer}'s secondary failed: {exc}")
             self.role = Role.SIMPLEX
             self._to(FtState.SIMPLEX, f"re-protection failed, still simplex (retrying later): {exc}")
         finally:

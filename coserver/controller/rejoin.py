@@ -17,7 +17,11 @@ Rejoining as a *secondary* is safe even for a fenced side: it never serves,
 and its disk is overwritten from the legitimate owner before COLO starts.
 
 A crash loop is not re-protection: an attempt that does not *hold* (the pair
-protected for `HOLD_S` or more) counts as failed on both sides (`AttemptLog`).
+protected for `HOLD_S` or more) because the fresh secondary died, or because the
+protection step itself failed, counts as failed (`AttemptLog`); an attempt ended
+by an outside fault on the survivor, or by a controller's own kill (a hung QEMU,
+a stand-down), does not: operators testing failovers back to back must not be
+told the pair cannot be protected.
 The side that lost starts the next secondary only after a wait that doubles
 with each failure (5, 10, 20, 40 s, capped at 60 s), and after
 `MAX_FAILED_ATTEMPTS` in a row it stops trying; both sides then report
@@ -72,12 +76,18 @@ class AttemptLog:
     last_reason: str = ""
     open: bool = False
     protected_since: float | None = None
+    kind: str = ""                  # "secondary" (this side rejoined) or "protect" (this side protected)
 
-    def start(self) -> None:
-        self.open, self.protected_since = True, None
+    def start(self, kind: str) -> None:
+        self.open, self.protected_since, self.kind = True, None, kind
+
+    def close(self) -> None:
+        """The open attempt ended for a reason that is not its own failure: not counted."""
+        self.open, self.protected_since = False, None
 
     def on_state(self, state: FtState, now: float) -> bool:
-        """Note a state change; True when it ends the open attempt as a failure (call failed())."""
+        """Note a state change; True when it ends the open attempt before it held: the caller then
+        calls failed() if the attempt itself failed, or close() if something else ended it."""
         if not self.open:
             return False
         if state in _PROTECTED:

@@ -65,6 +65,7 @@ FAULTS: dict[str, tuple[bool, bool]] = {
     "kill-qemu": (True, False), "hang-qemu": (True, False), "resume-qemu": (True, False),
     "kill-controller": (True, False), "cut-link": (False, True), "heal-link": (False, True),
     "cut-all-links": (False, False), "heal-all-links": (False, False),
+    "power-off": (True, False), "power-on": (True, False),
 }
 
 
@@ -423,6 +424,12 @@ class Lab:
         (hd / "maintenance").unlink(missing_ok=True)
         cfg_path = hd / "controller.conf.json"
         self.controller_config(host, node, opts, spec, accel, ftserver).save(cfg_path)
+        self._run_controller(host)
+
+    def _run_controller(self, host: str) -> None:
+        """The host's controller under its supervisor (the lab's systemd), from its saved config."""
+        hd = self.host_dir(host)
+        cfg_path = hd / "controller.conf.json"
         labproc.start("supervisor", [sys.executable, "-m", "coserver.lab.supervise",
                                      "--record", str(self.controller_record(host)), "--",
                                      sys.executable, "-m", "coserver.controller.daemon", "--config", str(cfg_path)],
@@ -558,8 +565,48 @@ class Lab:
         elif kind in ("cut-all-links", "heal-all-links"):
             for n in labnet.SYNC_SUBNETS:
                 self.net.set_sync_link(n, up=kind == "heal-all-links")
+        elif kind == "power-off":
+            assert host is not None
+            out["killed"] = self._power_off(host)
+        elif kind == "power-on":
+            assert host is not None
+            self._power_on(host)
         _log.warning("lab.fault", **{k: v for k, v in out.items() if k != "at"})
         return out
+
+    def _power_off(self, host: str) -> list[int]:
+        """A power cut of one CoServer: its links go dark first (so no FIN or RST of the dying host
+        reaches anyone), then its supervisor, controller and QEMU are killed at once."""
+        if (self.host_dir(host) / "powered-off").exists():
+            raise LabError(f"fault power-off: {host} is already powered off")
+        self.net.set_host_links(host, up=False)
+        killed: list[int] = []
+        sup = labproc.load(self.host_dir(host), "supervisor")
+        ctl = self.controller_process(host)
+        try:
+            qemu: QemuProcess | None = QemuProcess.attach(self.host_dir(host), QEMU_NAME)
+        except CoserverError:
+            qemu = None
+        for rec in (sup, ctl):
+            if rec is not None and rec.alive():
+                rec.signal(signal.SIGKILL)
+                killed.append(rec.pid)
+        if qemu is not None and qemu.alive() and qemu.pid is not None:
+            killed.append(qemu.pid)
+            qemu.kill()
+        (self.host_dir(host) / "powered-off").write_text(f"{time.time()}\n")
+        return killed
+
+    def _power_on(self, host: str) -> None:
+        """Power back: links up, and the host's controller starts as systemd would start it at boot
+        (its journal and wish kept); it finds no QEMU and rejoins as the secondary."""
+        marker = self.host_dir(host) / "powered-off"
+        if not marker.exists():
+            raise LabError(f"fault power-on: {host} was not powered off")
+        self.net.set_host_links(host, up=True)
+        self.control_socket(host).unlink(missing_ok=True)   # the killed controller's: not an answer
+        self._run_controller(host)
+        marker.unlink()
 
     # ---- down -------------------------------------------------------------------------
     def down(self) -> list[str]:

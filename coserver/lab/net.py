@@ -144,6 +144,16 @@ class LabNet:
         for name in self.namespaces:
             netns.delete(name)
 
+    def set_host_links(self, host: str, up: bool) -> None:
+        """Every link of one CoServer at once, on its own end: both sync links, management and its LAN
+        uplink (a power cut: its peer sees carrier loss, and nothing the dying host sends gets out)."""
+        h = self.ns(host)
+        for ifname in (*(self.sync_ifname(n) for n in SYNC_SUBNETS), "mgmt", "lan"):
+            netns.link_up(h, ifname, up)
+        if up:
+            for each in HOSTS:
+                self.add_repl_routes(each)
+
     def set_sync_link(self, link: int, up: bool) -> None:
         """Cut or heal sync link N, on both ends (a pulled cable)."""
         if link not in SYNC_SUBNETS:

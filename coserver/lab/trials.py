@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -47,6 +48,8 @@ FAULTS: dict[str, tuple[str, str | None, int | None, bool, str | None]] = {
     "cut-link-1": ("cut-link", None, 1, False, "heal-link"),
     "cut-link-2": ("cut-link", None, 2, False, "heal-link"),
     "cut-all-links": ("cut-all-links", None, None, True, None),
+    "power-off-primary": ("power-off", "primary", None, True, "power-on"),
+    "power-off-secondary": ("power-off", "secondary", None, True, "power-on"),
     "kill-controller-primary": ("kill-controller", "primary", None, False, None),
     "kill-controller-secondary": ("kill-controller", "secondary", None, False, None),
 }
@@ -316,11 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(table([r]).splitlines()[1], flush=True)
     finally:
         lab.down()
-    print()
-    print(table(results))
-    if args.json:
-        args.json.write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
-    return 0 if all(r.ok for r in results) else 1
+    return _report(results, table(results), args.json)
 
 
 def _profile_trials(args: argparse.Namespace) -> int:
@@ -349,10 +348,15 @@ def _profile_trials(args: argparse.Namespace) -> int:
                     print(load_table([r]).splitlines()[1], flush=True)
     finally:
         lab.down()
+    return _report(results, load_table(results), args.json)
+
+
+def _report(results: Sequence[TrialResult | LoadTrialResult], text: str, json_path: Path | None) -> int:
+    """The closing table, every result as JSON if asked; exit status 0 only if every trial was ok."""
     print()
-    print(load_table(results))
-    if args.json:
-        args.json.write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
+    print(text)
+    if json_path:
+        json_path.write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -90,7 +90,7 @@ def test_attempt_log_counts_failures_in_a_row_and_a_hold_resets_it():
 
 def test_an_attempt_fails_when_it_ends_before_it_held_and_counts_once():
     log = AttemptLog()
-    log.start()
+    log.start("secondary")
     assert not log.on_state(FtState.SYNCING, 0.0)
     assert not log.on_state(FtState.PROTECTED, 1.0)
     assert not log.tick(10.0)                          # protected 9 s: not held yet
@@ -102,7 +102,7 @@ def test_an_attempt_fails_when_it_ends_before_it_held_and_counts_once():
 
 def test_an_attempt_that_holds_clears_the_count_and_later_faults_are_not_failures():
     log = AttemptLog(failures=3, last_reason="x")
-    log.start()
+    log.start("secondary")
     log.on_state(FtState.PROTECTED, 100.0)
     assert log.tick(100.0 + HOLD_S)
     assert (log.failures, log.alert()) == (0, None)
@@ -111,7 +111,16 @@ def test_an_attempt_that_holds_clears_the_count_and_later_faults_are_not_failure
 
 def test_an_operator_stop_is_not_a_failed_attempt():
     log = AttemptLog()
-    log.start()
+    log.start("secondary")
     assert not log.on_state(FtState.STOPPING, 1.0)
     assert not log.on_state(FtState.STOPPED, 2.0)
     assert log.failures == 0
+
+
+def test_an_attempt_ended_by_something_else_is_closed_not_counted():
+    log = AttemptLog()
+    log.start("protect")
+    log.on_state(FtState.PROTECTED, 1.0)
+    assert log.on_state(FtState.FAILING_OVER, 5.0)     # e.g. an operator killed this primary's QEMU
+    log.close()
+    assert (log.failures, log.open) == (0, False)

@@ -98,7 +98,11 @@ def test_a_crash_loop_backs_off_stops_and_says_why_then_reprotect_heals(tmp_path
         assert st["state"] == "simplex" and st["primary"] == "cs1"
         attempts = st["hosts"]["cs2"]["reprotect"]["failed_attempts"]
         assert attempts == 5, st["hosts"]["cs2"]["reprotect"]
-        assert took > 5 + 10 + 20 + 40, "the retries did not back off"
+        # the rejoining side's attempts start further and further apart: 5, 10, 20, 40 s at least
+        starts = [h["at"] for h in st["hosts"]["cs2"]["history"] if h["to"] == "starting"][-5:]
+        gaps = [round(b - a, 1) for a, b in zip(starts, starts[1:])]
+        print(f"gaps between attempts: {gaps} s")
+        assert len(gaps) == 4 and all(g >= want - 0.5 for g, want in zip(gaps, (5, 10, 20, 40))), gaps
         time.sleep(8)                         # it stopped: no new attempt, still simplex, still the alert
         again = lab_status()
         assert again["hosts"]["cs2"]["reprotect"]["failed_attempts"] == 5 and again["alert"]
