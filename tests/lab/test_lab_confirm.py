@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from itertools import pairwise
 
 import pytest
 from brokenqemu import MESSAGE, make_broken_qemu
@@ -100,9 +101,9 @@ def test_a_crash_loop_backs_off_stops_and_says_why_then_reprotect_heals(tmp_path
         assert attempts == 5, st["hosts"]["cs2"]["reprotect"]
         # the rejoining side's attempts start further and further apart: 5, 10, 20, 40 s at least
         starts = [h["at"] for h in st["hosts"]["cs2"]["history"] if h["to"] == "starting"][-5:]
-        gaps = [round(b - a, 1) for a, b in zip(starts, starts[1:])]
+        gaps = [round(b - a, 1) for a, b in pairwise(starts)]
         print(f"gaps between attempts: {gaps} s")
-        assert len(gaps) == 4 and all(g >= want - 0.5 for g, want in zip(gaps, (5, 10, 20, 40))), gaps
+        assert len(gaps) == 4 and all(g >= want - 0.5 for g, want in zip(gaps, (5, 10, 20, 40), strict=True)), gaps
         time.sleep(8)                         # it stopped: no new attempt, still simplex, still the alert
         again = lab_status()
         assert again["hosts"]["cs2"]["reprotect"]["failed_attempts"] == 5 and again["alert"]
