@@ -56,7 +56,7 @@ from coserver.controller.policy import (
 from coserver.controller.rejoin import AttemptLog, Move, RejoinView, ReprotectPolicy, next_move
 from coserver.controller.roles import QemuHealth, Role
 from coserver.controller.siteconfig import controller_config_for
-from coserver.controller.statemachine import FtState, FtStateMachine
+from coserver.controller.statemachine import RUNNING, FtState, FtStateMachine
 from coserver.controller.witness import Witness
 from coserver.errors import CoserverBug, CoserverError
 from coserver.machine.launcher import QemuProcess
@@ -146,6 +146,9 @@ class HostController:
             _log.warning("controller.qemu.absent", host=self.cfg.host, reason=str(exc))
             self.qemu = None
             self.role = Role.NONE
+            if self.sm.state in RUNNING:  # the journal says a guest side ran here: it is gone (power cut)
+                self._to(FtState.STOPPED, f"no QEMU found at start (was {self.sm.state}): it ended while "
+                                          "the controller was down")
             return
         qmp = await self._open_qmp()
         st = await read_state(qmp, self.cfg.qmp_deadline_s)

@@ -188,3 +188,13 @@ def test_config_round_trips(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     cfg.save(tmp_path / "c.json")
     assert ControllerConfig.load(tmp_path / "c.json") == cfg
+
+
+def test_a_controller_that_finds_no_qemu_after_a_power_cut_is_stopped_and_may_rejoin(tmp_path: Path, arun) -> None:
+    """The journal says protected primary, but the host lost power: no QEMU is found at start. The
+    controller must say stopped (so rejoin's STARTING is a legal move), not stay 'protected'."""
+    controller, _, _ = primary_controller(tmp_path)
+    controller.qemu = None
+    arun(controller._attach())
+    assert controller.role == Role.NONE and controller.sm.state == FtState.STOPPED
+    assert controller.sm.can(FtState.STARTING)
