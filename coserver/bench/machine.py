@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from coserver import __version__
-from coserver.doctor.hostcheck import choose_accel
 from coserver.errors import CoserverError
+from coserver.images.accel import choose_accel
 from coserver.paths import qemu_install
 
 

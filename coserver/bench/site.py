@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 from coserver.colo.argv import Node, primary_args
-from coserver.doctor.hostcheck import choose_accel
 from coserver.errors import CoserverError
 from coserver.hardware.argv import ConfigGuestHardware
 from coserver.hardware.config import resolve
 from coserver.hardware.spec import load_spec
+from coserver.images.accel import choose_accel
 from coserver.images.guestclient import connect_journal
 from coserver.images.labguest import LabGuest, build_lab_guest
 from coserver.lab.lab import DEFAULT_PROFILE, QEMU_NAME, REGISTRY, Lab, overlay_dir

@@ -19,6 +19,7 @@ import click
 from coserver.colo.settings import SyncPorts
 from coserver.doctor import hostcheck, qemuselect
 from coserver.doctor.selftest import profile_machines, run_selftest
+from coserver.images.accel import kvm_probe
 from coserver.paths import SYSTEM_QEMU, install_for, qemu_install
 
 
@@ -35,7 +36,7 @@ def doctor(as_json: bool, qemu_path: str | None, no_selftest: bool) -> None:
     """Check this host and run the COLO self-test: PASS means this QEMU keeps a guest fault-tolerant."""
     qemu = install_for(qemu_path, "cli", "given with --qemu") if qemu_path else qemu_install()
     checks = hostcheck.qemu_checks(qemu)
-    kvm = hostcheck.kvm_probe(qemu)
+    kvm = kvm_probe(qemu)
     checks.append(hostcheck.Check("kvm", kvm.usable, kvm.detail, required=False))
     accel = "kvm" if kvm.usable else "tcg"
     checks.append(hostcheck.Check("accelerator", True, f"{accel} will be used"))

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coserver import log
-from coserver.doctor.hostcheck import choose_accel
 from coserver.doctor.selftest import SelfTestReport, profile_machines, run_selftest
+from coserver.images.accel import choose_accel
 from coserver.paths import QemuInstall, cache_dir, install_for, record_selection
 
 _log = log.get("qemuselect")

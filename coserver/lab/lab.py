@@ -33,12 +33,12 @@ from coserver.controller import control
 from coserver.controller.config import ControllerConfig, LinkConfig
 from coserver.controller.errors import ControlError
 from coserver.controller.heartbeat import load_or_create_key
-from coserver.doctor.hostcheck import choose_accel
 from coserver.errors import CoserverError
 from coserver.hardware import check_spec, get_profile
 from coserver.hardware.config import resolve
 from coserver.hardware.spec import load_spec
 from coserver.images import qemu_img
+from coserver.images.accel import choose_accel
 from coserver.images.guestclient import connect_journal
 from coserver.images.labguest import build_lab_guest
 from coserver.lab import net as labnet
