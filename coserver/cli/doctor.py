@@ -5,8 +5,9 @@
 
 doctor prints one line per check, then the self-test's PASS or FAIL per machine
 type the profiles use (pc, q35) with the step and the reason, and for a failed
-type the profiles this host cannot protect; exit status 0 only if all PASS. qemu select runs the COLO self-test on a
-binary and, on PASS, records it as the QEMU every coserver command uses.
+type the profiles this host cannot protect; exit status 0 only if all PASS.
+qemu select runs the COLO self-test on a binary and, on PASS, records it as the
+QEMU every coserver command uses.
 """
 
 from __future__ import annotations

@@ -467,12 +467,8 @@ class HostController:
             self._killed_local = True   # our own kill: not a crash of the guest side (AttemptLog)
             self.qemu.kill()
         self.role = Role.NONE
-        if release and self.witness.held:
-            try:
-                await self.witness.release()
-                self._witness_changed(WitnessView(True, None, None, False))
-            except WitnessError as exc:
-                _log.warning("controller.witness.release.failed", host=self.cfg.host, reason=str(exc))
+        if release:
+            await self._release_witness()
         if self.sm.state != to:
             if not self.sm.can(to):
                 to = FtState.FENCED if self.sm.can(FtState.FENCED) else FtState.STOPPED
@@ -555,6 +551,8 @@ class HostController:
                 self._to(FtState.STOPPED, f"start failed: {exc}")
 
     async def _release_witness(self) -> None:
+        """Give up the witness's lease now (the epoch record stays), so the peer need not wait out the TTL;
+        if the witness does not confirm, the lease lapses by itself."""
         if not self.witness.held:
             return
         try:

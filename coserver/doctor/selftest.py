@@ -319,14 +319,3 @@ def profile_machines() -> dict[str, list[str]]:
     for profile in list_profiles():
         out.setdefault(profile.machine, []).append(profile.name)
     return dict(sorted(out.items()))
-
-
-def run_selftests(qemu: QemuInstall, machines: list[str] | None = None,
-                  progress: Callable[[str], None] | None = None, **kw) -> list[SelfTestReport]:
-    """The self-test on every machine type the profiles use (or those given), one report each."""
-    say = progress or (lambda msg: None)
-    reports = []
-    for machine in machines or list(profile_machines()):
-        reports.append(run_selftest(qemu, machine=machine,
-                                    progress=lambda msg, m=machine: say(f"[{m}] {msg}"), **kw))
-    return reports

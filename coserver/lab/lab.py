@@ -1,10 +1,11 @@
 """The one-machine lab: two CoServers as namespaces running one FT virtual server in COLO.
 
-`lab up` builds what it needs (lab guest, network), starts the secondary and
-the primary QEMU, waits for the guest, syncs the secondary's disk from the
-primary over NBD, enters COLO, then hands both QEMUs to a controller process
-per CoServer and returns once the pair is protected. Any failure tears down
-everything `up` made and reports the step that failed: never half a pair.
+`lab up` builds what it needs (lab guest, network, disks, the etcd witness),
+starts a controller per CoServer and then does what `server start` does: the
+controllers start the guest on cs1, the secondary on cs2, and protect the pair
+themselves; the lab never starts a QEMU or enters COLO. It returns once the pair
+is protected with checkpoints flowing. Any failure tears down everything `up`
+made and reports the step that failed: never half a pair.
 
 `lab status` asks both controllers; `lab down` removes every namespace,
 process, socket and temp file the lab made, also after a crash (it finds
@@ -299,9 +300,7 @@ class Lab:
             raise LabError(f"workdir {self.workdir}: not writable ({exc.strerror or exc})") from exc
 
     def _prepare_spec(self, opts: LabOptions, state: LabState) -> Path:
-        if opts.spec is not None:
-            if not opts.spec.is_file():
-                raise LabError(f"spec {opts.spec}: no such file")
+        if opts.spec is not None:  # validate() has checked it
             return opts.spec.resolve()
         guest = build_lab_guest()
         disks = {h: self.host_dir(h) / "disk.qcow2" for h in HOSTS}
@@ -333,9 +332,8 @@ class Lab:
         if not secondary.disk.exists():
             secondary.disk.parent.mkdir(parents=True, exist_ok=True)
             qemu_img.create(secondary.disk, size)
-        assert secondary.overlay_dir is not None
-        make_overlay_dir(self.prefix, secondary.name)  # 0700 and ours, or one line: never a planted one
-        secondary.create_overlays(overwrite=True)
+        for node in nodes.values():  # either host runs a secondary some day; its controller makes the overlays
+            make_overlay_dir(self.prefix, node.name)  # 0700 and ours, or one line: never a planted one
 
     def _wait_protected(self, say: Callable[[str], None], timeout: float) -> None:
         """Poll the controllers until they report the pair protected, showing what they do meanwhile;
@@ -357,9 +355,8 @@ class Lab:
             if st.get("alert"):
                 raise LabError(f"the pair cannot protect itself: {st['alert']}")
             if time.monotonic() > deadline:
-                notes = [f"{h}: {e.get('error') or (e.get('reprotect') or {}).get('note') or e.get('state')}; "
-                         f"qemu log: {labproc.last_line(self.host_dir(h) / (QEMU_NAME + '.log'))}"
-                         for h, e in st["hosts"].items()]
+                notes = [f"{note}; qemu log: {labproc.last_line(self.host_dir(h) / (QEMU_NAME + '.log'))}"
+                         for h, note in _host_notes(st).items()]
                 raise LabError(f"the pair was not protected within {timeout:g} s ({st['state']}; "
                                f"{'; '.join(notes)})")
             time.sleep(0.5)
@@ -468,10 +465,8 @@ class Lab:
                 first = since = None
             if time.monotonic() > deadline:
                 seen = f"{st['state']}, {st['checkpoints']} checkpoints"
-                notes = [f"{h}: {e.get('error') or (e.get('reprotect') or {}).get('note') or e.get('state')}"
-                         for h, e in st["hosts"].items()]
                 raise LabError(f"the pair did not stay protected with checkpoints flowing for {window_s:g} s "
-                               f"(last seen: {seen}; {'; '.join(notes)})")
+                               f"(last seen: {seen}; {'; '.join(_host_notes(st).values())})")
             time.sleep(0.5)
 
     # ---- status -----------------------------------------------------------------------
@@ -684,6 +679,12 @@ def _kill_namespace_pids(ns: str) -> list[str]:
         rec.signal(signal.SIGKILL)
         gone.append(f"process {rec.pid} in {ns}")
     return gone
+
+
+def _host_notes(st: dict[str, Any]) -> dict[str, str]:
+    """Per host, what its controller says it is waiting for (or why it cannot be asked)."""
+    return {h: f"{h}: {e.get('error') or (e.get('reprotect') or {}).get('note') or e.get('state')}"
+            for h, e in st["hosts"].items()}
 
 
 def _alert(hosts: dict[str, Any]) -> str | None:
