@@ -90,6 +90,12 @@ def _serving(host_status: dict[str, Any]) -> bool:
     return bool(host_status.get("qemu_alive")) and host_status.get("role") in ("primary", "simplex")
 
 
+#: A hung primary is declared dead after 1.5 s of QMP silence; with the client's TCP retransmission
+#: back-off (0.2, 0.6, 1.4, 3.0, 6.2 s after the lost segment) the reply may come ~6 s after the
+#: hang on a slow machine (CI once saw 5+ s). 5 s, the old timeout, made that a "reconnect".
+CLIENT_TIMEOUT_S = 15.0
+
+
 def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 2.0, settle_timeout_s: float = 30.0,
               after_s: float = 3.0, say: Callable[[str], None] | None = None) -> TrialResult:
     """One trial of fault `name` (a key of FAULTS) on a protected lab."""
@@ -101,7 +107,10 @@ def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 
     r = TrialResult(fault=name, host=host, link=link, failover_expected=failover, primary_before=st["primary"])
     g = st["guest"]
     old_controller = st["hosts"][host]["controller_pid"] if kind == "kill-controller" and host else None
-    writer = Writer(g["client_netns"], g["address"], g["port"], interval=interval, tag=name).start()
+    # A request waits up to CLIENT_TIMEOUT_S before the client gives up on the connection: what the
+    # trial checks is that the server side kept the TCP connection, not how patient one client is.
+    writer = Writer(g["client_netns"], g["address"], g["port"], interval=interval, tag=name,
+                    timeout=CLIENT_TIMEOUT_S).start()
     time.sleep(before_s)
     t_fault, t_fault_wall = time.monotonic(), time.time()
     lab.fault(kind, host, link)

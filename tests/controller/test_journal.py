@@ -63,11 +63,15 @@ def test_writers_killed_at_random_instants_never_leave_a_torn_journal(tmp_path: 
         "from coserver.controller.roles import Role\n"
         "from coserver.controller.statemachine import FtState\n"
         "j = Journal(sys.argv[1]); i = int(sys.argv[2])\n"
-        "print('go', flush=True)\n"
-        "while True:\n"
+        "def save():\n"
+        "    global i\n"
         "    i += 1\n"
         "    j.save(JournalEntry('ft1', 'cs1', Role.PRIMARY, i, FtState.PROTECTED, checkpoints=i,"
         " reason='x' * (i % 4000)))\n"
+        "save()\n"
+        "print('go', flush=True)  # one save done: a slow disk cannot make the round write nothing\n"
+        "while True:\n"
+        "    save()\n"
     )
     last = 0
     for round_ in range(5):
