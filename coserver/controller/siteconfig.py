@@ -46,7 +46,7 @@ def _spec_disk(spec: FTServerSpec, host: str) -> str:
     return str(spec.disks[0].paths[host].value)
 
 
-def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str = "tcg",
+def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str | None = None,
                           servers: Iterable[str] = (), state_dir: Path | None = None,
                           run_dir: Path | None = None, overlay_dir: Path | None = None,
                           key_file: Path | None = None) -> ControllerConfig:
@@ -81,7 +81,8 @@ def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str 
         witness={"host": w_host, "port": w_port, "ttl": WITNESS_TTL},
         node={"sync_addr": me.replication, "tap": tap_name(spec.name), "disk": _spec_disk(spec, host),
               "mac": spec.nics[0].mac, "overlay_dir": str(overlay_dir or run / spec.name)},
-        checkpoint_ms=site.checkpoint_ms, spec=str(spec.file), accel=accel,
+        checkpoint_ms=site.checkpoint_ms, spec=str(spec.file), accel=accel or site.accel,
         peer_repl_addr=peer.replication,
         ports={"mirror": ports.mirror, "compare": ports.compare, "migration": ports.migration, "nbd": ports.nbd},
-        reprotect=site.reprotect)
+        reprotect=site.reprotect, sync_speed_mib_s=site.sync_speed_mib_s, preferred=me.name == site.preferred,
+        boot_grace_s=float(site.boot_grace_s), stop_timeout_s=float(site.stop_timeout_s))

@@ -11,6 +11,10 @@ The site file is the same on both CoServers. Schema (``*`` = required; unknown k
     base_port = 7400                 # first port of the per-server port slots
     checkpoint_ms = 2000             # COLO checkpoint period
     reprotect = "auto"               # "auto" | "manual"
+    accel = "kvm"                    # "kvm" | "tcg" (TCG only where `coserver doctor` finds no usable KVM)
+    boot_grace_s = 20                # a freshly started guest boots this long before it is protected
+    stop_timeout_s = 60              # `server stop`: power button, then this long before QEMU is quit
+    sync_speed_mib_s = 0             # cap of the initial disk sync (0: as fast as the links go)
 
     [witness]                        # * the etcd witness
     endpoints = ["10.0.3.21:2379", "10.0.3.22:2379", "10.0.3.23:2379"]   # * host:port
@@ -53,6 +57,7 @@ from coserver.site.model import (
     DEFAULT_SERVERS_DIR,
     DEFAULT_SITE,
     DEFAULT_STATE_DIR,
+    ACCELS,
     REPROTECT_POLICIES,
     CoServer,
     Site,
@@ -259,6 +264,10 @@ class _SiteReader:
             base_port=base_port, slots=self.slots(base_port),
             checkpoint_ms=top.integer("checkpoint_ms", 2000, minimum=100, maximum=600_000),
             reprotect=top.string("reprotect", "auto", choices=REPROTECT_POLICIES),
+            accel=top.string("accel", "kvm", choices=ACCELS),
+            boot_grace_s=top.integer("boot_grace_s", 20, minimum=0, maximum=3600),
+            stop_timeout_s=top.integer("stop_timeout_s", 60, minimum=1, maximum=3600),
+            sync_speed_mib_s=top.integer("sync_speed_mib_s", 0, minimum=0, maximum=100_000),
         )
         top.finish()
         return site

@@ -20,6 +20,7 @@ DEFAULT_KEY_FILE = Path("/etc/coserver/pair.key")
 DEFAULT_BASE_PORT = 7400
 DEFAULT_BRIDGE = "br-lan"
 REPROTECT_POLICIES = ("auto", "manual")
+ACCELS = ("kvm", "tcg")
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,10 @@ class Site:
     slots: dict[str, int] = field(default_factory=dict)
     checkpoint_ms: int = 2000
     reprotect: str = "auto"
+    accel: str = "kvm"
+    boot_grace_s: int = 20
+    stop_timeout_s: int = 60
+    sync_speed_mib_s: int = 0
 
     @property
     def hosts(self) -> tuple[str, str]:

@@ -61,7 +61,8 @@ def test_config_for_both_hosts_mirrored() -> None:
     assert c1.node["disk"].endswith("/lab/cs1/journal-data.qcow2")
     assert c2.node["disk"].endswith("/lab/cs2/journal-data.qcow2")
     assert c1.node["tap"] == "ft-journal" and c1.node.get("overlay_dir") == "/run/coserver/journal"
-    assert (c1.accel, c1.reprotect, c1.checkpoint_ms, c1.spec) == ("tcg", "auto", 2000, str(EXAMPLE_SPEC))
+    assert (c1.accel, c1.reprotect, c1.checkpoint_ms, c1.spec) == ("kvm", "auto", 2000, str(EXAMPLE_SPEC))
+    assert (c1.preferred, c2.preferred, c1.boot_grace_s, c1.stop_timeout_s) == (True, False, 20.0, 60.0)
     assert c1.colo_node().name == "cs1"
 
 
@@ -70,11 +71,11 @@ def test_per_host_dirs_can_be_overridden(tmp_path: Path) -> None:
     site = load_site(EXAMPLE_SITE)
     cfg = controller_config_for(site, EXAMPLE_SPEC, "cs2", state_dir=tmp_path / "cs2" / "state",
                                 run_dir=tmp_path / "cs2" / "run", overlay_dir=tmp_path / "ov",
-                                key_file=tmp_path / "k", accel="kvm")
+                                key_file=tmp_path / "k", accel="tcg")
     assert cfg.qemu_workdir == str(tmp_path / "cs2" / "state" / "servers" / "journal")
     assert cfg.control_socket == str(tmp_path / "cs2" / "run" / "journal.sock")
     assert cfg.node.get("overlay_dir") == str(tmp_path / "ov")
-    assert (cfg.key_file, cfg.accel) == (str(tmp_path / "k"), "kvm")
+    assert (cfg.key_file, cfg.accel) == (str(tmp_path / "k"), "tcg")
 
 
 def test_port_clash_with_another_server_stops_the_config() -> None:
