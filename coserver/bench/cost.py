@@ -29,10 +29,9 @@ from coserver.bench.site import Site, fresh_dir
 from coserver.bench.stats import median, percentile, ratio, summary
 from coserver.colo.status import CheckpointWatch
 from coserver.errors import CoserverError
-from coserver.lab.lab import QEMU_NAME, Lab
+from coserver.lab.lab import Lab
 from coserver.lab.net import GUEST_ADDRESS
 from coserver.lab.spec import GUEST_PORT
-from coserver.machine.launcher import QemuProcess
 from coserver.qmp.session import QmpSession
 
 SETTLE_S = 2.0
@@ -107,7 +106,7 @@ def protected_run(base: Path, prefix: str, period_ms: int, append_s: float, prob
         lab.up(lab_options(prefix, workdir, period_ms))
         up_s = time.monotonic() - t0
         st = lab.status()
-        primary = QemuProcess.attach(lab.host_dir(st["primary"]), QEMU_NAME)
+        primary = lab.qemu(st["primary"])
         pids = [e["qemu_pid"] for e in st["hosts"].values() if e.get("qemu_pid")]
         out = asyncio.run(_measure_protected(lab, primary.ctl_path, pids, append_s, probe_s, tag))
         after = lab.status()

@@ -28,7 +28,7 @@ def _pids(lab: Lab) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for h in HOSTS:
         e = st["hosts"].get(h, {})
-        sup = sysproc.load(lab.host_dir(h), "supervisor")
+        sup = sysproc.load(lab.host_dir(h), lab.supervisor_name(st["ftserver"]))
         out[f"controller {h}"] = e.get("controller_pid")
         out[f"supervisor {h}"] = sup.pid if sup else None
         out[f"qemu {h} ({e.get('role')})"] = e.get("qemu_pid")

@@ -2,19 +2,23 @@
 
     coserver lab up [--prefix P] [--workdir DIR] [--profile NAME | --spec FILE] [--checkpoint-ms N]
     coserver lab status [--prefix P] [--json]
-    coserver lab fault KIND [--host cs1|cs2] [--link 1|2] [--json] [--prefix P]
+    coserver lab fault KIND [--host cs1|cs2] [--link 1|2] [--server NAME] [--json] [--prefix P]
+    coserver lab exec HOST [--prefix P] -- CMD...   (CMD on a lab host, as `ssh HOST CMD` on real hosts)
     coserver lab down [--prefix P]
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import click
 
 from coserver import log
-from coserver.lab.lab import DEFAULT_PREFIX, DEFAULT_PROFILE, FAULTS, Lab, LabOptions
+from coserver.lab.lab import DEFAULT_PREFIX, DEFAULT_PROFILE, FAULTS, MAX_SERVERS, Lab, LabError, LabOptions
+from coserver.lab.net import HOSTS
 from coserver.lab.spec import DEVICE_SETS
 
 prefix_option = click.option("--prefix", default=DEFAULT_PREFIX, show_default=True,
@@ -42,15 +46,17 @@ def lab() -> None:
 @click.option("--devices", type=click.Choice(list(DEVICE_SETS)), default="virtio", show_default=True,
               help="The built-in guest's NIC and disk controller: paravirtual (virtio) or the profile's "
                    "emulated ones (e1000/e1000e, megasas), as a guest without virtio drivers uses.")
+@click.option("--servers", type=click.IntRange(1, MAX_SERVERS), default=1, show_default=True,
+              help="FT servers on the pair (built-in guests journal, journal2, ...; each its own controllers).")
 def lab_up(prefix: str, workdir: Path | None, profile: str, spec: Path | None, checkpoint_ms: int,
-           reprotect: str, sync_speed: int, devices: str) -> None:
+           reprotect: str, sync_speed: int, devices: str, servers: int) -> None:
     """Start both CoServers, sync the disk, enter COLO; return when protected.
 
     Exits 0 only when the pair is protected and checkpoints kept flowing for a short confirmation
     window; otherwise non-zero with the reason, and nothing of the lab is left running."""
     the_lab = Lab(prefix, workdir)
     opts = LabOptions(prefix=prefix, workdir=workdir, profile=profile, spec=spec, checkpoint_ms=checkpoint_ms,
-                      reprotect=reprotect, sync_speed_mib_s=sync_speed, devices=devices)
+                      reprotect=reprotect, sync_speed_mib_s=sync_speed, devices=devices, servers=servers)
     the_lab.validate(opts)  # bad input: one line before the workdir is made or written to
     log.configure("INFO", the_lab.workdir / "lab.log.jsonl") if _writable(the_lab.workdir) else None
     status = the_lab.up(opts, progress=lambda m: click.echo(f"  .. {m}", err=True))
@@ -59,10 +65,11 @@ def lab_up(prefix: str, workdir: Path | None, profile: str, spec: Path | None, c
 
 @lab.command("status")
 @prefix_option
+@click.option("--server", default=None, metavar="NAME", help="The FT server (default: the lab's first).")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def lab_status(prefix: str, as_json: bool) -> None:
+def lab_status(prefix: str, server: str | None, as_json: bool) -> None:
     """Show the pair's state, roles, checkpoints and the guest's address."""
-    status = Lab(prefix).status()
+    status = Lab(prefix).status(server)
     if as_json:
         click.echo(json.dumps(status, indent=2))
     else:
@@ -74,16 +81,34 @@ def lab_status(prefix: str, as_json: bool) -> None:
 @prefix_option
 @click.option("--host", type=click.Choice(["cs1", "cs2"]), default=None, help="The CoServer to hit.")
 @click.option("--link", type=click.IntRange(1, 2), default=None, help="The sync link (1 or 2).")
+@click.option("--server", default=None, metavar="NAME",
+              help="The FT server whose QEMU or controller to hit (default: the lab's first).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
-def lab_fault(kind: str, prefix: str, host: str | None, link: int | None, as_json: bool) -> None:
+def lab_fault(kind: str, prefix: str, host: str | None, link: int | None, server: str | None, as_json: bool) -> None:
     """Inject a fault: kill-qemu|hang-qemu|resume-qemu|kill-controller|power-off|power-on --host H;
     cut-link|heal-link --link N; cut-all-links|heal-all-links."""
-    done = Lab(prefix).fault(kind, host, link)
+    done = Lab(prefix).fault(kind, host, link, server)
     if as_json:
         click.echo(json.dumps(done))
     else:
         where = " ".join(f"{k}={done[k]}" for k in ("host", "link", "pid") if done.get(k) is not None)
         click.echo(f"fault {kind} injected {where}".rstrip())
+
+
+@lab.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("host", type=click.Choice(list(HOSTS)))
+@prefix_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def lab_exec(host: str, prefix: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND on a lab host: its network namespace and its own /etc/coserver, /var/lib/coserver
+    and /run/coserver, as `ssh HOST COMMAND` would on real CoServers. Exits with COMMAND's status.
+
+    Example: coserver lab exec cs1 -- coserver status journal --json"""
+    the_lab = Lab(prefix)
+    if not the_lab.net.existing():
+        raise LabError(f"lab {prefix!r} is not running")
+    argv = the_lab.controller_argv(host, list(command))
+    sys.exit(subprocess.run(argv, check=False).returncode)
 
 
 @lab.command("down")

@@ -48,6 +48,7 @@ class NodeConfig(TypedDict):
     disk: str
     mac: str
     overlay_dir: NotRequired[str | None]
+    bridge: NotRequired[str | None]     # the client-LAN bridge the controller puts the tap on (site mode)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from coserver.colo.status import read_state
 from coserver.controller import actions, control
 from coserver.controller.config import ControllerConfig
 from coserver.controller.control import Command
-from coserver.controller.errors import WitnessError, WitnessUnreachable
+from coserver.controller.errors import ConfigError, WitnessError, WitnessUnreachable
 from coserver.controller.heartbeat import Heartbeats, LinkSpec, load_key, load_or_create_key
 from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.lifecycle import Desired, StartMove, StartView, after_restart, start_move
@@ -65,6 +65,7 @@ from coserver.qmp.session import QmpListener, QmpSession
 from coserver.site import load_site
 from coserver.site.local import this_host
 from coserver.site.servers import find_server, spec_names
+from coserver.sys import netns
 from coserver.sys.proc import boot_id, last_line
 
 _log = log.get("controller")
@@ -884,10 +885,21 @@ def site_config(site_file: Path | None, server: str, host: str | None = None) ->
     site = load_site(site_file)
     me = this_host(site, host)
     spec = find_server(site, server)
-    cfg = controller_config_for(site, spec, me, servers=spec_names(site))
-    for d in (Path(cfg.qemu_workdir), Path(cfg.control_socket).parent):
+    return controller_config_for(site, spec, me, servers=spec_names(site))
+
+
+def prepare_host(cfg: ControllerConfig) -> None:
+    """What a site controller makes on its host before it runs: its private directories (0700) and
+    the guest NIC's tap on the client-LAN bridge (the lab made these for its --config controllers)."""
+    overlay = cfg.node.get("overlay_dir")
+    for d in (Path(cfg.qemu_workdir), Path(cfg.control_socket).parent, *([Path(overlay)] if overlay else [])):
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return cfg
+    bridge = cfg.node.get("bridge")
+    if bridge:
+        try:
+            netns.ensure_tap(cfg.node["tap"], bridge)
+        except CoserverError as exc:
+            raise ConfigError(f"FT server {cfg.ftserver}: {exc}") from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -916,6 +928,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = site_config(args.site, args.server, args.host)
             key = load_key(Path(cfg.key_file))   # a controller never invents a missing key
+            prepare_host(cfg)
         log.configure("INFO", Path(cfg.log_file))
         asyncio.run(_main(cfg, key))
     except CoserverError as exc:

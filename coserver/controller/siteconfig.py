@@ -46,6 +46,12 @@ def _spec_disk(spec: FTServerSpec, host: str) -> str:
     return str(spec.disks[0].paths[host].value)
 
 
+def _nic_bridge(spec: FTServerSpec, host: str) -> str | None:
+    """The spec's bridge for the guest NIC on `host`, if it names one."""
+    value = spec.nics[0].bridges.get(host) if spec.nics else None
+    return str(value.value) if value is not None else None
+
+
 def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str | None = None,
                           servers: Iterable[str] = (), state_dir: Path | None = None,
                           run_dir: Path | None = None, overlay_dir: Path | None = None,
@@ -80,7 +86,8 @@ def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str 
         key_file=str(key_file or site.key_file), links=links,
         witness={"host": w_host, "port": w_port, "ttl": WITNESS_TTL},
         node={"sync_addr": me.replication, "tap": tap_name(spec.name), "disk": _spec_disk(spec, host),
-              "mac": spec.nics[0].mac, "overlay_dir": str(overlay_dir or run / spec.name)},
+              "mac": spec.nics[0].mac, "overlay_dir": str(overlay_dir or run / spec.name),
+              "bridge": _nic_bridge(spec, host) or me.bridge},
         checkpoint_ms=site.checkpoint_ms, spec=str(spec.file), accel=accel or site.accel,
         peer_repl_addr=peer.replication,
         ports={"mirror": ports.mirror, "compare": ports.compare, "migration": ports.migration, "nbd": ports.nbd},

@@ -1,11 +1,19 @@
 """The one-machine lab: two CoServers as namespaces running one FT virtual server in COLO.
 
 `lab up` builds what it needs (lab guest, network, disks, the etcd witness),
-starts a controller per CoServer and then does what `server start` does: the
-controllers start the guest on cs1, the secondary on cs2, and protect the pair
-themselves; the lab never starts a QEMU or enters COLO. It returns once the pair
-is protected with checkpoints flowing. Any failure tears down everything `up`
-made and reports the step that failed: never half a pair.
+makes each CoServer a host of a site: it writes the site file, the pair's key and
+the FT server specs into each host's private /etc/coserver and runs the host's
+controllers (`coserver-controller --server NAME`, the real hosts' systemd path)
+in the host's network namespace and its own mount namespace (lab.hostexec),
+where /etc/coserver, /var/lib/coserver and /run/coserver are that host's alone.
+Then it does what `server start` does: the controllers start the guest on cs1,
+the secondary on cs2, and protect the pair themselves; the lab never starts a
+QEMU or enters COLO. It returns once the pair is protected with checkpoints
+flowing. Any failure tears down everything `up` made and reports the step that
+failed: never half a pair.
+
+On the machine, host H's directories are <workdir>/H/etc, <workdir>/H/lib and
+<overlay base>/coserver-lab-<prefix>/H (tmpfs: control sockets and overlays).
 
 `lab status` asks both controllers; `lab down` removes every namespace,
 process, socket and temp file the lab made, also after a crash (it finds
@@ -28,23 +36,22 @@ from pathlib import Path
 from typing import Any, Callable
 
 from coserver import log
-from coserver.colo.argv import Node
 from coserver.colo.settings import ColoSettings
 from coserver.controller import control
-from coserver.controller.config import ControllerConfig, LinkConfig
 from coserver.controller.errors import ControlError
-from coserver.controller.heartbeat import load_or_create_key
 from coserver.errors import CoserverError
 from coserver.hardware import check_spec, get_profile
 from coserver.hardware.config import resolve
-from coserver.hardware.spec import load_spec
+from coserver.hardware.spec import FTServerSpec, load_spec
 from coserver.images import qemu_img
 from coserver.images.accel import choose_accel
 from coserver.images.guestclient import connect_journal
 from coserver.images.labguest import build_lab_guest
 from coserver.lab import net as labnet
-from coserver.lab.net import GUEST_ADDRESS, HOSTS, TAP, LabNet
-from coserver.lab.spec import DEVICE_SETS, GUEST_PORT, write_lab_spec
+from coserver.lab import sitefile
+from coserver.lab.hostexec import host_argv
+from coserver.lab.net import GUEST_ADDRESS, HOSTS, LabNet
+from coserver.lab.spec import DEVICE_SETS, GUEST_PORT, lab_server_name, write_lab_spec
 from coserver.machine.launcher import QemuProcess
 from coserver.paths import qemu_install
 from coserver.sys import netns
@@ -56,11 +63,12 @@ _log = log.get("lab")
 
 DEFAULT_PREFIX = "cs"
 DEFAULT_PROFILE = "dl380-g5"
-QEMU_NAME = "qemu"
-HEARTBEAT_PORT = 7400
-WITNESS_PORT = 2379
+QEMU_NAME = "qemu"     # the bench's own QEMUs (bench.site); the lab's are named after their FT server
+WITNESS_PORT = sitefile.WITNESS_PORT
 ETCD = "/usr/bin/etcd"
 REGISTRY = Path("/run/coserver/labs")
+#: FT servers one lab pair may run (each is two TCG QEMUs on this machine).
+MAX_SERVERS = 4
 #: fault -> (needs --host, needs --link)
 FAULTS: dict[str, tuple[bool, bool]] = {
     "kill-qemu": (True, False), "hang-qemu": (True, False), "resume-qemu": (True, False),
@@ -113,6 +121,8 @@ class LabOptions:
     #: `up` returns only after the pair stayed protected this long with checkpoints flowing
     #: (0: at least three checkpoint periods, and never under 5 s).
     confirm_s: float = 0.0
+    #: How many FT servers the lab pair runs (the built-in guest only): journal, journal2, ...
+    servers: int = 1
 
     #: The pair must be protected within this long after `server start` (boot, grace, sync, COLO).
     protect_timeout_s: float = 180.0
@@ -137,6 +147,8 @@ class LabState:
     spec: str = ""
     profile: str = ""
     ftserver: str = ""
+    servers: list[str] = field(default_factory=list)    # every FT server of the lab, ftserver first
+    guests: dict[str, dict[str, Any]] = field(default_factory=dict)   # each server's guest (as `guest`)
     devices: str = ""
     checkpoint_ms: int = 0
     accel: str = "tcg"
@@ -184,17 +196,56 @@ class Lab:
     def host_dir(self, host: str) -> Path:
         return self.workdir / host
 
-    def control_socket(self, host: str) -> Path:
-        return self.host_dir(host) / "control.sock"
+    def etc_dir(self, host: str) -> Path:
+        """The host's /etc/coserver: site file, pair key, server specs."""
+        return self.host_dir(host) / "etc"
 
-    def controller_record(self, host: str) -> Path:
+    def lib_dir(self, host: str) -> Path:
+        """The host's /var/lib/coserver: per server its QEMU workdir, journal and controller log."""
+        return self.host_dir(host) / "lib"
+
+    def run_dir(self, host: str) -> Path:
+        """The host's /run/coserver (tmpfs when the machine has /dev/shm): control sockets, overlays."""
+        return overlay_dir(self.prefix, host)
+
+    def servers(self) -> list[str]:
+        """The lab's FT servers, the main one (what status and faults mean by default) first."""
+        st = LabState.load(self.state_file) if self.state_file.exists() else None
+        return list(st.servers) if st and st.servers else ([st.ftserver] if st and st.ftserver else [])
+
+    def _server(self, server: str | None) -> str:
+        names = self.servers()
+        if server is None:
+            if not names:
+                raise LabError(f"lab {self.prefix!r} has no FT server (is it up?)")
+            return names[0]
+        if server not in names:
+            raise LabError(f"lab {self.prefix!r} has no FT server {server!r} (servers: {', '.join(names) or 'none'})")
+        return server
+
+    def server_dir(self, host: str, server: str | None = None) -> Path:
+        """Where the host's controller of `server` keeps its QEMU, journal and log (seen from the machine)."""
+        return self.lib_dir(host) / "servers" / self._server(server)
+
+    def qemu(self, host: str, server: str | None = None) -> QemuProcess:
+        """The running QEMU of `server` on `host` (CoserverError if none)."""
+        name = self._server(server)
+        return QemuProcess.attach(self.server_dir(host, name), name)
+
+    def qemu_log(self, host: str, server: str | None = None) -> Path:
+        name = self._server(server)
+        return self.server_dir(host, name) / f"{name}.log"
+
+    def control_socket(self, host: str, server: str | None = None) -> Path:
+        return self.run_dir(host) / f"{self._server(server)}.sock"
+
+    def controller_record(self, host: str, server: str | None = None) -> Path:
         """The running controller's identity, written by its supervisor at each (re)start."""
-        return self.host_dir(host) / "controller.pid.json"
+        return self.host_dir(host) / f"{self._server(server)}.controller.pid.json"
 
-    @property
-    def key_file(self) -> Path:
-        """The pair's shared heartbeat key (0600); both controllers read the same file."""
-        return self.workdir / "pair.key"
+    @staticmethod
+    def supervisor_name(server: str) -> str:
+        return f"supervisor-{server}"
 
     @property
     def witness_dir(self) -> Path:
@@ -215,18 +266,16 @@ class Lab:
         try:
             step = "build the lab guest"
             say(step)
-            spec_path = self._prepare_spec(opts, state)
+            spec_paths = self._prepare_specs(opts)
             step = "check the FT server spec"
             say(step)
-            report = check_spec(spec_path)
-            spec = load_spec(spec_path)
-            configs = {h: resolve(spec, h) for h in HOSTS}
-            lab_cfg = configs["cs1"].lab
-            state.guest = {"address": lab_cfg.address if lab_cfg else GUEST_ADDRESS,
-                           "port": lab_cfg.port if lab_cfg else GUEST_PORT,
-                           "mac": configs["cs1"].nics[0].mac, "client_netns": self.net.ns("client"),
-                           "serial": configs["cs1"].smbios.serial, "uuid": configs["cs1"].smbios.uuid}
-            state.spec, state.profile, state.ftserver = str(spec_path), report.profile, spec.name
+            report = check_spec(spec_paths[0])
+            specs = [load_spec(p) for p in spec_paths]
+            configs = {h: resolve(specs[0], h) for h in HOSTS}
+            state.spec, state.profile, state.ftserver = str(spec_paths[0]), report.profile, specs[0].name
+            state.servers = [sp.name for sp in specs]
+            state.guests = {sp.name: self._guest_of(sp) for sp in specs}
+            state.guest = state.guests[specs[0].name]
             state.devices = f"{configs['cs1'].nics[0].model}+{configs['cs1'].disks[0].bus}"
             step = "make the lab network"
             say(step)
@@ -235,30 +284,36 @@ class Lab:
             self.net.create()
             state.accel = choose_accel(qemu_install())
             state.save(self.state_file)
-            nodes = self._nodes(configs)
+            step = "write the site (site file, pair key, FT server specs) on each host"
+            say(step)
+            self._make_hosts(opts, state.accel, spec_paths)
             step = "prepare the disks"
             say(step)
-            self._prepare_disks(nodes)
+            for sp in specs:
+                self._prepare_disks(sp)
             step = "start the witness (etcd)"
             say(step)
             self._start_witness()
             step = "start the controllers"
             say(step)
-            load_or_create_key(self.key_file)
             for host in HOSTS:
-                self._start_controller(host, nodes[host], opts, spec_path, state.accel, spec.name)
+                for name in state.servers:
+                    self._start_controller(host, name)
             state.state = "confirming"   # from here the controllers' reports say what the pair is
             state.save(self.state_file)
-            step = f"server start {spec.name}"
-            say(f"{step}: the controllers start the guest on cs1 and protect it themselves")
-            for host in HOSTS:
-                self.ask(host, {"cmd": "start", "reason": "lab up"})
-            step = "wait for the pair to protect itself"
-            self._wait_protected(say, timeout=opts.protect_timeout_s)
+            for name in state.servers:
+                step = f"server start {name}"
+                say(f"{step}: the controllers start the guest on cs1 and protect it themselves")
+                for host in HOSTS:
+                    self.ask(host, {"cmd": "start", "reason": "lab up"}, server=name)
+            for name in state.servers:
+                step = f"wait for the pair to protect {name}"
+                self._wait_protected(say, timeout=opts.protect_timeout_s, server=name)
             step = "confirm the pair stays protected"
             say(f"{step} ({opts.confirm_window_s():g} s, checkpoints flowing)")
-            self._confirm_protected(opts.confirm_window_s())
-            self._wait_guest(state)
+            for name in state.servers:
+                self._confirm_protected(opts.confirm_window_s(), server=name)
+                self._wait_guest(state.guests[name])
             state.state = "protected"
             state.save(self.state_file)
         except BaseException as exc:
@@ -274,11 +329,15 @@ class Lab:
     def validate(opts: LabOptions) -> None:
         """Every check of `up`'s options that needs nothing made: the profile, the device set, the
         spec file. up() runs it first, so bad input never touches the workdir or the network."""
+        if not 1 <= opts.servers <= MAX_SERVERS:
+            raise LabError(f"--servers must be 1 to {MAX_SERVERS}, got {opts.servers}")
         if opts.spec is None:
             get_profile(opts.profile)  # unknown profile: one line naming the known ones
             if opts.devices not in DEVICE_SETS:
                 raise LabError(f"--devices must be one of {', '.join(DEVICE_SETS)}, got {opts.devices!r}")
             return
+        if opts.servers != 1:
+            raise LabError("--servers goes with the built-in guest; with --spec the lab runs that one server")
         if not opts.spec.is_file():
             raise LabError(f"spec {opts.spec}: " + ("not a regular file" if opts.spec.exists() else "no such file"))
         load_spec(opts.spec)  # its schema: one SpecError line naming file and key
@@ -299,49 +358,69 @@ class Lab:
         except OSError as exc:
             raise LabError(f"workdir {self.workdir}: not writable ({exc.strerror or exc})") from exc
 
-    def _prepare_spec(self, opts: LabOptions, state: LabState) -> Path:
+    def _prepare_specs(self, opts: LabOptions) -> list[Path]:
+        """The FT server specs to install: the user's, or one built-in lab guest per --servers."""
         if opts.spec is not None:  # validate() has checked it
-            return opts.spec.resolve()
+            return [opts.spec.resolve()]
         guest = build_lab_guest()
-        disks = {h: self.host_dir(h) / "disk.qcow2" for h in HOSTS}
         for h in HOSTS:
             self.host_dir(h).mkdir(mode=0o700, exist_ok=True)
-        if not disks["cs1"].exists():
-            guest.new_data_disk(disks["cs1"])
-        return write_lab_spec(self.workdir / "ftserver.toml", prefix=self.prefix, profile=opts.profile,
-                              guest=guest, disks=disks, devices=opts.devices)
+        out = []
+        for index in range(opts.servers):
+            name = lab_server_name(index)
+            stem = "disk" if index == 0 else f"disk-{name}"   # the first keeps its old name: data survives
+            disks = {h: self.host_dir(h) / f"{stem}.qcow2" for h in HOSTS}
+            if not disks["cs1"].exists():
+                guest.new_data_disk(disks["cs1"])
+            out.append(write_lab_spec(self.workdir / f"{name}.toml", prefix=self.prefix, profile=opts.profile,
+                                      guest=guest, disks=disks, devices=opts.devices, index=index))
+        return out
 
-    def _nodes(self, configs: dict) -> dict[str, Node]:
-        nodes = {}
+    def _guest_of(self, spec: FTServerSpec) -> dict[str, Any]:
+        """How clients reach the server's guest (`guest` in status)."""
+        cfg = resolve(spec, HOSTS[0])
+        lab_cfg = cfg.lab
+        return {"address": lab_cfg.address if lab_cfg else GUEST_ADDRESS,
+                "port": lab_cfg.port if lab_cfg else GUEST_PORT,
+                "mac": cfg.nics[0].mac, "client_netns": self.net.ns("client"),
+                "serial": cfg.smbios.serial, "uuid": cfg.smbios.uuid}
+
+    def _make_hosts(self, opts: LabOptions, accel: str, spec_paths: list[Path]) -> None:
+        """Each host's private directories with the site file, the pair key and the specs in them."""
+        etc = {}
         for host in HOSTS:
-            hd = self.host_dir(host)
-            hd.mkdir(mode=0o700, exist_ok=True)
-            disk = configs[host].disks[0].path
-            nodes[host] = Node(name=host, workdir=hd, sync_addr=self.net.repl_address(host), tap=TAP,
-                               disk=Path(disk), mac=configs[host].nics[0].mac, netns=self.net.ns(host),
-                               overlay_dir=overlay_dir(self.prefix, host))
-        return nodes
+            self.host_dir(host).mkdir(mode=0o700, exist_ok=True)
+            for d in (self.etc_dir(host), self.lib_dir(host)):
+                d.mkdir(mode=0o755, exist_ok=True)
+            shutil.rmtree(self.etc_dir(host) / sitefile.SERVERS_DIR, ignore_errors=True)  # this up's servers only
+            make_overlay_dir(self.prefix, host)  # 0700 and ours, or one line: never a planted one
+            etc[host] = self.etc_dir(host)
+        text = sitefile.site_text(self.net, checkpoint_ms=opts.checkpoint_ms, reprotect=opts.reprotect,
+                                  accel=accel, boot_grace_s=opts.boot_grace_s, stop_timeout_s=opts.stop_timeout_s,
+                                  sync_speed_mib_s=opts.sync_speed_mib_s)
+        sitefile.install_site(etc, text)
+        for path in spec_paths:
+            sitefile.install_spec(etc, path)
 
-    def _prepare_disks(self, nodes: dict[str, Node]) -> None:
-        primary, secondary = nodes["cs1"], nodes["cs2"]
-        if not primary.disk.exists():
-            raise LabError(f"disk {primary.disk} of cs1 does not exist")
-        size = qemu_img.info(primary.disk).virtual_size
-        if secondary.disk.exists() and qemu_img.info(secondary.disk).virtual_size != size:
-            secondary.disk.unlink()  # a stale copy of another size: start it blank
-        if not secondary.disk.exists():
-            secondary.disk.parent.mkdir(parents=True, exist_ok=True)
-            qemu_img.create(secondary.disk, size)
-        for node in nodes.values():  # either host runs a secondary some day; its controller makes the overlays
-            make_overlay_dir(self.prefix, node.name)  # 0700 and ours, or one line: never a planted one
+    def _prepare_disks(self, spec: FTServerSpec) -> None:
+        """cs1's disk must exist; cs2's is made blank (same size) if missing or of another size."""
+        primary, secondary = (Path(spec.disks[0].paths[h].value) for h in HOSTS)
+        if not primary.exists():
+            raise LabError(f"disk {primary} of cs1 does not exist")
+        size = qemu_img.info(primary).virtual_size
+        if secondary.exists() and qemu_img.info(secondary).virtual_size != size:
+            secondary.unlink()  # a stale copy of another size: start it blank
+        if not secondary.exists():
+            secondary.parent.mkdir(parents=True, exist_ok=True)
+            qemu_img.create(secondary, size)
 
-    def _wait_protected(self, say: Callable[[str], None], timeout: float) -> None:
+    def _wait_protected(self, say: Callable[[str], None], timeout: float, server: str | None = None) -> None:
         """Poll the controllers until they report the pair protected, showing what they do meanwhile;
         raise with their alert or notes (and any QEMU's last log line) if it does not come."""
         deadline = time.monotonic() + timeout
         seen: dict[str, str] = {}
         while True:
-            st = self.status()
+            st = self.status(server)
             for host, e in st["hosts"].items():
                 sync = e.get("sync") or {}
                 what = f"{e.get('role')}/{e.get('state')}"
@@ -349,28 +428,28 @@ class Lab:
                     what += f" sync {sync.get('percent', 0):.0f}%"
                 if seen.get(host) != what:
                     seen[host] = what
-                    say(f"{host}: {what}")
+                    say(f"{host}: {st['ftserver']} {what}")
             if st["state"] == "protected":
                 return
             if st.get("alert"):
                 raise LabError(f"the pair cannot protect itself: {st['alert']}")
             if time.monotonic() > deadline:
-                notes = [f"{note}; qemu log: {labproc.last_line(self.host_dir(h) / (QEMU_NAME + '.log'))}"
+                notes = [f"{note}; qemu log: {labproc.last_line(self.qemu_log(h, server))}"
                          for h, note in _host_notes(st).items()]
                 raise LabError(f"the pair was not protected within {timeout:g} s ({st['state']}; "
                                f"{'; '.join(notes)})")
             time.sleep(0.5)
 
-    def _wait_guest(self, state: LabState, timeout: float = 60.0) -> None:
+    def _wait_guest(self, guest: dict[str, Any], timeout: float = 60.0) -> None:
         """The guest's service answers clients (protected implies booted; this says so from outside)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                connect_journal(self.net.ns("client"), state.guest["address"], state.guest["port"], 3.0).close()
+                connect_journal(self.net.ns("client"), guest["address"], guest["port"], 3.0).close()
                 return
             except CoserverError as exc:
                 if time.monotonic() > deadline:
-                    raise LabError(f"the guest did not answer at {state.guest['address']}:{state.guest['port']} "
+                    raise LabError(f"the guest did not answer at {guest['address']}:{guest['port']} "
                                    f"within {timeout:g} s: {exc}") from exc
                 time.sleep(0.5)
 
@@ -396,48 +475,35 @@ class Lab:
                                    f"{labproc.last_line(self.witness_dir / 'etcd.out')}") from exc
                 time.sleep(0.2)
 
-    def controller_config(self, host: str, node: Node, opts: LabOptions, spec: Path, accel: str,
-                          ftserver: str) -> ControllerConfig:
-        hd = self.host_dir(host)
-        peer = HOSTS[1 - HOSTS.index(host)]
-        links: list[LinkConfig] = [{"name": f"sync{n}", "local_ip": self.net.sync_address(host, n),
-                  "peer_ip": self.net.sync_address(peer, n), "port": HEARTBEAT_PORT,
-                  "device": self.net.sync_ifname(n)} for n in labnet.SYNC_SUBNETS]
-        return ControllerConfig(
-            host=host, peer=peer, ftserver=ftserver, qemu_workdir=str(hd), qemu_name=QEMU_NAME,
-            control_socket=str(self.control_socket(host)), log_file=str(hd / "controller.log.jsonl"),
-            journal_file=str(hd / "controller.journal.json"), key_file=str(self.key_file), links=links,
-            witness={"host": labnet.WITNESS_ADDRESS, "port": WITNESS_PORT, "ttl": 2},
-            node={"sync_addr": node.sync_addr, "tap": node.tap, "disk": str(node.disk), "mac": node.mac,
-                  "overlay_dir": str(node.overlay_dir) if node.overlay_dir else None},
-            checkpoint_ms=opts.checkpoint_ms, spec=str(spec), accel=accel, peer_repl_addr=self.net.repl_address(peer),
-            reprotect=opts.reprotect, sync_speed_mib_s=opts.sync_speed_mib_s, preferred=host == HOSTS[0],
-            boot_grace_s=opts.boot_grace_s, stop_timeout_s=opts.stop_timeout_s)
+    def _start_controller(self, host: str, server: str) -> None:
+        """A new pair: no decisions to resume, no maintenance left over; then run the controller."""
+        sd = self.lib_dir(host) / "servers" / server
+        for leftover in ("controller.journal.json", "maintenance"):
+            (sd / leftover).unlink(missing_ok=True)
+        self._run_controller(host, server)
 
-    def _start_controller(self, host: str, node: Node, opts: LabOptions, spec: Path, accel: str,
-                          ftserver: str) -> None:
-        hd = self.host_dir(host)
-        (hd / "controller.journal.json").unlink(missing_ok=True)  # a new pair: no decisions to resume
-        (hd / "maintenance").unlink(missing_ok=True)
-        cfg_path = hd / "controller.conf.json"
-        self.controller_config(host, node, opts, spec, accel, ftserver).save(cfg_path)
-        self._run_controller(host)
+    def controller_argv(self, host: str, command: list[str]) -> list[str]:
+        """`command` as run on `host`: its network namespace, its own /etc, /var/lib, /run coserver."""
+        return netns.exec_argv(self.net.ns(host), host_argv(self.etc_dir(host), self.lib_dir(host),
+                                                            self.run_dir(host), command))
 
-    def _run_controller(self, host: str) -> None:
-        """The host's controller under its supervisor (the lab's systemd), from its saved config."""
+    def _run_controller(self, host: str, server: str) -> None:
+        """The host's controller of `server` under its supervisor (the lab's systemd), as a real host
+        runs it: `coserver-controller --server NAME`, everything else from the host's site file."""
         hd = self.host_dir(host)
-        cfg_path = hd / "controller.conf.json"
-        labproc.start("supervisor", [sys.executable, "-m", "coserver.lab.supervise",
-                                     "--record", str(self.controller_record(host)), "--",
-                                     sys.executable, "-m", "coserver.controller.daemon", "--config", str(cfg_path)],
-                      hd, netns=self.net.ns(host))
+        self.control_socket(host, server).unlink(missing_ok=True)   # a dead controller's: not an answer
+        argv = self.controller_argv(host, [
+            sys.executable, "-m", "coserver.lab.supervise", "--record", str(self.controller_record(host, server)),
+            "--", sys.executable, "-m", "coserver.controller.daemon", "--server", server])
+        labproc.start(self.supervisor_name(server), argv, hd)
         deadline = time.monotonic() + 30
-        while not self.control_socket(host).exists():
-            if labproc.load(hd, "supervisor") is None or time.monotonic() > deadline:
-                raise LabError(f"controller of {host} did not start: {labproc.last_line(hd / 'supervisor.out')}")
+        while not self.control_socket(host, server).exists():
+            out = hd / f"{self.supervisor_name(server)}.out"
+            if labproc.load(hd, self.supervisor_name(server)) is None or time.monotonic() > deadline:
+                raise LabError(f"controller of {server} on {host} did not start: {labproc.last_line(out)}")
             time.sleep(0.1)
 
-    def _confirm_protected(self, window_s: float) -> None:
+    def _confirm_protected(self, window_s: float, server: str | None = None) -> None:
         """Success means the state is true: both controllers report the pair protected, both QEMUs
         live, and checkpoints keep coming for `window_s`. Otherwise raise with the reason, the failing
         QEMU's last log line first (e.g. an assertion at its first checkpoint)."""
@@ -447,14 +513,13 @@ class Lab:
         while True:
             for host in HOSTS:
                 try:
-                    proc = QemuProcess.attach(self.host_dir(host), QEMU_NAME)
-                    alive = proc.alive()
+                    alive = self.qemu(host, server).alive()
                 except CoserverError:
                     alive = False
                 if not alive:
                     raise LabError(f"the QEMU on {host} died while the pair entered COLO: "
-                                   f"{labproc.last_line(self.host_dir(host) / (QEMU_NAME + '.log'))}")
-            st = self.status()
+                                   f"{labproc.last_line(self.qemu_log(host, server))}")
+            st = self.status(server)
             if st["state"] == "protected":
                 count = int(st["checkpoints"] or 0)
                 if first is None:
@@ -470,10 +535,11 @@ class Lab:
             time.sleep(0.5)
 
     # ---- status -----------------------------------------------------------------------
-    def ask(self, host: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-        """One request to a host's controller over its control socket."""
+    def ask(self, host: str, request: dict[str, Any], timeout: float = 5.0,
+            server: str | None = None) -> dict[str, Any]:
+        """One request to a host's controller of `server` (default: the main one) over its control socket."""
         try:
-            return self.ask_socket(self.control_socket(host), request, timeout)
+            return self.ask_socket(self.control_socket(host, server), request, timeout)
         except LabError as exc:
             raise LabError(f"controller of {host}: {exc}") from exc
 
@@ -485,16 +551,18 @@ class Lab:
         except ControlError as exc:
             raise LabError(str(exc)) from exc
 
-    def status(self) -> dict[str, Any]:
+    def status(self, server: str | None = None) -> dict[str, Any]:
+        """The pair's summary of one FT server (default: the main one) from both controllers."""
         st = LabState.load(self.state_file) if self.workdir.is_dir() else None
         if st is None or not self.net.existing():
             return {"state": "stopped", "prefix": self.prefix, "primary": None, "secondary": None,
                     "checkpoints": 0, "hosts": {}, "guest": st.guest if st else {}}
+        name = self._server(server)
         hosts: dict[str, Any] = {}
         for host in HOSTS:
             entry: dict[str, Any] = {"netns": self.net.ns(host), "role": None, "qemu_pid": None}
             try:
-                s = self.ask(host, {"cmd": "status"})["status"]
+                s = self.ask(host, {"cmd": "status"}, server=name)["status"]
                 entry.update({k: s.get(k) for k in (
                     "ftserver", "role", "state", "epoch", "qemu_pid", "qemu_alive", "qemu_health", "qmp_ok", "colo", "qmp",
                     "checkpoints", "last_checkpoint_age_s", "checkpoint_pause_ms", "controller_pid", "links",
@@ -502,7 +570,7 @@ class Lab:
                     "start_note")})
             except LabError as exc:
                 entry["error"] = str(exc)
-                rec = self.controller_process(host)
+                rec = self.controller_process(host, name)
                 entry["controller_pid"] = rec.pid if rec else None
             hosts[host] = entry
         roles = {h: e.get("role") for h, e in hosts.items()}
@@ -522,12 +590,15 @@ class Lab:
         checkpoints = hosts.get(primary or "", {}).get("checkpoints") or 0
         return {"state": state, "prefix": self.prefix, "workdir": str(self.workdir), "primary": primary,
                 "secondary": secondary, "checkpoints": checkpoints, "checkpoint_ms": st.checkpoint_ms,
-                "accel": st.accel, "profile": st.profile, "spec": st.spec, "ftserver": st.ftserver,
-                "devices": st.devices, "alert": _alert(hosts), "hosts": hosts, "guest": st.guest}
+                "accel": st.accel, "profile": st.profile, "spec": st.spec, "ftserver": name,
+                "servers": st.servers or [st.ftserver], "devices": st.devices, "alert": _alert(hosts),
+                "hosts": hosts, "guest": st.guests.get(name, st.guest), "site": str(self.etc_dir(HOSTS[0]) / "site.toml")}
 
     # ---- fault injection ---------------------------------------------------------------
-    def fault(self, kind: str, host: str | None = None, link: int | None = None) -> dict[str, Any]:
-        """Inject one fault; return what was done (for --json). Nothing changes on bad input."""
+    def fault(self, kind: str, host: str | None = None, link: int | None = None,
+              server: str | None = None) -> dict[str, Any]:
+        """Inject one fault (QEMU and controller faults hit `server`, default the main one); return what
+        was done (for --json). Nothing changes on bad input."""
         if kind not in FAULTS:
             raise LabError(f"unknown fault {kind!r}; one of: {', '.join(FAULTS)}")
         if not self.net.existing():
@@ -539,19 +610,21 @@ class Lab:
             raise LabError(f"fault {kind}: --link must be one of "
                            f"{', '.join(map(str, labnet.SYNC_SUBNETS))}, got {link!r}")
         out: dict[str, Any] = {"fault": kind, "host": host, "link": link, "at": time.time()}
+        if kind in ("kill-qemu", "hang-qemu", "resume-qemu", "kill-controller"):
+            out["server"] = server = self._server(server)
         if kind in ("kill-qemu", "hang-qemu", "resume-qemu"):
             assert host is not None
             try:
-                proc = QemuProcess.attach(self.host_dir(host), QEMU_NAME)
+                proc = self.qemu(host, server)
             except CoserverError as exc:
                 raise LabError(f"fault {kind}: no running QEMU on {host} ({exc})") from exc
             {"kill-qemu": proc.kill, "hang-qemu": proc.pause, "resume-qemu": proc.resume}[kind]()
             out["pid"] = proc.pid
         elif kind == "kill-controller":
             assert host is not None
-            rec = self.controller_process(host)
+            rec = self.controller_process(host, server)
             if rec is None:
-                raise LabError(f"fault {kind}: no running controller on {host}")
+                raise LabError(f"fault {kind}: no running controller of {server} on {host}")
             rec.signal(signal.SIGKILL)
             out["pid"] = rec.pid
         elif kind in ("cut-link", "heal-link"):
@@ -576,19 +649,20 @@ class Lab:
             raise LabError(f"fault power-off: {host} is already powered off")
         self.net.set_host_links(host, up=False)
         killed: list[int] = []
-        sup = labproc.load(self.host_dir(host), "supervisor")
-        ctl = self.controller_process(host)
-        try:
-            qemu: QemuProcess | None = QemuProcess.attach(self.host_dir(host), QEMU_NAME)
-        except CoserverError:
-            qemu = None
-        for rec in (sup, ctl):
-            if rec is not None and rec.alive():
-                rec.signal(signal.SIGKILL)
-                killed.append(rec.pid)
-        if qemu is not None and qemu.alive() and qemu.pid is not None:
-            killed.append(qemu.pid)
-            qemu.kill()
+        for server in self.servers():
+            sup = labproc.load(self.host_dir(host), self.supervisor_name(server))
+            ctl = self.controller_process(host, server)
+            try:
+                qemu: QemuProcess | None = self.qemu(host, server)
+            except CoserverError:
+                qemu = None
+            for rec in (sup, ctl):
+                if rec is not None and rec.alive():
+                    rec.signal(signal.SIGKILL)
+                    killed.append(rec.pid)
+            if qemu is not None and qemu.alive() and qemu.pid is not None:
+                killed.append(qemu.pid)
+                qemu.kill()
         (self.host_dir(host) / "powered-off").write_text(f"{time.time()}\n")
         return killed
 
@@ -599,17 +673,19 @@ class Lab:
         if not marker.exists():
             raise LabError(f"fault power-on: {host} was not powered off")
         self.net.set_host_links(host, up=True)
-        self.control_socket(host).unlink(missing_ok=True)   # the killed controller's: not an answer
-        self._run_controller(host)
+        for server in self.servers():
+            self._run_controller(host, server)
         marker.unlink()
 
     # ---- down -------------------------------------------------------------------------
     def down(self) -> list[str]:
         """Remove everything `up` made (idempotent); return what was removed."""
         removed: list[str] = []
+        servers = self.servers()
         for host in HOSTS:
-            removed += self._stop_controller(host)
-            removed += self._stop_qemu(host)
+            for server in servers:
+                removed += self._stop_controller(host, server)
+                removed += self._stop_qemu(host, server)
         if labproc.stop(self.witness_dir, "etcd"):
             removed.append("witness etcd")
         for ns in self.net.existing():
@@ -622,11 +698,13 @@ class Lab:
             shutil.rmtree(shm, ignore_errors=True)
             removed.append(f"overlays {shm}")
         for host in HOSTS:
-            for leftover in ("control.sock", "qemu.qmp", "qemu.ctl", "serial.sock", "compare0.sock",
-                             "compare_out.sock", "controller.pid.json", "supervisor.proc.json"):
-                path = self.host_dir(host) / leftover
-                if path.exists() or path.is_symlink():
-                    path.unlink()
+            for server in servers:   # what a crashed QEMU or controller left: sockets, records
+                sd = self.lib_dir(host) / "servers" / server
+                for path in [*sd.glob("*.sock"), *sd.glob("*.qmp"), *sd.glob("*.ctl"),
+                             self.host_dir(host) / f"{server}.controller.pid.json",
+                             self.host_dir(host) / f"{self.supervisor_name(server)}.proc.json"]:
+                    if path.exists() or path.is_symlink():
+                        path.unlink()
         st = LabState.load(self.state_file) if self.state_file.exists() else None
         if st is not None:
             st.state = "stopped"
@@ -635,27 +713,27 @@ class Lab:
             self.registry_file.unlink()
         return removed
 
-    def _stop_controller(self, host: str) -> list[str]:
+    def _stop_controller(self, host: str, server: str) -> list[str]:
         """The supervisor first (it stops its controller), then a controller left without one."""
         hd = self.host_dir(host)
-        gone = [f"supervisor {host}"] if labproc.stop(hd, "supervisor") else []
-        rec = self.controller_process(host)
+        gone = [f"supervisor {host}/{server}"] if labproc.stop(hd, self.supervisor_name(server)) else []
+        rec = self.controller_process(host, server)
         if rec is not None:
             rec.signal(signal.SIGKILL)
-            gone.append(f"controller {host} (pid {rec.pid})")
-        self.controller_record(host).unlink(missing_ok=True)
+            gone.append(f"controller {host}/{server} (pid {rec.pid})")
+        self.controller_record(host, server).unlink(missing_ok=True)
         return gone
 
-    def controller_process(self, host: str) -> ProcessRecord | None:
-        return labproc.load_record(self.controller_record(host))
+    def controller_process(self, host: str, server: str | None = None) -> ProcessRecord | None:
+        return labproc.load_record(self.controller_record(host, server))
 
-    def _stop_qemu(self, host: str) -> list[str]:
+    def _stop_qemu(self, host: str, server: str) -> list[str]:
         try:
-            proc = QemuProcess.attach(self.host_dir(host), QEMU_NAME)
+            proc = self.qemu(host, server)
         except CoserverError:
             return []
         proc.stop(timeout=5.0)
-        return [f"qemu {host} (pid {proc.pid})"]
+        return [f"qemu {host}/{server} (pid {proc.pid})"]
 
 
 def _own_real_dir(path: Path) -> bool:

@@ -16,17 +16,33 @@ from pathlib import Path
 
 from coserver.hardware import get_profile
 from coserver.images.labguest import LabGuest
-from coserver.lab.net import GUEST_ADDRESS, HOSTS
+from coserver.lab.net import GUEST_ADDRESS, HOSTS, LAN_SUBNET
 
 GUEST_MAC = "52:54:00:c5:00:01"
 GUEST_PORT = 7777
 
 
-def lab_identity(prefix: str) -> tuple[str, str]:
-    """(serial, uuid) of the lab's FT server, stable per prefix."""
-    digest = hashlib.sha256(f"coserver-lab:{prefix}".encode()).hexdigest().upper()
+def lab_identity(prefix: str, index: int = 0) -> tuple[str, str]:
+    """(serial, uuid) of the lab's FT server number `index`, stable per prefix (the first one's
+    are what they always were)."""
+    key = prefix if index == 0 else f"{prefix}:{index}"
+    digest = hashlib.sha256(f"coserver-lab:{key}".encode()).hexdigest().upper()
     serial = "CZJ" + "".join(ch for ch in digest if ch.isalnum())[:7]
-    return serial, str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"coserver:lab:{prefix}"))
+    return serial, str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"coserver:lab:{key}"))
+
+
+def lab_server_name(index: int) -> str:
+    """The lab's FT servers: journal, journal2, journal3, ..."""
+    return "journal" if index == 0 else f"journal{index + 1}"
+
+
+def lab_guest_address(index: int) -> str:
+    """Server `index`'s guest address on the client LAN: .10, .11, ..."""
+    return GUEST_ADDRESS if index == 0 else f"{LAN_SUBNET}.{10 + index}"
+
+
+def lab_guest_mac(index: int) -> str:
+    return GUEST_MAC if index == 0 else f"52:54:00:c5:00:{index + 1:02x}"
 
 
 #: How the built-in guest's NIC and data disk are emulated: the profile's paravirtual lab defaults
@@ -46,9 +62,12 @@ def guest_devices(profile: str, devices: str) -> tuple[str, str]:
 
 
 def write_lab_spec(path: Path, *, prefix: str, profile: str, guest: LabGuest,
-                   disks: dict[str, Path], devices: str = "virtio", name: str = "journal") -> Path:
-    """Write the spec for the built-in journal guest under `profile`; return its path."""
-    serial, uuid = lab_identity(prefix)
+                   disks: dict[str, Path], devices: str = "virtio", index: int = 0, name: str | None = None) -> Path:
+    """Write the spec for built-in journal guest number `index` under `profile` (called `name`,
+    default journal, journal2, ...); return its path."""
+    serial, uuid = lab_identity(prefix, index)
+    address, mac = lab_guest_address(index), lab_guest_mac(index)
+    name = name or lab_server_name(index)
     nic_model, disk_bus = guest_devices(profile, devices)
     host_disks = "".join(f'[disks.hosts.{h}]\npath = "{disks[h]}"\n' for h in HOSTS)
     text = f'''# Written by `coserver lab up` for the built-in lab guest; edit a copy and pass it with --spec.
@@ -61,10 +80,10 @@ uuid = "{uuid}"
 [[disks]]
 bus = "{disk_bus}"
 format = "qcow2"
-serial = "JOURNAL-DATA"
+serial = "{name.upper()}-DATA"
 {host_disks}
 [[nics]]
-mac = "{GUEST_MAC}"
+mac = "{mac}"
 model = "{nic_model}"
 bridge = "lanbr"
 
@@ -72,10 +91,10 @@ bridge = "lanbr"
 mode = "kernel"
 kernel = "{guest.vmlinuz}"
 initrd = "{guest.initrd}"
-append = "{guest.cmdline(GUEST_ADDRESS, 24, port=GUEST_PORT)}"
+append = "{guest.cmdline(address, 24, port=GUEST_PORT)}"
 
 [lab]
-address = "{GUEST_ADDRESS}"
+address = "{address}"
 prefix = 24
 port = {GUEST_PORT}
 '''

@@ -95,6 +95,18 @@ def add_tap(ns: str, tap: str, bridge: str | None = None) -> None:
     ip("link", "set", tap, "up", ns=ns)
 
 
+def ensure_tap(tap: str, bridge: str, ns: str | None = None) -> None:
+    """The guest NIC's persistent tap, enslaved to `bridge` and up: made if missing, re-attached if it
+    exists (a host reboot loses taps; a controller restart must not fail on one it made before).
+    A missing bridge is one line naming it: the host's network is the operator's to make."""
+    if ip("link", "show", "dev", check_ifname(bridge), ns=ns, check=False).returncode != 0:
+        raise NetnsError(f"bridge {bridge}: no such interface on this host (the guest NIC's tap goes on it)")
+    if ip("link", "show", "dev", check_ifname(tap), ns=ns, check=False).returncode != 0:
+        ip("tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr", ns=ns)
+    ip("link", "set", tap, "master", bridge, ns=ns)
+    ip("link", "set", tap, "up", ns=ns)
+
+
 def add_veth(ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
     """A veth pair with one end in each namespace (the peer is created straight in ns_b,
     so both ends may carry the same name)."""

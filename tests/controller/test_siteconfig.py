@@ -13,7 +13,7 @@ import pytest
 import coserver.hardware
 import coserver.site
 from coserver.controller.config import ConfigError, ControllerConfig
-from coserver.controller.daemon import main, parse_args, site_config
+from coserver.controller.daemon import main, parse_args, prepare_host, site_config
 from coserver.controller.siteconfig import IFNAMSIZ, controller_config_for, tap_name
 from coserver.site import load_site
 from coserver.site.keygen import write_key
@@ -94,11 +94,17 @@ def test_tap_names_fit_and_differ() -> None:
     assert re.fullmatch(r"[a-z0-9-]{1,15}", tap_name(long_a))
 
 
-def test_daemon_site_config_builds_and_makes_dirs(tmp_path: Path) -> None:
+def test_daemon_site_config_builds_and_prepare_host_makes_dirs(tmp_path: Path) -> None:
+    """The dirs are made 0700; the tap needs the site's bridge, which this machine does not have:
+    one line naming it (the host's network is the operator's to make), no traceback."""
     cfg = site_config(_site(tmp_path), "journal", "cs1")
     assert cfg.host == "cs1" and cfg.ftserver == "journal"
-    assert (tmp_path / "state" / "servers" / "journal").is_dir()
-    assert (tmp_path / "run").is_dir()
+    bridge = cfg.node.get("bridge")
+    assert bridge and not Path("/sys/class/net", bridge).exists()
+    with pytest.raises(ConfigError, match=rf"^FT server journal: bridge {bridge}: no such interface on this host"):
+        prepare_host(cfg)
+    for d in (tmp_path / "state" / "servers" / "journal", tmp_path / "run", tmp_path / "run" / "journal"):
+        assert d.is_dir() and d.stat().st_mode & 0o777 == 0o700
 
 
 def test_daemon_args() -> None:

@@ -24,7 +24,6 @@ from coserver.images.guestclient import connect_journal
 from coserver.lab.lab import Lab
 from coserver.lab.net import GUEST_ADDRESS
 from coserver.lab.trials import run_trial, table
-from coserver.machine.launcher import QemuProcess
 
 from .labutil import coserver, status
 
@@ -77,14 +76,14 @@ def test_protected_from_the_spec_and_it_is_not_the_lab_guest(guest, spec_lab):
     assert st["state"] == "protected" and (st["primary"], st["secondary"]) == ("cs1", "cs2")
     assert st["spec"] == str(spec_path) and st["profile"] == PROFILE
     for host in ("cs1", "cs2"):
-        pid = QemuProcess.attach(lab.host_dir(host), "qemu").pid
+        pid = lab.qemu(host).pid
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
         assert "-kernel" not in argv and "-initrd" not in argv, argv  # the BIOS boots the disk
         assert any("bootindex=1" in a for a in argv)
     serial, deadline = "", time.monotonic() + 60  # SYSLINUX, then Debian's getty banner
     while "Debian GNU/Linux 12" not in serial and time.monotonic() < deadline:
         time.sleep(0.5)
-        serial = (lab.host_dir("cs1") / "serial.log").read_text(errors="replace")
+        serial = (lab.server_dir("cs1") / "serial.log").read_text(errors="replace")
     assert "SYSLINUX" in serial and "Debian GNU/Linux 12" in serial, serial[-1500:]
     with connect_journal(st["guest"]["client_netns"], GUEST_ADDRESS, 7777) as client:
         i = client.info()
