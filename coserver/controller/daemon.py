@@ -888,12 +888,21 @@ def site_config(site_file: Path | None, server: str, host: str | None = None) ->
     return controller_config_for(site, spec, me, servers=spec_names(site))
 
 
+#: This host's interfaces (inside a network namespace: that namespace's, as `ip netns exec` remounts /sys).
+SYS_NET = Path("/sys/class/net")
+
+
 def prepare_host(cfg: ControllerConfig) -> None:
     """What a site controller makes on its host before it runs: its private directories (0700) and
     the guest NIC's tap on the client-LAN bridge (the lab made these for its --config controllers)."""
     overlay = cfg.node.get("overlay_dir")
     for d in (Path(cfg.qemu_workdir), Path(cfg.control_socket).parent, *([Path(overlay)] if overlay else [])):
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for i, link in enumerate(cfg.links):
+        device = link.get("device")
+        if device and not (SYS_NET / device).exists():
+            raise ConfigError(f"FT server {cfg.ftserver}: sync link {link['name']}: no interface {device} on "
+                              f"this host (site file key coservers.{cfg.host}.links[{i}].device)")
     bridge = cfg.node.get("bridge")
     if bridge:
         try:

@@ -22,7 +22,7 @@ from coserver.errors import CoserverError
 from coserver.hardware.spec import FTServerSpec, load_spec
 from coserver.site.model import Site
 from coserver.site.ports import allocate
-from coserver.site.servers import check_spec_hosts
+from coserver.site.servers import check_spec_hosts, check_unique_macs
 
 #: Linux interface names are at most 15 characters.
 IFNAMSIZ = 15
@@ -65,6 +65,7 @@ def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str 
     try:
         spec = load_spec(spec_path)
         check_spec_hosts(site, spec)
+        check_unique_macs(site, spec)
         ports = allocate(site, {spec.name, *servers})[spec.name]
     except CoserverError as exc:
         raise ConfigError(str(exc)) from None

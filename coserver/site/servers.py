@@ -34,6 +34,30 @@ def check_spec_hosts(site: Site, spec: FTServerSpec) -> None:
                         f"this site's CoServers ({', '.join(site.hosts)}, site {site.file})")
 
 
+def check_unique_macs(site: Site, spec: FTServerSpec) -> None:
+    """No other server of the site answers for one of `spec`'s MACs (two guests, one MAC on the LAN).
+
+    What a controller starting for one server checks: other specs that do not load are skipped
+    here (their own controllers and `coserver site check` report them), so a typo in one server
+    never stops another."""
+    mine = {nic.mac: i for i, nic in enumerate(spec.nics)}
+    if not site.servers_dir.is_dir():   # no other servers (a spec given by path)
+        return
+    for path in spec_files(site):
+        if path.resolve() == Path(spec.file).resolve():
+            continue
+        try:
+            other = load_spec(path)
+        except SpecError:
+            continue
+        if other.name == spec.name:
+            continue
+        for nic in other.nics:
+            if nic.mac in mine:
+                raise SiteError(f"spec {spec.file}: key nics[{mine[nic.mac]}].mac: {nic.mac} is also a NIC of "
+                                f"{other.name!r} in {other.file}: each guest NIC needs its own MAC")
+
+
 def load_servers(site: Site) -> dict[str, FTServerSpec]:
     """Every server spec in servers_dir, by name, checked against each other and the site."""
     out: dict[str, FTServerSpec] = {}

@@ -95,13 +95,14 @@ def test_tap_names_fit_and_differ() -> None:
 
 
 def test_daemon_site_config_builds_and_prepare_host_makes_dirs(tmp_path: Path) -> None:
-    """The dirs are made 0700; the tap needs the site's bridge, which this machine does not have:
-    one line naming it (the host's network is the operator's to make), no traceback."""
+    """The dirs are made 0700; the example's link devices are not on this machine: one line naming
+    the device and the site key (the host's network is the operator's to make), no traceback."""
     cfg = site_config(_site(tmp_path), "journal", "cs1")
     assert cfg.host == "cs1" and cfg.ftserver == "journal"
-    bridge = cfg.node.get("bridge")
-    assert bridge and not Path("/sys/class/net", bridge).exists()
-    with pytest.raises(ConfigError, match=rf"^FT server journal: bridge {bridge}: no such interface on this host"):
+    device = cfg.links[0].get("device")
+    assert device and not Path("/sys/class/net", device).exists()
+    with pytest.raises(ConfigError, match=rf"^FT server journal: sync link sync1: no interface {device} on this "
+                                          r"host \(site file key coservers.cs1.links\[0\].device\)$"):
         prepare_host(cfg)
     for d in (tmp_path / "state" / "servers" / "journal", tmp_path / "run", tmp_path / "run" / "journal"):
         assert d.is_dir() and d.stat().st_mode & 0o777 == 0o700

@@ -204,3 +204,21 @@ def test_load_key_never_creates(tmp_path: Path) -> None:
     assert not path.exists()
     write_key(path)
     assert load_key(path) == read_key(path)
+
+
+def test_a_controller_refuses_a_server_whose_mac_another_has(site_file: SiteFile, servers: Servers) -> None:
+    """What one server's controller checks at start (controller_config_for): the clash is one line
+    naming both files; a spec that does not load at all does not stop it (its own controller says why)."""
+    from coserver.controller.errors import ConfigError
+    from coserver.controller.siteconfig import controller_config_for
+
+    a = servers("a.toml", name="journal")
+    b = servers("b.toml", name="web")
+    (a.parent / "broken.toml").write_text("name = \"broken\"\nthis is not toml\n")
+    site = load_site(site_file())
+    with pytest.raises(ConfigError) as err:
+        controller_config_for(site, b, "cs1")
+    assert str(err.value) == (f"spec {b}: key nics[0].mac: 52:54:00:c0:5e:01 is also a NIC of 'journal' in {a}: "
+                              "each guest NIC needs its own MAC")
+    b.write_text(b.read_text().replace("52:54:00:c0:5e:01", "52:54:00:c0:5e:02"))
+    assert controller_config_for(site, b, "cs1").ftserver == "web"
