@@ -61,12 +61,12 @@ def test_protected_under_load_then_primary_killed(profile, devices, tmp_path):
         st = lab.up(LabOptions(prefix=PREFIX, workdir=tmp_path / "lab", profile=profile, devices=devices,
                                checkpoint_ms=1000))
         assert st["state"] == "protected" and st["devices"] == f"{nic}+{disk}", st
-        argv_line = next(ln for ln in (tmp_path / "lab" / "cs1" / "qemu.log").read_text().splitlines()
+        argv_line = next(ln for ln in lab.qemu_log("cs1").read_text().splitlines()
                          if ln.startswith("--- coserver"))
         assert f"-machine {machine}" in argv_line, argv_line
         nic_driver, disk_driver = NIC_MODELS[nic].driver, DISK_BUSES[disk].driver
         assert f"{nic_driver}," in argv_line and f"{disk_driver}," in argv_line, argv_line
-        serial = (tmp_path / "lab" / "cs1" / "serial.log").read_text()
+        serial = (lab.server_dir("cs1") / "serial.log").read_text()
         assert f"ready disk=/dev/{'vda' if disk == 'virtio-blk' else 'sda'}" in serial, serial[-500:]
 
         r = run_load_trial(lab, profile, devices, checkpoints=20)

@@ -43,7 +43,7 @@ def test_server_stop_then_start_keeps_every_write_and_comes_back_protected(tmp_p
             tos = [t["to"] for t in e["history"]]
             assert "failing_over" not in tos[tos.index("stopping"):], (host, tos)  # nobody failed over
         assert "guest powered off" in st["hosts"]["cs1"]["history"][-1]["reason"]   # ACPI, not the timeout
-        serial = (tmp_path / "lab" / "cs1" / "serial.log").read_text()
+        serial = (lab.server_dir("cs1") / "serial.log").read_text()
         assert "data disk unmounted cleanly" in serial
 
         out = coserver("server", "start", "journal", "--prefix", PREFIX, "--json", timeout=300)

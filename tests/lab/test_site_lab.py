@@ -1,0 +1,106 @@
+"""The lab is a site (issue: two real hosts): each lab host has its own /etc/coserver, /var/lib/coserver
+and /run/coserver, its controllers run the real hosts' `--server NAME` path, and one pair runs two
+FT servers whose failovers are independent.
+
+Acceptance: two FT servers on one lab pair, each with its own client writing; kill -9 the primary
+QEMU of one: it fails over with 0 acknowledged writes lost; the other is not disturbed (no
+failover, its client's largest gap below 200 ms); both end protected. `lab exec cs1 -- cat
+/etc/coserver/site.toml` shows cs1's file, which is not the machine's own /etc/coserver.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from coserver.images.guestclient import Writer, connect_journal, missing_acks
+from coserver.lab.lab import Lab, LabOptions
+
+from .labutil import coserver
+
+pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.slow]
+
+PREFIX = f"st{os.getpid() % 10000}"
+#: The undisturbed server's client may see a checkpoint pause, never an outage.
+UNDISTURBED_GAP_S = 0.200
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory):
+    wd = tmp_path_factory.mktemp("site") / "lab"
+    the_lab = Lab(PREFIX, wd)
+    try:
+        st = the_lab.up(LabOptions(prefix=PREFIX, workdir=wd, checkpoint_ms=1000, servers=2))
+        assert st["servers"] == ["journal", "journal2"]
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+def test_each_host_has_its_own_etc_coserver(lab: Lab):
+    out = {h: coserver("lab", "exec", h, "--prefix", PREFIX, "--", "cat", "/etc/coserver/site.toml").stdout
+           for h in ("cs1", "cs2")}
+    assert out["cs1"] == (lab.etc_dir("cs1") / "site.toml").read_text()
+    assert f'name = "lab-{PREFIX.lower()}"' in out["cs1"] and "[coservers.cs1]" in out["cs1"]
+    own = Path("/etc/coserver/site.toml")
+    assert not own.exists() or own.read_text() != out["cs1"]        # not the machine's own file
+    key = coserver("lab", "exec", "cs2", "--prefix", PREFIX, "--", "stat", "-c", "%a", "/etc/coserver/pair.key")
+    assert key.stdout.strip() == "600"
+    # the same key on both hosts, made once (site keygen's format), never the machine's
+    assert (lab.etc_dir("cs1") / "pair.key").read_bytes() == (lab.etc_dir("cs2") / "pair.key").read_bytes()
+    check = coserver("lab", "exec", "cs1", "--prefix", PREFIX, "--", "coserver", "site", "check")
+    assert "PASS: site" in check.stdout and "this is cs1" in check.stdout, check.stdout
+    sockets = coserver("lab", "exec", "cs2", "--prefix", PREFIX, "--", "ls", "/run/coserver").stdout.split()
+    assert {"journal.sock", "journal2.sock"} <= set(sockets)
+    bad = coserver("lab", "exec", "cs3", "--prefix", PREFIX, "--", "true", check=False)
+    assert bad.returncode == 2 and "cs3" in bad.stderr
+
+
+def test_lab_never_protects_by_itself():
+    """No lab-only protection code: the lab drives controllers, never COLO."""
+    lab_dir = Path(__file__).parents[2] / "coserver" / "lab"
+    for path in lab_dir.glob("*.py"):
+        text = path.read_text()
+        for banned in ("coserver.colo.primary", "coserver.colo.secondary", "from coserver.colo import primary",
+                       "Primary(", ".protect("):
+            assert banned not in text, f"{path.name} uses {banned}"
+
+
+def test_two_servers_fail_over_independently(lab: Lab):
+    guests = {name: lab.status(name)["guest"] for name in ("journal", "journal2")}
+    assert guests["journal"]["address"] != guests["journal2"]["address"]
+    assert guests["journal"]["mac"] != guests["journal2"]["mac"]
+    before = {name: lab.status(name) for name in guests}
+    assert all(st["state"] == "protected" and st["primary"] == "cs1" for st in before.values()), before
+    writers = {name: Writer(g["client_netns"], g["address"], g["port"], interval=0.02, tag=f"two-{name}").start()
+               for name, g in guests.items()}
+    time.sleep(3)
+    killed = lab.fault("kill-qemu", "cs1", server="journal2")
+    assert killed["server"] == "journal2"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        st2 = lab.status("journal2")
+        if st2["primary"] == "cs2" and st2["state"] == "protected":
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"journal2 did not fail over and re-protect: {st2['state']}, primary {st2['primary']}")
+    time.sleep(3)
+    results = {name: w.stop() for name, w in writers.items()}
+    st1 = lab.status("journal")
+    print(f"\njournal2 failed over; journal's largest gap {results['journal'].largest_gap() * 1000:.0f} ms, "
+          f"journal2's {results['journal2'].largest_gap() * 1000:.0f} ms")
+    # the other server was not disturbed: same primary, never failed over, no client outage
+    assert st1["state"] == "protected" and st1["primary"] == "cs1"
+    for host, e in st1["hosts"].items():
+        assert "failing_over" not in [t["to"] for t in e["history"]], (host, e["history"])
+    assert results["journal"].reconnects == 0
+    assert results["journal"].largest_gap() < UNDISTURBED_GAP_S, results["journal"].largest_gap()
+    # and nothing either guest acknowledged is lost
+    for name, g in guests.items():
+        assert results[name].reconnects == 0 and len(results[name].acks) > 50, (name, results[name].errors)
+        with connect_journal(g["client_netns"], g["address"], g["port"]) as client:
+            assert missing_acks(client, results[name].acked) == [], name
