@@ -104,3 +104,50 @@ def test_two_servers_fail_over_independently(lab: Lab):
         assert results[name].reconnects == 0 and len(results[name].acks) > 50, (name, results[name].errors)
         with connect_journal(g["client_netns"], g["address"], g["port"]) as client:
             assert missing_acks(client, results[name].acked) == [], name
+
+
+def _daemon_on(host: str, *args: str):
+    """The real hosts' controller start (what systemd runs), on a lab host."""
+    return coserver("lab", "exec", host, "--prefix", PREFIX, "--", "python3", "-m", "coserver.controller.daemon",
+                    *args, check=False, timeout=60)
+
+
+@pytest.mark.parametrize("case", ["unknown key", "missing link device", "one MAC for two servers"])
+def test_bad_site_input_is_one_line_and_starts_nothing(lab: Lab, case: str):
+    """A controller given a bad site (or a second server sharing a MAC) exits with one line naming
+    file, key and reason; no socket, no QEMU, no state of the new server is left."""
+    etc = lab.etc_dir("cs1")
+    good = (etc / "site.toml").read_text()
+    site_arg = "/etc/coserver/site.toml"
+    server = "journal"
+    made: list[Path] = []
+    if case == "unknown key":
+        (etc / "bad.toml").write_text(good.replace('preferred = "cs1"', 'preferred = "cs1"\ncolour = "blue"'))
+        site_arg, want = "/etc/coserver/bad.toml", "key colour: unknown key"
+        made.append(etc / "bad.toml")
+    elif case == "missing link device":
+        (etc / "bad.toml").write_text(good.replace('device = "sync2"', 'device = "sync9"', 1))
+        site_arg, want = "/etc/coserver/bad.toml", "sync link sync2: no interface sync9 on this host"
+        made.append(etc / "bad.toml")
+    else:
+        spec = (etc / "servers" / "journal2.toml").read_text()
+        journal_mac = lab.status("journal")["guest"]["mac"]
+        web = etc / "servers" / "web.toml"
+        web.write_text(spec.replace('name = "journal2"', 'name = "web"').replace(
+            lab.status("journal2")["guest"]["mac"], journal_mac))
+        made.append(web)
+        server, want = "web", "is also a NIC of 'journal'"
+    if case != "one MAC for two servers":
+        server = "journal3"   # never started: the site file is refused before the server is looked at
+    try:
+        out = _daemon_on("cs1", "--server", server, "--site", site_arg)
+        assert out.returncode == 1, out
+        assert out.stderr.count("\n") == 1 and want in out.stderr, out.stderr
+        assert out.stderr.startswith("coserver-controller: error: ")
+        run = coserver("lab", "exec", "cs1", "--prefix", PREFIX, "--", "ls", "/run/coserver").stdout.split()
+        assert f"{server}.sock" not in run and server not in run
+        assert not (lab.lib_dir("cs1") / "servers" / server).exists()
+    finally:
+        for path in made:
+            path.unlink()
+    assert lab.status("journal")["state"] == "protected"
