@@ -50,6 +50,7 @@ from coserver.hardware.errors import SpecError
 from coserver.hardware.spec import HOST_NAME, NAME
 from coserver.site.errors import SiteError
 from coserver.site.model import (
+    ACCELS,
     DEFAULT_BASE_PORT,
     DEFAULT_BRIDGE,
     DEFAULT_KEY_FILE,
@@ -57,7 +58,6 @@ from coserver.site.model import (
     DEFAULT_SERVERS_DIR,
     DEFAULT_SITE,
     DEFAULT_STATE_DIR,
-    ACCELS,
     REPROTECT_POLICIES,
     CoServer,
     Site,
