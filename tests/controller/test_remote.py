@@ -11,6 +11,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -193,5 +194,37 @@ def test_serve_configured_is_off_without_config_and_survives_an_address_it_canno
         assert await remote.serve_configured({}, KEY, handler) is None
         # 192.0.2.1 (TEST-NET-1) is no address of this machine: logged, None, no exception
         assert await remote.serve_configured({"address": "192.0.2.1", "port": 7405}, KEY, handler) is None
+
+    arun(go())
+
+
+def test_the_daemon_serves_its_handler_on_tcp_when_configured(tmp_path: Path, arun: Callable[..., Any]) -> None:
+    """HostController.run() with remote_control: the same handler answers over TCP; stop() closes it."""
+    from coserver.controller.daemon import HostController
+    from coserver.controller.journal import Journal
+
+    from .test_daemon import FakeHeartbeats, FakeWitness, config
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    cfg = config(tmp_path, remote_control={"address": "127.0.0.1", "port": port})
+    controller = HostController(cfg, journal=Journal(Path(cfg.journal_file)), witness=FakeWitness(None),  # type: ignore[arg-type]
+                                heartbeats=FakeHeartbeats(["sync1"]), key=KEY)  # type: ignore[arg-type]
+
+    async def go() -> None:
+        task = asyncio.create_task(controller.run())
+        for _ in range(200):
+            if Path(cfg.control_socket).exists():
+                break
+            await asyncio.sleep(0.02)
+        try:
+            reply = await asyncio.to_thread(remote.ask, "127.0.0.1", port, KEY, {"cmd": "status"})
+            assert reply["ok"] and reply["status"]["host"] == "cs1" and reply["status"]["ftserver"] == "journal"
+        finally:
+            controller.stop()
+            await task
+        with pytest.raises(ControlError):
+            await asyncio.to_thread(remote.ask, "127.0.0.1", port, KEY, {"cmd": "status"}, 1.0)
 
     arun(go())
