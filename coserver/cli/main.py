@@ -41,12 +41,13 @@ def _register() -> None:
     from coserver.cli.hardware import hardware
     from coserver.cli.image import image
     from coserver.cli.lab import lab
-    from coserver.cli.pair import host, pair
+    from coserver.cli.pair import host, pair, reprotect, switchover
     from coserver.cli.server import server
     from coserver.cli.site import site
     from coserver.cli.status import status
 
-    for command in (doctor, qemu, hardware, image, lab, failover, pair, host, server, site, status):
+    for command in (doctor, qemu, hardware, image, lab, failover, switchover, reprotect, pair, host, server, site,
+                    status):
         main.add_command(command)
     from coserver.cli.bench import bench  # the benchmarks sit above the controller: registered here, last
     main.add_command(bench)

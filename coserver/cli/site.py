@@ -110,7 +110,7 @@ def show(site_file: Path | None, as_json: bool) -> None:
         p = srv["ports"]
         click.echo(f"  server {name} ({srv['file']}): slot {p['slot']}{' (pinned)' if p['pinned'] else ''}, "
                    f"mirror {p['mirror']}, compare {p['compare']}, migration {p['migration']}, "
-                   f"nbd {p['nbd']}, heartbeat {p['heartbeat']}")
+                   f"nbd {p['nbd']}, heartbeat {p['heartbeat']}, control {p['control']}")
 
 
 @site.command("check")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from coserver.colo.argv import Node
 from coserver.colo.settings import SyncPorts
@@ -83,6 +83,8 @@ class ControllerConfig:
     preferred: bool = False            # this host is the site's preferred CoServer (a first start runs here)
     stop_timeout_s: float = 60.0       # ACPI power button, then this long for the guest to power off, then quit
     boot_grace_s: float = 20.0         # a freshly started guest boots this long before the pair protects it
+    # the operator channel from the peer (controller.remote); empty: off (the lab's --config JSON)
+    remote_control: dict[str, Any] = field(default_factory=dict)   # {"address", "port"}
 
     def __post_init__(self) -> None:
         for name in ("host", "peer", "ftserver", "qemu_workdir", "qemu_name", "control_socket", "log_file",
@@ -114,6 +116,12 @@ class ControllerConfig:
                               f"not {self.reprotect!r}")
         if self.sync_speed_mib_s < 0:
             raise ConfigError("controller config: sync_speed_mib_s must not be negative")
+        if self.remote_control:
+            address, port = self.remote_control.get("address"), self.remote_control.get("port")
+            if not isinstance(address, str) or not address:
+                raise ConfigError("controller config: remote_control.address must be a non-empty string")
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise ConfigError(f"controller config: remote_control.port must be a port number, not {port!r}")
         try:
             SyncPorts(**self.ports)
         except (TypeError, ValueError, CoserverError) as exc:

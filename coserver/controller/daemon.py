@@ -11,7 +11,8 @@ or kill / fence the local side), moves the state machine and journals the
 decision, so a restarted controller re-attaches without touching the guest.
 
 Status and operator requests arrive on a unix control socket (mode 0600),
-one JSON object per line each way.
+one JSON object per line each way, and, on a site's CoServer, from the peer over
+the management network (coserver.controller.remote, HMAC with the pair key).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from coserver.colo.primary import Primary, SyncProgress
 from coserver.colo.secondary import Secondary
 from coserver.colo.settings import ColoSettings
 from coserver.colo.status import read_state
-from coserver.controller import actions, control
+from coserver.controller import actions, control, remote
 from coserver.controller.config import ControllerConfig
 from coserver.controller.control import Command
 from coserver.controller.errors import ConfigError, WitnessError, WitnessUnreachable
@@ -82,9 +83,12 @@ class HostController:
     """One CoServer's controller for one FT server."""
 
     def __init__(self, cfg: ControllerConfig, *, journal: Journal, witness: Witness,
-                 heartbeats: Heartbeats) -> None:
-        """Collaborators come in from outside (from_config builds the real ones), so a test can pass fakes."""
+                 heartbeats: Heartbeats, key: bytes | None = None) -> None:
+        """Collaborators come in from outside (from_config builds the real ones), so a test can pass fakes.
+
+        key: the pair's key, for the peer's operator channel (controller.remote, when cfg.remote_control)."""
         self.cfg = cfg
+        self.key = key
         self.journal = journal
         entry = self.journal.load()
         self.epoch = entry.epoch if entry else 0
@@ -133,11 +137,12 @@ class HostController:
         links = [LinkSpec(name=ln["name"], local=(ln["local_ip"], int(ln["port"])),
                           peer=(ln["peer_ip"], int(ln["port"])), device=ln.get("device"))
                  for ln in cfg.links]
-        heartbeats = Heartbeats(pair=cfg.ftserver, node=cfg.host, key=key if key is not None else load_or_create_key(Path(cfg.key_file)),
+        key = key if key is not None else load_or_create_key(Path(cfg.key_file))
+        heartbeats = Heartbeats(pair=cfg.ftserver, node=cfg.host, key=key,
                                 links=links, interval=cfg.heartbeat_interval_s, timeout=cfg.heartbeat_timeout_s)
         witness = Witness(cfg.ftserver, host=cfg.witness["host"], port=int(cfg.witness["port"]),
                           ttl=int(cfg.witness.get("ttl", 2)))
-        return cls(cfg, journal=Journal(Path(cfg.journal_file)), witness=witness, heartbeats=heartbeats)
+        return cls(cfg, journal=Journal(Path(cfg.journal_file)), witness=witness, heartbeats=heartbeats, key=key)
 
     # ---- start-up: re-attach to what runs ---------------------------------------------
     async def _attach(self) -> None:
@@ -226,6 +231,7 @@ class HostController:
         self._publish()
         await self.heartbeats.start()
         server = await control.serve(self.cfg.control_socket, self.handle)
+        remote_server = await remote.serve_configured(self.cfg.remote_control, self.key, self.handle)
         self._save_journal("controller started")
         _log.info("controller.started", host=self.cfg.host, role=self.role, state=self.sm.state, epoch=self.epoch,
                   qemu_pid=self.qemu.pid if self.qemu else None)
@@ -238,6 +244,8 @@ class HostController:
             for task in self._tasks:
                 task.cancel()
             server.close()
+            if remote_server is not None:
+                remote_server.close()
             self._save_journal("controller stopped")
             await self.heartbeats.close()
             await self.witness.close()  # keeps the lease: a restarted controller re-claims it

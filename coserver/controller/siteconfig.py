@@ -93,4 +93,5 @@ def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str 
         peer_repl_addr=peer.replication,
         ports={"mirror": ports.mirror, "compare": ports.compare, "migration": ports.migration, "nbd": ports.nbd},
         reprotect=site.reprotect, sync_speed_mib_s=site.sync_speed_mib_s, preferred=me.name == site.preferred,
-        boot_grace_s=float(site.boot_grace_s), stop_timeout_s=float(site.stop_timeout_s))
+        boot_grace_s=float(site.boot_grace_s), stop_timeout_s=float(site.stop_timeout_s),
+        remote_control={"address": me.management, "port": ports.control})

@@ -53,6 +53,7 @@ from coserver.lab.hostexec import host_argv
 from coserver.lab.net import GUEST_ADDRESS, HOSTS, LabNet
 from coserver.lab.spec import DEVICE_SETS, GUEST_PORT, lab_server_name, write_lab_spec
 from coserver.machine.launcher import QemuProcess
+from coserver.pair.summary import host_entry, summarize
 from coserver.paths import qemu_install
 from coserver.sys import netns
 from coserver.sys import proc as labproc
@@ -563,35 +564,17 @@ class Lab:
             entry: dict[str, Any] = {"netns": self.net.ns(host), "role": None, "qemu_pid": None}
             try:
                 s = self.ask(host, {"cmd": "status"}, server=name)["status"]
-                entry.update({k: s.get(k) for k in (
-                    "ftserver", "role", "state", "epoch", "qemu_pid", "qemu_alive", "qemu_health", "qmp_ok", "colo", "qmp",
-                    "checkpoints", "last_checkpoint_age_s", "checkpoint_pause_ms", "controller_pid", "links",
-                    "peer", "witness", "decisions", "history", "colo_exit", "reprotect", "sync", "desired",
-                    "start_note")})
+                entry.update(host_entry(s))
             except LabError as exc:
                 entry["error"] = str(exc)
                 rec = self.controller_process(host, name)
                 entry["controller_pid"] = rec.pid if rec else None
             hosts[host] = entry
-        roles = {h: e.get("role") for h, e in hosts.items()}
-        states = {h: e.get("state") for h, e in hosts.items()}
-        primary = next((h for h, r in roles.items() if r in ("primary", "simplex")), None)
-        secondary = next((h for h, r in roles.items() if r == "secondary"), None)
-        if st.state in ("starting", "syncing") or "syncing" in states.values():
-            state = "syncing"
-        elif "failing_over" in states.values():
-            state = "failing-over"
-        elif primary and secondary and roles[primary] == "primary":
-            state = "protected"
-        elif primary:
-            state = "simplex"
-        else:
-            state = "stopped"
-        checkpoints = hosts.get(primary or "", {}).get("checkpoints") or 0
-        return {"state": state, "prefix": self.prefix, "workdir": str(self.workdir), "primary": primary,
-                "secondary": secondary, "checkpoints": checkpoints, "checkpoint_ms": st.checkpoint_ms,
+        pair = summarize(hosts, syncing=st.state in ("starting", "syncing"))
+        return {"state": pair["state"], "prefix": self.prefix, "workdir": str(self.workdir), "primary": pair["primary"],
+                "secondary": pair["secondary"], "checkpoints": pair["checkpoints"], "checkpoint_ms": st.checkpoint_ms,
                 "accel": st.accel, "profile": st.profile, "spec": st.spec, "ftserver": name,
-                "servers": st.servers or [st.ftserver], "devices": st.devices, "alert": _alert(hosts),
+                "servers": st.servers or [st.ftserver], "devices": st.devices, "alert": pair["alert"],
                 "hosts": hosts, "guest": st.guests.get(name, st.guest), "site": str(self.etc_dir(HOSTS[0]) / "site.toml")}
 
     # ---- fault injection ---------------------------------------------------------------
@@ -763,15 +746,3 @@ def _host_notes(st: dict[str, Any]) -> dict[str, str]:
     """Per host, what its controller says it is waiting for (or why it cannot be asked)."""
     return {h: f"{h}: {e.get('error') or (e.get('reprotect') or {}).get('note') or e.get('state')}"
             for h, e in st["hosts"].items()}
-
-
-def _alert(hosts: dict[str, Any]) -> str | None:
-    """An alert-level condition a controller reports (e.g. "cannot protect: <reason>"), or None.
-
-    The side without a guest speaks first: it started the failing secondaries and has their QEMU's
-    own last words; the survivor only saw its replica go."""
-    for entry in sorted(hosts.values(), key=lambda e: e.get("role") not in (None, "none")):
-        alert = (entry.get("reprotect") or {}).get("alert")
-        if alert:
-            return str(alert)
-    return None

@@ -123,9 +123,16 @@ class PairClient:
                 "protected_s": round(time.monotonic() - t0, 2), "secondary": done["secondary"]}
 
     def maintenance(self, host: str, on: bool, timeout: float) -> dict[str, Any]:
-        """Take `host` out of the pair on purpose (on), or bring it back and re-protect (off)."""
+        """Take `host` out of the pair on purpose (on), or bring it back and re-protect (off).
+
+        An FT server that runs nowhere (stopped) only records it: nothing to hand over, nothing to protect."""
         t0 = time.monotonic()
+        idle = self.site.status()["primary"] is None
         self.site.ask(host, {"cmd": Command.MAINTENANCE, "on": on})
+        if idle:
+            st = self.site.status()
+            return {"ok": True, "host": host, "maintenance": on, "primary": st["primary"], "state": st["state"],
+                    "secondary": st["secondary"], "seconds": round(time.monotonic() - t0, 2)}
         if on:
             other = [h for h in self.hosts if h != host][0]
             while True:

@@ -178,6 +178,8 @@ def test_the_hung_qemu_threshold_is_defined_once() -> None:
     ("peer", "cs1", "host and peer"),
     ("heartbeat_interval_s", 2.0, "heartbeat_interval_s"),
     ("ports", {"mirror": 0}, "ports"),
+    ("remote_control", {"port": 7405}, "remote_control.address"),
+    ("remote_control", {"address": "10.0.3.1", "port": 0}, "remote_control.port"),
 ])
 def test_config_is_validated(tmp_path: Path, field: str, value: Any, why: str) -> None:
     with pytest.raises(ConfigError, match=why):

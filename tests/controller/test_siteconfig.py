@@ -50,6 +50,9 @@ def test_config_for_both_hosts_mirrored() -> None:
     assert [ln.get("device") for ln in c1.links] == ["eno2", "eno3"]
     assert c1.node["sync_addr"] == "172.31.9.1" and c1.peer_repl_addr == "172.31.9.2" == c2.node["sync_addr"]
     assert c1.sync_ports == c2.sync_ports == server_ports(site, "journal").sync_ports()
+    control = server_ports(site, "journal").control
+    assert c1.remote_control == {"address": "198.51.100.1", "port": control}
+    assert c2.remote_control == {"address": "198.51.100.2", "port": control}
     assert c1.witness == {"host": "198.51.100.21", "port": 2379, "ttl": 2}
     assert c1.ftserver == "journal" and c1.qemu_name == "journal"
     assert c1.qemu_workdir == "/var/lib/coserver/servers/journal"

@@ -50,3 +50,14 @@ def test_failover_to_the_primary_is_refused() -> None:
 def test_reprotect_needs_a_simplex_pair() -> None:
     with pytest.raises(PairError, match="already protected"):
         PairClient(FakeSite(), ("cs1", "cs2")).reprotect(timeout=1.0)
+
+
+def test_maintenance_of_a_stopped_server_only_records_it() -> None:
+    """Nothing runs: nothing to hand over or wait for (a site-wide `host maintenance` meets such servers)."""
+    site = FakeSite(state="stopped")
+    site.primary = site.secondary = None
+    out = PairClient(site, ("cs1", "cs2")).maintenance("cs2", True, timeout=1.0)
+    assert site.asked == [("cs2", {"cmd": "maintenance", "on": True})]
+    assert out["ok"] and out["maintenance"] is True and out["state"] == "stopped" and out["primary"] is None
+    out = PairClient(site, ("cs1", "cs2")).maintenance("cs2", False, timeout=1.0)
+    assert out["maintenance"] is False and site.asked[-1] == ("cs2", {"cmd": "maintenance", "on": False})

@@ -99,8 +99,8 @@ def test_ports_deterministic_and_clash_free_or_refused() -> None:
     assert ports == allocate(again, list(reversed(names)))
     used: set[int] = set()
     for p in ports.values():
-        own = {p.mirror, p.compare, p.migration, p.nbd, p.heartbeat}
-        assert len(own) == 5 and not own & used
+        own = {p.mirror, p.compare, p.migration, p.nbd, p.heartbeat, p.control}
+        assert len(own) == 6 and not own & used
         assert all(site.base_port <= x < site.base_port + HASH_SLOTS * STRIDE for x in own)
         used |= own
         assert isinstance(p.sync_ports(), SyncPorts)
