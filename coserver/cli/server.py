@@ -1,30 +1,38 @@
 """`coserver server start|stop|enable|disable|status NAME`: an FT server's life, run by its controllers.
 
-    coserver server start NAME [--prefix P]     the controllers start the guest and protect it
-    coserver server stop NAME [--prefix P]      shut the guest down (ACPI, then a timeout); both sides stop
-    coserver server enable|disable NAME         start it when the hosts boot, or not
-    coserver server status NAME [--json]        the pair's state as its controllers report it
+    coserver server start NAME [--site F | --prefix P]   the controllers start the guest and protect it
+    coserver server stop NAME [--site F | --prefix P]    shut the guest down (ACPI, then a timeout); both stop
+    coserver server enable|disable NAME                  start it when the hosts boot, or not
+    coserver server status NAME [--json]                 the pair's state as its controllers report it
 
 Starting is the controllers' work (controller/lifecycle.py): the host that ran the guest
 last (or, the first time, the site's preferred CoServer) starts it alone with the witness's
 grant, the other joins as its secondary, and the pair protects itself exactly as it
-re-protects after a failure. The lab (--prefix) is the site these commands talk to today.
+re-protects after a failure. On a CoServer (a site file) the commands reach this host's
+controller and the peer's (cli.target); with --prefix they talk to the lab's.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from coserver.cli.pair import lab_pair, pair_options, prefix_option
-from coserver.lab.lab import Lab, LabError
+from coserver.cli.pair import F, json_option, timeout_option
+from coserver.cli.target import lab_client, lab_prefix_option, one_line_errors, say, site_client, site_option, use_site
+from coserver.pair.client import PairClient
 
 
-def _check_name(prefix: str, name: str) -> None:
-    served = Lab(prefix).status().get("ftserver")
-    if served and served != name:
-        raise LabError(f"no FT server {name!r} on lab {prefix!r} (it runs {served!r})")
+def _client(name: str, site_file: Path | None, prefix: str | None, as_json: bool, command: str) -> PairClient:
+    if use_site(prefix, name, site_file):
+        return site_client(site_file, name, f"server {command}", say(as_json))[2]
+    return lab_client(prefix, name, as_json)
+
+
+def life_options(command: F) -> F:
+    """NAME, --site, --prefix (the lab), --timeout and --json."""
+    return click.argument("name")(site_option(lab_prefix_option(timeout_option(json_option(command)))))
 
 
 @click.group()
@@ -33,55 +41,57 @@ def server() -> None:
 
 
 @server.command("start")
-@click.argument("name")
-@pair_options
-def server_start(name: str, prefix: str, timeout: float, as_json: bool) -> None:
+@life_options
+@one_line_errors
+def server_start(name: str, site_file: Path | None, prefix: str | None, timeout: float, as_json: bool) -> None:
     """Start NAME: the controllers start the guest and protect it; return when protected."""
-    _check_name(prefix, name)
-    out = lab_pair(prefix, as_json).start(timeout)
+    out = _client(name, site_file, prefix, as_json, "start").start(timeout)
     click.echo(json.dumps(out) if as_json else f"{name}: protected in {out['seconds']} s: primary {out['primary']}, "
                                                f"secondary {out['secondary']}")
 
 
 @server.command("stop")
-@click.argument("name")
-@pair_options
-def server_stop(name: str, prefix: str, timeout: float, as_json: bool) -> None:
+@life_options
+@one_line_errors
+def server_stop(name: str, site_file: Path | None, prefix: str | None, timeout: float, as_json: bool) -> None:
     """Stop NAME cleanly on both hosts (ACPI power button, then a timeout); no failover."""
-    _check_name(prefix, name)
-    out = lab_pair(prefix, as_json).stop(timeout)
+    out = _client(name, site_file, prefix, as_json, "stop").stop(timeout)
     click.echo(json.dumps(out) if as_json else f"{name}: stopped in {out['seconds']} s")
 
 
-def _enable(name: str, prefix: str, on: bool) -> None:
-    _check_name(prefix, name)
-    click.echo(json.dumps(lab_pair(prefix, True).enable(on)))
+def _enable(name: str, site_file: Path | None, prefix: str | None, on: bool) -> None:
+    click.echo(json.dumps(_client(name, site_file, prefix, True, "enable" if on else "disable").enable(on)))
 
 
 @server.command("enable")
 @click.argument("name")
-@prefix_option
-def server_enable(name: str, prefix: str) -> None:
+@site_option
+@lab_prefix_option
+@one_line_errors
+def server_enable(name: str, site_file: Path | None, prefix: str | None) -> None:
     """Start NAME when its hosts boot."""
-    _enable(name, prefix, True)
+    _enable(name, site_file, prefix, True)
 
 
 @server.command("disable")
 @click.argument("name")
-@prefix_option
-def server_disable(name: str, prefix: str) -> None:
+@site_option
+@lab_prefix_option
+@one_line_errors
+def server_disable(name: str, site_file: Path | None, prefix: str | None) -> None:
     """Do not start NAME when its hosts boot (a running server keeps running)."""
-    _enable(name, prefix, False)
+    _enable(name, site_file, prefix, False)
 
 
 @server.command("status")
 @click.argument("name")
-@prefix_option
+@site_option
+@lab_prefix_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def server_status(name: str, prefix: str, as_json: bool) -> None:
+@one_line_errors
+def server_status(name: str, site_file: Path | None, prefix: str | None, as_json: bool) -> None:
     """NAME's state as its controllers report it."""
-    _check_name(prefix, name)
-    st = Lab(prefix).status()
+    st = _client(name, site_file, prefix, as_json, "status").status()
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return

@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from coserver.errors import CoserverError
-from coserver.lab.lab import DEFAULT_PREFIX, HOSTS, Lab, LabError
+from coserver.lab.lab import DEFAULT_PREFIX, HOSTS, Lab, LabError, LabServer
 from coserver.pair.client import PairClient, PairError, Say
 from coserver.pair.site import SitePair
 from coserver.site import load_site, site_path
@@ -64,13 +64,15 @@ def say(as_json: bool) -> Say:
 
 
 def lab_client(prefix: str | None, name: str | None, as_json: bool) -> PairClient:
-    """The pair client of the lab at `prefix` (the default lab if None); NAME, if given, must be its server."""
+    """The pair client of FT server NAME (default: the lab's first) of the lab at `prefix` (the
+    default lab if None); a name the lab does not run is one line listing what it runs."""
     lab = Lab(prefix or DEFAULT_PREFIX)
-    if name is not None:
-        served = lab.status().get("ftserver")
-        if served and served != name:
-            raise LabError(f"no FT server {name!r} on lab {lab.prefix!r} (it runs {served!r})")
-    return PairClient(lab, HOSTS, say(as_json))
+    servers = lab.servers()
+    if name is not None and servers and name not in servers:
+        raise LabError(f"no FT server {name!r} on lab {lab.prefix!r} (it runs {', '.join(servers)})")
+    if name is None and servers:
+        name = servers[0]
+    return PairClient(LabServer(lab, name) if name else lab, HOSTS, say(as_json))
 
 
 def use_site(prefix: str | None, name: str | None, site_file: Path | None) -> bool:

@@ -719,6 +719,20 @@ class Lab:
         return [f"qemu {host}/{server} (pid {proc.pid})"]
 
 
+@dataclass(frozen=True)
+class LabServer:
+    """One FT server of a lab, as the pair client's Site (pair.client.Site): its two controllers."""
+
+    lab: Lab
+    name: str
+
+    def ask(self, host: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        return self.lab.ask(host, request, timeout, server=self.name)
+
+    def status(self) -> dict[str, Any]:
+        return self.lab.status(self.name)
+
+
 def _own_real_dir(path: Path) -> bool:
     """A directory (not a symlink to one) owned by us: what `down` may remove under a shared /dev/shm."""
     try:

@@ -151,3 +151,48 @@ def test_bad_site_input_is_one_line_and_starts_nothing(lab: Lab, case: str):
         for path in made:
             path.unlink()
     assert lab.status("journal")["state"] == "protected"
+
+
+def _on(host: str, *args: str, timeout: float = 300) -> str:
+    """`ssh HOST coserver ARGS` on the lab: the README's operator commands, run on a lab host."""
+    return coserver("lab", "exec", host, "--prefix", PREFIX, "--", "coserver", *args, timeout=timeout).stdout
+
+
+def test_the_deploy_steps_run_on_the_lab_hosts(lab: Lab):
+    """README "Deploying on two hosts", from `site check` on: every operator command, run on a lab
+    host as on a real CoServer (no --prefix): the local controller by its socket, the peer's over
+    the management network. The guest's data stays through stop/start, failover and switchover."""
+    import json
+
+    for host in ("cs1", "cs2"):
+        assert "PASS: site" in _on(host, "site", "check")
+    g = lab.status("journal")["guest"]
+    writer = Writer(g["client_netns"], g["address"], g["port"], interval=0.05, tag="deploy").start()
+    time.sleep(2)
+    acked = writer.stop().acked
+    out = json.loads(_on("cs2", "server", "stop", "journal", "--json", timeout=120))
+    assert out["state"] == "stopped", out
+    out = json.loads(_on("cs2", "server", "start", "journal", "--json"))
+    assert out["state"] == "protected", out
+    st = json.loads(_on("cs1", "status", "journal", "--json"))
+    assert st["state"] == "protected" and st["primary"] in ("cs1", "cs2"), st
+    first = st["primary"]
+    other = "cs2" if first == "cs1" else "cs1"
+    out = json.loads(_on(other, "failover", "journal", "--json", timeout=120))
+    assert out["to"] == other, out
+    deadline = time.monotonic() + 180       # the pair re-protects itself (reprotect auto)
+    while json.loads(_on(first, "status", "journal", "--json"))["state"] != "protected":
+        assert time.monotonic() < deadline, "not protected again after the failover"
+        time.sleep(2)
+    out = json.loads(_on(first, "switchover", "journal", "--json"))
+    assert out["to"] == first, out
+    both = json.loads(_on(other, "status", "--json"))
+    assert set(both) == {"journal", "journal2"} and all(s["state"] == "protected" for s in both.values()), both
+    out = json.loads(_on(first, "host", "maintenance", "on", other, "--json", timeout=300))
+    assert out["ok"] and set(out["servers"]) == {"journal", "journal2"}, out
+    out = json.loads(_on(first, "host", "maintenance", "off", other, "--json", timeout=300))
+    assert out["ok"], out
+    with connect_journal(g["client_netns"], g["address"], g["port"]) as client:
+        assert missing_acks(client, acked) == []
+    bad = coserver("lab", "exec", "cs1", "--prefix", PREFIX, "--", "coserver", "failover", "nosuch", check=False)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "nosuch" in bad.stderr, bad.stderr
