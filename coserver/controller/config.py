@@ -83,6 +83,8 @@ class ControllerConfig:
     preferred: bool = False            # this host is the site's preferred CoServer (a first start runs here)
     stop_timeout_s: float = 60.0       # ACPI power button, then this long for the guest to power off, then quit
     boot_grace_s: float = 20.0         # a freshly started guest boots this long before the pair protects it
+    # the peer check (peercheck.py): both hosts must run from the same site file
+    site_digest: str = ""              # peercheck.site_digest of the site file ("" for the lab's --config JSON)
 
     def __post_init__(self) -> None:
         for name in ("host", "peer", "ftserver", "qemu_workdir", "qemu_name", "control_socket", "log_file",
