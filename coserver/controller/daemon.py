@@ -765,6 +765,8 @@ class HostController:
             "colo_exit": self.events.colo_exit, "quorum_bad": self.events.quorum_bad,
             "io_errors": self.events.io_errors, "qmp": asdict(self.health),
             "links": hb.links_alive(),
+            "identity": {"site": hb.local.site, "qemu_version": hb.local.qemu_version,
+                         "auth_failing": hb.auth_failing()},   # peercheck: what the peer must match
             "peer": {"role": peer.role, "state": peer.state, "qemu": peer.qemu, "epoch": peer.epoch,
                      "site": peer.site, "qemu_version": peer.qemu_version}
             if peer else None,

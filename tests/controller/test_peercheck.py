@@ -206,6 +206,7 @@ def test_the_controller_status_alert_says_the_key_differs(tmp_path: Path, links,
         "the peer's heartbeats fail authentication on all links: the pair key differs between the hosts "
         "(copy /etc/coserver/pair.key")
     assert status["peer"] is None
+    assert status["identity"] == {"site": "", "qemu_version": "", "auth_failing": ["sync1", "sync2"]}
 
 
 def test_site_configs_carry_the_site_files_digest_and_old_configs_load(tmp_path: Path):
