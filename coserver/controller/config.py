@@ -85,6 +85,8 @@ class ControllerConfig:
     boot_grace_s: float = 20.0         # a freshly started guest boots this long before the pair protects it
     # the operator channel from the peer (controller.remote); empty: off (the lab's --config JSON)
     remote_control: dict[str, Any] = field(default_factory=dict)   # {"address", "port"}
+    # the peer check (peercheck.py): both hosts must run from the same site file
+    site_digest: str = ""              # peercheck.site_digest of the site file ("" for the lab's --config JSON)
 
     def __post_init__(self) -> None:
         for name in ("host", "peer", "ftserver", "qemu_workdir", "qemu_name", "control_socket", "log_file",

@@ -36,7 +36,7 @@ from coserver.colo.primary import Primary, SyncProgress
 from coserver.colo.secondary import Secondary
 from coserver.colo.settings import ColoSettings
 from coserver.colo.status import read_state
-from coserver.controller import actions, control, remote
+from coserver.controller import actions, control, peercheck, remote
 from coserver.controller.config import ControllerConfig
 from coserver.controller.control import Command
 from coserver.controller.errors import ConfigError, WitnessError, WitnessUnreachable
@@ -139,7 +139,8 @@ class HostController:
                  for ln in cfg.links]
         key = key if key is not None else load_or_create_key(Path(cfg.key_file))
         heartbeats = Heartbeats(pair=cfg.ftserver, node=cfg.host, key=key,
-                                links=links, interval=cfg.heartbeat_interval_s, timeout=cfg.heartbeat_timeout_s)
+                                links=links, interval=cfg.heartbeat_interval_s, timeout=cfg.heartbeat_timeout_s,
+                                site=cfg.site_digest, qemu_version=peercheck.local_qemu_version())
         witness = Witness(cfg.ftserver, host=cfg.witness["host"], port=int(cfg.witness["port"]),
                           ttl=int(cfg.witness.get("ttl", 2)))
         return cls(cfg, journal=Journal(Path(cfg.journal_file)), witness=witness, heartbeats=heartbeats, key=key)
@@ -661,7 +662,11 @@ class HostController:
             peer_role=peer.role if peer else None, peer_state=peer.state if peer else None,
             peer_epoch=peer.epoch if peer else None, peer_maintenance=bool(peer and peer.state == "maintenance"),
             busy=self.busy is not None and not self.busy.done(), failures=self.attempts.failures,
-            last_failure=self.attempts.last_reason)
+            last_failure=self.attempts.last_reason, refusal=self._peer_refusal())
+
+    def _peer_refusal(self) -> str | None:
+        """Why not to protect with the peer: its key, site file or QEMU differs (peercheck)."""
+        return peercheck.refusal(self.heartbeats, host=self.cfg.host, peer=self.cfg.peer, key_file=self.cfg.key_file)
 
     async def _rejoin_step(self) -> None:
         if self.role == Role.SECONDARY and self.sm.state == FtState.SYNCING and self.qmp is not None:
@@ -768,7 +773,10 @@ class HostController:
             "colo_exit": self.events.colo_exit, "quorum_bad": self.events.quorum_bad,
             "io_errors": self.events.io_errors, "qmp": asdict(self.health),
             "links": hb.links_alive(),
-            "peer": {"role": peer.role, "state": peer.state, "qemu": peer.qemu, "epoch": peer.epoch}
+            "identity": {"site": hb.local.site, "qemu_version": hb.local.qemu_version,
+                         "auth_failing": hb.auth_failing()},   # peercheck: what the peer must match
+            "peer": {"role": peer.role, "state": peer.state, "qemu": peer.qemu, "epoch": peer.epoch,
+                     "site": peer.site, "qemu_version": peer.qemu_version}
             if peer else None,
             "witness": asdict(self.witness_view) | {"held": self.witness.held is not None},
             "history": [t.as_json() for t in self.sm.history],  # {at, from, to, reason}, as the tests read it
@@ -776,7 +784,7 @@ class HostController:
             "reprotect": {"policy": self.cfg.reprotect, "maintenance": self.maintenance,
                           "busy": bool(self.busy and not self.busy.done()), "note": self.rejoin_note,
                           "failed_attempts": self.attempts.failures, "last_failure": self.attempts.last_reason,
-                          "alert": self.attempts.alert()},
+                          "alert": self._peer_refusal() or self.attempts.alert()},
             "sync": self.sync,
             "desired": {"run": self.desired.run, "enabled": self.desired.enabled, "why": self.desired.why,
                         "since": self.desired.since},

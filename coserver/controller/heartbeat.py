@@ -23,6 +23,13 @@ Why it looks like this:
 * every drop is counted by reason (`stats()`), so "why is the link down" has
   an answer: nothing arrives, or it arrives with a bad MAC, or from the wrong
   pair, or replayed.
+* datagrams from the peer's configured address that fail the MAC are noted per
+  link (`auth_failing()`): when they are all that arrives, the two hosts hold
+  different pair keys, and the controller says so instead of "peer lost". They
+  are never liveness evidence: anyone on the sync network can send them.
+* every heartbeat carries the sender's identity (`site`: a digest of its site
+  file, `qemu_version`): the controller refuses to protect with a peer whose
+  identity differs (coserver.controller.peercheck).
 * time comes from an injectable monotonic `clock`: unit tests drive timeouts
   without sleeping.
 
@@ -82,6 +89,7 @@ _EVENT_QUEUE_MAX = 1024
 
 #: IP precedence "network control" (CS6) and a high socket priority: a qdisc
 #: that honours them sends heartbeats ahead of bulk migration traffic.
+_STR_STATUS = frozenset({"role", "state", "qemu", "site", "qemu_version"})
 _TOS_CS6 = 0xC0
 _SO_PRIORITY = 6
 
@@ -162,6 +170,8 @@ class LocalStatus:
     state: str = "stopped"
     qemu: str = "none"
     checkpoints: int = 0
+    site: str = ""             # digest of this host's site file ("" without one: the lab's --config path)
+    qemu_version: str = ""     # the QEMU this host runs, e.g. "10.2.2"
 
 
 @dataclass(frozen=True)
@@ -185,6 +195,8 @@ class Heartbeat:
     qemu: str
     checkpoints: int
     sent: float
+    site: str = ""
+    qemu_version: str = ""
 
     def encode(self, key: bytes) -> bytes:
         payload = json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
@@ -195,7 +207,7 @@ class Heartbeat:
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "pair": (str,), "link": (str,), "node": (str,), "instance": (str,), "started": (int, float),
     "seq": (int,), "epoch": (int,), "role": (str,), "state": (str,), "qemu": (str,),
-    "checkpoints": (int,), "sent": (int, float),
+    "checkpoints": (int,), "sent": (int, float), "site": (str,), "qemu_version": (str,),
 }
 assert set(_FIELD_TYPES) == {f.name for f in fields(Heartbeat)}
 
@@ -257,6 +269,7 @@ class _LinkState:
     instance: str | None = None
     started: float = 0.0
     seq: int = 0
+    last_bad_mac: float | None = None   # our clock: a datagram from the peer's address failed the MAC
     retired: deque[str] = field(default_factory=lambda: deque(maxlen=_RETIRED_MAX))
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -335,7 +348,8 @@ class Heartbeats:
                  interval: float = DEFAULT_INTERVAL, timeout: float = DEFAULT_TIMEOUT,
                  clock: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], float] = time.time,
-                 netns: str | None = None, instance: str | None = None) -> None:
+                 netns: str | None = None, instance: str | None = None,
+                 site: str = "", qemu_version: str = "") -> None:
         if not links:
             raise HeartbeatError(f"heartbeats for pair {pair}: no links given")
         names = [link.name for link in links]
@@ -359,10 +373,11 @@ class Heartbeats:
         self._links: dict[str, _LinkState] = {s.name: _LinkState(s) for s in links}
         self._protocols: dict[str, HeartbeatLink] = {}
         self._seq = 0
-        self._local = LocalStatus()
+        self._local = LocalStatus(site=site, qemu_version=qemu_version)
         self._peer: Heartbeat | None = None
         self._peer_retired: deque[str] = deque(maxlen=_RETIRED_MAX)
         self._peer_up = False
+        self._auth_failing: list[str] = []
         self._task: asyncio.Task[None] | None = None
         self.events: asyncio.Queue[HeartbeatEvent] = asyncio.Queue(maxsize=_EVENT_QUEUE_MAX)
         self._log = _log.bind(pair=pair, node=node)
@@ -425,12 +440,13 @@ class Heartbeats:
     # -- sending ----------------------------------------------------------
 
     def update_local(self, **changes: Any) -> None:
-        """Change what the next heartbeats say about us (epoch, role, state, qemu, checkpoints)."""
+        """Change what the next heartbeats say about us (epoch, role, state, qemu, checkpoints, site,
+        qemu_version)."""
         cur = asdict(self._local)
         unknown = set(changes) - set(cur)
         if unknown:
             raise HeartbeatError(f"heartbeats for pair {self.pair}: unknown status fields {sorted(unknown)}")
-        cur.update({k: str(v) if k in ("role", "state", "qemu") else int(v) for k, v in changes.items()})
+        cur.update({k: str(v) if k in _STR_STATUS else int(v) for k, v in changes.items()})
         self._local = LocalStatus(**cur)
 
     @property
@@ -454,6 +470,8 @@ class Heartbeats:
         hb = decode(data, self._key)
         if isinstance(hb, Drop):
             st.count(hb.value)
+            if hb == Drop.BAD_MAC and tuple(addr[:2]) == tuple(st.spec.peer):
+                st.last_bad_mac = now
             return
         why = self._reject(st, hb, now)
         if why is not None:
@@ -522,6 +540,14 @@ class Heartbeats:
         if self._peer_up and not any(st.up for st in self._links.values()):
             self._peer_up = False
             out.append(self._emit(EventKind.PEER_LOST, now, None, "no link alive"))
+        failing = self.auth_failing(now)
+        if failing != self._auth_failing:   # logged when it starts and when it ends, not every round
+            self._auth_failing = failing
+            if failing:
+                self._log.warning("heartbeat.auth.failing", links=failing,
+                                  detail="the peer's heartbeats fail authentication: the pair key differs")
+            else:
+                self._log.info("heartbeat.auth.ok")
         return out
 
     def link_alive(self, link: str, now: float | None = None) -> bool:
@@ -543,6 +569,21 @@ class Heartbeats:
     def peer_state(self) -> Heartbeat | None:
         """The peer's latest valid heartbeat (None before first contact); may be stale: check peer_alive()."""
         return self._peer
+
+    def auth_failing(self, now: float | None = None) -> list[str]:
+        """The links on which the peer's address sent datagrams that failed the MAC within `timeout`,
+        while no valid heartbeat arrived on any link for `timeout` ([] otherwise).
+
+        Non-empty: the peer runs, but with a different pair key. It is a diagnosis for the operator,
+        never liveness evidence (an unauthenticated datagram proves nothing about the peer)."""
+        now = self._clock() if now is None else now
+        if self.peer_alive(now):
+            return []
+        return [name for name, st in self._links.items()
+                if st.last_bad_mac is not None and now - st.last_bad_mac <= self.timeout]
+
+    def link_names(self) -> list[str]:
+        return list(self._links)
 
     def last_heard(self, link: str) -> float | None:
         return self._links[link].last_valid

@@ -16,6 +16,10 @@ decide, act, journal. The rules that make it safe:
   missed a failover: it stops (STAND_DOWN), whatever its links say.
 * Maintenance suppresses automatic actions, but never the safety ones
   (FENCE_SELF, STAND_DOWN).
+* Heartbeats that fail authentication (the hosts' pair keys differ) are
+  silence here, never evidence: anyone on the sync network can send them. The
+  operator is told the key differs (coserver.controller.peercheck); protection
+  with such a peer is refused there, not here.
 
 Decision table (first matching row wins; E = my epoch; "peer lost" = no
 valid heartbeat on any link; peer-reported health counts only while the peer

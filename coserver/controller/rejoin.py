@@ -29,6 +29,11 @@ with each failure (5, 10, 20, 40 s, capped at 60 s), and after
 one) until an attempt holds. An operator's `coserver pair reprotect` starts a
 fresh count. The survivor never holds back: a fresh secondary that waits for
 it means the other side decided to try.
+
+Neither side moves while the peer check refuses (`RejoinView.refusal`, from
+coserver.controller.peercheck: the hosts' site files, QEMU versions or pair keys
+differ): the refusal, naming both values, is the reason. It only holds back new
+protection; a pair already protected keeps running.
 """
 
 from __future__ import annotations
@@ -153,12 +158,17 @@ class RejoinView:
     busy: bool = False              # a start or protect is under way here
     failures: int = 0               # attempts in a row that did not hold (AttemptLog)
     last_failure: str = ""
+    refusal: str | None = None      # peercheck.refusal(): the hosts differ (key, site file, QEMU)
 
 
 def next_move(v: RejoinView, retry_after_s: float = DEFAULT_RETRY_AFTER_S) -> tuple[Move, str]:
     """The re-protection move for this side now, and why."""
-    if v.busy or not v.peer_heard:
-        return Move.NONE, "busy" if v.busy else "peer not heard"
+    if v.busy:
+        return Move.NONE, "busy"
+    if v.refusal:
+        return Move.NONE, v.refusal
+    if not v.peer_heard:
+        return Move.NONE, "peer not heard"
     if v.role == Role.NONE and v.failures >= MAX_FAILED_ATTEMPTS and not v.requested:
         return Move.NONE, (f"cannot protect: {v.last_failure} ({v.failures} attempts in a row failed; "
                            f"`coserver pair reprotect` tries again)")

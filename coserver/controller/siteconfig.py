@@ -18,6 +18,7 @@ from pathlib import Path
 
 from coserver.controller.config import ControllerConfig, LinkConfig
 from coserver.controller.errors import ConfigError
+from coserver.controller.peercheck import site_digest
 from coserver.errors import CoserverError
 from coserver.hardware.spec import FTServerSpec, load_spec
 from coserver.site.model import Site
@@ -79,6 +80,10 @@ def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str 
          "device": link.device}
         for i, link in enumerate(me.links)]
     w_host, w_port = site.witness.hosts()[0]
+    try:
+        digest = site_digest(Path(site.file).read_bytes())   # the heartbeats compare it with the peer's
+    except OSError as exc:
+        raise ConfigError(f"site file {site.file}: cannot read: {exc.strerror}") from None
     return ControllerConfig(
         host=me.name, peer=peer.name, ftserver=spec.name,
         qemu_workdir=str(state), qemu_name=spec.name,
@@ -94,4 +99,4 @@ def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str 
         ports={"mirror": ports.mirror, "compare": ports.compare, "migration": ports.migration, "nbd": ports.nbd},
         reprotect=site.reprotect, sync_speed_mib_s=site.sync_speed_mib_s, preferred=me.name == site.preferred,
         boot_grace_s=float(site.boot_grace_s), stop_timeout_s=float(site.stop_timeout_s),
-        remote_control={"address": me.management, "port": ports.control})
+        remote_control={"address": me.management, "port": ports.control}, site_digest=digest)

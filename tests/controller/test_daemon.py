@@ -17,6 +17,7 @@ import pytest
 from coserver.bench.failover import _history_times
 from coserver.controller.config import ConfigError, ControllerConfig
 from coserver.controller.daemon import EXIT_BUG, HostController
+from coserver.controller.heartbeat import LocalStatus
 from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.policy import DEFAULT_KILL_HUNG_AFTER, Thresholds
 from coserver.controller.roles import QemuHealth, Role
@@ -49,10 +50,21 @@ class FakeHeartbeats:
     def peer_state(self) -> Any:
         class Peer:
             role, state, qemu, epoch = "secondary", "protected", self.peer_qemu, 1
+            site, qemu_version = "", "10.2.2"
         return Peer()
 
     def update_local(self, **changes: Any) -> None:
         self.published.append(changes)
+
+    @property
+    def local(self) -> LocalStatus:
+        return LocalStatus(site="", qemu_version="10.2.2")
+
+    def auth_failing(self) -> list[str]:
+        return []
+
+    def link_names(self) -> list[str]:
+        return list(self.links)
 
 
 class FakeWitness:

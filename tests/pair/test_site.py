@@ -27,6 +27,7 @@ from coserver.cli.main import main
 from coserver.cli.target import answering
 from coserver.controller import control, remote
 from coserver.controller.daemon import HostController
+from coserver.controller.heartbeat import LocalStatus
 from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.roles import Role
 from coserver.controller.siteconfig import controller_config_for
@@ -52,6 +53,19 @@ class StandInHeartbeats:
         return None
 
     def update_local(self, **changes: Any) -> None: ...
+
+    @property
+    def local(self) -> LocalStatus:
+        return LocalStatus(site="", qemu_version="10.2.2")
+
+    def auth_failing(self) -> list[str]:
+        return []
+
+    def link_names(self) -> list[str]:
+        return ["sync1", "sync2"]
+
+    def peer_alive(self) -> bool:
+        return True
 
 
 class StandInWitness:
