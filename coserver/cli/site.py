@@ -119,7 +119,8 @@ def show(site_file: Path | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help='{"result", "host", "checks": [{"name", "ok", "detail"}]}')
 @_one_line_errors
 def check(site_file: Path | None, host: str | None, as_json: bool) -> None:
-    """Check the site file against this host (no peer needed); exit 0 only if every check passes."""
+    """Check the site file against this host and, through its running controllers, the peer; exit 0
+    only if no check fails (checks that cannot run yet say "skip")."""
     from coserver.doctor.sitecheck import run_checks  # the doctor's imports only when checking
 
     s = load_site(site_file)
@@ -133,6 +134,8 @@ def check(site_file: Path | None, host: str | None, as_json: bool) -> None:
     else:
         for c in checks:
             click.echo(c.line())
-        click.echo(f"{'PASS' if passed else 'FAIL'}: site {s.name} on {me or 'an unknown host'}")
+        skipped = [c.name for c in checks if c.skipped]
+        click.echo(f"{'PASS' if passed else 'FAIL'}: site {s.name} on {me or 'an unknown host'}"
+                   + (f" ({', '.join(skipped)} not checked yet)" if skipped else ""))
     if not passed:
         click.get_current_context().exit(1)

@@ -3,8 +3,10 @@
 Each check asks the real thing on this machine: the link devices in /sys/class/net, the
 addresses `ip -j addr` reports, the key file's mode and owner, a TCP connect to each witness
 endpoint, the cached COLO self-test verdicts of the selected QEMU (never a new self-test: that
-is `coserver doctor`'s job and boots guests). Checks against the peer (same site file, same
-QEMU, both links answering) need the heartbeat and come with the next step of issue 12.
+is `coserver doctor`'s job and boots guests). Checks against the peer come from what this
+host's running controllers hear in the peer's heartbeats (peer_checks): both sync links heard,
+the same site file and QEMU version, the same pair key. Before any controller runs they are
+reported as not checked, never as passed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coserver.controller import control
 from coserver.doctor import qemuselect
 from coserver.doctor.selftest import profile_machines
 from coserver.errors import CoserverError
@@ -24,7 +27,7 @@ from coserver.paths import qemu_install
 from coserver.site import keygen
 from coserver.site.local import SYS_NET, interface_addresses, this_host
 from coserver.site.model import Site
-from coserver.site.servers import load_server_ports
+from coserver.site.servers import load_server_ports, spec_names
 
 CONNECT_TIMEOUT_S = 1.0
 ACCELS = ("tcg", "kvm")
@@ -37,12 +40,14 @@ class SiteCheck:
     name: str
     ok: bool
     detail: str
+    skipped: bool = False   # could not be checked yet (ok stays True: nothing is known to be wrong)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+        return {"name": self.name, "ok": self.ok, "detail": self.detail, "skipped": self.skipped}
 
     def line(self) -> str:
-        return f"{'ok  ' if self.ok else 'FAIL'} {self.name:<22} {self.detail}"
+        mark = "skip" if self.skipped else "ok  " if self.ok else "FAIL"
+        return f"{mark} {self.name:<22} {self.detail}"
 
 
 def _tcp(endpoint: tuple[str, int], timeout: float) -> str | None:
@@ -128,6 +133,39 @@ def host_checks(site: Site, host: str, addresses: dict[str, set[str]], sys_net: 
     return out
 
 
+def peer_checks(site: Site, me: str, timeout: float = 2.0) -> list[SiteCheck]:
+    """The peer as this host's running controllers hear it (the first server whose controller answers):
+    each sync link carries its heartbeats, it runs from the same site file and QEMU, its key is ours."""
+    peer = site.peer_of(me).name
+    for name in sorted(spec_names(site)) if site.servers_dir.is_dir() else []:
+        sock = site.run_dir / f"{name}.sock"
+        if not sock.exists():
+            continue
+        try:
+            st = control.ask(sock, {"cmd": control.Command.STATUS}, timeout)["status"]
+        except CoserverError:
+            continue
+        ident, heard = st.get("identity") or {}, st.get("peer") or {}
+        out = []
+        if ident.get("auth_failing"):
+            out.append(SiteCheck("peer key", False, f"{peer}'s heartbeats fail authentication on "
+                                                    f"{', '.join(ident['auth_failing'])}: the pair key differs"))
+        for link, alive in sorted((st.get("links") or {}).items()):
+            out.append(SiteCheck(f"peer {link}", bool(alive), f"{peer}'s heartbeats arrive ({name})" if alive else
+                                 f"no heartbeat from {peer} on {link} ({name}'s controller)"))
+        if not heard:
+            out.append(SiteCheck("peer", False, f"{peer} not heard yet by {name}'s controller"))
+            return out
+        for key, what in (("site", "site file"), ("qemu_version", "QEMU")):
+            mine, theirs = ident.get(key) or "-", heard.get(key) or "-"
+            out.append(SiteCheck(f"peer {what}", mine == theirs,
+                                 f"same on both ({mine})" if mine == theirs else
+                                 f"differs: {me} {mine}, {peer} {theirs}: the pair refuses to protect"))
+        return out
+    return [SiteCheck("peer", True, f"not checked: no controller runs on {me} yet (the peer is compared through "
+                                    "the controllers' heartbeats: start them, then check again)", skipped=True)]
+
+
 def run_checks(site: Site, host: str | None = None, *, sys_net: Path = SYS_NET,
                addresses: Callable[[], dict[str, set[str]]] = interface_addresses,
                timeout: float = CONNECT_TIMEOUT_S) -> tuple[str | None, list[SiteCheck]]:
@@ -147,6 +185,7 @@ def run_checks(site: Site, host: str | None = None, *, sys_net: Path = SYS_NET,
         checks.append(SiteCheck("host", True, f"this is {me}" + (" (--host)" if host else
                                                                   " (found by its addresses)")))
         checks += host_checks(site, me, addrs, sys_net)
+        checks += peer_checks(site, me)
     except CoserverError as exc:
         me = None
         checks.append(SiteCheck("host", False, str(exc)))

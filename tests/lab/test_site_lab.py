@@ -53,6 +53,8 @@ def test_each_host_has_its_own_etc_coserver(lab: Lab):
     assert (lab.etc_dir("cs1") / "pair.key").read_bytes() == (lab.etc_dir("cs2") / "pair.key").read_bytes()
     check = coserver("lab", "exec", "cs1", "--prefix", PREFIX, "--", "coserver", "site", "check")
     assert "PASS: site" in check.stdout and "this is cs1" in check.stdout, check.stdout
+    for line in ("ok   peer sync1", "ok   peer sync2", "ok   peer site file", "ok   peer QEMU"):
+        assert line in check.stdout, check.stdout     # the peer, as the controllers hear it
     sockets = coserver("lab", "exec", "cs2", "--prefix", PREFIX, "--", "ls", "/run/coserver").stdout.split()
     assert {"journal.sock", "journal2.sock"} <= set(sockets)
     bad = coserver("lab", "exec", "cs3", "--prefix", PREFIX, "--", "true", check=False)
@@ -196,3 +198,60 @@ def test_the_deploy_steps_run_on_the_lab_hosts(lab: Lab):
         assert missing_acks(client, acked) == []
     bad = coserver("lab", "exec", "cs1", "--prefix", PREFIX, "--", "coserver", "failover", "nosuch", check=False)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "nosuch" in bad.stderr, bad.stderr
+
+
+def _wait(what: str, predicate, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s"
+        time.sleep(1)
+
+
+def _restart_controller(lab: Lab, host: str, server: str) -> None:
+    """kill -9 the controller (its supervisor restarts it on the host's files, as systemd would)."""
+    old = lab.controller_process(host, server)
+    lab.fault("kill-controller", host, server=server)
+    _wait(f"{server}'s controller on {host} back", lambda: (rec := lab.controller_process(host, server)) is not None
+          and (old is None or rec.pid != old.pid) and "error" not in lab.status(server)["hosts"][host])
+
+
+def test_a_mismatched_site_file_or_key_refuses_protection_naming_both(lab: Lab):
+    """cs2 gets another site file (one comment more): its controllers restart on it; a running pair
+    stays protected, but after its secondary dies the pair is not re-protected and the alert names
+    both digests. A different key: the alert says so and nothing fails over (checkpoints flow).
+    Put back, the pair protects itself again."""
+    site2, key2 = lab.etc_dir("cs2") / "site.toml", lab.etc_dir("cs2") / "pair.key"
+    good_site, good_key = site2.read_text(), key2.read_bytes()
+    try:
+        site2.write_text(good_site + "# edited on cs2 only\n")
+        _restart_controller(lab, "cs2", "journal2")
+        assert lab.status("journal2")["state"] == "protected"      # a running pair is not torn down
+        secondary = lab.status("journal2")["secondary"]
+        lab.fault("kill-qemu", secondary, server="journal2")
+        st = _wait("the refusal", lambda: (s := lab.status("journal2")).get("alert") and "site file differs" in
+                   s["alert"] and s)
+        assert st["state"] == "simplex", st["state"]
+        digests = {e["identity"]["site"] for e in st["hosts"].values() if e.get("identity")}
+        assert len(digests) == 2 and all(d in st["alert"] for d in digests), st["alert"]
+        site2.write_text(good_site)
+        _restart_controller(lab, "cs2", "journal2")
+        _wait("protected again", lambda: lab.status("journal2")["state"] == "protected", timeout=180)
+
+        key2.write_bytes(b"0" * 64 + b"\n")
+        _restart_controller(lab, "cs2", "journal")
+        st = _wait("the key alert", lambda: (s := lab.status("journal")).get("alert") and "pair key differs" in
+                   s["alert"] and s)
+        assert st["state"] == "protected" and st["primary"] == lab.status("journal")["primary"]
+        for e in st["hosts"].values():
+            assert "failing_over" not in [t["to"] for t in e["history"]], e["history"]
+    finally:
+        site2.write_text(good_site)
+        key2.write_bytes(good_key)
+        key2.chmod(0o600)
+        for server in ("journal", "journal2"):
+            _restart_controller(lab, "cs2", server)
+    _wait("both protected", lambda: all(lab.status(n)["state"] == "protected" for n in ("journal", "journal2")),
+          timeout=240)

@@ -34,14 +34,16 @@ def test_check_example_site_as_cs1_fails_here_with_every_check() -> None:
     report = json.loads(out)
     assert report["result"] == "FAIL" and report["host"] == "cs1"
     names = [c["name"] for c in report["checks"]]
-    assert names == ["site", "host", "link1 eno2", "link2 eno3", "replication", "management", "qemu", "key",
+    assert names == ["site", "host", "link1 eno2", "link2 eno3", "replication", "management", "peer", "qemu", "key",
                      "witness 198.51.100.21:2379", "witness 198.51.100.22:2379", "witness 198.51.100.23:2379",
                      "servers"]
     by_name = {c["name"]: c for c in report["checks"]}
     assert by_name["site"]["ok"] and by_name["host"]["ok"]
     assert not by_name["link1 eno2"]["ok"] and "no interface eno2" in by_name["link1 eno2"]["detail"]
     assert not by_name["key"]["ok"]
-    assert all(set(c) == {"name", "ok", "detail"} and "\n" not in c["detail"] for c in report["checks"])
+    assert all(set(c) == {"name", "ok", "detail", "skipped"} and "\n" not in c["detail"] for c in report["checks"])
+    # no controller runs here: the peer is not checked, and says so (never a silent pass)
+    assert by_name["peer"]["skipped"] and by_name["peer"]["detail"].startswith("not checked: no controller runs")
 
 
 def test_check_text_lines(site_file: SiteFile) -> None:
@@ -49,8 +51,8 @@ def test_check_text_lines(site_file: SiteFile) -> None:
     assert code == 1
     lines = out.splitlines()
     assert lines[0].startswith("ok   site ")
-    assert all(ln.startswith(("ok   ", "FAIL ")) for ln in lines[:-1])
-    assert lines[-1] == "FAIL: site example on cs2"
+    assert all(ln.startswith(("ok   ", "FAIL ", "skip ")) for ln in lines[:-1])
+    assert lines[-1] == "FAIL: site example on cs2 (peer not checked yet)"
 
 
 def test_checks_pass_where_devices_addresses_key_and_servers_are_right(
