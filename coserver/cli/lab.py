@@ -83,11 +83,16 @@ def lab_status(prefix: str, server: str | None, as_json: bool) -> None:
 @click.option("--link", type=click.IntRange(1, 2), default=None, help="The sync link (1 or 2).")
 @click.option("--server", default=None, metavar="NAME",
               help="The FT server whose QEMU or controller to hit (default: the lab's first).")
+@click.option("--seconds", type=float, default=None,
+              help="freeze: how long the host stays frozen (default 6 s, above the witness lease).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
-def lab_fault(kind: str, prefix: str, host: str | None, link: int | None, server: str | None, as_json: bool) -> None:
+def lab_fault(kind: str, prefix: str, host: str | None, link: int | None, server: str | None,
+              seconds: float | None, as_json: bool) -> None:
     """Inject a fault: kill-qemu|hang-qemu|resume-qemu|kill-controller|power-off|power-on --host H;
-    cut-link|heal-link --link N; cut-all-links|heal-all-links."""
-    done = Lab(prefix).fault(kind, host, link, server)
+    freeze --host H [--seconds N] (controllers and QEMUs SIGSTOPped together, resumed after N; returns
+    then); cut-witness|heal-witness --host H; witness-down|witness-up; stall-replication|heal-replication
+    (replication blackholed, heartbeats flowing); cut-link|heal-link --link N; cut-all-links|heal-all-links."""
+    done = Lab(prefix).fault(kind, host, link, server, seconds)
     if as_json:
         click.echo(json.dumps(done))
     else:

@@ -76,7 +76,12 @@ FAULTS: dict[str, tuple[bool, bool]] = {
     "kill-controller": (True, False), "cut-link": (False, True), "heal-link": (False, True),
     "cut-all-links": (False, False), "heal-all-links": (False, False),
     "power-off": (True, False), "power-on": (True, False),
+    "freeze": (True, False), "cut-witness": (True, False), "heal-witness": (True, False),
+    "witness-down": (False, False), "witness-up": (False, False),
+    "stall-replication": (False, False), "heal-replication": (False, False),
 }
+#: `freeze` without --seconds: longer than the witness lease (2 s) and the hang detection (1.5 s).
+DEFAULT_FREEZE_S = 6.0
 
 
 class LabError(CoserverError):
@@ -454,12 +459,14 @@ class Lab:
                                    f"within {timeout:g} s: {exc}") from exc
                 time.sleep(0.5)
 
-    def _start_witness(self) -> None:
-        """etcd in the witness namespace, on the management network."""
+    def _start_witness(self, fresh: bool = True) -> None:
+        """etcd in the witness namespace, on the management network (fresh: a new cluster; else its data
+        is kept, as a restarted witness member keeps its own)."""
         self.witness_dir.mkdir(mode=0o700, exist_ok=True)
         url = f"http://{labnet.WITNESS_ADDRESS}:{WITNESS_PORT}"
         peer = "http://127.0.0.1:2380"
-        shutil.rmtree(self.witness_dir / "etcd", ignore_errors=True)  # a fresh witness per lab up
+        if fresh:
+            shutil.rmtree(self.witness_dir / "etcd", ignore_errors=True)  # a fresh witness per lab up
         labproc.start("etcd", [ETCD, "--name", "witness", "--data-dir", str(self.witness_dir / "etcd"),
                                "--listen-client-urls", url, "--advertise-client-urls", url,
                                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
@@ -579,7 +586,7 @@ class Lab:
 
     # ---- fault injection ---------------------------------------------------------------
     def fault(self, kind: str, host: str | None = None, link: int | None = None,
-              server: str | None = None) -> dict[str, Any]:
+              server: str | None = None, seconds: float | None = None) -> dict[str, Any]:
         """Inject one fault (QEMU and controller faults hit `server`, default the main one); return what
         was done (for --json). Nothing changes on bad input."""
         if kind not in FAULTS:
@@ -622,8 +629,61 @@ class Lab:
         elif kind == "power-on":
             assert host is not None
             self._power_on(host)
+        elif kind == "freeze":
+            assert host is not None
+            out["seconds"] = seconds = DEFAULT_FREEZE_S if seconds is None else seconds
+            if not 0 < seconds <= 600:
+                raise LabError(f"fault freeze: --seconds must be in (0, 600], got {seconds:g}")
+            out["frozen"] = self._freeze(host, seconds)
+        elif kind in ("cut-witness", "heal-witness"):
+            assert host is not None   # the host's management link: the witness (and the peer's TCP control)
+            netns.link_up(self.net.ns(host), "mgmt", kind == "heal-witness")
+        elif kind == "witness-down":
+            if not labproc.stop(self.witness_dir, "etcd"):
+                raise LabError("fault witness-down: the witness is not running")
+        elif kind == "witness-up":
+            if labproc.load(self.witness_dir, "etcd") is not None:
+                raise LabError("fault witness-up: the witness is running")
+            self._start_witness(fresh=False)
+        elif kind in ("stall-replication", "heal-replication"):
+            self._set_replication(kind == "heal-replication")
         _log.warning("lab.fault", **{k: v for k, v in out.items() if k != "at"})
         return out
+
+    def _freeze(self, host: str, seconds: float) -> list[int]:
+        """A host stall: every supervisor, controller and QEMU of `host` SIGSTOPped together for
+        `seconds`, then SIGCONTed (links stay up: the host is alive but silent, then speaks again)."""
+        recs: list[ProcessRecord] = []
+        for server in self.servers():
+            sup = labproc.load(self.host_dir(host), self.supervisor_name(server))
+            ctl = self.controller_process(host, server)
+            recs += [r for r in (sup, ctl) if r is not None]
+            try:
+                q = self.qemu(host, server)
+                if q.pid is not None:
+                    recs.append(ProcessRecord.of(q.pid))
+            except CoserverError:
+                pass
+        stopped = [r for r in recs if r.signal(signal.SIGSTOP)]
+        try:
+            time.sleep(seconds)
+        finally:
+            for r in reversed(stopped):   # QEMUs first, then controllers, then supervisors
+                r.signal(signal.SIGCONT)
+        return [r.pid for r in stopped]
+
+    def _set_replication(self, up: bool) -> None:
+        """Replication stalls while heartbeats flow (an MTU black hole, a firewall on the replication
+        ports): on both hosts the route to the peer's replication address becomes a blackhole, so the
+        COLO stream, NBD and the proxy's connections go silent; the sync links and heartbeats stay."""
+        for host in HOSTS:
+            peer = HOSTS[1 - HOSTS.index(host)]
+            target = f"{self.net.repl_address(peer)}/32"
+            netns.ip("route", "flush", target, ns=self.net.ns(host), check=False)
+            if up:
+                self.net.add_repl_routes(host)
+            else:
+                netns.ip("route", "add", "blackhole", target, ns=self.net.ns(host))
 
     def _power_off(self, host: str) -> list[int]:
         """A power cut of one CoServer: its links go dark first (so no FIN or RST of the dying host

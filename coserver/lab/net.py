@@ -23,10 +23,12 @@ Addresses repeat between labs: namespaces keep them apart.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from coserver.errors import CoserverError
 from coserver.sys import netns
+from coserver.sys.run import run
 
 HOSTS = ("cs1", "cs2")
 LAN_SUBNET = "10.201.0"
@@ -96,6 +98,11 @@ class LabNet:
         lan, client, witness = self.ns("lan"), self.ns("client"), self.ns("witness")
         for name in self.namespaces:
             netns.create(name)
+            # IPv4 only: no IPv6 link-local chatter (router solicitations, MLD) from the hosts' bridges,
+            # so a frame on a CoServer's LAN uplink is the guest's (uplink_frames)
+            run(netns.exec_argv(name, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+                                       "net.ipv6.conf.default.disable_ipv6=1"]),
+                f"disabling IPv6 in {name}", timeout=10, error=LabNetError)
         # client LAN: a switch (bridge) in ns lan
         netns.add_bridge(lan, "br0")
         netns.add_veth(client, "eth0", lan, "client")
@@ -153,6 +160,19 @@ class LabNet:
         if up:
             for each in HOSTS:
                 self.add_repl_routes(each)
+
+    def uplink_frames(self) -> dict[str, int]:
+        """Frames the LAN switch has received from each CoServer's uplink so far. Only the guest that
+        serves clients sends onto the LAN (a COLO secondary's output goes to the primary's compare,
+        never to its tap), so from outside: two uplinks sending in one window = two guests serving."""
+        out = {}
+        for host in HOSTS:
+            res = netns.ip("-s", "-j", "link", "show", "dev", host, ns=self.ns("lan"), check=False)
+            try:
+                out[host] = int(json.loads(res.stdout)[0]["stats64"]["rx"]["packets"])
+            except (ValueError, LookupError, TypeError):
+                out[host] = -1
+        return out
 
     def set_sync_link(self, link: int, up: bool) -> None:
         """Cut or heal sync link N, on both ends (a pulled cable)."""

@@ -52,7 +52,11 @@ FAULTS: dict[str, tuple[str, str | None, int | None, bool, str | None]] = {
     "power-off-secondary": ("power-off", "secondary", None, True, "power-on"),
     "kill-controller-primary": ("kill-controller", "primary", None, False, None),
     "kill-controller-secondary": ("kill-controller", "secondary", None, False, None),
+    "witness-down": ("witness-down", None, None, False, "witness-up"),
+    "cut-witness-primary": ("cut-witness", "primary", None, False, "heal-witness"),
 }
+#: How long, after the pair settled, the LAN switch is watched for frames from both CoServers.
+UPLINK_WINDOW_S = 2.0
 
 
 class TrialError(CoserverError):
@@ -78,6 +82,8 @@ class TrialResult:
     primary_before: str | None = None
     primary_after: str | None = None
     controller_restarted: bool | None = None
+    #: CoServers whose LAN uplink carried frames in the window after settling (from outside: must be one)
+    uplinks_sending: list[str] = field(default_factory=list)
     ok: bool = False
     problems: list[str] = field(default_factory=list)
 
@@ -121,7 +127,10 @@ def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 
     r.settle_s = round(settled - t_fault, 2) if settled else None
     r.serving = sum(_serving(e) for e in at_settle["hosts"].values())
     r.survivor = at_settle["primary"]
-    time.sleep(after_s)
+    before_frames = lab.net.uplink_frames()
+    time.sleep(max(after_s, UPLINK_WINDOW_S))
+    after_frames = lab.net.uplink_frames()
+    r.uplinks_sending = sorted(h for h in after_frames if after_frames[h] > before_frames.get(h, 0))
     if undo:
         lab.fault(undo, host, link)
         deadline = time.monotonic() + settle_timeout_s
@@ -193,6 +202,8 @@ def _judge(r: TrialResult) -> None:
         p.append("did not settle in the expected state")
     if r.serving != 1:
         p.append(f"{r.serving} sides serve the guest (want exactly 1)")
+    if len(r.uplinks_sending) > 1:
+        p.append(f"guest frames from both CoServers' uplinks after settling ({', '.join(r.uplinks_sending)})")
     if not r.failover_expected and (r.state_after != "protected" or r.primary_after != r.primary_before):
         p.append(f"failed over though it must not: {r.state_after}, primary {r.primary_after}")
     if r.reconnects:
