@@ -11,6 +11,7 @@ failover, its client's largest gap below 200 ms); both end protected. `lab exec 
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -255,3 +256,19 @@ def test_a_mismatched_site_file_or_key_refuses_protection_naming_both(lab: Lab):
             _restart_controller(lab, "cs2", server)
     _wait("both protected", lambda: all(lab.status(n)["state"] == "protected" for n in ("journal", "journal2")),
           timeout=240)
+
+
+def test_new_fault_kinds_refuse_bad_input_and_change_nothing(lab: Lab):
+    from coserver.lab.lab import LabError
+
+    before = lab.status("journal")
+    for kind, kw, why in (("freeze", {"host": "cs1", "seconds": 0}, "--seconds must be in (0, 600]"),
+                          ("freeze", {"host": "cs1", "seconds": 601}, "--seconds must be in (0, 600]"),
+                          ("witness-up", {}, "the witness is running"),
+                          ("freeze", {"host": None}, "--host must be one of")):
+        with pytest.raises(LabError, match=re.escape(why)):
+            lab.fault(kind, **kw)
+    bad = coserver("lab", "fault", "freeze", "--host", "cs1", "--seconds", "x", "--prefix", PREFIX, check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    after = lab.status("journal")
+    assert (after["state"], after["primary"]) == (before["state"], before["primary"])
