@@ -421,6 +421,8 @@ class Heartbeats:
                 await self._task
             except asyncio.CancelledError:
                 pass
+            except Exception:  # noqa: BLE001 - a task that died: wait() reported it; close the sockets anyway
+                pass
             self._task = None
         for proto in self._protocols.values():
             if proto.transport is not None:

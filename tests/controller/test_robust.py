@@ -323,3 +323,14 @@ def test_the_log_health_is_in_the_status(tmp_path: Path, arun) -> None:
     st = arun(controller.status())
     assert set(st["log"]) == {"dropped", "failing", "failing_since", "last_error"}
     assert st["journal"]["saved"] is True and st["alerts"] == []
+
+
+def test_the_pair_summary_shows_a_controllers_own_alert_by_host() -> None:
+    from coserver.pair.summary import alert, host_entry
+    ok = host_entry({"role": "primary", "reprotect": {"alert": None}, "alerts": []})
+    full = host_entry({"role": "secondary", "reprotect": {"alert": None},
+                       "alerts": ["journal cannot be saved: ...; running from memory"]})
+    assert alert({"cs1": ok, "cs2": full}) == "cs2: journal cannot be saved: ...; running from memory"
+    refused = host_entry({"role": "none", "reprotect": {"alert": "cannot protect: keys differ"}, "alerts": []})
+    assert alert({"cs1": full, "cs2": refused}) == "cannot protect: keys differ"   # the pair's alert first
+    assert alert({"cs1": ok}) is None
