@@ -39,7 +39,7 @@ from coserver.colo.status import read_state
 from coserver.controller import actions, control, peercheck, remote
 from coserver.controller.config import ControllerConfig
 from coserver.controller.control import Command
-from coserver.controller.errors import ConfigError, WitnessError, WitnessUnreachable
+from coserver.controller.errors import ConfigError, JournalError, WitnessError, WitnessUnreachable
 from coserver.controller.heartbeat import Heartbeats, LinkSpec, load_key, load_or_create_key
 from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.lifecycle import Desired, StartMove, StartView, after_restart, start_move
@@ -75,8 +75,14 @@ TICK_S = 0.1
 HEALTH_INTERVAL_S = 0.25
 WITNESS_POLL_S = 0.5
 JOURNAL_EVERY_S = 5.0
+#: While the journal cannot be saved (a full disk): how often a tick tries again.
+JOURNAL_RETRY_S = 1.0
 #: Exit status after a bug (EX_SOFTWARE): the supervisor restarts the controller.
 EXIT_BUG = 70
+
+
+class TaskEnded(CoserverBug):
+    """A controller loop returned: it must run until the controller stops."""
 
 
 class HostController:
@@ -90,7 +96,9 @@ class HostController:
         self.cfg = cfg
         self.key = key
         self.journal = journal
-        entry = self.journal.load()
+        entry = self.journal.load(ftserver=cfg.ftserver, node=cfg.host)  # another host's or server's: refused
+        self.journal_error: str | None = None              # the last save failed: running from memory
+        self.journal_unsaved_since: float | None = None    # wall clock of the first failed save of the run
         self.epoch = entry.epoch if entry else 0
         self.events = ColoEvents(checkpoints=entry.checkpoints if entry else 0)
         self.sm = FtStateMachine.resume(cfg.ftserver, entry.state if entry else FtState.STARTING)
@@ -109,6 +117,7 @@ class HostController:
         self._killed_local = False                      # our QEMU was killed by us (not a crash)
         # settled in run() once attached (no file: a running pair is adopted, an idle one waits)
         self.desired = Desired.load(cfg.desired_file, default=Desired(run=True, why="no wish recorded"))
+        self.desired_error: str | None = None           # the last save of `desired` failed (a full disk)
         self.start_note = ""
         self.guest_started_at: float | None = None      # monotonic: our simplex start (boot grace)
         self.powering_down_since: float | None = None   # monotonic: server stop pressed the power button
@@ -126,6 +135,7 @@ class HostController:
         self._last_journal = 0.0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._forever: set[str] = set()                 # names of the tasks that must run until stop()
         self._acting = asyncio.Lock()
 
     @classmethod
@@ -221,12 +231,12 @@ class HostController:
             # No wish recorded: a pair adopted while it runs keeps running; an idle one waits for `start`.
             self.desired = Desired(run=self.role != Role.NONE, since=time.time(), why="adopted as found",
                                    boot=boot_id())
-            self.desired.save(self.cfg.desired_file)
+            self._save_desired()
         elif self.role == Role.NONE:   # nothing runs here: a controller restart, or a host that rebooted
             wish = after_restart(self.desired, boot_id())
             if wish != self.desired:
                 self.desired = wish
-                self.desired.save(self.cfg.desired_file)
+                self._save_desired()
         await self.heartbeats.open()
         await self._claim_initial()
         self._publish()
@@ -236,34 +246,54 @@ class HostController:
         self._save_journal("controller started")
         _log.info("controller.started", host=self.cfg.host, role=self.role, state=self.sm.state, epoch=self.epoch,
                   qemu_pid=self.qemu.pid if self.qemu else None)
-        self._spawn(self._health_loop(), "health")
-        self._spawn(self._witness_loop(), "witness")
-        self._spawn(self._decide_loop(), "decide")
+        self._spawn(self.heartbeats.wait(), "heartbeats", forever=True)
+        self._spawn(self._health_loop(), "health", forever=True)
+        self._spawn(self._witness_loop(), "witness", forever=True)
+        self._spawn(self._decide_loop(), "decide", forever=True)
         try:
             await self._stop.wait()
         finally:
-            for task in self._tasks:
-                task.cancel()
-            server.close()
-            if remote_server is not None:
-                remote_server.close()
-            self._save_journal("controller stopped")
-            await self.heartbeats.close()
-            await self.witness.close()  # keeps the lease: a restarted controller re-claims it
-            if self.qmp is not None:
-                await self.qmp.close()
-            Path(self.cfg.control_socket).unlink(missing_ok=True)
-            _log.info("controller.stopped", host=self.cfg.host)
+            await self._shut_down(server, remote_server)
         if self.failure is not None:
             raise self.failure
+
+    async def _shut_down(self, *servers: asyncio.Server | None) -> None:
+        """Stop every task, heartbeats and the witness's keep-alive first (a controller that stops,
+        or failed, must fall silent so its peer may take over), then the rest; each step on its own,
+        so one that fails does not skip the others. QEMU is never touched: it runs on."""
+        for task in self._tasks:
+            task.cancel()
+        steps: list[tuple[str, Any]] = [
+            ("heartbeats", self.heartbeats.close),
+            ("witness", self.witness.close),   # keeps the lease: a restarted controller re-claims it
+            *((f"server {i}", srv.close) for i, srv in enumerate(servers) if srv is not None),
+            ("journal", lambda: self._save_journal("controller stopped")),
+            ("qmp", self.qmp.close if self.qmp is not None else None),
+            ("socket", lambda: Path(self.cfg.control_socket).unlink(missing_ok=True)),
+        ]
+        for what, step in steps:
+            if step is None:
+                continue
+            try:
+                result = step()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as exc:  # noqa: BLE001 - stopping: go on with the next step
+                _log.error("controller.stop.step.failed", host=self.cfg.host, step=what, error=repr(exc))
+        _log.info("controller.stopped", host=self.cfg.host,
+                  failure=repr(self.failure) if self.failure is not None else None)
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """A task of this controller: cancelled at stop; an exception escaping it stops the controller."""
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str, *, forever: bool = False) -> asyncio.Task[None]:
+        """A task of this controller: cancelled at stop; an exception escaping it stops the controller,
+        and so does a `forever` task (a loop) that ends at all before stop()."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(task)
+        if forever:
+            self._forever.add(name)
         task.add_done_callback(self._task_done)
         return task
 
@@ -272,14 +302,24 @@ class HostController:
             return
         exc = task.exception()
         if exc is not None:  # what no loop handles is a bug: never carry on after a half-done step
-            self._fail(exc, task.get_name())
+            self._fail(exc, f"task {task.get_name()}")
+        elif task.get_name() in self._forever and not self._stop.is_set():
+            self._fail(TaskEnded(f"task {task.get_name()} ended: it should run until the controller stops"),
+                       f"task {task.get_name()}")
 
     def _fail(self, exc: BaseException, where: str) -> None:
-        """A bug: stop the process (its supervisor restarts it; it re-attaches from its journal)."""
-        _log.critical("controller.bug", host=self.cfg.host, where=where, error=repr(exc))
+        """A bug: stop the process (its supervisor restarts it; it re-attaches from its journal).
+
+        Never raises (it runs in a task's done callback): the stop comes first, the log line after."""
         if self.failure is None:
             self.failure = exc
         self.stop()
+        try:
+            _log.critical("controller.bug", host=self.cfg.host, where=where, error=repr(exc),
+                          note="stopping: heartbeats and the witness lease stop, QEMU runs on; "
+                               "the supervisor restarts this controller")
+        except Exception:  # noqa: BLE001 - the log is best effort; the stop above is what matters
+            pass
 
     # ---- watching -----------------------------------------------------------------------
     async def _event_loop(self, listener: QmpListener) -> None:
@@ -384,7 +424,7 @@ class HostController:
             if not self.desired.run:  # server stop: shut down, never fail over
                 await self._stopping_step()
                 self._publish()
-                if time.monotonic() - self._last_journal > JOURNAL_EVERY_S:
+                if self._journal_due():
                     self._save_journal("periodic")
                 return
             obs = self.observe()
@@ -401,8 +441,8 @@ class HostController:
             if self.attempts.tick(time.monotonic()):
                 _log.info("controller.protection.held", host=self.cfg.host, ftserver=self.cfg.ftserver)
             self._publish()
-            if time.monotonic() - self._last_journal > JOURNAL_EVERY_S:
-                self._save_journal("periodic")
+            if self._journal_due():
+                self._save_journal("periodic" if self.journal_error is None else "retry after a failed save")
 
     def _in_grace(self, obs: Observation) -> bool:
         """Just (re)started and no heartbeat yet: silence means 'not heard yet', not 'lost'.
@@ -502,12 +542,57 @@ class HostController:
         self.heartbeats.update_local(epoch=self.epoch, role=self.role.value, state=state,
                                      qemu=qemu.value, checkpoints=self.events.checkpoints)
 
-    def _save_journal(self, reason: str) -> None:
+    def _journal_due(self) -> bool:
+        every = JOURNAL_EVERY_S if self.journal_error is None else JOURNAL_RETRY_S
+        return time.monotonic() - self._last_journal > every
+
+    def _save_journal(self, reason: str) -> bool:
+        """Journal what is in memory now; never raises. A save that fails (a full disk) leaves the
+        controller running from memory, with an alert, and the next tick tries again (JOURNAL_RETRY_S):
+        the state change it follows has happened and stays (no step is redone, no epoch bumped twice)."""
         self._last_journal = time.monotonic()
-        self.journal.save(JournalEntry(ftserver=self.cfg.ftserver, node=self.cfg.host, role=self.role,
-                                       epoch=self.epoch, state=self.sm.state, checkpoints=self.events.checkpoints,
-                                       qemu_name=self.cfg.qemu_name, qemu_workdir=self.cfg.qemu_workdir,
-                                       reason=reason[:200]))
+        try:
+            self.journal.save(JournalEntry(ftserver=self.cfg.ftserver, node=self.cfg.host, role=self.role,
+                                           epoch=self.epoch, state=self.sm.state,
+                                           checkpoints=self.events.checkpoints, qemu_name=self.cfg.qemu_name,
+                                           qemu_workdir=self.cfg.qemu_workdir, reason=reason[:200]))
+        except JournalError as exc:
+            if self.journal_error is None:
+                self.journal_unsaved_since = time.time()
+                _log.error("controller.journal.unsaved", host=self.cfg.host, reason=str(exc),
+                           state=self.sm.state.value, epoch=self.epoch, note="running from memory")
+            self.journal_error = str(exc)
+            return False
+        if self.journal_error is not None:
+            _log.warning("controller.journal.saved.again", host=self.cfg.host, state=self.sm.state.value,
+                         epoch=self.epoch, unsaved_since=self.journal_unsaved_since)
+            self.journal_error = self.journal_unsaved_since = None
+        return True
+
+    def _save_desired(self) -> None:
+        """The operator's wish, on disk; a full disk keeps it in memory (an alert) until the next save."""
+        try:
+            self.desired.save(self.cfg.desired_file)
+        except OSError as exc:
+            if self.desired_error is None:
+                _log.error("controller.desired.unsaved", host=self.cfg.host, reason=str(exc),
+                           run=self.desired.run, note="kept in memory")
+            self.desired_error = f"{self.cfg.desired_file}: {exc.strerror or exc}"
+            return
+        self.desired_error = None
+
+    def alerts(self) -> list[str]:
+        """Alert-level conditions of this controller itself (not of the pair): its disk, its log."""
+        out = []
+        if self.journal_error is not None:
+            out.append(f"journal cannot be saved: {self.journal_error}; running from memory")
+        if self.desired_error is not None:
+            out.append(f"the operator's wish (server start/stop) cannot be saved: {self.desired_error}; "
+                       "kept in memory")
+        log_alert = log.alert()
+        if log_alert is not None:
+            out.append(log_alert)
+        return out
 
     # ---- the FT server's life: start, stop -------------------------------------------------
     def _start_view(self) -> StartView:
@@ -619,7 +704,7 @@ class HostController:
 
     def _ask(self, *, run: bool | None = None, enabled: bool | None = None, why: str) -> dict[str, Any]:
         self.desired = self.desired.asked(run=run, enabled=enabled, why=why)
-        self.desired.save(self.cfg.desired_file)
+        self._save_desired()
         _log.info("controller.desired", host=self.cfg.host, run=self.desired.run, enabled=self.desired.enabled,
                   why=why)
         return {"ok": True, "host": self.cfg.host, "run": self.desired.run, "enabled": self.desired.enabled,
@@ -789,6 +874,10 @@ class HostController:
             "desired": {"run": self.desired.run, "enabled": self.desired.enabled, "why": self.desired.why,
                         "since": self.desired.since},
             "start_note": self.start_note,
+            "alerts": self.alerts(),
+            "log": log.health(),
+            "journal": {"path": str(self.journal.path), "saved": self.journal_error is None,
+                        "error": self.journal_error, "unsaved_since": self.journal_unsaved_since},
         }
         if self.qmp is not None and qemu == QemuHealth.ALIVE:
             try:
@@ -961,6 +1050,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except CoserverBug as exc:
         print(f"coserver-controller: bug, stopping (the supervisor restarts it): {exc}", file=sys.stderr)
+        return EXIT_BUG
+    except Exception as exc:  # noqa: BLE001 - a task died of something unforeseen (OSError, ...): one line
+        print(f"coserver-controller: a task failed, stopping (the supervisor restarts it): {exc!r}",
+              file=sys.stderr)
         return EXIT_BUG
     return 0
 

@@ -7,6 +7,7 @@
           +-- HeartbeatError           heartbeat set-up: key file, socket, configuration
           +-- JournalError             the journal could not be written or read
           |    +-- JournalCorrupt      the file is there but is no valid journal: refuse to guess
+          |    +-- JournalMismatch     a valid journal of another FT server or host: refuse to use it
           +-- WitnessError             the witness answered something we cannot use
                +-- WitnessUnreachable  no answer within the deadline, or connection refused
     CoserverBug                        our own bug: the controller stops, its supervisor restarts it
@@ -40,6 +41,10 @@ class JournalError(ControllerError):
 
 class JournalCorrupt(JournalError):
     """The journal file exists but is not a valid journal: refuse to guess."""
+
+
+class JournalMismatch(JournalError):
+    """The journal is valid but was written for another FT server or host (the config says otherwise)."""
 
 
 class WitnessError(ControllerError):

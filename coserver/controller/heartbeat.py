@@ -407,12 +407,21 @@ class Heartbeats:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"heartbeats-{self.pair}")
 
+    async def wait(self) -> None:
+        """Until the send/check task ends: a daemon watches it (HostController runs it as a task).
+        Raises what killed it; cancelled when close() stops it."""
+        if self._task is None:
+            raise HeartbeatError(f"heartbeats for pair {self.pair}: wait() before start()")
+        await asyncio.shield(self._task)
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
+                pass
+            except Exception:  # noqa: BLE001 - a task that died: wait() reported it; close the sockets anyway
                 pass
             self._task = None
         for proto in self._protocols.values():

@@ -16,7 +16,8 @@ Why it is written this way:
   epoch or role could start a second primary;
 * mode 0600: it tells which process to signal;
 * load() of a missing file is a fresh start (None), a corrupt one is an
-  error naming the file: a person must look before the controller acts.
+  error naming the file: a person must look before the controller acts; so is
+  one written for another FT server or host (JournalMismatch), e.g. copied over.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from coserver import log
-from coserver.controller.errors import JournalCorrupt, JournalError
+from coserver.controller.errors import JournalCorrupt, JournalError, JournalMismatch
 from coserver.controller.roles import Role
 from coserver.controller.statemachine import FtState
 
@@ -109,8 +110,22 @@ class Journal:
                 pass
             raise JournalError(f"journal {self.path}: cannot write: {exc.strerror or exc}") from exc
 
-    def load(self) -> JournalEntry | None:
-        """The last saved entry; None if there is no journal (fresh start); JournalCorrupt if unreadable."""
+    def load(self, *, ftserver: str | None = None, node: str | None = None) -> JournalEntry | None:
+        """The last saved entry; None if there is no journal (fresh start); JournalCorrupt if unreadable.
+
+        ftserver, node: whose journal it must be (the controller's config); another's is refused
+        (JournalMismatch), never used: its epoch and role belong to some other guest or host."""
+        entry = self._load()
+        if entry is not None:
+            wrong = [f"{what} {got!r} (this controller's is {want!r})"
+                     for what, got, want in (("FT server", entry.ftserver, ftserver), ("node", entry.node, node))
+                     if want is not None and got != want]
+            if wrong:
+                raise JournalMismatch(f"journal {self.path}: written for {' and '.join(wrong)}; a journal "
+                                      "copied from another host or server is not used: move it away")
+        return entry
+
+    def _load(self) -> JournalEntry | None:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:

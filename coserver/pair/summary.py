@@ -13,7 +13,7 @@ from typing import Any
 HOST_KEYS = ("ftserver", "role", "state", "epoch", "qemu_pid", "qemu_alive", "qemu_health", "qmp_ok", "colo", "qmp",
              "checkpoints", "last_checkpoint_age_s", "checkpoint_pause_ms", "controller_pid", "links",
              "peer", "witness", "decisions", "history", "colo_exit", "reprotect", "sync", "desired",
-             "start_note")
+             "start_note", "alerts", "log", "journal")
 
 
 def host_entry(status: dict[str, Any]) -> dict[str, Any]:
@@ -25,11 +25,16 @@ def alert(hosts: dict[str, Any]) -> str | None:
     """An alert-level condition a controller reports (e.g. "cannot protect: <reason>"), or None.
 
     The side without a guest speaks first: it started the failing secondaries and has their QEMU's
-    own last words; the survivor only saw its replica go."""
+    own last words; the survivor only saw its replica go. Then a controller's own alerts (status
+    "alerts": a journal or log it cannot write), named by host."""
     for entry in sorted(hosts.values(), key=lambda e: e.get("role") not in (None, "none")):
         text = (entry.get("reprotect") or {}).get("alert")
         if text:
             return str(text)
+    for host, entry in hosts.items():   # a controller's own trouble: its journal or log cannot be written
+        own = entry.get("alerts") or []
+        if own:
+            return f"{host}: {own[0]}"
     return None
 
 

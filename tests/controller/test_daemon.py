@@ -38,6 +38,9 @@ class FakeHeartbeats:
     async def start(self) -> None: ...
     async def close(self) -> None: ...
 
+    async def wait(self) -> None:   # the send task, as run() watches it: runs until cancelled
+        await asyncio.Event().wait()
+
     def last_heard(self, link: str) -> float | None:
         return time.monotonic()
 

@@ -411,3 +411,36 @@ def test_in_namespaces_one_cut_link_is_reported_alone_two_lose_the_peer_healing_
         # at least timeout - interval (last datagram may have left just before the cut)
         assert 1.0 - 0.1 - 0.02 <= figures[k] <= 1.0 + 0.1 + 0.4, figures
     assert figures["peer_back_b"] < 1.0 and figures["link1_back_b"] < 1.0, figures
+
+
+def test_wait_raises_what_killed_the_send_task_and_ends_quietly_on_close(arun, links):
+    """HostController watches its heartbeats through wait(): a dead send task must not go unnoticed."""
+    clock = FakeClock()
+
+    async def main() -> None:
+        hb = side_b(links, clock)
+        await hb.start()
+
+        def broken() -> None:
+            raise RuntimeError("test: sending broke")
+
+        hb.send_once = broken  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="sending broke"):
+            await asyncio.wait_for(hb.wait(), 2.0)
+        await hb.close()                    # the sockets close although the task died
+        await asyncio.sleep(0.01)           # (transports close on the next loop turn)
+
+        hb = side_b(links, clock)
+        await hb.start()
+        waiter = asyncio.create_task(hb.wait())
+        await asyncio.sleep(0.05)
+        waiter.cancel()                     # the watcher going away leaves the heartbeats running
+        await asyncio.gather(waiter, return_exceptions=True)
+        assert hb._task is not None and not hb._task.done()
+        waiter = asyncio.create_task(hb.wait())
+        await asyncio.sleep(0)
+        await hb.close()                    # close() ends the watcher as cancelled, not failed
+        await asyncio.gather(waiter, return_exceptions=True)
+        assert waiter.cancelled()
+
+    arun(main())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from coserver.controller.journal import Journal, JournalCorrupt, JournalEntry
+from coserver.controller.journal import Journal, JournalCorrupt, JournalEntry, JournalError
 from coserver.controller.roles import Role
 from coserver.controller.statemachine import FtState
 
@@ -118,3 +118,45 @@ def test_a_consistent_record_with_an_unknown_role_is_refused(tmp_path: Path):
     j.path.write_text(json.dumps(obj))
     with pytest.raises(JournalCorrupt, match="tertiary"):
         j.load()
+
+
+@pytest.fixture
+def full_fs(tmp_path: Path):
+    """A tiny tmpfs, filled up: a real ENOSPC (root only; unmounted whatever happens)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+        if os.path.ismount(mnt):
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(d: Path) -> None:
+    with open(d / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"x" * 4096)
+        except OSError:
+            pass
+
+
+def test_a_save_on_a_full_disk_fails_in_one_line_and_keeps_the_last_journal(full_fs: Path):
+    j = Journal(full_fs / "ft1.json")
+    j.save(entry(epoch=3))
+    _fill(full_fs)
+    with pytest.raises(JournalError, match="cannot write: No space left on device") as err:
+        j.save(entry(epoch=4, state=FtState.SIMPLEX))
+    assert "\n" not in str(err.value)
+    last = j.load()   # the previous version, whole
+    assert last is not None and (last.epoch, last.state) == (3, FtState.PROTECTED)
+    assert sorted(p.name for p in full_fs.iterdir()) == ["filler", "ft1.json"]   # no temp file left
+    (full_fs / "filler").unlink()
+    j.save(entry(epoch=4, state=FtState.SIMPLEX))   # room again: saves
+    assert j.load().epoch == 4
