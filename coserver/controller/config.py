@@ -14,7 +14,13 @@ from typing import Any, NotRequired, TypedDict
 from coserver.colo.argv import Node
 from coserver.colo.settings import SyncPorts
 from coserver.controller.errors import ConfigError
-from coserver.controller.policy import DEFAULT_KILL_HUNG_AFTER
+from coserver.controller.policy import (
+    DEFAULT_FENCE_AFTER,
+    DEFAULT_KILL_HUNG_AFTER,
+    DEFAULT_LEASE_PATIENCE,
+    DEFAULT_PROMOTE_MARGIN,
+    Thresholds,
+)
 from coserver.errors import CoserverError
 
 REPROTECT_POLICIES = ("auto", "manual")
@@ -72,6 +78,10 @@ class ControllerConfig:
     kill_hung_after_s: float = DEFAULT_KILL_HUNG_AFTER  # policy.py says why 1.5 s
     heartbeat_interval_s: float = 0.1
     heartbeat_timeout_s: float = 1.0
+    # never two primaries (policy.Thresholds proves promote wait > fence bound; checked below)
+    lease_patience_s: float = DEFAULT_LEASE_PATIENCE   # a denied promotion retries this long (>= lease TTL)
+    fence_after_s: float = DEFAULT_FENCE_AFTER         # a primary that lost its lease re-claims this long
+    promote_margin_s: float = DEFAULT_PROMOTE_MARGIN   # W = lease TTL + fence_after_s + this
     # re-protection: what a rejoining secondary needs to start its QEMU, and the policy
     spec: str = ""                     # the FT server spec (the single source of the guest's hardware)
     accel: str = "tcg"
@@ -107,12 +117,17 @@ class ControllerConfig:
         if missing:
             raise ConfigError(f"controller config: node lacks {', '.join(missing)}")
         for name in ("checkpoint_ms", "qmp_deadline_s", "kill_hung_after_s", "heartbeat_interval_s",
-                     "heartbeat_timeout_s", "stop_timeout_s"):
+                     "heartbeat_timeout_s", "stop_timeout_s", "lease_patience_s", "fence_after_s",
+                     "promote_margin_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"controller config: {name} must be a positive number, not {value!r}")
         if self.heartbeat_interval_s >= self.heartbeat_timeout_s:
             raise ConfigError("controller config: heartbeat_interval_s must be shorter than heartbeat_timeout_s")
+        try:
+            self.thresholds()
+        except ValueError as exc:
+            raise ConfigError(f"controller config: {exc}") from None
         if self.reprotect not in REPROTECT_POLICIES:
             raise ConfigError(f"controller config: reprotect must be one of {REPROTECT_POLICIES}, "
                               f"not {self.reprotect!r}")
@@ -154,6 +169,12 @@ class ControllerConfig:
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
         path.chmod(0o600)
+
+    def thresholds(self) -> Thresholds:
+        """The policy's numbers from this configuration (the witness's TTL included)."""
+        return Thresholds(kill_hung_after=self.kill_hung_after_s, lease_patience=self.lease_patience_s,
+                          lease_ttl=float(self.witness.get("ttl", 2)), fence_after=self.fence_after_s,
+                          heartbeat_timeout=self.heartbeat_timeout_s, promote_margin=self.promote_margin_s)
 
     def colo_node(self) -> Node:
         n = self.node

@@ -45,6 +45,7 @@ from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.lifecycle import Desired, StartMove, StartView, after_restart, start_move
 from coserver.controller.observe import WATCHED_EVENTS, ColoEvents, QmpHealth
 from coserver.controller.policy import (
+    FENCE_POLL,
     Action,
     ClaimOutcome,
     Decision,
@@ -53,6 +54,7 @@ from coserver.controller.policy import (
     WitnessView,
     after_claim,
     decide,
+    must_self_fence,
 )
 from coserver.controller.rejoin import AttemptLog, Move, RejoinView, ReprotectPolicy, next_move
 from coserver.controller.roles import QemuHealth, Role
@@ -67,6 +69,7 @@ from coserver.site import load_site
 from coserver.site.local import this_host
 from coserver.site.servers import find_server, spec_names
 from coserver.sys import netns
+from coserver.sys.clock import boottime
 from coserver.sys.proc import boot_id, last_line
 
 _log = log.get("controller")
@@ -122,8 +125,11 @@ class HostController:
         self.guest_started_at: float | None = None      # monotonic: our simplex start (boot grace)
         self.powering_down_since: float | None = None   # monotonic: server stop pressed the power button
         self.sync: dict[str, Any] | None = None          # progress of a running (re)sync
-        self.thresholds = Thresholds(kill_hung_after=cfg.kill_hung_after_s)
+        self.thresholds: Thresholds = cfg.thresholds()
         self.witness = witness
+        witness.on_lost = self._lease_lost               # the self-fence (policy.must_self_fence)
+        self._lease_lost_at: float | None = None        # boottime: our grant went (or never came)
+        self._fence_task: asyncio.Task[None] | None = None
         self.witness_view = WitnessView(reachable=False)
         self._witness_generation = 0
         self.heartbeats = heartbeats
@@ -131,6 +137,7 @@ class HostController:
         self.failure: BaseException | None = None          # the bug that stopped this controller
         self.decisions: deque[dict[str, Any]] = deque(maxlen=32)
         self.started_at = time.time()
+        self._started_boot = boottime()                 # the start-up grace (a wall-clock step must not end it)
         self._last_decision: tuple[str, str] | None = None
         self._last_journal = 0.0
         self._stop = asyncio.Event()
@@ -150,7 +157,8 @@ class HostController:
         key = key if key is not None else load_or_create_key(Path(cfg.key_file))
         heartbeats = Heartbeats(pair=cfg.ftserver, node=cfg.host, key=key,
                                 links=links, interval=cfg.heartbeat_interval_s, timeout=cfg.heartbeat_timeout_s,
-                                site=cfg.site_digest, qemu_version=peercheck.local_qemu_version())
+                                site=cfg.site_digest, qemu_version=peercheck.local_qemu_version(),
+                                clock=boottime)   # freshness must count a suspend (sys/clock.py)
         witness = Witness(cfg.ftserver, host=cfg.witness["host"], port=int(cfg.witness["port"]),
                           ttl=int(cfg.witness.get("ttl", 2)))
         return cls(cfg, journal=Journal(Path(cfg.journal_file)), witness=witness, heartbeats=heartbeats, key=key)
@@ -217,12 +225,37 @@ class HostController:
                     self.epoch = epoch
                 else:
                     _log.warning("controller.claim.initial.denied", host=self.cfg.host, reason=res.reason)
+                    self._lease_lost(f"initial claim denied: {res.reason}")
             elif self.role == Role.SECONDARY and self.epoch == 0:
                 owner = await self.witness.current()
                 if owner is not None:
                     self.epoch = owner.epoch
         except WitnessError as exc:
             _log.warning("controller.witness.start.unreachable", host=self.cfg.host, reason=str(exc))
+            if self.role in (Role.PRIMARY, Role.SIMPLEX):
+                self._lease_lost(f"no grant at start: {exc}")
+
+    def _lease_lost(self, reason: str) -> None:
+        """witness.on_lost, or no grant at start: count from now; the watchdog fences a primary at
+        fence_after unless the lease comes back (policy.Thresholds has the bound)."""
+        if self._lease_lost_at is None:
+            self._lease_lost_at = boottime()
+            _log.warning("controller.lease.lost", host=self.cfg.host, role=self.role.value, epoch=self.epoch,
+                         reason=reason, fence_after=self.thresholds.fence_after)
+        if self._fence_task is None or self._fence_task.done():
+            self._fence_task = self._spawn(self._fence_watch(), "fence-watch")
+
+    async def _fence_watch(self) -> None:
+        """Kill our QEMU at the first FENCE_POLL at which must_self_fence() holds, without waiting for
+        a tick (a tick may sit in a witness call); the next tick records the fence."""
+        while self._lease_lost_at is not None and self.role != Role.NONE:
+            if must_self_fence(self.observe(), self.thresholds) and self.qemu is not None and self.qemu.alive():
+                _log.critical("controller.lease.fence", host=self.cfg.host, epoch=self.epoch,
+                              lost_for=round(boottime() - (self._lease_lost_at or 0), 2))
+                self._killed_local = True
+                self.qemu.kill()
+                return
+            await asyncio.sleep(FENCE_POLL)
 
     async def run(self) -> None:
         """Attach, serve and decide until stop(); raises the bug that stopped it, if one did."""
@@ -393,15 +426,22 @@ class HostController:
         qemu, hung_for = self.qemu_health()
         peer = self.heartbeats.peer_state()
         heard = [t for t in (self.heartbeats.last_heard(ln["name"]) for ln in self.cfg.links) if t is not None]
-        silent_for = time.monotonic() - max(heard) if heard else float("inf")
+        silent_for = self.heartbeats.now() - max(heard) if heard else float("inf")
         exit_ = self.events.colo_exit
+        held = self.witness.held
+        lease = held is not None and held.epoch == self.epoch and self.witness.lease_left() > 0
+        if lease:
+            self._lease_lost_at = None
         return Observation(
             node=self.cfg.host, role=self.role, epoch=self.epoch, qemu=qemu,
             links=self.heartbeats.links_alive(), witness=self._witness_for_policy(),
             state=self.sm.state.value, qemu_hung_for=hung_for,
             colo_exit_error=bool(exit_ and exit_.get("reason") == "error"),
             peer_qemu=QemuHealth(peer.qemu) if peer is not None else None,
-            peer_silent_for=silent_for, colo_alive=self.colo_alive(), maintenance=self.maintenance)
+            peer_silent_for=silent_for, colo_alive=self.colo_alive(), maintenance=self.maintenance,
+            peer_role=peer.role if peer is not None else None, peer_state=peer.state if peer is not None else None,
+            peer_epoch=peer.epoch if peer is not None else None, lease=lease,
+            lease_lost_for=None if self._lease_lost_at is None else boottime() - self._lease_lost_at)
 
     def _witness_for_policy(self) -> WitnessView:
         held = self.witness.held
@@ -448,7 +488,7 @@ class HostController:
         """Just (re)started and no heartbeat yet: silence means 'not heard yet', not 'lost'.
 
         Lasts one heartbeat timeout; a dead or hung local QEMU is acted on at once anyway."""
-        young = time.time() - self.started_at < self.cfg.heartbeat_timeout_s * 1.5
+        young = boottime() - self._started_boot < self.cfg.heartbeat_timeout_s * 1.5
         never_heard = all(self.heartbeats.last_heard(ln["name"]) is None for ln in self.cfg.links)
         return young and never_heard and obs.qemu in (QemuHealth.ALIVE, QemuHealth.NONE)
 
@@ -487,7 +527,7 @@ class HostController:
     async def act(self, d: Decision) -> None:
         a = d.action
         if a == Action.PROMOTE:
-            await self._take_over(Secondary, d.reason)
+            await self._take_over(Secondary, d.reason, wait=d.wait)
         elif a == Action.CONTINUE_SIMPLEX:
             await self._take_over(Primary, d.reason)
         elif a == Action.KILL_LOCAL_QEMU:
@@ -501,11 +541,18 @@ class HostController:
             if all(self.heartbeats.links_alive().values()):
                 self._to(FtState.PROTECTED, "all sync links heard again")
 
-    async def _take_over(self, side: type[Primary] | type[Secondary], reason: str) -> None:
-        """Fail over on this host: the secondary promotes, or the primary drops its replica."""
+    async def _take_over(self, side: type[Primary] | type[Secondary], reason: str, wait: float = 0.0) -> None:
+        """Fail over on this host: the secondary promotes, or the primary drops its replica.
+
+        wait: after the grant, before running alone (policy.promote_wait). FAILING_OVER is published
+        first, so a peer that hears us at our new epoch stands down at once; the sleep is on the loop's
+        monotonic clock, which a suspend only lengthens."""
         if self.qmp is None:
             raise CoserverBug(f"{self.cfg.host}: failover decided with no QMP session")
         self._to(FtState.FAILING_OVER, reason)
+        if wait > 0:
+            _log.warning("controller.promote.wait", host=self.cfg.host, epoch=self.epoch, wait_s=wait)
+            await asyncio.sleep(wait)
         took = await actions.fail_over(side, self.qmp, self.cfg, self.settings)
         self.role = Role.SIMPLEX
         self.events.colo_exit = None

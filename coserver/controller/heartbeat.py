@@ -559,6 +559,10 @@ class Heartbeats:
                 self._log.info("heartbeat.auth.ok")
         return out
 
+    def now(self) -> float:
+        """The clock last_heard() and the timeouts are measured on (the daemon: CLOCK_BOOTTIME)."""
+        return self._clock()
+
     def link_alive(self, link: str, now: float | None = None) -> bool:
         """Did a valid heartbeat arrive on `link` within `timeout` before `now`?"""
         st = self._links.get(link)

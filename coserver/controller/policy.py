@@ -14,6 +14,18 @@ decide, act, journal. The rules that make it safe:
   it runs (DEGRADED_ALERT, never a failover).
 * A newer epoch at the witness owned by the other node means this side
   missed a failover: it stops (STAND_DOWN), whatever its links say.
+* A side runs the guest alone only with the witness's grant for its epoch,
+  or when the peer itself reports (authenticated, fresh heartbeat) that its
+  QEMU is dead and its epoch is <= ours. A primary whose claim gets no answer
+  otherwise keeps COLO (colo-compare holds its output: no failover command
+  reaches its QEMU) or fences itself; it never goes simplex on a hunch.
+* A heard peer that runs (or is promoting) at a higher epoch won the witness:
+  we stand down at once, whatever the witness looks like from here.
+* A primary that lost its lease re-claims its own epoch; if it cannot within
+  fence_after (F) it is killed (must_self_fence; the daemon's watchdog does it
+  without waiting for a tick) unless the peer is heard, fresh, as its
+  in-step secondary at our epoch. The promoting side waits promote_wait (W)
+  after its grant before it runs alone; W > fence_bound, proven at Thresholds.
 * Maintenance suppresses automatic actions, but never the safety ones
   (FENCE_SELF, STAND_DOWN).
 * Heartbeats that fail authentication (the hosts' pair keys differ) are
@@ -30,6 +42,11 @@ is heard):
   none      anything                                           NONE (fenced stays fenced)
   any       witness: other node owns epoch > E                 STAND_DOWN
   prim/simp witness: other node holds a live lease              STAND_DOWN
+  any       peer heard as primary/simplex/failing_over at > E  STAND_DOWN (it won the witness)
+  primary   lease lost >= F, peer not heard as our in-step     FENCE_SELF (must_self_fence)
+            secondary at <= E
+  primary   lease lost, witness reachable                      RENEW (re-claim E; the rows below
+                                                               never let it go simplex meanwhile)
   any       local QEMU dead                                    KILL_LOCAL_QEMU (reap, release)
   prim/sec  local QEMU hung >= kill_hung_after                 KILL_LOCAL_QEMU (then release)
   simplex   local QEMU hung >= kill_hung_after                 ALERT (nobody to take over)
@@ -59,8 +76,15 @@ after_claim(observation, decision, outcome), for decisions with claim_epoch:
                                         < lease_patience NONE (retry: its
                                         lease may lapse); else FENCE_SELF
                                         (its lease is refreshed: it won)
-  CONTINUE_SIMPLEX   CONTINUE_SIMPLEX   STAND_DOWN (someone else owns it)   peer heard: CONTINUE_SIMPLEX
-                                                                            (no bump); lost: FENCE_SELF
+  CONTINUE_SIMPLEX   CONTINUE_SIMPLEX   STAND_DOWN (someone else owns it)   peer reports its QEMU dead at
+                                                                            <= E: CONTINUE_SIMPLEX (no
+                                                                            bump); peer ahead: STAND_DOWN;
+                                                                            lease held or lost < F: ALERT
+                                                                            (keep COLO); else FENCE_SELF
+  RENEW              NONE (lease back)  STAND_DOWN (someone else owns it)   ALERT (keep COLO; F fences)
+
+PROMOTE carries `wait`: promote_wait(obs) seconds to wait after the grant
+before running alone (0 when the peer itself reported its QEMU dead at <= E).
 
 Why the primary bumps the epoch when it goes simplex: the partitioned
 secondary still knows epoch E and would claim E+1; with the primary at E+1,
@@ -93,6 +117,24 @@ DEFAULT_KILL_HUNG_AFTER = 1.5
 #: lease that still lives is being refreshed: the primary runs, we lost.
 DEFAULT_LEASE_PATIENCE = 3.5
 
+# ---- The two-primaries bound: every number in one place -------------------------------------
+#: The witness lease's TTL (= witness.DEFAULT_TTL; a test checks they agree).
+DEFAULT_LEASE_TTL = 2.0
+#: F: seconds a primary that lost its lease keeps trying to re-claim it before it kills its QEMU.
+#: An etcd leader change blocks refreshes for about an election (1 s by default, see the README);
+#: F = 1 s rides over most of them without a fence (etcd's new leader extends the lease itself).
+DEFAULT_FENCE_AFTER = 1.0
+#: h: the heartbeat silence after which the peer counts as not heard (= heartbeat.DEFAULT_TIMEOUT).
+DEFAULT_HEARTBEAT_TIMEOUT = 1.0
+#: The promoting side's wait beyond TTL + F (see Thresholds for what it covers).
+DEFAULT_PROMOTE_MARGIN = 0.5
+#: The daemon's self-fence watchdog polls this often once F has passed.
+FENCE_POLL = 0.1
+#: SIGKILL to the QEMU process, including the event loop waking for it.
+KILL_LATENCY = 0.1
+#: A heartbeat datagram on a sync link (a direct cable or one switch) arrives within this, or never.
+DELIVERY = 0.1
+
 
 class Action(StrEnum):
     NONE = "none"
@@ -104,6 +146,7 @@ class Action(StrEnum):
     FENCE_SELF = "fence_self"  # stop the local guest side: we may be on the losing side
     KILL_LOCAL_QEMU = "kill_local_qemu"  # local QEMU hung or dead: kill/reap it, release the witness
     STAND_DOWN = "stand_down"  # the witness shows we are stale: stop, never a second primary
+    RENEW = "renew"  # primary whose lease was lost: re-claim our own epoch, then after_claim()
 
 
 #: Pair states in which a secondary's replica is not (yet) a consistent copy.
@@ -146,10 +189,38 @@ class Observation:
     peer_silent_for: float = 0.0  # seconds since the last valid heartbeat on any link
     maintenance: bool = False
     colo_alive: bool = False  # checkpoints still flow between the two QEMUs (within a few periods)
+    # the peer's own fresh, authenticated report (latest heartbeat; counts only while peer_heard)
+    peer_role: str | None = None
+    peer_state: str | None = None
+    peer_epoch: int | None = None
+    lease: bool = False  # we hold the witness's grant (a live lease, by our clock) for `epoch`
+    lease_lost_for: float | None = None  # seconds since we lost (or failed to get) our grant; None: not lost
 
     @property
     def peer_heard(self) -> bool:
         return any(self.links.values())
+
+    @property
+    def peer_ahead(self) -> bool:
+        """The peer, heard now, runs or is promoting at an epoch newer than ours: it won the witness."""
+        return (self.peer_heard and self.peer_epoch is not None and self.peer_epoch > self.epoch
+                and (self.peer_role in (Role.PRIMARY.value, Role.SIMPLEX.value)
+                     or self.peer_state == FtState.FAILING_OVER.value))
+
+    @property
+    def peer_reports_dead(self) -> bool:
+        """The peer, heard now, says its QEMU is gone, at an epoch <= ours: it cannot run the guest."""
+        return (self.peer_heard and self.peer_qemu in (QemuHealth.DEAD, QemuHealth.NONE)
+                and self.peer_epoch is not None and self.peer_epoch <= self.epoch
+                and self.peer_role not in (Role.PRIMARY.value, Role.SIMPLEX.value))
+
+    @property
+    def peer_in_step(self) -> bool:
+        """The peer, heard now, is our secondary at our epoch, in COLO with us, not promoting."""
+        return (self.peer_heard and self.peer_role == Role.SECONDARY.value
+                and self.peer_epoch is not None and self.peer_epoch <= self.epoch
+                and self.peer_state in (FtState.PROTECTED.value, FtState.DEGRADED.value)
+                and self.peer_qemu == QemuHealth.ALIVE and not self.colo_exit_error)
 
     @property
     def links_lost(self) -> list[str]:
@@ -158,8 +229,73 @@ class Observation:
 
 @dataclass(frozen=True)
 class Thresholds:
+    """The policy's numbers. The two-primaries bound, proven:
+
+    Claim: a primary P that loses to a secondary S has stopped its QEMU within
+    fence_bound = max(F, h + DELIVERY) + FENCE_POLL + KILL_LATENCY seconds after
+    S receives its grant (time g); S runs alone only at g + W, and
+    W = promote_wait = lease_ttl + F + promote_margin > fence_bound.
+
+    S's claim for E+1 is granted only when nobody's lease holds the owner key
+    (witness.py), so at some instant x <= g P's lease was gone:
+    (i) P released it: P kills its QEMU before it releases (KILL_LOCAL_QEMU,
+        relinquish, maintenance): stopped before g.
+    (ii) it expired at etcd: P's keep-alive counts its lease from the SEND time
+        of its last answered refresh, etcd from when that refresh arrived, so P
+        declares it lost (on_lost) at some l <= x <= g. Both clocks count
+        suspends (CLOCK_BOOTTIME here) and run at the same rate up to ppm.
+    (iii) P never got one since it started (witness unreachable then): the
+        daemon counts that as lost at its failed start claim, l <= g.
+    From l, the daemon's watchdog kills P's QEMU at the first poll after l + F
+    at which must_self_fence() holds. It does not hold only while P hears S,
+    fresh (within h), as its in-step secondary at an epoch <= E. S publishes
+    epoch E+1 and state failing_over BEFORE it waits W, so every heartbeat that
+    vouches for S was sent before g, arrived by g + DELIVERY and is stale by
+    g + DELIVERY + h. Hence P's QEMU is dead by
+    max(l + F, g + h + DELIVERY) + FENCE_POLL + KILL_LATENCY <= g + fence_bound.
+
+    Defaults: fence_bound = max(1.0, 1.0 + 0.1) + 0.1 + 0.1 = 1.3 s; W = 2 + 1 +
+    0.5 = 3.5 s; margin W - fence_bound = 2.2 s (the TTL term is slack beyond
+    the proof: it also covers a claim whose grant S learns late).
+    What the bound does not cover: P's controller itself stalled (frozen host,
+    SIGSTOP) past g. Then P's QEMU, still in COLO, cannot checkpoint with the
+    promoted S: colo-compare holds P's IPv4 output; when P resumes its lease is
+    lost at once (boottime) and it stands down on hearing S at E+1.
+    """
+
     kill_hung_after: float = DEFAULT_KILL_HUNG_AFTER
     lease_patience: float = DEFAULT_LEASE_PATIENCE
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    fence_after: float = DEFAULT_FENCE_AFTER
+    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
+    promote_margin: float = DEFAULT_PROMOTE_MARGIN
+
+    def __post_init__(self) -> None:
+        for name in ("kill_hung_after", "lease_patience", "lease_ttl", "fence_after", "heartbeat_timeout",
+                     "promote_margin"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"thresholds: {name} must be positive, not {getattr(self, name)!r}")
+        if self.lease_patience < self.lease_ttl:
+            raise ValueError(f"thresholds: lease_patience ({self.lease_patience} s) shorter than the lease "
+                             f"TTL ({self.lease_ttl} s): a live primary's lease would look like a lost race")
+        if self.promote_wait <= self.fence_bound:
+            raise ValueError(f"thresholds: promote_wait {self.promote_wait} s must exceed the losing "
+                             f"primary's fence_bound {self.fence_bound} s")
+
+    @property
+    def fence_bound(self) -> float:
+        """Seconds after the winner's grant by which a losing primary's QEMU is dead (see the class)."""
+        return max(self.fence_after, self.heartbeat_timeout + DELIVERY) + FENCE_POLL + KILL_LATENCY
+
+    @property
+    def promote_wait(self) -> float:
+        """W: seconds the promoting side waits after its grant before it runs alone."""
+        return self.lease_ttl + self.fence_after + self.promote_margin
+
+    @property
+    def margin(self) -> float:
+        """How much longer W is than the losing side's fence bound."""
+        return self.promote_wait - self.fence_bound
 
 
 @dataclass(frozen=True)
@@ -170,6 +306,21 @@ class Decision:
     reason: str
     claim_epoch: int | None = None
     suppressed: Action | None = field(default=None)  # what maintenance held back
+    wait: float = 0.0  # PROMOTE: seconds to wait after the grant before running alone (promote_wait)
+
+
+def must_self_fence(obs: Observation, limits: Thresholds = Thresholds()) -> bool:
+    """A primary whose grant is gone for F seconds or more, and whose secondary is not heard in step
+    with it at our epoch: kill its QEMU now (the daemon's watchdog asks this every FENCE_POLL)."""
+    return (obs.role == Role.PRIMARY and obs.state not in _INCOMPLETE and not obs.lease
+            and obs.lease_lost_for is not None and obs.lease_lost_for >= limits.fence_after
+            and not obs.peer_in_step)
+
+
+def promote_wait(obs: Observation, limits: Thresholds = Thresholds()) -> float:
+    """Seconds to wait between the grant and running alone: W, unless the peer itself told us
+    (fresh, authenticated) that its QEMU is dead at an epoch <= ours."""
+    return 0.0 if obs.peer_reports_dead else limits.promote_wait
 
 
 def decide(obs: Observation, limits: Thresholds = Thresholds()) -> Decision:
@@ -191,6 +342,17 @@ def _decide(obs: Observation, limits: Thresholds) -> Decision:
     if other_owner and w.alive and role in (Role.PRIMARY, Role.SIMPLEX):
         return Decision(Action.STAND_DOWN, f"witness: {w.owner} holds the lease (epoch {w.epoch}) "
                                            f"while we run as {role}")
+    if obs.peer_ahead:
+        return Decision(Action.STAND_DOWN, f"peer heard as {obs.peer_role} ({obs.peer_state}) at epoch "
+                                           f"{obs.peer_epoch}, ours is {obs.epoch}: it won the witness")
+    if role == Role.PRIMARY and obs.lease_lost_for is not None and not obs.lease:
+        if must_self_fence(obs, limits):
+            return Decision(Action.FENCE_SELF, f"lease lost {obs.lease_lost_for:.1f} s ago (>= "
+                                               f"{limits.fence_after} s) and not renewed; the secondary is "
+                                               "not heard in step with us: it may be promoting")
+        if w.reachable:
+            return Decision(Action.RENEW, f"lease lost {obs.lease_lost_for:.1f} s ago: re-claiming epoch "
+                                          f"{obs.epoch}", obs.epoch)
 
     if obs.qemu == QemuHealth.DEAD:
         return Decision(Action.KILL_LOCAL_QEMU, f"local QEMU ({role}) is dead: reap it, release the witness")
@@ -250,7 +412,9 @@ def after_claim(obs: Observation, decision: Decision, outcome: ClaimOutcome,
     epoch = decision.claim_epoch
     if decision.action == Action.CLAIM_AND_PROMOTE:
         if outcome == ClaimOutcome.GRANTED:
-            return Decision(Action.PROMOTE, f"witness granted epoch {epoch}: {decision.reason}")
+            wait = promote_wait(obs, limits)
+            return Decision(Action.PROMOTE, f"witness granted epoch {epoch}: {decision.reason}"
+                                            + (f" (running alone after {wait:.1f} s)" if wait else ""), wait=wait)
         if outcome == ClaimOutcome.DENIED:
             if peer_heard:
                 return Decision(Action.NONE, f"witness denied epoch {epoch} but the peer is heard: "
@@ -272,8 +436,26 @@ def after_claim(obs: Observation, decision: Decision, outcome: ClaimOutcome,
         if outcome == ClaimOutcome.DENIED:
             who = f"{owner.owner} (epoch {owner.epoch})" if owner and owner.owner else "another node"
             return Decision(Action.STAND_DOWN, f"witness denied epoch {epoch}: {who} owns it")
-        if peer_heard:
-            return Decision(Action.CONTINUE_SIMPLEX, f"{decision.reason}; witness unreachable: "
-                                                     "epoch not bumped (the peer reported itself down)")
-        return Decision(Action.FENCE_SELF, "peer silent and witness unreachable: stop our side")
+        if obs.peer_reports_dead:
+            return Decision(Action.CONTINUE_SIMPLEX, f"{decision.reason}; witness unreachable: epoch not "
+                                                     f"bumped (the peer reports its QEMU {obs.peer_qemu} at "
+                                                     f"epoch {obs.peer_epoch})")
+        if obs.peer_ahead:
+            return Decision(Action.STAND_DOWN, f"witness unreachable and the peer runs at epoch {obs.peer_epoch}")
+        if not peer_heard:
+            return Decision(Action.FENCE_SELF, "peer silent and witness unreachable: stop our side")
+        if obs.lease or (obs.lease_lost_for is not None and obs.lease_lost_for < limits.fence_after):
+            return Decision(Action.ALERT, f"{decision.reason}; witness unreachable and the peer does not "
+                                          "report its QEMU dead: keeping COLO (the compare holds our output), "
+                                          "never simplex without the grant")
+        return Decision(Action.FENCE_SELF, f"{decision.reason}; no grant, witness unreachable, peer not "
+                                           "reporting its QEMU dead: stop our side, it may be promoting")
+    if decision.action == Action.RENEW:
+        if outcome == ClaimOutcome.GRANTED:
+            return Decision(Action.NONE, f"lease renewed: witness granted epoch {epoch} again")
+        if outcome == ClaimOutcome.DENIED:
+            who = f"{owner.owner} (epoch {owner.epoch})" if owner and owner.owner else "another node"
+            return Decision(Action.STAND_DOWN, f"lease lost and epoch {epoch} denied: {who} owns it")
+        return Decision(Action.ALERT, f"lease lost, witness unreachable: keeping COLO until "
+                                      f"{limits.fence_after} s have passed, then fencing")
     raise ValueError(f"after_claim: unexpected decision {decision.action}")

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -46,6 +45,7 @@ from aetcd import transactions as txn
 from coserver import log
 from coserver.controller.errors import WitnessError, WitnessUnreachable
 from coserver.sys.aio import bounded
+from coserver.sys.clock import boottime
 
 T = TypeVar("T")
 _log = log.get("witness")
@@ -113,11 +113,17 @@ class Witness:
 
     on_lost(reason) is called (once per claim) when a lease we held is gone:
     etcd says it expired, or we could not refresh it before it surely expired.
+    It is a public attribute: the controller that owns this handle sets it
+    (its self-fence, coserver.controller.policy.must_self_fence).
+
+    Lease times are on `clock` (CLOCK_BOOTTIME by default): a host that was
+    suspended past its lease's end finds it lost the moment it wakes.
     """
 
     def __init__(self, ftserver: str, *, host: str = "127.0.0.1", port: int = 2379,
                  ttl: int = DEFAULT_TTL, deadline: float = DEFAULT_DEADLINE,
-                 on_lost: Callable[[str], None] | None = None) -> None:
+                 on_lost: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = boottime) -> None:
         if ttl < 1 or deadline <= 0 or deadline >= ttl:
             raise WitnessError(f"witness for {ftserver}: need ttl >= 1 s and 0 < deadline < ttl "
                                f"(ttl={ttl}, deadline={deadline})")
@@ -128,14 +134,15 @@ class Witness:
         self.owner_key = f"{PREFIX}/{ftserver}/owner"
         self.epoch_key = f"{PREFIX}/{ftserver}/epoch"
         self._host, self._port = host, port
-        self._on_lost = on_lost
+        self.on_lost = on_lost
+        self._clock = clock
         #: Did the last call get an answer? (None before the first call.) The
         #: keep-alive keeps this fresh while we hold a lease.
         self.reachable: bool | None = None
         self._client: aetcd.Client | None = None
         self._lease_id: int | None = None
         self._held: Owner | None = None
-        self._expires_at = 0.0  # monotonic: the lease surely lives until then, maybe longer
+        self._expires_at = 0.0  # self._clock (boottime): the lease surely lives until then, maybe longer
         self._keepalive: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._log = _log.bind(ftserver=ftserver, witness=self.endpoint)
@@ -197,7 +204,7 @@ class Witness:
         """Seconds our lease surely still lives (0 if we hold none): the primary's safety margin."""
         if self._held is None:
             return 0.0
-        now = time.monotonic() if now is None else now
+        now = self._clock() if now is None else now
         return max(0.0, self._expires_at - now)
 
     async def claim(self, node: str, epoch: int) -> ClaimResult:
@@ -219,7 +226,7 @@ class Witness:
             return self._deny(node, epoch, cur, f"epoch {epoch} is not newer than {last_epoch} "
                                                 f"(last granted to {last_node})")
         etcd = self._etcd()
-        sent = time.monotonic()
+        sent = self._clock()
         lease = await self._call("lease grant", etcd.lease(self.ttl))
         compare = [
             txn.Version(self.owner_key.encode()) == 0 if snap.owner is None
@@ -303,9 +310,9 @@ class Witness:
         have expired by our clock (last refresh SENT + TTL: never later than etcd's own expiry).
         """
         period = self.ttl / 3
-        next_refresh = time.monotonic() + period
+        next_refresh = self._clock() + period
         while self._held is not None and self._lease_id is not None:
-            now = time.monotonic()
+            now = self._clock()
             if now >= self._expires_at:
                 self._lost("not refreshed in time: it may have expired at the witness")
                 return
@@ -333,8 +340,8 @@ class Witness:
         self._held, self._lease_id = None, None
         self._log.warning("witness.lease.lost", reason=reason,
                           node=held.node if held else None, epoch=held.epoch if held else None)
-        if self._on_lost is not None:
-            self._on_lost(reason)
+        if self.on_lost is not None:
+            self.on_lost(reason)
 
     async def _revoke_quietly(self, lease_id: int) -> None:
         try:

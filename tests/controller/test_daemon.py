@@ -44,6 +44,9 @@ class FakeHeartbeats:
     def last_heard(self, link: str) -> float | None:
         return time.monotonic()
 
+    def now(self) -> float:
+        return time.monotonic()
+
     def links_alive(self) -> dict[str, bool]:
         return {name: True for name in self.links}
 
@@ -77,9 +80,13 @@ class FakeWitness:
         self.held = Owner(held_by, 1, True) if held_by else None
         self.reachable = True
         self.released = False
+        self.on_lost: Any = None
 
     async def current(self) -> Owner | None:
         return self.held
+
+    def lease_left(self) -> float:
+        return 2.0 if self.held else 0.0
 
     async def release(self) -> None:
         self.released, self.held = True, None
@@ -195,6 +202,9 @@ def test_the_hung_qemu_threshold_is_defined_once() -> None:
     ("ports", {"mirror": 0}, "ports"),
     ("remote_control", {"port": 7405}, "remote_control.address"),
     ("remote_control", {"address": "10.0.3.1", "port": 0}, "remote_control.port"),
+    ("lease_patience_s", 1.0, "lease_patience"),
+    ("heartbeat_timeout_s", 5.0, "promote_wait"),   # the fence bound would outgrow the promotion's wait
+    ("fence_after_s", 0, "fence_after_s"),
 ])
 def test_config_is_validated(tmp_path: Path, field: str, value: Any, why: str) -> None:
     with pytest.raises(ConfigError, match=why):
@@ -215,3 +225,90 @@ def test_a_controller_that_finds_no_qemu_after_a_power_cut_is_stopped_and_may_re
     arun(controller._attach())
     assert controller.role == Role.NONE and controller.sm.state == FtState.STOPPED
     assert controller.sm.can(FtState.STARTING)
+
+
+class LiveQemu:
+    """A running QEMU that records its SIGKILL."""
+
+    pid = 4243
+    qmp_path = Path("/nonexistent/qemu.qmp")
+
+    def __init__(self) -> None:
+        self.killed_at: float | None = None
+
+    def alive(self) -> bool:
+        return self.killed_at is None
+
+    def kill(self) -> bool:
+        self.killed_at = time.monotonic()
+        return True
+
+
+@pytest.mark.parametrize("colo_error", [True, False])
+def test_a_primary_that_lost_its_lease_is_fenced_after_f_unless_its_secondary_is_in_step(
+        tmp_path: Path, arun, colo_error: bool) -> None:
+    """witness.on_lost -> the watchdog kills our QEMU at fence_after (no tick needed); a secondary heard
+    in step with us (COLO running, our epoch) holds the fence: it has no reason to promote."""
+    controller, witness, _ = primary_controller(tmp_path, fence_after_s=0.3)
+    qemu = LiveQemu()
+    controller.qemu = qemu  # type: ignore[assignment]
+    witness.held = None
+    assert witness.on_lost == controller._lease_lost   # wired
+    if colo_error:
+        controller.events.colo_exit = {"reason": "error"}
+
+    async def go() -> float:
+        t0 = time.monotonic()
+        witness.on_lost("test: not refreshed in time")
+        await asyncio.sleep(0.8)
+        return t0
+
+    t0 = arun(go())
+    if colo_error:
+        assert qemu.killed_at is not None and 0.3 <= qemu.killed_at - t0 <= 0.3 + 0.25
+        arun(controller.tick())
+        assert controller.sm.state == FtState.FENCED and not witness.released
+    else:
+        assert qemu.killed_at is None
+        assert controller.observe().lease_lost_for is not None
+
+
+def test_a_regained_lease_ends_the_watch(tmp_path: Path, arun) -> None:
+    controller, witness, _ = primary_controller(tmp_path, fence_after_s=0.3)
+    qemu = LiveQemu()
+    controller.qemu = qemu  # type: ignore[assignment]
+    controller.events.colo_exit = {"reason": "error"}
+    held, witness.held = witness.held, None
+
+    async def go() -> None:
+        witness.on_lost("test")
+        await asyncio.sleep(0.1)
+        witness.held = held          # re-claimed at our epoch within F
+        await asyncio.sleep(0.6)
+
+    arun(go())
+    assert qemu.killed_at is None and controller.observe().lease_lost_for is None
+
+
+def test_the_promotion_is_published_then_waits_before_running_alone(tmp_path: Path, arun, monkeypatch) -> None:
+    from coserver.controller import daemon
+    from coserver.controller.policy import Action, Decision
+    controller, _, heartbeats = primary_controller(tmp_path)
+    controller.role, controller.qmp = Role.SECONDARY, object()  # type: ignore[assignment]
+    took: list[float] = []
+
+    async def fail_over(*args: Any) -> float:
+        took.append(time.monotonic())
+        return 0.0
+
+    monkeypatch.setattr(daemon.actions, "fail_over", fail_over)
+
+    async def go() -> float:
+        t0 = time.monotonic()
+        await controller.act(Decision(Action.PROMOTE, "test: granted", wait=0.3))
+        return t0
+
+    t0 = arun(go())
+    assert took and took[0] - t0 >= 0.3
+    assert any(p["state"] == "failing_over" for p in heartbeats.published)   # heard before the wait
+    assert controller.sm.state == FtState.SIMPLEX

@@ -26,14 +26,21 @@ W_DOWN = WitnessView(reachable=False)
 
 
 def obs(node: str = "cs1", role: Role = Role.PRIMARY, **kw) -> Observation:
+    """The primary cs1's view (its peer: an in-step secondary at epoch 4), unless kw say otherwise.
+
+    `lease` defaults to what the witness view shows: we own a live lease at our epoch."""
     base = dict(node=node, role=role, epoch=4, qemu=Q.ALIVE, links=BOTH_UP, witness=W_PRIMARY_HOLDS,
-                state="protected", peer_qemu=Q.ALIVE)
+                state="protected", peer_qemu=Q.ALIVE, peer_role="secondary", peer_state="protected",
+                peer_epoch=4)
     base.update(kw)
+    if "lease" not in kw:
+        w = base["witness"]
+        base["lease"] = bool(w.reachable and w.alive and w.owner == base["node"] and w.epoch == base["epoch"])
     return Observation(**base)
 
 
 def sec(**kw) -> Observation:
-    return obs(**{"node": "cs2", "role": Role.SECONDARY, **kw})
+    return obs(**{"node": "cs2", "role": Role.SECONDARY, "peer_role": "primary", **kw})
 
 
 ROWS = [
@@ -111,6 +118,54 @@ ROWS = [
      Action.FENCE_SELF, None),
     ("maintenance never holds a stand-down", obs(witness=WitnessView(True, "cs2", 5, True), maintenance=True),
      Action.STAND_DOWN, None),
+    # issue 13: never two primaries. W_DOWN: the witness does not answer us; the peer is heard (fresh).
+    ("(a) primary, no witness, COLO error, peer heard as primary at E+1",
+     obs(witness=W_DOWN, colo_exit_error=True, peer_role="primary", peer_state="protected", peer_epoch=5),
+     Action.STAND_DOWN, None),
+    ("(a) ... or as a secondary promoting at E+1 (failing_over)",
+     obs(witness=W_DOWN, colo_exit_error=True, peer_role="secondary", peer_state="failing_over", peer_epoch=5),
+     Action.STAND_DOWN, None),
+    ("(d) resumed after a freeze past the lease, no witness, peer simplex at E+1",
+     obs(witness=W_DOWN, lease_lost_for=0.0, colo_exit_error=True, peer_role="simplex", peer_state="simplex",
+         peer_epoch=5, peer_qemu=Q.ALIVE), Action.STAND_DOWN, None),
+    ("(d) ... even while our own QEMU looks hung after the freeze",
+     obs(witness=W_DOWN, lease_lost_for=0.0, qemu=Q.HUNG, qemu_hung_for=0.2, peer_role="simplex",
+         peer_state="simplex", peer_epoch=5), Action.STAND_DOWN, None),
+    ("(e) simplex hears the peer primary at a higher epoch",
+     obs(role=Role.SIMPLEX, state="simplex", epoch=5, witness=W_DOWN, peer_role="primary", peer_epoch=6),
+     Action.STAND_DOWN, None),
+    ("(e) simplex hears the peer simplex at a higher epoch, witness still shows us",
+     obs(role=Role.SIMPLEX, state="simplex", epoch=5, witness=WitnessView(True, "cs1", 5, False),
+         peer_role="simplex", peer_state="simplex", peer_epoch=6), Action.STAND_DOWN, None),
+    ("a peer at a higher epoch that runs nothing is no reason to stand down",
+     obs(peer_role="none", peer_state="fenced", peer_epoch=6, peer_qemu=Q.NONE), Action.NONE, None),
+    ("a silent peer's old report of a higher epoch does not count",
+     obs(role=Role.SIMPLEX, state="simplex", epoch=5, links=BOTH_CUT, witness=WitnessView(True, "cs1", 5, True),
+         peer_role="primary", peer_epoch=6), Action.NONE, None),
+    ("secondary hears the primary moved to simplex at E+1", sec(peer_role="simplex", peer_epoch=5),
+     Action.STAND_DOWN, None),
+    # a primary that lost its lease: re-claim, keep COLO, fence after F unless the secondary vouches
+    ("primary, lease just lost, witness answers again: re-claim our epoch",
+     obs(lease=False, lease_lost_for=0.3, witness=WitnessView(True, "cs1", 4, False)), Action.RENEW, 4),
+    ("primary, lease lost < F, witness unreachable, all well: keep COLO",
+     obs(lease=False, lease_lost_for=0.5, witness=W_DOWN), Action.ALERT, None),
+    ("primary, lease lost >= F, secondary heard in step: keep COLO",
+     obs(lease=False, lease_lost_for=30.0, witness=W_DOWN), Action.ALERT, None),
+    ("primary, lease lost >= F, COLO error: fence",
+     obs(lease=False, lease_lost_for=1.0, witness=W_DOWN, colo_exit_error=True), Action.FENCE_SELF, None),
+    ("primary, lease lost >= F, secondary hung: fence",
+     obs(lease=False, lease_lost_for=1.5, witness=W_DOWN, peer_qemu=Q.HUNG), Action.FENCE_SELF, None),
+    ("primary, lease lost >= F, peer silent: fence",
+     obs(lease=False, lease_lost_for=1.5, witness=W_DOWN, links=BOTH_CUT), Action.FENCE_SELF, None),
+    ("primary, lease lost >= F, local QEMU hung: fence first",
+     obs(lease=False, lease_lost_for=2.0, witness=W_DOWN, links=BOTH_CUT, qemu=Q.HUNG, qemu_hung_for=0.5),
+     Action.FENCE_SELF, None),
+    ("primary still syncing a new secondary: its lease loss fences nothing (no replica could take over)",
+     obs(state="syncing", lease=False, lease_lost_for=9.0, witness=W_DOWN, peer_state="syncing"),
+     Action.ALERT, None),
+    ("simplex, lease lost: no fence (no replica could take over)",
+     obs(role=Role.SIMPLEX, state="simplex", lease=False, lease_lost_for=9.0, witness=W_DOWN, links=BOTH_CUT),
+     Action.ALERT, None),
 ]
 
 
@@ -165,6 +220,30 @@ CLAIMS = [
      Action.FENCE_SELF),
     ("primary, secondary's QEMU dead, witness gone: simplex anyway", obs(peer_qemu=Q.DEAD),
      ClaimOutcome.UNREACHABLE, None, Action.CONTINUE_SIMPLEX),
+    # issue 13
+    ("(b) primary, no witness, peer reports its QEMU dead at E: simplex",
+     obs(witness=W_DOWN, lease=False, colo_exit_error=True, peer_qemu=Q.DEAD, peer_role="none",
+         peer_state="stopped"), ClaimOutcome.UNREACHABLE, None, Action.CONTINUE_SIMPLEX),
+    ("(b) ... at an older epoch too", obs(witness=W_DOWN, lease=False, peer_qemu=Q.DEAD, peer_epoch=3),
+     ClaimOutcome.UNREACHABLE, None, Action.CONTINUE_SIMPLEX),
+    ("peer's QEMU dead but at a newer epoch: no simplex without the witness",
+     obs(witness=W_DOWN, lease=False, peer_qemu=Q.DEAD, peer_role="none", peer_epoch=5),
+     ClaimOutcome.UNREACHABLE, None, Action.FENCE_SELF),
+    ("peer's QEMU dead, epoch unknown: no simplex without the witness",
+     obs(witness=W_DOWN, lease=False, peer_qemu=Q.DEAD, peer_epoch=None),
+     ClaimOutcome.UNREACHABLE, None, Action.FENCE_SELF),
+    ("the split brain of issue 13: COLO error, peer heard alive, lease held: keep COLO, never simplex",
+     obs(colo_exit_error=True), ClaimOutcome.UNREACHABLE, None, Action.ALERT),
+    ("... lease lost < F: keep COLO", obs(colo_exit_error=True, lease=False, lease_lost_for=0.4, witness=W_DOWN),
+     ClaimOutcome.UNREACHABLE, None, Action.ALERT),
+    ("... no grant at all: fence", obs(colo_exit_error=True, lease=False, witness=W_DOWN),
+     ClaimOutcome.UNREACHABLE, None, Action.FENCE_SELF),
+    ("secondary hung, not dead: no simplex without the witness", obs(peer_qemu=Q.HUNG, lease=False,
+                                                                      witness=W_DOWN),
+     ClaimOutcome.UNREACHABLE, None, Action.FENCE_SELF),
+    ("(c) no grant, peer silent: fence", obs(links=BOTH_CUT, lease=False,
+                                             witness=WitnessView(True, "cs1", 4, False)),
+     ClaimOutcome.UNREACHABLE, None, Action.FENCE_SELF),
 ]
 
 
@@ -175,6 +254,58 @@ def test_after_claim(o: Observation, outcome: ClaimOutcome, owner: WitnessView |
     final = after_claim(o, first, outcome, owner)
     assert final.action == action, final.reason
     assert final.claim_epoch is None and "\n" not in final.reason
+
+
+@pytest.mark.parametrize("outcome,owner,action", [
+    (ClaimOutcome.GRANTED, None, Action.NONE),
+    (ClaimOutcome.DENIED, WitnessView(True, "cs2", 5, True), Action.STAND_DOWN),
+    (ClaimOutcome.UNREACHABLE, None, Action.ALERT),
+])
+def test_a_lost_lease_is_reclaimed_at_our_own_epoch(outcome, owner, action):
+    o = obs(lease=False, lease_lost_for=0.2, witness=WitnessView(True, "cs1", 4, False), colo_exit_error=True)
+    first = decide(o)
+    assert (first.action, first.claim_epoch) == (Action.RENEW, 4)
+    assert after_claim(o, first, outcome, owner).action == action
+
+
+def test_c_no_grant_peer_silent_never_simplex():
+    """(c): every way a primary without a grant and without its peer can turn out: never simplex."""
+    for w in (W_DOWN, WitnessView(True, "cs1", 4, False)):
+        for lost in (None, 0.1, 5.0):
+            o = obs(links=BOTH_CUT, lease=False, lease_lost_for=lost, witness=w, colo_exit_error=True)
+            d = decide(o)
+            if d.claim_epoch is not None:
+                d = after_claim(o, d, ClaimOutcome.UNREACHABLE)
+            assert d.action in (Action.FENCE_SELF, Action.ALERT), (w, lost, d)
+
+
+def test_a_granted_promotion_waits_unless_the_peer_reported_its_qemu_dead():
+    limits = Thresholds()
+    silent = sec(links=BOTH_CUT)
+    d = after_claim(silent, decide(silent), ClaimOutcome.GRANTED)
+    assert d.action == Action.PROMOTE and d.wait == limits.promote_wait
+    colo = sec(colo_exit_error=True)   # the primary is heard alive: it may still be serving
+    assert after_claim(colo, decide(colo), ClaimOutcome.GRANTED).wait == limits.promote_wait
+    dead = sec(peer_qemu=Q.DEAD, peer_role="none", peer_state="stopped")
+    assert after_claim(dead, decide(dead), ClaimOutcome.GRANTED).wait == 0.0
+
+
+def test_the_bound_and_its_margin():
+    t = Thresholds()
+    assert t.promote_wait == t.lease_ttl + t.fence_after + t.promote_margin == 3.5
+    assert t.fence_bound == pytest.approx(1.3)
+    assert t.margin == pytest.approx(2.2) and t.margin > 0
+    with pytest.raises(ValueError):   # F so long that the lease TTL + margin no longer covers it
+        Thresholds(fence_after=1.0, heartbeat_timeout=5.0)
+    with pytest.raises(ValueError):
+        Thresholds(lease_patience=1.0)
+
+
+def test_the_bound_uses_the_real_defaults():
+    from coserver.controller import heartbeat, witness
+    from coserver.controller.policy import DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_LEASE_TTL
+    assert DEFAULT_LEASE_TTL == witness.DEFAULT_TTL
+    assert DEFAULT_HEARTBEAT_TIMEOUT == heartbeat.DEFAULT_TIMEOUT
 
 
 def test_after_claim_refuses_a_decision_without_claim():
