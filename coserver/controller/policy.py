@@ -126,8 +126,8 @@ DEFAULT_LEASE_TTL = 2.0
 DEFAULT_FENCE_AFTER = 1.0
 #: h: the heartbeat silence after which the peer counts as not heard (= heartbeat.DEFAULT_TIMEOUT).
 DEFAULT_HEARTBEAT_TIMEOUT = 1.0
-#: The promoting side's wait beyond TTL + F (see Thresholds for what it covers).
-DEFAULT_PROMOTE_MARGIN = 0.5
+#: The promoting side's wait beyond the losing primary's fence bound (see Thresholds).
+DEFAULT_PROMOTE_MARGIN = 0.7
 #: The daemon's self-fence watchdog polls this often once F has passed.
 FENCE_POLL = 0.1
 #: SIGKILL to the QEMU process, including the event loop waking for it.
@@ -234,7 +234,7 @@ class Thresholds:
     Claim: a primary P that loses to a secondary S has stopped its QEMU within
     fence_bound = max(F, h + DELIVERY) + FENCE_POLL + KILL_LATENCY seconds after
     S receives its grant (time g); S runs alone only at g + W, and
-    W = promote_wait = lease_ttl + F + promote_margin > fence_bound.
+    W = promote_wait = fence_bound + promote_margin > fence_bound.
 
     S's claim for E+1 is granted only when nobody's lease holds the owner key
     (witness.py), so at some instant x <= g P's lease was gone:
@@ -254,9 +254,10 @@ class Thresholds:
     g + DELIVERY + h. Hence P's QEMU is dead by
     max(l + F, g + h + DELIVERY) + FENCE_POLL + KILL_LATENCY <= g + fence_bound.
 
-    Defaults: fence_bound = max(1.0, 1.0 + 0.1) + 0.1 + 0.1 = 1.3 s; W = 2 + 1 +
-    0.5 = 3.5 s; margin W - fence_bound = 2.2 s (the TTL term is slack beyond
-    the proof: it also covers a claim whose grant S learns late).
+    Defaults: fence_bound = max(1.0, 1.0 + 0.1) + 0.1 + 0.1 = 1.3 s; W = 1.3 +
+    0.7 = 2.0 s; margin 0.7 s. W counts from when S learns of its grant (>= g), so
+    a grant S learns late only adds to the margin. No lease-TTL term is needed:
+    (ii) shows P counts its own lease out no later than etcd does.
     What the bound does not cover: P's controller itself stalled (frozen host,
     SIGSTOP) past g. Then P's QEMU, still in COLO, cannot checkpoint with the
     promoted S: colo-compare holds P's IPv4 output; when P resumes its lease is
@@ -278,9 +279,6 @@ class Thresholds:
         if self.lease_patience < self.lease_ttl:
             raise ValueError(f"thresholds: lease_patience ({self.lease_patience} s) shorter than the lease "
                              f"TTL ({self.lease_ttl} s): a live primary's lease would look like a lost race")
-        if self.promote_wait <= self.fence_bound:
-            raise ValueError(f"thresholds: promote_wait {self.promote_wait} s must exceed the losing "
-                             f"primary's fence_bound {self.fence_bound} s")
 
     @property
     def fence_bound(self) -> float:
@@ -290,7 +288,7 @@ class Thresholds:
     @property
     def promote_wait(self) -> float:
         """W: seconds the promoting side waits after its grant before it runs alone."""
-        return self.lease_ttl + self.fence_after + self.promote_margin
+        return self.fence_bound + self.promote_margin
 
     @property
     def margin(self) -> float:

@@ -203,7 +203,6 @@ def test_the_hung_qemu_threshold_is_defined_once() -> None:
     ("remote_control", {"port": 7405}, "remote_control.address"),
     ("remote_control", {"address": "10.0.3.1", "port": 0}, "remote_control.port"),
     ("lease_patience_s", 1.0, "lease_patience"),
-    ("heartbeat_timeout_s", 5.0, "promote_wait"),   # the fence bound would outgrow the promotion's wait
     ("fence_after_s", 0, "fence_after_s"),
 ])
 def test_config_is_validated(tmp_path: Path, field: str, value: Any, why: str) -> None:

@@ -292,11 +292,10 @@ def test_a_granted_promotion_waits_unless_the_peer_reported_its_qemu_dead():
 
 def test_the_bound_and_its_margin():
     t = Thresholds()
-    assert t.promote_wait == t.lease_ttl + t.fence_after + t.promote_margin == 3.5
+    assert t.promote_wait == pytest.approx(t.fence_bound + t.promote_margin) == pytest.approx(2.0)
     assert t.fence_bound == pytest.approx(1.3)
-    assert t.margin == pytest.approx(2.2) and t.margin > 0
-    with pytest.raises(ValueError):   # F so long that the lease TTL + margin no longer covers it
-        Thresholds(fence_after=1.0, heartbeat_timeout=5.0)
+    assert t.margin == pytest.approx(0.7) and t.margin > 0
+    assert Thresholds(heartbeat_timeout=5.0).promote_wait == pytest.approx(5.1 + 0.2 + 0.7)  # W follows the bound
     with pytest.raises(ValueError):
         Thresholds(lease_patience=1.0)
 
