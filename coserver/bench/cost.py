@@ -66,7 +66,7 @@ def unprotected_run(base: Path, prefix: str, append_s: float, probe_s: float, ta
 async def _measure_protected(lab: Lab, ctl: Path, pids: list[int], append_s: float, probe_s: float,
                              tag: str) -> dict[str, Any]:
     ns_primary = lab.net.ns(lab.status()["primary"] or "cs1")
-    streams = workload.replication_streams()
+    streams = workload.replication_streams(lab.sync_ports())   # the server's slot, as its controllers use
     async with await QmpSession.connect(ctl, name="bench-watch") as qmp:
         watch = CheckpointWatch(qmp)
         watch.start()

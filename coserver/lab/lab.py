@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from coserver import log
-from coserver.colo.settings import ColoSettings
+from coserver.colo.settings import ColoSettings, SyncPorts
 from coserver.controller import control
 from coserver.controller.errors import ControlError
 from coserver.errors import CoserverError
@@ -55,6 +55,8 @@ from coserver.lab.spec import DEVICE_SETS, GUEST_PORT, lab_server_name, write_la
 from coserver.machine.launcher import QemuProcess
 from coserver.pair.summary import host_entry, summarize
 from coserver.paths import qemu_install
+from coserver.site import load_site
+from coserver.site.ports import server_ports
 from coserver.sys import netns
 from coserver.sys import proc as labproc
 from coserver.sys.files import private_dirs
@@ -248,6 +250,11 @@ class Lab:
     def controller_record(self, host: str, server: str | None = None) -> Path:
         """The running controller's identity, written by its supervisor at each (re)start."""
         return self.host_dir(host) / f"{self._server(server)}.controller.pid.json"
+
+    def sync_ports(self, server: str | None = None) -> SyncPorts:
+        """The COLO ports of `server` (its slot in the hosts' site file, as its controllers use them)."""
+        site = load_site(self.etc_dir(HOSTS[0]) / sitefile.SITE_FILE)
+        return server_ports(site, self._server(server)).sync_ports()
 
     @staticmethod
     def supervisor_name(server: str) -> str:

@@ -92,7 +92,8 @@ def test_a_crash_loop_backs_off_stops_and_says_why_then_reprotect_heals(tmp_path
         trigger.touch()                       # from now on every new secondary aborts in COLO
         t0 = time.monotonic()
         coserver("lab", "fault", "kill-qemu", "--host", "cs2", "--prefix", PREFIX)
-        st = wait_for("cannot protect", lambda s: s.get("alert"), timeout=240)
+        # the alert comes with the last failed attempt; the survivor settles simplex a moment later
+        st = wait_for("cannot protect", lambda s: s.get("alert") and s["state"] == "simplex", timeout=240)
         took = time.monotonic() - t0
         print(f"\nalert after {took:.0f} s: {st['alert']}")
         assert st["alert"].startswith("cannot protect: ") and MESSAGE.split(": ", 1)[1][:40] in st["alert"]
