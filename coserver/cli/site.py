@@ -13,13 +13,13 @@ never a traceback. `check` prints ``ok|FAIL name detail`` per check (--json: {"r
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
+from coserver.cli.target import one_line_errors
 from coserver.errors import CoserverError
 from coserver.site import load_site
 from coserver.site.keygen import write_key
@@ -29,25 +29,6 @@ from coserver.site.servers import load_server_ports
 
 _SITE = click.option("--site", "site_file", type=click.Path(path_type=Path), default=None,
                      help="The site file (default: $COSERVER_SITE, else /etc/coserver/site.toml).")
-
-
-def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """CoserverError and OS errors -> `coserver: error: <one line>`, exit 1 (also outside `coserver`)."""
-
-    @functools.wraps(fn)
-    def inner(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except CoserverError as exc:
-            message = str(exc)
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            message = " ".join(str(exc).split())
-        click.echo(f"coserver: error: {message}", err=True)
-        click.get_current_context().exit(1)
-
-    return inner
 
 
 def site_dict(site: Site) -> dict[str, Any]:
@@ -64,7 +45,7 @@ def site() -> None:
 @site.command("keygen")
 @_SITE
 @click.option("--force", is_flag=True, help="Replace an existing key (then copy it to the peer again).")
-@_one_line_errors
+@one_line_errors
 def keygen(site_file: Path | None, force: bool) -> None:
     """Write the pair's heartbeat key (the site's key_file, 0600); copy it to the other CoServer."""
     s = load_site(site_file)
@@ -80,7 +61,7 @@ def keygen(site_file: Path | None, force: bool) -> None:
 @site.command("show")
 @_SITE
 @click.option("--json", "as_json", is_flag=True, help="The parsed site and each server's ports as JSON.")
-@_one_line_errors
+@one_line_errors
 def show(site_file: Path | None, as_json: bool) -> None:
     """Show the parsed site file and each FT server's ports."""
     s = load_site(site_file)
@@ -117,7 +98,7 @@ def show(site_file: Path | None, as_json: bool) -> None:
 @_SITE
 @click.option("--host", default=None, help="This CoServer's name (default: found by its addresses).")
 @click.option("--json", "as_json", is_flag=True, help='{"result", "host", "checks": [{"name", "ok", "detail"}]}')
-@_one_line_errors
+@one_line_errors
 def check(site_file: Path | None, host: str | None, as_json: bool) -> None:
     """Check the site file against this host and, through its running controllers, the peer; exit 0
     only if no check fails (checks that cannot run yet say "skip")."""

@@ -59,6 +59,19 @@ async def serve(path: str | Path, handle: Handler) -> asyncio.Server:
     return server
 
 
+def recv_line(s: socket.socket, limit: int | None = None) -> bytes:
+    """Read one reply line (up to the peer closing); ControlError past `limit` bytes."""
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+        if limit is not None and len(buf) > limit:
+            raise ControlError(f"reply longer than {limit} bytes")
+    return buf
+
+
 def ask(path: str | Path, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
     """One JSON request/reply with a controller's control socket; ControlError unless the reply is ok."""
     try:
@@ -66,12 +79,7 @@ def ask(path: str | Path, request: dict[str, Any], timeout: float = 5.0) -> dict
             s.settimeout(timeout)
             s.connect(str(path))
             s.sendall(json.dumps(request).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
+            buf = recv_line(s)
         reply = json.loads(buf)
     except (OSError, ValueError) as exc:
         raise ControlError(f"{path}: {exc}") from exc

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 from coserver import log
-from coserver.controller.control import Handler
+from coserver.controller.control import Handler, recv_line
 from coserver.controller.errors import ControlError
 from coserver.errors import CoserverError
 
@@ -186,14 +186,10 @@ def ask(address: str, port: int, key: bytes, request: dict[str, Any], timeout: f
         with socket.create_connection((address, port), timeout=timeout) as s:
             s.settimeout(timeout)
             s.sendall(seal(key, "request", request, nonce=nonce))
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-                if len(buf) > MAX_REPLY:
-                    raise ControlError(f"{where}: reply longer than {MAX_REPLY} bytes")
+            try:
+                buf = recv_line(s, MAX_REPLY)
+            except ControlError as exc:
+                raise ControlError(f"{where}: {exc}") from None
     except TimeoutError:
         raise ControlError(f"{where}: no answer within {timeout:g} s") from None
     except OSError as exc:
