@@ -552,7 +552,14 @@ class HostController:
         self._to(FtState.FAILING_OVER, reason)
         if wait > 0:
             _log.warning("controller.promote.wait", host=self.cfg.host, epoch=self.epoch, wait_s=wait)
-            await asyncio.sleep(wait)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            while loop.time() < deadline:   # the old primary's own word that its QEMU is dead ends it
+                if self.observe().peer_reports_dead:
+                    _log.info("controller.promote.wait.ended", host=self.cfg.host,
+                              after_s=round(wait - (deadline - loop.time()), 3), why="peer reports its QEMU dead")
+                    break
+                await asyncio.sleep(PROMOTE_POLL_S)
         took = await actions.fail_over(side, self.qmp, self.cfg, self.settings)
         self.role = Role.SIMPLEX
         self.events.colo_exit = None
@@ -1042,6 +1049,10 @@ def site_config(site_file: Path | None, server: str, host: str | None = None) ->
 
 #: This host's interfaces (inside a network namespace: that namespace's, as `ip netns exec` remounts /sys).
 SYS_NET = Path("/sys/class/net")
+
+
+#: While the promoting side waits W, how often it looks for the old primary's report of its dead QEMU.
+PROMOTE_POLL_S = 0.05
 
 
 def prepare_host(cfg: ControllerConfig) -> None:

@@ -209,10 +209,16 @@ class Observation:
 
     @property
     def peer_reports_dead(self) -> bool:
-        """The peer, heard now, says its QEMU is gone, at an epoch <= ours: it cannot run the guest."""
-        return (self.peer_heard and self.peer_qemu in (QemuHealth.DEAD, QemuHealth.NONE)
-                and self.peer_epoch is not None and self.peer_epoch <= self.epoch
-                and self.peer_role not in (Role.PRIMARY.value, Role.SIMPLEX.value))
+        """The peer, heard now, says its QEMU is gone, at an epoch <= ours: it cannot run the guest.
+
+        DEAD (its controller saw its QEMU exit) counts whatever role it still shows: a primary
+        reports DEAD before it has reaped and released. NONE counts only from a side that is not
+        primary/simplex: a restarting controller says NONE until it has re-attached to a live QEMU."""
+        if not (self.peer_heard and self.peer_epoch is not None and self.peer_epoch <= self.epoch):
+            return False
+        if self.peer_qemu == QemuHealth.DEAD:
+            return True
+        return self.peer_qemu == QemuHealth.NONE and self.peer_role not in (Role.PRIMARY.value, Role.SIMPLEX.value)
 
     @property
     def peer_in_step(self) -> bool:

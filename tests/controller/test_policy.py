@@ -13,6 +13,7 @@ from coserver.controller.policy import (
     WitnessView,
     after_claim,
     decide,
+    promote_wait,
 )
 from coserver.controller.roles import QemuHealth as Q
 from coserver.controller.roles import Role
@@ -374,3 +375,17 @@ def test_the_two_sides_of_a_partition_never_both_run_as_primary(p_reach, s_reach
         assert serving == ["s"]
     if p_reach:
         assert serving == ["p"]
+
+
+@pytest.mark.parametrize("peer_qemu, peer_role, peer_epoch, dead", [
+    (Q.DEAD, "primary", 4, True),      # the old primary saw its QEMU die, before it reaped and released
+    (Q.DEAD, "none", 4, True),
+    (Q.NONE, "none", 4, True),         # reaped: nothing runs there
+    (Q.NONE, "primary", 4, False),     # a restarting controller says NONE until it re-attaches
+    (Q.DEAD, "primary", 5, False),     # a higher epoch than ours: not the side we replace
+    (Q.ALIVE, "primary", 4, False),
+])
+def test_the_peer_reports_its_qemu_dead(peer_qemu, peer_role, peer_epoch, dead):
+    o = sec(peer_qemu=peer_qemu, peer_role=peer_role, peer_epoch=peer_epoch, colo_exit_error=True)
+    assert o.peer_reports_dead is dead
+    assert promote_wait(o) == (0.0 if dead else Thresholds().promote_wait)
