@@ -1057,16 +1057,21 @@ PROMOTE_POLL_S = 0.05
 
 def prepare_host(cfg: ControllerConfig) -> None:
     """What a site controller makes on its host before it runs: its private directories (0700) and
-    the guest NIC's tap on the client-LAN bridge (the lab made these for its --config controllers)."""
-    overlay = cfg.node.get("overlay_dir")
-    for d in (Path(cfg.qemu_workdir), Path(cfg.control_socket).parent, *([Path(overlay)] if overlay else [])):
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    the guest NIC's tap on the client-LAN bridge (the lab made these for its --config controllers).
+    The host's own network (link devices, the bridge) is checked first: a host that cannot run the
+    server gets one line and nothing made."""
     for i, link in enumerate(cfg.links):
         device = link.get("device")
         if device and not (SYS_NET / device).exists():
             raise ConfigError(f"FT server {cfg.ftserver}: sync link {link['name']}: no interface {device} on "
                               f"this host (site file key coservers.{cfg.host}.links[{i}].device)")
     bridge = cfg.node.get("bridge")
+    if bridge and not (SYS_NET / bridge).exists():
+        raise ConfigError(f"FT server {cfg.ftserver}: bridge {bridge}: no such interface on this host "
+                          "(the guest NIC's tap goes on it)")
+    overlay = cfg.node.get("overlay_dir")
+    for d in (Path(cfg.qemu_workdir), Path(cfg.control_socket).parent, *([Path(overlay)] if overlay else [])):
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
     if bridge:
         try:
             netns.ensure_tap(cfg.node["tap"], bridge)
