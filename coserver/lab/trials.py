@@ -54,6 +54,8 @@ FAULTS: dict[str, tuple[str, str | None, int | None, bool, str | None]] = {
     "kill-controller-secondary": ("kill-controller", "secondary", None, False, None),
     "witness-down": ("witness-down", None, None, False, "witness-up"),
     "cut-witness-primary": ("cut-witness", "primary", None, False, "heal-witness"),
+    "freeze-primary": ("freeze", "primary", None, True, None),
+    "freeze-secondary": ("freeze", "secondary", None, True, None),
 }
 #: How long, after the pair settled, the LAN switch is watched for frames from both CoServers.
 UPLINK_WINDOW_S = 2.0
