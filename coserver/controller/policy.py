@@ -48,7 +48,8 @@ is heard):
   primary   lease lost, witness reachable                      RENEW (re-claim E; the rows below
                                                                never let it go simplex meanwhile)
   any       local QEMU dead                                    KILL_LOCAL_QEMU (reap, release)
-  prim/sec  local QEMU hung >= kill_hung_after                 KILL_LOCAL_QEMU (then release)
+  prim/sec  local QEMU hung >= kill_hung_after, peer heard     KILL_LOCAL_QEMU (then release; with
+                                                               the peer lost, the rows below decide)
   simplex   local QEMU hung >= kill_hung_after                 ALERT (nobody to take over)
   any       local QEMU hung < kill_hung_after                  NONE (wait: slow checkpoint?)
   secondary state starting|syncing, and peer lost / peer says
@@ -360,7 +361,11 @@ def _decide(obs: Observation, limits: Thresholds) -> Decision:
 
     if obs.qemu == QemuHealth.DEAD:
         return Decision(Action.KILL_LOCAL_QEMU, f"local QEMU ({role}) is dead: reap it, release the witness")
-    if obs.qemu == QemuHealth.HUNG:
+    # A hung QEMU is killed so that the peer takes over; with the peer silent on every link nobody
+    # would, and a COLO QEMU whose peer vanished mid-checkpoint looks hung until it is failed over:
+    # then the peer-lost rows below decide (the failover yanks the stalled stream first).
+    hung_peer_lost = not obs.peer_heard and role in (Role.PRIMARY, Role.SECONDARY)
+    if obs.qemu == QemuHealth.HUNG and not hung_peer_lost:
         if obs.qemu_hung_for < limits.kill_hung_after:
             return Decision(Action.NONE, f"local QEMU hung for {obs.qemu_hung_for:.1f} s "
                                          f"(< {limits.kill_hung_after} s): waiting")

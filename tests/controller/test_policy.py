@@ -90,6 +90,10 @@ ROWS = [
      Action.KILL_LOCAL_QEMU, None),
     ("primary, local QEMU hung briefly", obs(qemu=Q.HUNG, qemu_hung_for=1.0, peer_qemu=Q.DEAD),
      Action.NONE, None),
+    ("secondary, local QEMU hung, primary silent on all links (a power cut mid-checkpoint): promote",
+     sec(qemu=Q.HUNG, qemu_hung_for=3.0, links=BOTH_CUT, peer_silent_for=3.0), Action.CLAIM_AND_PROMOTE, 5),
+    ("primary, local QEMU hung, secondary silent on all links: go on alone (the failover yanks)",
+     obs(qemu=Q.HUNG, qemu_hung_for=3.0, links=BOTH_CUT, peer_silent_for=3.0), Action.CONTINUE_SIMPLEX, 5),
     ("simplex, local QEMU hung past the deadline", obs(role=Role.SIMPLEX, qemu=Q.HUNG, qemu_hung_for=9.0),
      Action.ALERT, None),
     # stale epochs
