@@ -26,7 +26,8 @@ from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.roles import Role
 from coserver.controller.statemachine import FtState
 from coserver.controller.witness import ClaimResult, Owner
-from tests.controller.test_daemon import FakeHeartbeats, FakeWitness, config
+
+from .test_daemon import FakeHeartbeats, FakeWitness, config
 
 
 class RunHeartbeats(FakeHeartbeats):
