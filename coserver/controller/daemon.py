@@ -43,7 +43,7 @@ from coserver.controller.errors import ConfigError, JournalError, WitnessError, 
 from coserver.controller.heartbeat import Heartbeats, LinkSpec, load_key, load_or_create_key
 from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.lifecycle import Desired, StartMove, StartView, after_restart, start_move
-from coserver.controller.observe import WATCHED_EVENTS, ColoEvents, QmpHealth
+from coserver.controller.observe import WATCHED_EVENTS, ColoEvents, QmpHealth, colo_window
 from coserver.controller.policy import (
     FENCE_POLL,
     Action,
@@ -129,6 +129,9 @@ class HostController:
         self.witness = witness
         witness.on_lost = self._lease_lost               # the self-fence (policy.must_self_fence)
         self._lease_lost_at: float | None = None        # boottime: our grant went (or never came)
+        # monotonic: when the pair last entered COLO here (a restarted controller: from its restart)
+        self._colo_since: float | None = (time.monotonic() if self.sm.state in (FtState.PROTECTED, FtState.DEGRADED)
+                                          else None)
         self._fence_task: asyncio.Task[None] | None = None
         self.witness_view = WitnessView(reachable=False)
         self._witness_generation = 0
@@ -441,7 +444,17 @@ class HostController:
             peer_silent_for=silent_for, colo_alive=self.colo_alive(), maintenance=self.maintenance,
             peer_role=peer.role if peer is not None else None, peer_state=peer.state if peer is not None else None,
             peer_epoch=peer.epoch if peer is not None else None, lease=lease,
-            lease_lost_for=None if self._lease_lost_at is None else boottime() - self._lease_lost_at)
+            lease_lost_for=None if self._lease_lost_at is None else boottime() - self._lease_lost_at,
+            replication_late_for=self.replication_late_for())
+
+    def replication_late_for(self, now: float | None = None) -> float:
+        """In COLO, seconds past the checkpoint window (observe.colo_window) with no checkpoint since the
+        later of the last one and entering COLO; 0 outside COLO or while checkpoints come in time."""
+        if self._colo_since is None or self.sm.state not in (FtState.PROTECTED, FtState.DEGRADED):
+            return 0.0
+        now = time.monotonic() if now is None else now
+        last = max(self.events.last_checkpoint or 0.0, self._colo_since)
+        return max(0.0, now - last - colo_window(self.cfg.checkpoint_ms))
 
     def _witness_for_policy(self) -> WitnessView:
         held = self.witness.held
@@ -581,6 +594,11 @@ class HostController:
     def _to(self, state: FtState, reason: str) -> None:
         if self.sm.state == state:
             return
+        in_colo = (FtState.PROTECTED, FtState.DEGRADED)
+        if state in in_colo and self.sm.state not in in_colo:
+            self._colo_since = time.monotonic()
+        elif state not in in_colo:
+            self._colo_since = None
         self.sm.to(state, reason)
         if self.attempts.on_state(state, time.monotonic()):
             if self._fresh_secondary_died():

@@ -23,6 +23,12 @@ WATCHED_EVENTS = ("COLO_EXIT", "MIGRATION_PASS", "RESUME", "STOP", "QUORUM_REPOR
                   "MIGRATION")
 
 
+def colo_window(checkpoint_ms: int) -> float:
+    """How long after a checkpoint the next one is due at the latest: a checkpoint late by half a
+    period plus 0.5 s means a stalled stream (COLO checkpoints at least once per period)."""
+    return 1.5 * checkpoint_ms / 1000 + 0.5
+
+
 @dataclass
 class QmpHealth:
     """QMP responsiveness since this controller started (the health loop's findings)."""
@@ -75,9 +81,7 @@ class ColoEvents:
     def colo_alive(self, checkpoint_ms: int, now: float | None = None) -> bool:
         """Checkpoints flowed recently: the peer's QEMU is alive whatever its controller says."""
         now = time.monotonic() if now is None else now
-        period = checkpoint_ms / 1000
-        window = 1.5 * period + 0.5  # a checkpoint late by half a period plus 0.5 s is a stalled stream
-        return self.last_checkpoint is not None and now - self.last_checkpoint < window
+        return self.last_checkpoint is not None and now - self.last_checkpoint < colo_window(checkpoint_ms)
 
     def pause_median_ms(self) -> float | None:
         """The median guest pause at a checkpoint (STOP to RESUME), in ms."""

@@ -62,6 +62,9 @@ is heard):
   secondary peer lost, witness unreachable                     FENCE_SELF
   secondary peer lost                                          CLAIM_AND_PROMOTE (claim E+1)
   secondary COLO exit on error / peer says its QEMU dead|hung  CLAIM_AND_PROMOTE (claim E+1)
+  primary   in COLO, peer heard, no checkpoint for              CONTINUE_SIMPLEX (claim E+1: the
+            replication_stall past the window                  replica is stale; re-sync later)
+  secondary the same                                           ALERT (the primary decides)
   prim/sec  some links lost, peer heard on another             DEGRADED_ALERT
   any       witness unreachable                                ALERT
   otherwise                                                    NONE
@@ -117,6 +120,8 @@ DEFAULT_KILL_HUNG_AFTER = 1.5
 #: 0.5 s), and our retry needs a round trip: 2 + 0.5 + 1 = 3.5 s. Past that, a
 #: lease that still lives is being refreshed: the primary runs, we lost.
 DEFAULT_LEASE_PATIENCE = 3.5
+#: See Thresholds.replication_stall: the window (1.5 periods + 0.5 s) already allows a late checkpoint.
+DEFAULT_REPLICATION_STALL = 1.0
 
 # ---- The two-primaries bound: every number in one place -------------------------------------
 #: The witness lease's TTL (= witness.DEFAULT_TTL; a test checks they agree).
@@ -152,6 +157,8 @@ class Action(StrEnum):
 
 #: Pair states in which a secondary's replica is not (yet) a consistent copy.
 _INCOMPLETE = {FtState.STARTING.value, FtState.SYNCING.value}
+#: States in which the two QEMUs checkpoint with each other.
+_IN_COLO = {FtState.PROTECTED.value, FtState.DEGRADED.value}
 
 #: Actions that stop or take over the guest: what maintenance suppresses.
 _AUTOMATIC = {Action.CLAIM_AND_PROMOTE, Action.PROMOTE, Action.CONTINUE_SIMPLEX, Action.KILL_LOCAL_QEMU}
@@ -196,6 +203,8 @@ class Observation:
     peer_epoch: int | None = None
     lease: bool = False  # we hold the witness's grant (a live lease, by our clock) for `epoch`
     lease_lost_for: float | None = None  # seconds since we lost (or failed to get) our grant; None: not lost
+    #: in COLO, how long past the checkpoint window (1.5 periods + 0.5 s) no checkpoint came (0: in time)
+    replication_late_for: float = 0.0
 
     @property
     def peer_heard(self) -> bool:
@@ -273,6 +282,9 @@ class Thresholds:
 
     kill_hung_after: float = DEFAULT_KILL_HUNG_AFTER
     lease_patience: float = DEFAULT_LEASE_PATIENCE
+    #: Replication stalled while heartbeats flow (an MTU black hole, a firewall on the replication
+    #: ports): this long past the checkpoint window with no checkpoint, the primary goes on alone.
+    replication_stall: float = DEFAULT_REPLICATION_STALL
     lease_ttl: float = DEFAULT_LEASE_TTL
     fence_after: float = DEFAULT_FENCE_AFTER
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
@@ -280,7 +292,7 @@ class Thresholds:
 
     def __post_init__(self) -> None:
         for name in ("kill_hung_after", "lease_patience", "lease_ttl", "fence_after", "heartbeat_timeout",
-                     "promote_margin"):
+                     "promote_margin", "replication_stall"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"thresholds: {name} must be positive, not {getattr(self, name)!r}")
         if self.lease_patience < self.lease_ttl:
@@ -400,6 +412,11 @@ def _decide(obs: Observation, limits: Thresholds) -> Decision:
             if role == Role.PRIMARY:
                 return Decision(Action.CONTINUE_SIMPLEX, f"replica lost: {cause}", next_epoch)
             return Decision(Action.CLAIM_AND_PROMOTE, f"primary side failed: {cause}", next_epoch)
+        if obs.replication_late_for >= limits.replication_stall and obs.state in _IN_COLO:
+            late = f"no checkpoint for {obs.replication_late_for:.1f} s past its window while the peer is heard"
+            if role == Role.PRIMARY:
+                return Decision(Action.CONTINUE_SIMPLEX, f"replication stalled: {late}", next_epoch)
+            return Decision(Action.ALERT, f"replication stalled: {late}; the primary drops its replica")
         if obs.links_lost:
             return Decision(Action.DEGRADED_ALERT, f"sync link(s) {', '.join(obs.links_lost)} lost; "
                                                    "peer still heard: no failover")

@@ -393,3 +393,16 @@ def test_the_peer_reports_its_qemu_dead(peer_qemu, peer_role, peer_epoch, dead):
     o = sec(peer_qemu=peer_qemu, peer_role=peer_role, peer_epoch=peer_epoch, colo_exit_error=True)
     assert o.peer_reports_dead is dead
     assert promote_wait(o) == (0.0 if dead else Thresholds().promote_wait)
+
+
+def test_replication_stalled_while_the_peer_is_heard():
+    """An MTU black hole or a firewall on the replication ports: heartbeats flow, checkpoints do not.
+    The primary goes on alone (claim E+1, re-sync later); the secondary only says so; within the
+    window, or outside COLO, nothing."""
+    late = Thresholds().replication_stall
+    d = decide(obs(replication_late_for=late + 0.1))
+    assert (d.action, d.claim_epoch) == (Action.CONTINUE_SIMPLEX, 5) and "replication stalled" in d.reason
+    assert decide(sec(replication_late_for=late + 0.1)).action == Action.ALERT
+    assert decide(obs(replication_late_for=late - 0.1)).action == Action.NONE
+    assert decide(obs(replication_late_for=late + 5, state="syncing")).action != Action.CONTINUE_SIMPLEX
+    assert decide(obs(replication_late_for=late + 5, maintenance=True)).action == Action.NONE
