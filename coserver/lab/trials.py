@@ -56,6 +56,7 @@ FAULTS: dict[str, tuple[str, str | None, int | None, bool, str | None]] = {
     "cut-witness-primary": ("cut-witness", "primary", None, False, "heal-witness"),
     "freeze-primary": ("freeze", "primary", None, True, None),
     "freeze-secondary": ("freeze", "secondary", None, True, None),
+    "stall-replication": ("stall-replication", None, None, True, "heal-replication"),
 }
 #: How long, after the pair settled, the LAN switch is watched for frames from both CoServers.
 UPLINK_WINDOW_S = 2.0
