@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from coserver.controller import remote
+from coserver.controller.control import recv_line
 from coserver.controller.errors import ControlError
 
 KEY = bytes(range(32))
@@ -45,13 +46,7 @@ def _raw(port: int, line: bytes) -> bytes:
     """Send one raw line, return the raw reply line."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(line)
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    return buf
+        return recv_line(s)
 
 
 async def _pair(key2: bytes = KEY) -> tuple[asyncio.Server, asyncio.Server, Recorder, Recorder]:
