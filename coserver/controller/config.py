@@ -81,7 +81,7 @@ class ControllerConfig:
     # never two primaries (policy.Thresholds proves promote wait > fence bound; checked below)
     lease_patience_s: float = DEFAULT_LEASE_PATIENCE   # a denied promotion retries this long (>= lease TTL)
     fence_after_s: float = DEFAULT_FENCE_AFTER         # a primary that lost its lease re-claims this long
-    promote_margin_s: float = DEFAULT_PROMOTE_MARGIN   # W = lease TTL + fence_after_s + this
+    promote_margin_s: float = DEFAULT_PROMOTE_MARGIN   # W = the losing primary's fence bound + this
     # re-protection: what a rejoining secondary needs to start its QEMU, and the policy
     spec: str = ""                     # the FT server spec (the single source of the guest's hardware)
     accel: str = "tcg"

@@ -99,4 +99,6 @@ def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str 
         ports={"mirror": ports.mirror, "compare": ports.compare, "migration": ports.migration, "nbd": ports.nbd},
         reprotect=site.reprotect, sync_speed_mib_s=site.sync_speed_mib_s, preferred=me.name == site.preferred,
         boot_grace_s=float(site.boot_grace_s), stop_timeout_s=float(site.stop_timeout_s),
-        remote_control={"address": me.management, "port": ports.control}, site_digest=digest)
+        remote_control={"address": me.management, "port": ports.control}, site_digest=digest,
+        **{k: v for k, v in (("lease_patience_s", site.lease_patience_s), ("fence_after_s", site.fence_after_s),
+                             ("promote_margin_s", site.promote_margin_s)) if v is not None})

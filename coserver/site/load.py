@@ -15,6 +15,9 @@ The site file is the same on both CoServers. Schema (``*`` = required; unknown k
     boot_grace_s = 20                # a freshly started guest boots this long before it is protected
     stop_timeout_s = 60              # `server stop`: power button, then this long before QEMU is quit
     sync_speed_mib_s = 0             # cap of the initial disk sync (0: as fast as the links go)
+    lease_patience_s = 3.5           # never two primaries (README "What the controllers do"): how long a
+    fence_after_s = 1.0              # denied promotion retries; how long a primary without its lease
+    promote_margin_s = 0.7           # keeps COLO before it fences; the promotion's wait beyond the fence bound
 
     [witness]                        # * the etcd witness
     endpoints = ["10.0.3.21:2379", "10.0.3.22:2379", "10.0.3.23:2379"]   # * host:port
@@ -120,6 +123,12 @@ def _endpoints(value: Any) -> tuple[str, ...]:
             raise ValueError(f"element {i} repeats {show(ep)}")
         out.append(ep)
     return tuple(out)
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 60:
+        raise ValueError(f"must be a number of seconds in (0, 60], got {show(value)}")
+    return float(value)
 
 
 def _path(t: Table, name: str, default: Path) -> Path:
@@ -268,6 +277,9 @@ class _SiteReader:
             boot_grace_s=top.integer("boot_grace_s", 20, minimum=0, maximum=3600),
             stop_timeout_s=top.integer("stop_timeout_s", 60, minimum=1, maximum=3600),
             sync_speed_mib_s=top.integer("sync_speed_mib_s", 0, minimum=0, maximum=100_000),
+            lease_patience_s=top.custom("lease_patience_s", _seconds, None),
+            fence_after_s=top.custom("fence_after_s", _seconds, None),
+            promote_margin_s=top.custom("promote_margin_s", _seconds, None),
         )
         top.finish()
         return site

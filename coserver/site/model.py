@@ -91,6 +91,10 @@ class Site:
     boot_grace_s: int = 20
     stop_timeout_s: int = 60
     sync_speed_mib_s: int = 0
+    # the never-two-primaries numbers (controller.policy.Thresholds); None: the controller's defaults
+    lease_patience_s: float | None = None
+    fence_after_s: float | None = None
+    promote_margin_s: float | None = None
 
     @property
     def hosts(self) -> tuple[str, str]:

@@ -160,3 +160,22 @@ def test_systemd_unit_runs_the_site_path() -> None:
     (exec_start,) = [ln for ln in text.splitlines() if ln.startswith("ExecStart=")]
     assert exec_start.endswith("-m coserver.controller.daemon --server %i")
     assert "coserver site keygen" in text and "site.toml" in text and "--config" not in text
+
+
+def test_never_two_primaries_numbers_come_from_the_site(tmp_path: Path) -> None:
+    """lease_patience_s, fence_after_s, promote_margin_s: the site's, else the controller's defaults;
+    a bad one is one line naming the key; a patience shorter than the lease is refused by the config."""
+    base = EXAMPLE_SITE.read_text()
+    path = tmp_path / "site.toml"
+    path.write_text(base.replace('reprotect = "auto"', 'reprotect = "auto"\nlease_patience_s = 5\nfence_after_s = 0.5'))
+    cfg = controller_config_for(load_site(path), EXAMPLE_SPEC, "cs1")
+    assert (cfg.lease_patience_s, cfg.fence_after_s) == (5.0, 0.5)
+    assert cfg.thresholds().fence_after == 0.5
+    default = controller_config_for(load_site(EXAMPLE_SITE), EXAMPLE_SPEC, "cs1")
+    assert default.promote_margin_s == ControllerConfig.promote_margin_s
+    path.write_text(base.replace('reprotect = "auto"', 'reprotect = "auto"\nfence_after_s = "soon"'))
+    with pytest.raises(coserver.site.SiteError, match=r'key fence_after_s: must be a number of seconds in \(0, 60\]'):
+        load_site(path)
+    path.write_text(base.replace('reprotect = "auto"', 'reprotect = "auto"\nlease_patience_s = 1'))
+    with pytest.raises(ConfigError, match="lease_patience"):
+        controller_config_for(load_site(path), EXAMPLE_SPEC, "cs1")
