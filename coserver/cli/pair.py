@@ -26,13 +26,12 @@ import click
 from coserver.cli.target import (
     answering,
     check_host,
-    lab_client,
     lab_prefix_option,
     local_host,
     one_line_errors,
+    pair_client,
     say,
     server_names,
-    site_client,
     site_option,
     site_pair,
     use_site,
@@ -64,21 +63,14 @@ def site_options(command: F) -> F:
     return click.argument("name", required=False)(site_option(lab_prefix_option(timeout_option(json_option(command)))))
 
 
-def _client(name: str | None, site_file: Path | None, prefix: str | None, as_json: bool, command: str) -> PairClient:
-    """The pair NAME of the site, or the lab's (cli.target.use_site decides)."""
-    if use_site(prefix, name, site_file):
-        return site_client(site_file, name, command, say(as_json))[2]
-    return lab_client(prefix, name, as_json)
-
-
 def _reprotect(name: str | None, site_file: Path | None, prefix: str | None, timeout: float, as_json: bool) -> None:
-    out = _client(name, site_file, prefix, as_json, "reprotect").reprotect(timeout)
+    out = pair_client(name, site_file, prefix, as_json, "reprotect").reprotect(timeout)
     click.echo(json.dumps(out) if as_json else f"{name + ': ' if name else ''}protected again in {out['seconds']} s: "
                                                f"primary {out['primary']}, secondary {out['secondary']}")
 
 
 def _switchover(name: str | None, site_file: Path | None, prefix: str | None, timeout: float, as_json: bool) -> None:
-    out = _client(name, site_file, prefix, as_json, "switchover").switchover(timeout)
+    out = pair_client(name, site_file, prefix, as_json, "switchover").switchover(timeout)
     click.echo(json.dumps(out) if as_json else
                f"{name + ': ' if name else ''}switchover {out['from']} -> {out['to']}: took over in "
                f"{out['takeover_s']} s, protected again (secondary {out['secondary']}) after {out['protected_s']} s")

@@ -20,14 +20,7 @@ from pathlib import Path
 import click
 
 from coserver.cli.pair import F, json_option, timeout_option
-from coserver.cli.target import lab_client, lab_prefix_option, one_line_errors, say, site_client, site_option, use_site
-from coserver.pair.client import PairClient
-
-
-def _client(name: str, site_file: Path | None, prefix: str | None, as_json: bool, command: str) -> PairClient:
-    if use_site(prefix, name, site_file):
-        return site_client(site_file, name, f"server {command}", say(as_json))[2]
-    return lab_client(prefix, name, as_json)
+from coserver.cli.target import lab_prefix_option, one_line_errors, pair_client, site_option
 
 
 def life_options(command: F) -> F:
@@ -45,7 +38,7 @@ def server() -> None:
 @one_line_errors
 def server_start(name: str, site_file: Path | None, prefix: str | None, timeout: float, as_json: bool) -> None:
     """Start NAME: the controllers start the guest and protect it; return when protected."""
-    out = _client(name, site_file, prefix, as_json, "start").start(timeout)
+    out = pair_client(name, site_file, prefix, as_json, "server start").start(timeout)
     click.echo(json.dumps(out) if as_json else f"{name}: protected in {out['seconds']} s: primary {out['primary']}, "
                                                f"secondary {out['secondary']}")
 
@@ -55,12 +48,13 @@ def server_start(name: str, site_file: Path | None, prefix: str | None, timeout:
 @one_line_errors
 def server_stop(name: str, site_file: Path | None, prefix: str | None, timeout: float, as_json: bool) -> None:
     """Stop NAME cleanly on both hosts (ACPI power button, then a timeout); no failover."""
-    out = _client(name, site_file, prefix, as_json, "stop").stop(timeout)
+    out = pair_client(name, site_file, prefix, as_json, "server stop").stop(timeout)
     click.echo(json.dumps(out) if as_json else f"{name}: stopped in {out['seconds']} s")
 
 
 def _enable(name: str, site_file: Path | None, prefix: str | None, on: bool) -> None:
-    click.echo(json.dumps(_client(name, site_file, prefix, True, "enable" if on else "disable").enable(on)))
+    command = "server enable" if on else "server disable"
+    click.echo(json.dumps(pair_client(name, site_file, prefix, True, command).enable(on)))
 
 
 @server.command("enable")
@@ -91,7 +85,7 @@ def server_disable(name: str, site_file: Path | None, prefix: str | None) -> Non
 @one_line_errors
 def server_status(name: str, site_file: Path | None, prefix: str | None, as_json: bool) -> None:
     """NAME's state as its controllers report it."""
-    st = _client(name, site_file, prefix, as_json, "status").status()
+    st = pair_client(name, site_file, prefix, as_json, "server status").status()
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return

@@ -130,6 +130,15 @@ def answering(pair: SitePair) -> dict[str, Any]:
     return st
 
 
+def pair_client(name: str | None, site_file: Path | None, prefix: str | None, as_json: bool,
+                command: str) -> PairClient:
+    """FT server NAME's pair client: the site's (both controllers answering) or the lab's (use_site
+    decides); `command` names the operator command in a missing-NAME message."""
+    if use_site(prefix, name, site_file):
+        return site_client(site_file, name, command, say(as_json))[2]
+    return lab_client(prefix, name, as_json)
+
+
 def site_client(site_file: Path | None, name: str | None, command: str,
                 say: Say) -> tuple[Site, SitePair, PairClient]:
     """The site, FT server NAME's pair (both controllers answering) and a pair client for it."""
