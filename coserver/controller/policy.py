@@ -436,6 +436,7 @@ def after_claim(obs: Observation, decision: Decision, outcome: ClaimOutcome,
         raise ValueError(f"after_claim: {decision.action} asked for no claim")
     peer_heard = obs.peer_heard
     epoch = decision.claim_epoch
+    who = f"{owner.owner} (epoch {owner.epoch})" if owner and owner.owner else "another node"
     if decision.action == Action.CLAIM_AND_PROMOTE:
         if outcome == ClaimOutcome.GRANTED:
             wait = promote_wait(obs, limits)
@@ -460,7 +461,6 @@ def after_claim(obs: Observation, decision: Decision, outcome: ClaimOutcome,
         if outcome == ClaimOutcome.GRANTED:
             return Decision(Action.CONTINUE_SIMPLEX, f"witness granted epoch {epoch}: {decision.reason}")
         if outcome == ClaimOutcome.DENIED:
-            who = f"{owner.owner} (epoch {owner.epoch})" if owner and owner.owner else "another node"
             return Decision(Action.STAND_DOWN, f"witness denied epoch {epoch}: {who} owns it")
         if obs.peer_reports_dead:
             return Decision(Action.CONTINUE_SIMPLEX, f"{decision.reason}; witness unreachable: epoch not "
@@ -480,7 +480,6 @@ def after_claim(obs: Observation, decision: Decision, outcome: ClaimOutcome,
         if outcome == ClaimOutcome.GRANTED:
             return Decision(Action.NONE, f"lease renewed: witness granted epoch {epoch} again")
         if outcome == ClaimOutcome.DENIED:
-            who = f"{owner.owner} (epoch {owner.epoch})" if owner and owner.owner else "another node"
             return Decision(Action.STAND_DOWN, f"lease lost and epoch {epoch} denied: {who} owns it")
         return Decision(Action.ALERT, f"lease lost, witness unreachable: keeping COLO until "
                                       f"{limits.fence_after} s have passed, then fencing")
