@@ -91,7 +91,9 @@ def lab_fault(kind: str, prefix: str, host: str | None, link: int | None, server
     """Inject a fault: kill-qemu|hang-qemu|resume-qemu|kill-controller|power-off|power-on --host H;
     freeze --host H [--seconds N] (controllers and QEMUs SIGSTOPped together, resumed after N; returns
     then); cut-witness|heal-witness --host H; witness-down|witness-up; stall-replication|heal-replication
-    (replication blackholed, heartbeats flowing); cut-link|heal-link --link N; cut-all-links|heal-all-links."""
+    (replication blackholed, heartbeats flowing); cut-link|heal-link --link N; cut-all-links|heal-all-links;
+    disk-error --host H (that QEMU's disk fails writes from now on: the primary's local copy, or the
+    secondary's replica)."""
     done = Lab(prefix).fault(kind, host, link, server, seconds)
     if as_json:
         click.echo(json.dumps(done))

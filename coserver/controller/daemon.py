@@ -445,7 +445,9 @@ class HostController:
             peer_role=peer.role if peer is not None else None, peer_state=peer.state if peer is not None else None,
             peer_epoch=peer.epoch if peer is not None else None, lease=lease,
             lease_lost_for=None if self._lease_lost_at is None else boottime() - self._lease_lost_at,
-            replication_late_for=self.replication_late_for())
+            replication_late_for=self.replication_late_for(),
+            local_disk_failing=self.events.local_disk_error is not None,
+            replica_disk_failing=self.events.replica_disk_error is not None)
 
     def replication_late_for(self, now: float | None = None) -> float:
         """In COLO, seconds past the checkpoint window (observe.colo_window) with no checkpoint since the
@@ -576,6 +578,7 @@ class HostController:
         took = await actions.fail_over(side, self.qmp, self.cfg, self.settings)
         self.role = Role.SIMPLEX
         self.events.colo_exit = None
+        self.events.clear_disk_errors()
         self._to(FtState.SIMPLEX, f"failover done in {1000 * took:.0f} ms: {reason}")
 
     async def _stop_local(self, reason: str, *, release: bool, to: FtState) -> None:
@@ -705,6 +708,7 @@ class HostController:
             self.role = Role.SIMPLEX
             self.health = QmpHealth()
             self.events.colo_exit = None
+            self.events.clear_disk_errors()
             self.events.last_checkpoint = None
             self.guest_started_at = time.monotonic()
             self._to(FtState.SIMPLEX, f"guest started alone in epoch {epoch}; {self.cfg.peer} joins as its secondary")
@@ -867,6 +871,7 @@ class HostController:
             self.epoch = max(self.epoch, peer.epoch if peer else 0)
             self.health = QmpHealth()
             self.events.colo_exit = None
+            self.events.clear_disk_errors()
             self.events.last_checkpoint = None
             self._to(FtState.SYNCING, "secondary ready: waiting for the survivor's sync")
         except (CoserverError, OSError) as exc:
@@ -902,6 +907,7 @@ class HostController:
                 self.cfg.peer_repl_addr, self.cfg.sync_ports, self._on_sync)
             self.role = Role.PRIMARY
             self.events.colo_exit = None
+            self.events.clear_disk_errors()
             self.events.last_checkpoint = time.monotonic()
             self._to(FtState.PROTECTED, f"protected again with {self.cfg.peer} as the secondary")
         except (CoserverError, OSError) as exc:
@@ -928,7 +934,8 @@ class HostController:
             "last_checkpoint_age_s": round(time.monotonic() - last, 2) if last else None,
             "checkpoint_pause_ms": self.events.pause_median_ms(),
             "colo_exit": self.events.colo_exit, "quorum_bad": self.events.quorum_bad,
-            "io_errors": self.events.io_errors, "qmp": asdict(self.health),
+            "io_errors": self.events.io_errors,
+            "disk_errors": {"local": self.events.local_disk_error, "replica": self.events.replica_disk_error}, "qmp": asdict(self.health),
             "links": hb.links_alive(),
             "identity": {"site": hb.local.site, "qemu_version": hb.local.qemu_version,
                          "auth_failing": hb.auth_failing()},   # peercheck: what the peer must match

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coserver import log
+from coserver.colo.argv import REPLICATION_NODE_PRIMARY
+from coserver.colo.primary import REPLICATION_NBD_NODE
 from coserver.controller.roles import Role
 from coserver.qmp.session import event_data
 
@@ -21,6 +23,10 @@ _log = log.get("controller")
 #: The QMP events the controller listens to.
 WATCHED_EVENTS = ("COLO_EXIT", "MIGRATION_PASS", "RESUME", "STOP", "QUORUM_REPORT_BAD", "BLOCK_IO_ERROR",
                   "MIGRATION")
+
+
+#: The primary's quorum children that are the replica (its replication driver and the NBD client under it).
+REPLICA_NODES = (REPLICATION_NODE_PRIMARY, REPLICATION_NBD_NODE)
 
 
 def colo_window(checkpoint_ms: int) -> float:
@@ -50,6 +56,10 @@ class ColoEvents:
     colo_exit: dict[str, Any] | None = None
     quorum_bad: int = 0
     io_errors: int = 0
+    #: since the pair last entered COLO (clear_disk_errors): a failed request on our own disk / on the
+    #: replica (the primary's replication child). Latched: one failed write makes a copy stale.
+    local_disk_error: dict[str, Any] | None = None
+    replica_disk_error: dict[str, Any] | None = None
     _stopped_at: float | None = None
 
     def record(self, event: Mapping[str, object], role: Role, host: str, now: float | None = None) -> None:
@@ -74,9 +84,22 @@ class ColoEvents:
         elif name == "QUORUM_REPORT_BAD":
             self.quorum_bad += 1
             _log.warning("controller.quorum.bad", host=host, **data)
+            seen = {"node": data.get("node-name"), "type": data.get("type"), "error": data.get("error"),
+                    "at": time.time()}
+            if data.get("node-name") in REPLICA_NODES:
+                self.replica_disk_error = self.replica_disk_error or seen
+            else:
+                self.local_disk_error = self.local_disk_error or seen
         elif name == "BLOCK_IO_ERROR":
             self.io_errors += 1
             _log.warning("controller.block.error", host=host, **data)
+            self.local_disk_error = self.local_disk_error or {
+                "node": data.get("node-name") or data.get("device"), "type": data.get("operation"),
+                "error": data.get("reason"), "at": time.time()}
+
+    def clear_disk_errors(self) -> None:
+        """A new COLO (fresh replica, fresh replication child) or a new QEMU: old errors are history."""
+        self.local_disk_error = self.replica_disk_error = None
 
     def colo_alive(self, checkpoint_ms: int, now: float | None = None) -> bool:
         """Checkpoints flowed recently: the peer's QEMU is alive whatever its controller says."""

@@ -59,12 +59,16 @@ is heard):
   primary   peer lost, witness unreachable                     FENCE_SELF
   primary   peer lost                                          CONTINUE_SIMPLEX (claim E+1)
   primary   COLO exit on error / peer says its QEMU dead|hung  CONTINUE_SIMPLEX (claim E+1)
+            / the replica's disk failing (QUORUM_REPORT_BAD
+            on the replication child)
   secondary peer lost, witness unreachable                     FENCE_SELF
   secondary peer lost                                          CLAIM_AND_PROMOTE (claim E+1)
   secondary COLO exit on error / peer says its QEMU dead|hung  CLAIM_AND_PROMOTE (claim E+1)
   primary   in COLO, peer heard, no checkpoint for              CONTINUE_SIMPLEX (claim E+1: the
             replication_stall past the window                  replica is stale; re-sync later)
   secondary the same                                           ALERT (the primary decides)
+  any       local disk failing (not handled above)             ALERT (the primary decides; alone:
+                                                               nobody to fail over to)
   prim/sec  some links lost, peer heard on another             DEGRADED_ALERT
   any       witness unreachable                                ALERT
   otherwise                                                    NONE
@@ -205,6 +209,10 @@ class Observation:
     lease_lost_for: float | None = None  # seconds since we lost (or failed to get) our grant; None: not lost
     #: in COLO, how long past the checkpoint window (1.5 periods + 0.5 s) no checkpoint came (0: in time)
     replication_late_for: float = 0.0
+    #: our own disk failed a request (BLOCK_IO_ERROR, or QUORUM_REPORT_BAD on our own quorum child)
+    local_disk_failing: bool = False
+    #: primary in COLO: the replica's disk failed a write (QUORUM_REPORT_BAD on the replication child)
+    replica_disk_failing: bool = False
 
     @property
     def peer_heard(self) -> bool:
@@ -387,6 +395,12 @@ def _decide(obs: Observation, limits: Thresholds) -> Decision:
         return Decision(Action.KILL_LOCAL_QEMU, f"local QEMU ({role}) hung for {obs.qemu_hung_for:.1f} s "
                                                 f">= {limits.kill_hung_after} s: kill it so the peer takes over")
 
+    # A failing primary disk: with vote-threshold 1 the guest's writes still succeed on the replica,
+    # so the secondary's disk is the current one: hand over to it, exactly as for a dead QEMU.
+    if role == Role.PRIMARY and obs.local_disk_failing and obs.peer_in_step and obs.state in _IN_COLO:
+        return Decision(Action.KILL_LOCAL_QEMU, "local disk failing (our quorum child reports errors); the "
+                                                "secondary's disk holds every write: kill our QEMU so it takes over")
+
     peer_heard = obs.peer_heard
     peer_bad = peer_heard and obs.peer_qemu in (QemuHealth.DEAD, QemuHealth.HUNG)
     next_epoch = obs.epoch + 1
@@ -407,7 +421,9 @@ def _decide(obs: Observation, limits: Thresholds) -> Decision:
                 return Decision(Action.CONTINUE_SIMPLEX, "secondary lost on all links", next_epoch)
             return Decision(Action.CLAIM_AND_PROMOTE, "primary lost on all links", next_epoch)
         cause = ("COLO exited on error" if obs.colo_exit_error
-                 else f"peer reports its QEMU {obs.peer_qemu}" if peer_bad else None)
+                 else f"peer reports its QEMU {obs.peer_qemu}" if peer_bad
+                 else "the replica's disk fails writes (quorum reports the replication child bad)"
+                 if role == Role.PRIMARY and obs.replica_disk_failing and obs.state in _IN_COLO else None)
         if cause is not None:
             if role == Role.PRIMARY:
                 return Decision(Action.CONTINUE_SIMPLEX, f"replica lost: {cause}", next_epoch)
@@ -420,6 +436,10 @@ def _decide(obs: Observation, limits: Thresholds) -> Decision:
         if obs.links_lost:
             return Decision(Action.DEGRADED_ALERT, f"sync link(s) {', '.join(obs.links_lost)} lost; "
                                                    "peer still heard: no failover")
+    if obs.local_disk_failing:
+        return Decision(Action.ALERT, f"{role}: local disk failing" + (
+            "; no in-step secondary to hand over to" if role == Role.PRIMARY
+            else "; the primary drops this replica" if role == Role.SECONDARY else ": nobody to fail over to"))
     if not w.reachable:
         return Decision(Action.ALERT, f"{role}: witness unreachable: no safe failover possible now")
     return Decision(Action.NONE, f"{role}: all well" if peer_heard or role != Role.SIMPLEX

@@ -49,6 +49,7 @@ from coserver.images.guestclient import connect_journal
 from coserver.images.labguest import build_lab_guest
 from coserver.lab import net as labnet
 from coserver.lab import sitefile
+from coserver.lab.diskfault import fail_disk
 from coserver.lab.hostexec import host_argv
 from coserver.lab.net import GUEST_ADDRESS, HOSTS, LabNet
 from coserver.lab.spec import DEVICE_SETS, GUEST_PORT, lab_server_name, write_lab_spec
@@ -81,6 +82,7 @@ FAULTS: dict[str, tuple[bool, bool]] = {
     "freeze": (True, False), "cut-witness": (True, False), "heal-witness": (True, False),
     "witness-down": (False, False), "witness-up": (False, False),
     "stall-replication": (False, False), "heal-replication": (False, False),
+    "disk-error": (True, False),
 }
 #: `freeze` without --seconds: longer than the witness lease (2 s) and the hang detection (1.5 s).
 DEFAULT_FREEZE_S = 6.0
@@ -607,9 +609,16 @@ class Lab:
             raise LabError(f"fault {kind}: --link must be one of "
                            f"{', '.join(map(str, labnet.SYNC_SUBNETS))}, got {link!r}")
         out: dict[str, Any] = {"fault": kind, "host": host, "link": link, "at": time.time()}
-        if kind in ("kill-qemu", "hang-qemu", "resume-qemu", "kill-controller"):
+        if kind in ("kill-qemu", "hang-qemu", "resume-qemu", "kill-controller", "disk-error"):
             out["server"] = server = self._server(server)
-        if kind in ("kill-qemu", "hang-qemu", "resume-qemu"):
+        if kind == "disk-error":
+            assert host is not None
+            try:
+                proc = self.qemu(host, server)
+            except CoserverError as exc:
+                raise LabError(f"fault {kind}: no running QEMU on {host} ({exc})") from exc
+            out.update(fail_disk(proc.ctl_path, host))
+        elif kind in ("kill-qemu", "hang-qemu", "resume-qemu"):
             assert host is not None
             try:
                 proc = self.qemu(host, server)

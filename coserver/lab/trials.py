@@ -57,6 +57,8 @@ FAULTS: dict[str, tuple[str, str | None, int | None, bool, str | None]] = {
     "freeze-primary": ("freeze", "primary", None, True, None),
     "freeze-secondary": ("freeze", "secondary", None, True, None),
     "stall-replication": ("stall-replication", None, None, True, "heal-replication"),
+    "disk-error-primary": ("disk-error", "primary", None, True, None),
+    "disk-error-secondary": ("disk-error", "secondary", None, True, None),
 }
 #: How long, after the pair settled, the LAN switch is watched for frames from both CoServers.
 UPLINK_WINDOW_S = 2.0

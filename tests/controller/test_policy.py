@@ -406,3 +406,33 @@ def test_replication_stalled_while_the_peer_is_heard():
     assert decide(obs(replication_late_for=late - 0.1)).action == Action.NONE
     assert decide(obs(replication_late_for=late + 5, state="syncing")).action != Action.CONTINUE_SIMPLEX
     assert decide(obs(replication_late_for=late + 5, maintenance=True)).action == Action.NONE
+
+
+DISK_ROWS = [
+    # (id, observation, action, claim_epoch)
+    ("primary: the replica's disk fails writes -> simplex, a new epoch",
+     obs(replica_disk_failing=True), Action.CONTINUE_SIMPLEX, 5),
+    ("primary: its own disk fails, secondary in step -> kill our QEMU so it takes over",
+     obs(local_disk_failing=True), Action.KILL_LOCAL_QEMU, None),
+    ("primary: its own disk fails, secondary still syncing -> alert only (its replica is incomplete)",
+     obs(local_disk_failing=True, peer_state="syncing"), Action.ALERT, None),
+    ("primary: its own disk fails, secondary silent -> the peer-lost rows decide",
+     obs(local_disk_failing=True, links=BOTH_CUT, peer_silent_for=5.0), Action.CONTINUE_SIMPLEX, 5),
+    ("primary not in COLO (syncing): a replica error is the sync's business",
+     obs(replica_disk_failing=True, state="syncing"), Action.NONE, None),
+    ("secondary: its own disk fails -> alert; the primary drops the replica",
+     sec(local_disk_failing=True), Action.ALERT, None),
+    ("simplex: its disk fails -> alert, nobody to fail over to",
+     obs(role=Role.SIMPLEX, state="simplex", local_disk_failing=True, links=BOTH_CUT, peer_qemu=None,
+         peer_role=None, peer_state=None, peer_epoch=None), Action.ALERT, None),
+    ("maintenance holds back the disk handover",
+     obs(local_disk_failing=True, maintenance=True), Action.NONE, None),
+]
+
+
+@pytest.mark.parametrize("o, action, claim", [pytest.param(o, a, c, id=i) for i, o, a, c in DISK_ROWS])
+def test_disk_errors(o: Observation, action: Action, claim: int | None):
+    d = decide(o)
+    assert (d.action, d.claim_epoch) == (action, claim), d.reason
+    if action != Action.NONE and o.peer_heard:   # the operator is told it is the disk
+        assert "disk" in d.reason
