@@ -43,7 +43,7 @@ from coserver.controller.errors import ConfigError, JournalError, WitnessError, 
 from coserver.controller.heartbeat import Heartbeats, LinkSpec, load_key, load_or_create_key
 from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.lifecycle import Desired, StartMove, StartView, after_restart, start_move
-from coserver.controller.observe import WATCHED_EVENTS, ColoEvents, QmpHealth, colo_window
+from coserver.controller.observe import MAX_CHECKPOINT_GAP_S, WATCHED_EVENTS, ColoEvents, QmpHealth, colo_window
 from coserver.controller.policy import (
     FENCE_POLL,
     Action,
@@ -130,6 +130,7 @@ class HostController:
         witness.on_lost = self._lease_lost               # the self-fence (policy.must_self_fence)
         self._lease_lost_at: float | None = None        # boottime: our grant went (or never came)
         # monotonic: when the pair last entered COLO here (a restarted controller: from its restart)
+        self._nudged_at = 0.0   # nudge_checkpoint: when we last asked QEMU for a checkpoint
         self._colo_since: float | None = (time.monotonic() if self.sm.state in (FtState.PROTECTED, FtState.DEGRADED)
                                           else None)
         self._fence_task: asyncio.Task[None] | None = None
@@ -491,6 +492,7 @@ class HostController:
             self._note(decision)
             await self.act(decision)
             if decision.action in (Action.NONE, Action.ALERT, Action.DEGRADED_ALERT):
+                await self.nudge_checkpoint()
                 self._start_step()
                 await self._rejoin_step()
             if self.attempts.tick(time.monotonic()):
@@ -498,6 +500,26 @@ class HostController:
             self._publish()
             if self._journal_due():
                 self._save_journal("periodic" if self.journal_error is None else "retry after a failed save")
+
+    async def nudge_checkpoint(self, now: float | None = None) -> bool:
+        """Primary in COLO with a checkpoint period above MAX_CHECKPOINT_GAP_S: ask QEMU for a checkpoint
+        when none came for that long (QEMU checkpoints at once whenever x-checkpoint-delay is set, even to
+        the same value). A quiet guest with a 10-minute period would otherwise give neither side any proof
+        for minutes that the other's QEMU lives: a host loss would wait 1.5 periods to be acted on.
+        Returns whether it asked."""
+        if (self.role != Role.PRIMARY or self.qmp is None or self._colo_since is None
+                or self.sm.state not in (FtState.PROTECTED, FtState.DEGRADED)
+                or self.cfg.checkpoint_ms <= 1000 * MAX_CHECKPOINT_GAP_S):
+            return False
+        now = time.monotonic() if now is None else now
+        if now - max(self.events.last_checkpoint or 0.0, self._colo_since, self._nudged_at) < MAX_CHECKPOINT_GAP_S:
+            return False
+        self._nudged_at = now
+        try:
+            await self.qmp.execute("migrate-set-parameters", {"x-checkpoint-delay": self.cfg.checkpoint_ms})
+        except CoserverError as exc:   # the health loop and the policy judge the QEMU; this is only a nudge
+            _log.warning("controller.checkpoint.nudge.failed", host=self.cfg.host, reason=str(exc))
+        return True
 
     def _in_grace(self, obs: Observation) -> bool:
         """Just (re)started and no heartbeat yet: silence means 'not heard yet', not 'lost'.

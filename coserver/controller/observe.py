@@ -29,10 +29,18 @@ WATCHED_EVENTS = ("COLO_EXIT", "MIGRATION_PASS", "RESUME", "STOP", "QUORUM_REPOR
 REPLICA_NODES = (REPLICATION_NODE_PRIMARY, REPLICATION_NBD_NODE)
 
 
+#: The longest a protected pair goes without a checkpoint, whatever its period: with a longer period
+#: the primary's controller asks QEMU for one when none came for this long (Controller.nudge_checkpoint).
+#: Checkpoints are each side's proof that the other's QEMU lives, so this bounds how long a lost host
+#: or a stalled replication stream can go unnoticed: colo_window() <= 1.5 * 4 + 0.5 = 6.5 s.
+MAX_CHECKPOINT_GAP_S = 4.0
+
+
 def colo_window(checkpoint_ms: int) -> float:
     """How long after a checkpoint the next one is due at the latest: a checkpoint late by half a
-    period plus 0.5 s means a stalled stream (COLO checkpoints at least once per period)."""
-    return 1.5 * checkpoint_ms / 1000 + 0.5
+    period plus 0.5 s means a stalled stream (COLO checkpoints at least once per period, and at
+    least every MAX_CHECKPOINT_GAP_S with a longer period)."""
+    return 1.5 * min(checkpoint_ms / 1000, MAX_CHECKPOINT_GAP_S) + 0.5
 
 
 @dataclass

@@ -134,6 +134,14 @@ class JournalClient:
             raise JournalError(f"{self._where}: INFO reply is not a JSON object")
         return data
 
+    def reboot(self) -> None:
+        """Ask the guest to reboot itself (after this reply the connection dies with the guest)."""
+        self._expect("REBOOT", "OK")
+
+    def poweroff(self) -> None:
+        """Ask the guest to power itself off (a guest-initiated shutdown, not the power button)."""
+        self._expect("POWEROFF", "OK")
+
 
 def wait_for_journal(host: str, port: int, timeout: float = 60.0,
                      interval: float = 0.2) -> JournalClient:

@@ -50,3 +50,8 @@ def test_a_new_colo_forgets_old_disk_errors():
 
 def test_the_checkpoint_window():
     assert colo_window(2000) == 3.5
+
+
+def test_a_long_period_does_not_stretch_the_window():
+    """At a 10-minute period the primary nudges a checkpoint every 4 s: the window stays 6.5 s."""
+    assert colo_window(600_000) == colo_window(4000) == 6.5

@@ -274,3 +274,28 @@ def test_bad_arguments_exit_nonzero(journal_binary, tmp_path):
     r = subprocess.run([str(journal_binary), "-p", "0", "-f", str(tmp_path / "no/dir/j")],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 1 and "cannot open" in r.stderr
+
+
+def test_power_requests_are_refused_without_dash_p(host_journal):
+    """The host-run journal (no -P) must never reboot the machine it runs on."""
+    with JournalClient("127.0.0.1", host_journal.port) as c:
+        n = c.count()
+        for req in ("REBOOT", "POWEROFF"):
+            assert c.request(req).startswith("ERR power requests are off")
+        assert c.count() == n
+
+
+@pytest.mark.qemu
+def test_the_guest_powers_itself_off_and_keeps_every_ack(lab_guest, boot_guest, tmp_path):
+    """POWEROFF: the guest's own shutdown ends QEMU (exit 0, not a kill); every acked append is on
+    the disk when the guest boots again."""
+    disk = lab_guest.new_data_disk(tmp_path / "data.qcow2")
+    vm = boot_guest(disk, "poweroff")
+    with vm.wait_ready() as c:
+        acked = {c.append(f"before-off-{i}"): f"before-off-{i}" for i in range(20)}
+        c.poweroff()
+    assert vm.proc.wait(timeout=60) == 0
+    again = boot_guest(disk, "after-poweroff")
+    with again.wait_ready() as c:
+        assert {seq: c.get(seq) for seq in acked} == acked
+    again.kill()

@@ -6,9 +6,14 @@
  *   COUNT          -> COUNT <n>
  *   GET <seq>      -> LINE <seq> <text>  or  ERR <reason>
  *   INFO           -> INFO <json>        DMI ids, boot_id, uptime, count
+ *   REBOOT         -> OK rebooting       then the guest reboots itself (reboot(2), after sync)
+ *   POWEROFF       -> OK powering off    then the guest powers itself off (the same, RB_POWER_OFF):
+ *                                        what a server's own shutdown looks like to its hypervisor
  *   anything else  -> ERR <reason>       and the connection stays usable
  *
- * Usage: journal [-p PORT] [-a IPV4] [-f FILE]   (defaults 7777, 0.0.0.0, /data/journal.log)
+ * Usage: journal [-p PORT] [-a IPV4] [-f FILE] [-P]   (defaults 7777, 0.0.0.0, /data/journal.log)
+ * -P: honour REBOOT and POWEROFF (the guest's /init passes it; without it they are refused, so the
+ * same binary run on a host by a test can never reboot that host).
  * -p 0 picks a free port; the first stderr line says which ("journal: listening on A:P ...").
  *
  * Storage: FILE holds one record per line, "<seq> <crc32 8 hex> <text>\n", appended only.
@@ -35,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/reboot.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -408,6 +414,10 @@ static void do_get(struct client *c, uint64_t seq) {
     free(text);
 }
 
+/* REBOOT/POWEROFF asked: done once this turn's replies are out (0: none, else a reboot(2) command). */
+static int power_request;
+static int power_allowed;   /* -P */
+
 static void handle(struct client *c, char *line, size_t len) {
     if (len && line[len - 1] == '\r') len--;   /* tolerate CRLF clients */
     if (memchr(line, '\0', len)) { reply(c, "ERR NUL byte in request"); return; }
@@ -434,8 +444,23 @@ static void handle(struct client *c, char *line, size_t len) {
         return;
     }
     if (len == 4 && memcmp(line, "INFO", 4) == 0) { do_info(c); return; }
+    if (((len == 6 && memcmp(line, "REBOOT", 6) == 0) || (len == 8 && memcmp(line, "POWEROFF", 8) == 0))
+            && !power_allowed) {
+        reply(c, "ERR power requests are off (journal -P enables them)");
+        return;
+    }
+    if (len == 6 && memcmp(line, "REBOOT", 6) == 0) {
+        reply(c, "OK rebooting");
+        power_request = RB_AUTOBOOT;
+        return;
+    }
+    if (len == 8 && memcmp(line, "POWEROFF", 8) == 0) {
+        reply(c, "OK powering off");
+        power_request = RB_POWER_OFF;
+        return;
+    }
     if (len == 0) { reply(c, "ERR empty request"); return; }
-    reply(c, "ERR unknown request (APPEND <text>, COUNT, GET <seq>, INFO)");
+    reply(c, "ERR unknown request (APPEND <text>, COUNT, GET <seq>, INFO, REBOOT, POWEROFF)");
 }
 
 /* Handle complete lines in c->in while its replies do not pile up. */
@@ -503,7 +528,7 @@ static void accept_clients(int lfd) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: %s [-p PORT] [-a IPV4] [-f FILE]\n", prog);
+    fprintf(stderr, "usage: %s [-p PORT] [-a IPV4] [-f FILE] [-P]\n", prog);
     exit(2);
 }
 
@@ -511,7 +536,7 @@ int main(int argc, char **argv) {
     const char *path = "/data/journal.log", *addr = "0.0.0.0";
     long port = 7777;
     int opt;
-    while ((opt = getopt(argc, argv, "p:a:f:h")) != -1) {
+    while ((opt = getopt(argc, argv, "p:a:f:hP")) != -1) {
         char *end;
         switch (opt) {
         case 'p':
@@ -520,6 +545,7 @@ int main(int argc, char **argv) {
             break;
         case 'a': addr = optarg; break;
         case 'f': path = optarg; break;
+        case 'P': power_allowed = 1; break;
         default: usage();
         }
     }
@@ -556,6 +582,12 @@ int main(int argc, char **argv) {
                 continue;
             }
             i++;
+        }
+        if (power_request) {   /* every append is fsync'ed already; sync(2) for the file system too */
+            logmsg("%s asked by a client", power_request == RB_AUTOBOOT ? "reboot" : "power off");
+            sync();
+            reboot(power_request);
+            die("reboot(2): %s", strerror(errno));
         }
         /* 4. wait */
         int n = 0;
