@@ -57,6 +57,7 @@ class Snapshot:
     links: Mapping[str, bool] = field(default_factory=dict)
     witness_reachable: bool = False
     lease_left_s: float = 0.0
+    wants_run: bool = True            # the operator's wish (server start/stop): a stopped server is no alert
     taken_at: float = field(default_factory=time.monotonic)   # monotonic
 
 
@@ -66,7 +67,8 @@ def snapshot_of(ctl: HostController) -> Snapshot:
     reachable = bool(ctl.witness.reachable) if held is not None else ctl.witness_view.reachable
     return Snapshot(state=ctl.sm.state.value, role=ctl.role.value, epoch=ctl.epoch,
                     checkpoints=ctl.events.checkpoints, links=dict(ctl.heartbeats.links_alive()),
-                    witness_reachable=reachable, lease_left_s=ctl.witness.lease_left())
+                    witness_reachable=reachable, lease_left_s=ctl.witness.lease_left(),
+                    wants_run=ctl.desired.run)
 
 
 class ControllerMetrics:
@@ -194,6 +196,8 @@ class _StatusCollector(Collector):
                     1.0 if snap.witness_reachable else 0.0)
         yield gauge("coserver_lease_seconds_left", "Seconds the witness lease surely still lives (0: none held)",
                     snap.lease_left_s)
+        yield gauge("coserver_wants_run", "The operator wants the FT server running (1) or stopped (0)",
+                    1.0 if snap.wants_run else 0.0)
         yield gauge("coserver_seconds_since_protected",
                     "Seconds since the FT server left COLO here, or since the controller started out of it "
                     "(0 while protected or degraded)", unprotected or 0.0)

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -75,6 +76,7 @@ def test_a_scrape_shows_the_snapshot() -> None:
     assert value(found, "coserver_witness_reachable") == 1
     assert value(found, "coserver_lease_seconds_left") == 1.5
     assert value(found, "coserver_seconds_since_protected") == 0
+    assert value(found, "coserver_wants_run") == 1
     assert abs(value(found, "coserver_tick_lag_seconds") - 0.25) < 1e-9
     for cause in ("promote", "continue_simplex"):   # at 0 from the start: increase() sees the first
         assert value(found, "coserver_failovers_total", cause=cause) == 0
@@ -127,8 +129,8 @@ def test_served_over_http_and_stopped(arun) -> None:
     finally:
         arun(m.close())
     assert m.port is None
-    with socket.socket() as s:   # the port is free again
-        s.bind(("127.0.0.1", port))
+    with socket.socket() as s, pytest.raises(ConnectionRefusedError):   # nobody listens any more
+        s.connect(("127.0.0.1", port))
 
 
 def test_a_port_in_use_is_logged_not_raised() -> None:
