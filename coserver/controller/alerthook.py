@@ -84,7 +84,7 @@ class AlertHook:
         except RuntimeError:   # no loop (a synchronous caller): nothing may be spawned
             self.dropped += 1
             return False
-        task = loop.create_task(self._run(json.dumps(event).encode() + b"\n"), name="alert-hook")
+        task = loop.create_task(self._run(json.dumps(event, ensure_ascii=False).encode() + b"\n"), name="alert-hook")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         return True
