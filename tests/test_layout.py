@@ -5,7 +5,8 @@ any lower one, never from a higher one:
 
     cli -> bench -> lab, doctor -> pair -> controller -> colo, images, hardware
         -> machine -> qmp -> sys -> (errors, log, paths: the package's top level)
-    (site: beside colo, images and hardware; it reads the site file for the controller)
+    (site: beside colo, images and hardware; it reads the site file for the controller;
+     monitoring: the alert rules, package data only)
 
 Imports inside functions count too: a lazy import upward is still an upward
 dependency. No QEMU is started here.
@@ -29,7 +30,7 @@ FLOORS: dict[str, int] = {
     "sys": 1,
     "qmp": 2,
     "machine": 3,
-    "colo": 4, "images": 4, "hardware": 4, "site": 4,
+    "colo": 4, "images": 4, "hardware": 4, "site": 4, "monitoring": 4,
     "controller": 5,
     "pair": 6,
     "lab": 7, "doctor": 7,

@@ -7,6 +7,11 @@ for NAME, and {name: summary} for all. A controller that does not answer is in
 hosts[host].error: the summary is still printed, each such line is also on stderr, and the
 exit status is 1.
 
+Each summary also lists its components (pair.components: each CoServer, sync link, the witness,
+the FT server, each host's copy and disk; Good / Degraded / Failed / Offline with a reason), under
+"components" in --json. --check prints one line and exits 2 when any of them is not Good, else 0
+(for a monitoring probe or a script).
+
 The lab's form stays: `coserver status --prefix P [--json]`. With --socket it asks one
 controller directly.
 """
@@ -31,7 +36,36 @@ from coserver.cli.target import (
 )
 from coserver.controller import control
 from coserver.lab.lab import DEFAULT_PREFIX, Lab, LabError
+from coserver.pair.components import Component, components
 from coserver.site import load_site
+
+#: --check's exit status when a component is not Good (1 stays "a controller did not answer").
+EXIT_NOT_GOOD = 2
+
+
+def print_components(parts: list[Component]) -> None:
+    """The components, one per line, the ones not Good marked."""
+    for p in parts:
+        mark = "  " if p.health.value == "good" else "! "
+        click.echo(f"  {mark}{p.kind:<8} {p.name:<16} {p.health.value.upper():<8} {p.reason}")
+
+
+def check(pairs: dict[str, dict[str, Any]]) -> None:
+    """--check: one line; exit 2 when any component of any server is not Good."""
+    parts = [p for st in pairs.values() for p in st.get("components") or []]
+    bad = [p for p in parts if p.get("health") != "good"]
+    if bad:
+        first = bad[0]
+        click.echo(f"coserver: {len(bad)} of {len(parts)} components not good; first: {first['kind']} "
+                   f"{first['name']}: {first['health'].upper()}: {first['reason']}", err=True)
+        click.get_current_context().exit(EXIT_NOT_GOOD)
+    click.echo(f"ok: all {len(parts)} components good")
+
+
+def with_components(st: dict[str, Any]) -> tuple[dict[str, Any], list[Component]]:
+    """The summary with its "components" added (every other field as it was)."""
+    parts = components(st)
+    return {**st, "components": [p.as_json() for p in parts]}, parts
 
 
 def print_site_status(st: dict[str, Any]) -> None:
@@ -60,9 +94,11 @@ def print_site_status(st: dict[str, Any]) -> None:
 @click.option("--socket", "socket_path", default=None, metavar="PATH",
               help="Ask this controller's control socket instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON (all servers: {name: status}).")
+@click.option("--check", "check_only", is_flag=True,
+              help="Print one line; exit 2 if any component (host, link, witness, copy, disk) is not good.")
 @one_line_errors
 def status(name: str | None, site_file: Path | None, prefix: str | None, socket_path: str | None,
-           as_json: bool) -> None:
+           as_json: bool, check_only: bool) -> None:
     """Show FT server NAME (default: every one of the site): state, primary/secondary, each controller's view."""
     if socket_path:
         reply = control.ask(socket_path, {"cmd": control.Command.STATUS})["status"]
@@ -74,10 +110,14 @@ def status(name: str | None, site_file: Path | None, prefix: str | None, socket_
         st = Lab(prefix or DEFAULT_PREFIX).status()
         if name is not None and st.get("ftserver") not in (None, name):
             raise LabError(f"no FT server {name!r} on lab {prefix or DEFAULT_PREFIX!r} (it runs {st['ftserver']!r})")
-        if as_json:
+        st, parts = with_components(st)
+        if check_only:
+            check({str(st.get("ftserver")): st})
+        elif as_json:
             click.echo(json.dumps(st, indent=2))
         else:
             print_status(st)
+            print_components(parts)
         return
     site = load_site(site_file)
     me = local_host(site)
@@ -85,13 +125,19 @@ def status(name: str | None, site_file: Path | None, prefix: str | None, socket_
         pairs = {name: site_pair(site, name, me).status()}
     else:
         pairs = {n: site_pair(site, n, me).status() for n in server_names(site)}
+    shown = {n: with_components(st) for n, st in pairs.items()}
+    pairs = {n: st for n, (st, _) in shown.items()}
+    if check_only:
+        check(pairs)
+        return
     if as_json:
         click.echo(json.dumps(pairs[name] if name is not None else pairs, indent=2))
     else:
         if not pairs:
             click.echo(f"site {site.name}: no FT servers in {site.servers_dir}")
-        for st in pairs.values():
+        for st, parts in shown.values():
             print_site_status(st)
+            print_components(parts)
     errors = [h["error"] for st in pairs.values() for h in st["hosts"].values() if h.get("error")]
     for error in errors:
         click.echo(f"coserver: error: no answer from the controller of {error}", err=True)

@@ -97,6 +97,10 @@ class ControllerConfig:
     remote_control: dict[str, Any] = field(default_factory=dict)   # {"address", "port"}
     # the peer check (peercheck.py): both hosts must run from the same site file
     site_digest: str = ""              # peercheck.site_digest of the site file ("" for the lab's --config JSON)
+    # operators see it (issue 18): the Prometheus endpoint (controller.metrics; empty: off) and the
+    # alert hook's argv, run on each FT state change (controller.alerthook; empty: none)
+    metrics: dict[str, Any] = field(default_factory=dict)          # {"address", "port"}
+    alert_command: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in ("host", "peer", "ftserver", "qemu_workdir", "qemu_name", "control_socket", "log_file",
@@ -133,12 +137,17 @@ class ControllerConfig:
                               f"not {self.reprotect!r}")
         if self.sync_speed_mib_s < 0:
             raise ConfigError("controller config: sync_speed_mib_s must not be negative")
-        if self.remote_control:
-            address, port = self.remote_control.get("address"), self.remote_control.get("port")
+        for key in ("remote_control", "metrics"):
+            where: dict[str, Any] = getattr(self, key)
+            if not where:
+                continue
+            address, port = where.get("address"), where.get("port")
             if not isinstance(address, str) or not address:
-                raise ConfigError("controller config: remote_control.address must be a non-empty string")
+                raise ConfigError(f"controller config: {key}.address must be a non-empty string")
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-                raise ConfigError(f"controller config: remote_control.port must be a port number, not {port!r}")
+                raise ConfigError(f"controller config: {key}.port must be a port number, not {port!r}")
+        if not isinstance(self.alert_command, list) or not all(isinstance(a, str) and a for a in self.alert_command):
+            raise ConfigError("controller config: alert_command must be a list of non-empty strings (an argv)")
         try:
             SyncPorts(**self.ports)
         except (TypeError, ValueError, CoserverError) as exc:

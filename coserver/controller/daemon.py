@@ -37,12 +37,14 @@ from coserver.colo.secondary import Secondary
 from coserver.colo.settings import ColoSettings
 from coserver.colo.status import read_state
 from coserver.controller import actions, control, peercheck, remote
+from coserver.controller.alerthook import AlertHook
 from coserver.controller.config import ControllerConfig
 from coserver.controller.control import Command
 from coserver.controller.errors import ConfigError, JournalError, WitnessError, WitnessUnreachable
 from coserver.controller.heartbeat import Heartbeats, LinkSpec, load_key, load_or_create_key
 from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.lifecycle import Desired, StartMove, StartView, after_restart, start_move
+from coserver.controller.metrics import ControllerMetrics, snapshot_of
 from coserver.controller.observe import MAX_CHECKPOINT_GAP_S, WATCHED_EVENTS, ColoEvents, QmpHealth, colo_window
 from coserver.controller.policy import (
     FENCE_POLL,
@@ -148,6 +150,10 @@ class HostController:
         self._tasks: list[asyncio.Task[None]] = []
         self._forever: set[str] = set()                 # names of the tasks that must run until stop()
         self._acting = asyncio.Lock()
+        # operators see it (issue 18): Prometheus metrics (served in run()) and the site's alert hook
+        self.metrics = ControllerMetrics(cfg.ftserver, cfg.host, tick_s=TICK_S)
+        self.events.on_pause = self.metrics.observe_pause
+        self.alert_hook = AlertHook(cfg.alert_command, ftserver=cfg.ftserver, host=cfg.host)
 
     @classmethod
     def from_config(cls, cfg: ControllerConfig, *, key: bytes | None = None) -> HostController:
@@ -280,6 +286,8 @@ class HostController:
         await self.heartbeats.start()
         server = await control.serve(self.cfg.control_socket, self.handle)
         remote_server = await remote.serve_configured(self.cfg.remote_control, self.key, self.handle)
+        if self.cfg.metrics:
+            self.metrics.serve(self.cfg.metrics["address"], int(self.cfg.metrics["port"]))
         self._save_journal("controller started")
         _log.info("controller.started", host=self.cfg.host, role=self.role, state=self.sm.state, epoch=self.epoch,
                   qemu_pid=self.qemu.pid if self.qemu else None)
@@ -307,6 +315,8 @@ class HostController:
             ("journal", lambda: self._save_journal("controller stopped")),
             ("qmp", self.qmp.close if self.qmp is not None else None),
             ("socket", lambda: Path(self.cfg.control_socket).unlink(missing_ok=True)),
+            ("metrics", self.metrics.close),
+            ("alert hook", self.alert_hook.close),
         ]
         for what, step in steps:
             if step is None:
@@ -598,6 +608,7 @@ class HostController:
                     break
                 await asyncio.sleep(PROMOTE_POLL_S)
         took = await actions.fail_over(side, self.qmp, self.cfg, self.settings)
+        self.metrics.failed_over("promote" if side is Secondary else "continue_simplex", took)
         self.role = Role.SIMPLEX
         self.events.colo_exit = None
         self.events.clear_disk_errors()
@@ -624,7 +635,8 @@ class HostController:
             self._colo_since = time.monotonic()
         elif state not in in_colo:
             self._colo_since = None
-        self.sm.to(state, reason)
+        transition = self.sm.to(state, reason)
+        self.alert_hook.transition(transition)
         if self.attempts.on_state(state, time.monotonic()):
             if self._fresh_secondary_died():
                 self._attempt_failed(self._attempt_failure(reason))
@@ -638,6 +650,7 @@ class HostController:
         state = "maintenance" if self.role == Role.NONE and self.maintenance else self.sm.state.value
         self.heartbeats.update_local(epoch=self.epoch, role=self.role.value, state=state,
                                      qemu=qemu.value, checkpoints=self.events.checkpoints)
+        self.metrics.update(snapshot_of(self))
 
     def _journal_due(self) -> bool:
         every = JOURNAL_EVERY_S if self.journal_error is None else JOURNAL_RETRY_S

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +69,8 @@ class ColoEvents:
     local_disk_error: dict[str, Any] | None = None
     replica_disk_error: dict[str, Any] | None = None
     _stopped_at: float | None = None
+    #: called once with each new pause, in seconds (the metrics' histogram: controller.metrics)
+    on_pause: Callable[[float], None] | None = field(default=None, repr=False, compare=False)
 
     def record(self, event: Mapping[str, object], role: Role, host: str, now: float | None = None) -> None:
         """Take one QMP event into account (role: this side's role when it arrived)."""
@@ -81,8 +83,11 @@ class ColoEvents:
             self._stopped_at = now
         elif name == "RESUME":
             if self._stopped_at is not None:
-                self.pauses.append(now - self._stopped_at)
+                pause = now - self._stopped_at
+                self.pauses.append(pause)
                 self._stopped_at = None
+                if self.on_pause is not None:
+                    self.on_pause(pause)
             if role == Role.SECONDARY:  # each checkpoint loaded resumes the secondary
                 self.checkpoints += 1
                 self.last_checkpoint = now

@@ -80,6 +80,11 @@ def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str 
          "device": link.device}
         for i, link in enumerate(me.links)]
     w_host, w_port = site.witness.hosts()[0]
+    metrics_port = ports.metrics if site.metrics_port is None else site.metrics_port
+    if site.metrics_port and set(servers) - {spec.name}:
+        raise ConfigError(f"site {site.file}: key metrics_port: a fixed port ({site.metrics_port}) serves one FT "
+                          f"server, and the site has {len(set(servers) | {spec.name})}: omit the key (each "
+                          "server's slot port) or set 0")
     try:
         digest = site_digest(Path(site.file).read_bytes())   # the heartbeats compare it with the peer's
     except OSError as exc:
@@ -100,5 +105,7 @@ def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str 
         reprotect=site.reprotect, sync_speed_mib_s=site.sync_speed_mib_s, preferred=me.name == site.preferred,
         boot_grace_s=float(site.boot_grace_s), stop_timeout_s=float(site.stop_timeout_s),
         remote_control={"address": me.management, "port": ports.control}, site_digest=digest,
+        metrics={"address": me.management, "port": metrics_port} if metrics_port else {},
+        alert_command=list(site.alert_command),
         **{k: v for k, v in (("lease_patience_s", site.lease_patience_s), ("fence_after_s", site.fence_after_s),
                              ("promote_margin_s", site.promote_margin_s)) if v is not None})

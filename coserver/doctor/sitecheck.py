@@ -106,7 +106,7 @@ def servers_check(site: Site) -> SiteCheck:
         return SiteCheck("servers", False, str(exc))
     if not servers:
         return SiteCheck("servers", True, f"no FT server specs in {site.servers_dir} yet")
-    detail = ", ".join(f"{n} (slot {p.slot}: ports {p.mirror}-{p.control})" for n, p in sorted(ports.items()))
+    detail = ", ".join(f"{n} (slot {p.slot}: ports {p.mirror}-{p.control}, metrics {p.metrics})" for n, p in sorted(ports.items()))
     return SiteCheck("servers", True, f"{len(servers)} in {site.servers_dir}: {detail}")
 
 

@@ -18,6 +18,9 @@ The site file is the same on both CoServers. Schema (``*`` = required; unknown k
     lease_patience_s = 3.5           # never two primaries (README "What the controllers do"): how long a
     fence_after_s = 1.0              # denied promotion retries; how long a primary without its lease
     promote_margin_s = 0.7           # keeps COLO before it fences; the promotion's wait beyond the fence bound
+    metrics_port = 0                 # Prometheus endpoint on the management address: omitted, each server's
+                                     # slot port (base_port + slot*8 + 6); 0: off; else this port (one server)
+    alert_command = ["/usr/local/bin/notify", "--to", "ops"]   # run on each FT state change, JSON on stdin
 
     [witness]                        # * the etcd witness
     endpoints = ["10.0.3.21:2379", "10.0.3.22:2379", "10.0.3.23:2379"]   # * host:port
@@ -129,6 +132,17 @@ def _seconds(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 60:
         raise ValueError(f"must be a number of seconds in (0, 60], got {show(value)}")
     return float(value)
+
+
+def _argv(value: Any) -> tuple[str, ...]:
+    """A command as an argv list, never a shell string: its program an absolute path, so what runs
+    does not depend on the controller's PATH."""
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"must be a non-empty array of non-empty strings (an argv, e.g. "
+                         f"[\"/usr/local/bin/notify\", \"--to\", \"ops\"]), got {show(value)}")
+    if not Path(value[0]).is_absolute():
+        raise ValueError(f"its program must be an absolute path, got {show(value[0])}")
+    return tuple(value)
 
 
 def _path(t: Table, name: str, default: Path) -> Path:
@@ -253,6 +267,16 @@ class _SiteReader:
         t.finish()
         return out
 
+    def metrics_port(self) -> int | None:
+        """0 (off) or a port of 1024 and above; None when the key is absent (the slot's port)."""
+        top = self.top
+        if not top.has("metrics_port"):
+            return None
+        value = top.integer("metrics_port", minimum=0, maximum=MAX_PORT)
+        if 0 < value < 1024:
+            raise top.error("metrics_port", f"must be 0 (off) or a port from 1024 to {MAX_PORT}, got {value}")
+        return int(value)
+
     def read(self) -> Site:
         top = self.top
         name = top.string("name", pattern=NAME, what="1 to 63 of [a-z0-9-], not starting or ending with -")
@@ -280,6 +304,8 @@ class _SiteReader:
             lease_patience_s=top.custom("lease_patience_s", _seconds, None),
             fence_after_s=top.custom("fence_after_s", _seconds, None),
             promote_margin_s=top.custom("promote_margin_s", _seconds, None),
+            metrics_port=self.metrics_port(),
+            alert_command=top.custom("alert_command", _argv, ()),
         )
         top.finish()
         return site

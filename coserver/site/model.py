@@ -95,6 +95,10 @@ class Site:
     lease_patience_s: float | None = None
     fence_after_s: float | None = None
     promote_margin_s: float | None = None
+    # operators see it (issue 18): None: each server's slot port (site.ports), 0: no metrics endpoint,
+    # else this one port (a site with one FT server); the alert hook's argv (empty: none)
+    metrics_port: int | None = None
+    alert_command: tuple[str, ...] = ()
 
     @property
     def hosts(self) -> tuple[str, str]:

@@ -5,7 +5,8 @@ same replication and link addresses, so each server needs its own ports. A serve
 
     base_port + slot * STRIDE + k      (k: mirror 0, compare 1, migration 2, nbd 3, heartbeat 4,
                                         control 5: the controller's authenticated operator channel
-                                        on the management address, coserver.controller.remote)
+                                        on the management address, coserver.controller.remote;
+                                        metrics 6: its Prometheus endpoint, coserver.controller.metrics)
 
 where the slot is the site file's ``[slots]`` entry for it, else a stable hash of its name.
 Both hosts compute the same ports from the same site file and names, with no shared state,
@@ -23,11 +24,12 @@ from coserver.colo.settings import SyncPorts
 from coserver.site.errors import SiteError
 from coserver.site.model import Site
 
-#: Ports per slot: the six in use and two spare for what the security issue may add.
+#: Ports per slot: the seven in use and one spare for what the security issue may add.
 STRIDE = 8
 #: Slots a name hashes into: base_port 7400 -> ports 7400..8999.
 HASH_SLOTS = 200
-_OFFSETS = {"mirror": 0, "compare": 1, "migration": 2, "nbd": 3, "heartbeat": 4, "control": 5}
+_OFFSETS = {"mirror": 0, "compare": 1, "migration": 2, "nbd": 3, "heartbeat": 4, "control": 5,
+            "metrics": 6}
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class ServerPorts:
     nbd: int
     heartbeat: int
     control: int          # TCP on the management address: the peer's operator commands (controller.remote)
+    metrics: int          # HTTP on the management address: Prometheus scrapes (site key metrics_port)
 
     def sync_ports(self) -> SyncPorts:
         """The COLO ports (colo.settings.SyncPorts) of this server."""

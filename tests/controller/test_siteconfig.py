@@ -179,3 +179,25 @@ def test_never_two_primaries_numbers_come_from_the_site(tmp_path: Path) -> None:
     path.write_text(base.replace('reprotect = "auto"', 'reprotect = "auto"\nlease_patience_s = 1'))
     with pytest.raises(ConfigError, match="lease_patience"):
         controller_config_for(load_site(path), EXAMPLE_SPEC, "cs1")
+
+
+def test_metrics_port_and_alert_command(tmp_path: Path) -> None:
+    """Metrics: each server's slot port on the management address by default, 0 off, a fixed port for a
+    site of one server; the alert command goes to the controller as its argv."""
+    site = load_site(EXAMPLE_SITE)
+    c1 = controller_config_for(site, EXAMPLE_SPEC, "cs1")
+    assert c1.metrics == {"address": "198.51.100.1", "port": server_ports(site, "journal").metrics}
+    assert server_ports(site, "journal").metrics == server_ports(site, "journal").control + 1
+    assert c1.alert_command == []
+    text = EXAMPLE_SITE.read_text()
+    for line, metrics, command in (
+            ("metrics_port = 0\nalert_command = [\"/usr/local/bin/notify\", \"--x\"]\n", {},
+             ["/usr/local/bin/notify", "--x"]),
+            ("metrics_port = 9188\n", {"address": "198.51.100.2", "port": 9188}, [])):
+        path = tmp_path / "site.toml"
+        path.write_text(line + text)
+        c2 = controller_config_for(load_site(path), EXAMPLE_SPEC, "cs2")
+        assert (c2.metrics, c2.alert_command) == (metrics, command)
+    with pytest.raises(ConfigError, match=r"key metrics_port: a fixed port \(9188\) serves one FT server, "
+                                          r"and the site has 2"):
+        controller_config_for(load_site(path), EXAMPLE_SPEC, "cs2", servers=["journal", "web"])

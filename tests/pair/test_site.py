@@ -299,3 +299,30 @@ def test_cli_with_an_unsafe_key_says_so(pair: RunningPair) -> None:
     assert err.startswith("coserver: error: cannot reach the controller of journal on cs2: key ") and "0644" in err
     code, out, err = _cli("status", "journal", "--json", "--site", str(pair.site_file))
     assert code == 1 and json.loads(out)["hosts"]["cs2"]["error"] and "0644" in err and err.count("\n") == 1
+
+
+def test_cli_status_components_and_check(pair: RunningPair) -> None:
+    site = str(pair.site_file)
+    code, out, err = _cli("status", "journal", "--json", "--site", site)
+    assert code == 0, err
+    st = json.loads(out)
+    kinds = [(c["kind"], c["name"]) for c in st["components"]]
+    assert ("coserver", "cs1") in kinds and ("copy", "journal@cs2") in kinds and ("witness", "witness") in kinds
+    assert all(set(c) == {"kind", "name", "health", "reason"} for c in st["components"])
+    code, out, err = _cli("status", "--site", site)
+    assert code == 0, err
+    assert any(line.split()[:2] == ["coserver", "cs1"] for line in out.splitlines())
+    code, out, err = _cli("status", "journal", "--check", "--site", site)
+    bad = [c for c in st["components"] if c["health"] != "good"]
+    assert (code == 0) == (not bad), (out, err)
+
+    async def stop_cs2() -> None:
+        for s in pair.servers["cs2"]:
+            s.close()
+            await s.wait_closed()
+
+    pair.loop.run(stop_cs2())
+    code, out, err = _cli("status", "--check", "--site", site)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "components not good; first: coserver cs2: OFFLINE: its controller does not answer" in err

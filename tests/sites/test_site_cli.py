@@ -69,7 +69,7 @@ def test_checks_pass_where_devices_addresses_key_and_servers_are_right(
     by_name = {c.name: c for c in checks}
     for name in ("site", "host", "link1 eno2", "link2 eno3", "replication", "management", "key", "servers"):
         assert by_name[name].ok, by_name[name]
-    assert "journal (slot 94: ports 8152-8157)" in by_name["servers"].detail
+    assert "journal (slot 94: ports 8152-8157, metrics 8158)" in by_name["servers"].detail
     addrs["eno3"] = {"172.31.2.9"}
     _, checks = run_checks(site, "cs1", sys_net=sys_net, addresses=lambda: addrs, timeout=0.2)
     bad = {c.name: c for c in checks}["link2 eno3"]

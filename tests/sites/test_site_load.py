@@ -95,6 +95,14 @@ BAD = {
     "relative path": ((('state_dir = "/var/lib/coserver"', 'state_dir = "var/lib"'),),
                       "key state_dir: must be an absolute path"),
     "slot out of range": ((("# journal = 0", "journal = 99999"),), "key slots.journal: must be an integer from 0"),
+    "privileged metrics port": ((("# metrics_port = 0 ", "metrics_port = 80 "),),
+                                "key metrics_port: must be 0 (off) or a port from 1024 to 65535, got 80"),
+    "metrics port a string": ((("# metrics_port = 0 ", 'metrics_port = "9100" '),),
+                              "key metrics_port: must be an integer from 0 to 65535"),
+    "alert command a shell string": ((("# alert_command = [", 'alert_command = "notify --x" # ['),),
+                                     "key alert_command: must be a non-empty array of non-empty strings"),
+    "alert command relative": ((("# alert_command = [", 'alert_command = ["notify"] # ['),),
+                               'key alert_command: its program must be an absolute path, got "notify"'),
 }
 
 
