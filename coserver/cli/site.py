@@ -1,6 +1,6 @@
 """`coserver site ...`: the site file of a pair of CoServers (coserver.site).
 
-    coserver site keygen [--site FILE] [--force]
+    coserver site keygen [--site FILE] [--force | --rotate]
     coserver site show [--site FILE] [--json]
     coserver site check [--site FILE] [--host NAME] [--json]
 
@@ -45,17 +45,25 @@ def site() -> None:
 @site.command("keygen")
 @_SITE
 @click.option("--force", is_flag=True, help="Replace an existing key (then copy it to the peer again).")
+@click.option("--rotate", is_flag=True, help="Add a new current key, keeping the current one accepted as the "
+                                             "previous (the oldest is dropped); then copy it to the peer.")
 @one_line_errors
-def keygen(site_file: Path | None, force: bool) -> None:
+def keygen(site_file: Path | None, force: bool, rotate: bool) -> None:
     """Write the pair's heartbeat key (the site's key_file, 0600); copy it to the other CoServer."""
+    if force and rotate:
+        raise CoserverError("--force and --rotate exclude each other: --rotate keeps the current key accepted")
     s = load_site(site_file)
-    path = write_key(s.key_file, force=force)
+    path = write_key(s.key_file, force=force, rotate=rotate)
     try:
         peer = s.peer_of(this_host(s)).management
     except CoserverError:   # not run on one of the two hosts: name neither
         peer = "<the other CoServer>"
-    click.echo(f"wrote {path} (mode 0600); copy it to the other CoServer keeping its mode, "
+    what = "added a new current key to" if rotate else "wrote"
+    click.echo(f"{what} {path} (mode 0600); copy it to the other CoServer keeping its mode, "
                f"e.g. scp -p {path} {peer}:{path}")
+    if rotate:
+        click.echo("the previous key stays accepted: restart the controllers on both hosts (either order); "
+                   "run --rotate again only after both run the new key (a third key drops the oldest)")
 
 
 @site.command("show")
