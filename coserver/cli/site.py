@@ -1,6 +1,7 @@
 """`coserver site ...`: the site file of a pair of CoServers (coserver.site).
 
-    coserver site keygen [--site FILE] [--force]
+    coserver site keygen [--site FILE] [--force | --rotate]
+    coserver site certs [--site FILE] [--dir DIR] [--days N] [--force | --rotate-ca]
     coserver site show [--site FILE] [--json]
     coserver site check [--site FILE] [--host NAME] [--json]
 
@@ -45,17 +46,55 @@ def site() -> None:
 @site.command("keygen")
 @_SITE
 @click.option("--force", is_flag=True, help="Replace an existing key (then copy it to the peer again).")
+@click.option("--rotate", is_flag=True, help="Add a new current key, keeping the current one accepted as the "
+                                             "previous (the oldest is dropped); then copy it to the peer.")
 @one_line_errors
-def keygen(site_file: Path | None, force: bool) -> None:
+def keygen(site_file: Path | None, force: bool, rotate: bool) -> None:
     """Write the pair's heartbeat key (the site's key_file, 0600); copy it to the other CoServer."""
+    if force and rotate:
+        raise CoserverError("--force and --rotate exclude each other: --rotate keeps the current key accepted")
     s = load_site(site_file)
-    path = write_key(s.key_file, force=force)
+    path = write_key(s.key_file, force=force, rotate=rotate)
     try:
         peer = s.peer_of(this_host(s)).management
     except CoserverError:   # not run on one of the two hosts: name neither
         peer = "<the other CoServer>"
-    click.echo(f"wrote {path} (mode 0600); copy it to the other CoServer keeping its mode, "
+    what = "added a new current key to" if rotate else "wrote"
+    click.echo(f"{what} {path} (mode 0600); copy it to the other CoServer keeping its mode, "
                f"e.g. scp -p {path} {peer}:{path}")
+    if rotate:
+        click.echo("the previous key stays accepted: restart the controllers on both hosts (either order); "
+                   "run --rotate again only after both run the new key (a third key drops the oldest)")
+
+
+@site.command("certs")
+@_SITE
+@click.option("--dir", "pki_dir", type=click.Path(path_type=Path), default=None,
+              help="Where the CA and each host's directory go (default /etc/coserver/pki).")
+@click.option("--days", type=int, default=None, help="Host certificates' validity in days (default 825).")
+@click.option("--force", is_flag=True, help="Issue every host's files again from the same CA (and end a CA rotation).")
+@click.option("--rotate-ca", is_flag=True, help="Make a new CA, issue every host's files from it; each host "
+                                                "trusts the old and the new CA until the next --force.")
+@one_line_errors
+def certs(site_file: Path | None, pki_dir: Path | None, days: int | None, force: bool, rotate_ca: bool) -> None:
+    """Make the site's TLS files: a CA and, for each CoServer and witness member, a certificate
+    (serverAuth + clientAuth, its addresses as SANs) laid out as QEMU's tls-creds-x509 reads them."""
+    from coserver.site import pki  # cryptography only when certificates are made
+
+    if force and rotate_ca:
+        raise CoserverError("--force and --rotate-ca exclude each other")
+    s = load_site(site_file)
+    base = pki_dir if pki_dir is not None else pki.DEFAULT_PKI_DIR
+    written = pki.make_site_certs(s, base, force=force, rotate_ca=rotate_ca,
+                                  days=days if days is not None else pki.DEFAULT_DAYS)
+    hosts = [e.name for e in pki.endpoints(s)]
+    click.echo(f"wrote {len(written)} files under {base} (keys mode 0600): "
+               f"{'a new CA, ' if rotate_ca else ''}{', '.join(hosts)}")
+    click.echo(f"copy each host's directory to it keeping modes, e.g. scp -rp {base}/<host> <host>:{base}/; "
+               f"{base}/{pki.CA_DIR}/{pki.CA_KEY} stays here")
+    if rotate_ca:
+        click.echo("each host trusts both CAs now: once every host runs its new files, "
+                   "run `coserver site certs --force` to trust the new CA alone, and copy again")
 
 
 @site.command("show")

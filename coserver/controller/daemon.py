@@ -41,7 +41,7 @@ from coserver.controller.alerthook import AlertHook
 from coserver.controller.config import ControllerConfig
 from coserver.controller.control import Command
 from coserver.controller.errors import ConfigError, JournalError, WitnessError, WitnessUnreachable
-from coserver.controller.heartbeat import Heartbeats, LinkSpec, load_key, load_or_create_key
+from coserver.controller.heartbeat import Heartbeats, LinkSpec, load_keys, load_or_create_key
 from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.lifecycle import Desired, StartMove, StartView, after_restart, start_move
 from coserver.controller.metrics import ControllerMetrics, snapshot_of
@@ -68,6 +68,7 @@ from coserver.machine.launcher import QemuProcess
 from coserver.qmp.errors import QmpError
 from coserver.qmp.session import QmpListener, QmpSession
 from coserver.site import load_site
+from coserver.site.keygen import KeyRing
 from coserver.site.local import this_host
 from coserver.site.servers import find_server, spec_names
 from coserver.sys import netns
@@ -156,7 +157,7 @@ class HostController:
         self.alert_hook = AlertHook(cfg.alert_command, ftserver=cfg.ftserver, host=cfg.host)
 
     @classmethod
-    def from_config(cls, cfg: ControllerConfig, *, key: bytes | None = None) -> HostController:
+    def from_config(cls, cfg: ControllerConfig, *, key: bytes | KeyRing | None = None) -> HostController:
         """The controller with its real journal, witness client and heartbeats (sockets open in run()).
 
         key: the pair's key, already loaded (the site path: load_key, never created); without it
@@ -164,14 +165,16 @@ class HostController:
         links = [LinkSpec(name=ln["name"], local=(ln["local_ip"], int(ln["port"])),
                           peer=(ln["peer_ip"], int(ln["port"])), device=ln.get("device"))
                  for ln in cfg.links]
-        key = key if key is not None else load_or_create_key(Path(cfg.key_file))
-        heartbeats = Heartbeats(pair=cfg.ftserver, node=cfg.host, key=key,
+        keys = KeyRing.of(key if key is not None else load_or_create_key(Path(cfg.key_file)))
+        heartbeats = Heartbeats(pair=cfg.ftserver, node=cfg.host, key=keys,
+                                state_file=Path(cfg.journal_file).with_name("heartbeat.state.json"),
                                 links=links, interval=cfg.heartbeat_interval_s, timeout=cfg.heartbeat_timeout_s,
                                 site=cfg.site_digest, qemu_version=peercheck.local_qemu_version(),
                                 clock=boottime)   # freshness must count a suspend (sys/clock.py)
         witness = Witness(cfg.ftserver, host=cfg.witness["host"], port=int(cfg.witness["port"]),
                           ttl=int(cfg.witness.get("ttl", 2)))
-        return cls(cfg, journal=Journal(Path(cfg.journal_file)), witness=witness, heartbeats=heartbeats, key=key)
+        return cls(cfg, journal=Journal(Path(cfg.journal_file)), witness=witness, heartbeats=heartbeats,
+                   key=keys.current)
 
     # ---- start-up: re-attach to what runs ---------------------------------------------
     async def _attach(self) -> None:
@@ -1091,7 +1094,7 @@ class HostController:
             return {"ok": True, "stopped": self.cfg.host}
 
 
-async def _main(cfg: ControllerConfig, key: bytes | None = None) -> None:
+async def _main(cfg: ControllerConfig, key: bytes | KeyRing | None = None) -> None:
     controller = HostController.from_config(cfg, key=key)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -1159,12 +1162,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        key: bytes | None = None
+        key: KeyRing | None = None
         if args.config is not None:
             cfg = ControllerConfig.load(args.config)
         else:
             cfg = site_config(args.site, args.server, args.host)
-            key = load_key(Path(cfg.key_file))   # a controller never invents a missing key
+            key = load_keys(Path(cfg.key_file))   # a controller never invents a missing key
             prepare_host(cfg)
         log.configure("INFO", Path(cfg.log_file))
         asyncio.run(_main(cfg, key))

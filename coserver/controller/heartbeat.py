@@ -17,9 +17,28 @@ Why it looks like this:
 * HMAC-SHA256 with a per-pair key over the exact payload bytes: a stray or
   forged datagram (another pair's controller, a test, an attacker on the sync
   network) can never make a dead peer look alive or a live one look dead.
-* seq strictly increasing per sender instance and per link, and a random
-  instance id per controller start: a replayed datagram is dropped; a
-  restarted peer (new instance) is accepted at once and reported.
+* replays (issue 14): every message carries the sender's persistent
+  `generation` (grows at every controller start, saved before the first
+  heartbeat: coserver.controller.hbstate), a `seq` strictly increasing within
+  it, and `ts`, the sender's boot-time clock at sending. Per link, a receiver
+  accepts only a (generation, seq) above the last one it accepted and a `ts`
+  not older than it; per peer, a generation below the highest one seen is
+  never accepted (it is remembered across the receiver's restarts too), and a
+  higher one (a restarted peer) is accepted at once and reported. A message
+  older than `timeout` by the peer's own clock, measured against the smallest
+  delay seen from that generation, is "stale": whether replayed or merely
+  late, it proves nothing about the peer being alive now. The old scheme (a
+  random instance id per start, any new instance accepted after a silence)
+  let a captured datagram replayed after a 1.5 s silence revive a dead peer
+  with an old epoch and retire the real one.
+* keys (issue 14): a message names its key (key id: 8 hex digits of its
+  SHA-256); a receiver accepts its current and its previous key (the key
+  file's two lines, coserver.site.keygen), so a rotation is hitless. A message
+  also lists the key ids its sender accepts, and a sender uses its current key
+  unless the peer's last message says it does not know it yet (then the
+  previous one): whichever host restarts with the new key file first, both
+  keep hearing each other. An unknown key id is an authentication failure,
+  exactly like a bad MAC.
 * every drop is counted by reason (`stats()`), so "why is the link down" has
   an answer: nothing arrives, or it arrives with a bad MAC, or from the wrong
   pair, or replayed.
@@ -33,8 +52,11 @@ Why it looks like this:
 * time comes from an injectable monotonic `clock`: unit tests drive timeouts
   without sleeping.
 
-Wire format: MAGIC (6 bytes) + HMAC-SHA256(key, MAGIC + payload) (32 bytes) +
-payload, where payload is canonical JSON (sorted keys, no spaces).
+Wire format: MAGIC (6 bytes) + key id (8 ASCII hex digits) + HMAC-SHA256(key,
+MAGIC + key id + payload) (32 bytes) + payload, where payload is canonical JSON
+(sorted keys, no spaces). The first format (MAGIC "CSHB1", no key id, no
+generation) is dropped and counted as "old_version": both hosts must run the
+same coserver.
 """
 
 from __future__ import annotations
@@ -49,7 +71,6 @@ import secrets
 import socket
 import stat
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
@@ -58,13 +79,18 @@ from typing import Any
 
 from coserver import log
 from coserver.controller.errors import HeartbeatError
+from coserver.controller.hbstate import HeartbeatState, PeerMark
 from coserver.site import keygen
 from coserver.site.errors import SiteError
+from coserver.site.keygen import KeyRing, key_id
 from coserver.sys import netns
+from coserver.sys.proc import boot_id
 
 _log = log.get("heartbeat")
 
-MAGIC = b"CSHB1\n"
+MAGIC = b"CSHB2\n"
+OLD_MAGIC = b"CSHB1\n"
+KEY_ID_LEN = 8
 MAC_LEN = 32
 MAX_DATAGRAM = 2048
 KEY_BYTES = 32
@@ -83,9 +109,12 @@ DEFAULT_INTERVAL = 0.1
 #:   the heartbeat off the critical path; a clean QEMU death is signalled in
 #:   the payload (qemu=dead) and by a witness release, not by a timeout.
 DEFAULT_TIMEOUT = 1.0
-#: Instances of the peer we stopped accepting (bounded memory in a daemon).
-_RETIRED_MAX = 64
 _EVENT_QUEUE_MAX = 1024
+#: How fast the two hosts' boot-time clocks may drift apart (100 ppm, a bad crystal without NTP):
+#: the freshness baseline may creep up this fast, so drift never turns fresh messages stale.
+MAX_DRIFT = 1e-4
+#: The freshness baseline is saved when it moved this much since last saved (rare writes).
+_SAVE_OFFSET_MOVE = 0.05
 
 #: IP precedence "network control" (CS6) and a high socket priority: a qdisc
 #: that honours them sends heartbeats ahead of bulk migration traffic.
@@ -132,15 +161,21 @@ def load_or_create_key(path: Path, size: int = KEY_BYTES) -> bytes:
 
 
 def load_key(path: Path) -> bytes:
-    """The pair's shared key from `path`, as `coserver site keygen` wrote it; never created here.
+    """The pair's current key from `path`, as `coserver site keygen` wrote it; never created here.
 
     A controller that invented a missing key would disagree with its peer's and report
     "peer lost on all links" instead of the real fault, so a missing, unsafe (not 0600, not
     ours) or malformed key is one line at start (the site path; the lab still uses
     load_or_create_key)."""
+    return load_keys(path).current
+
+
+def load_keys(path: Path) -> KeyRing:
+    """The pair's keys from `path` (current, and previous after `site keygen --rotate`): what the
+    heartbeats accept. Checked as load_key checks them."""
     try:
         keygen.check_key(path)
-        return keygen.read_key(path)
+        return keygen.read_keys(path)
     except SiteError as exc:
         raise HeartbeatError(f"heartbeat {exc}") from None
 
@@ -179,16 +214,18 @@ class Heartbeat:
     """One heartbeat's payload (what the MAC covers).
 
     `sent` is the sender's wall clock: for people reading logs, never for
-    timeouts (the two hosts' clocks are not comparable). `started` is the
-    sender instance's start (wall clock): it orders instances after a restart.
+    timeouts (the two hosts' clocks are not comparable). `generation` orders
+    the sender's starts (persistent, see hbstate), `seq` its messages within
+    one, `ts` is its boot-time clock at sending (freshness, see _reject).
+    `keys`: the key ids the sender accepts, comma-separated.
     """
 
     pair: str
     link: str
     node: str
-    instance: str
-    started: float
+    generation: int
     seq: int
+    ts: float
     epoch: int
     role: str
     state: str
@@ -197,17 +234,22 @@ class Heartbeat:
     sent: float
     site: str = ""
     qemu_version: str = ""
+    keys: str = ""
 
     def encode(self, key: bytes) -> bytes:
         payload = json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
-        mac = hmac.new(key, MAGIC + payload, hashlib.sha256).digest()
-        return MAGIC + mac + payload
+        kid = key_id(key).encode()
+        mac = hmac.new(key, MAGIC + kid + payload, hashlib.sha256).digest()
+        return MAGIC + kid + mac + payload
+
+    def key_ids(self) -> set[str]:
+        return set(self.keys.split(",")) if self.keys else set()
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "pair": (str,), "link": (str,), "node": (str,), "instance": (str,), "started": (int, float),
-    "seq": (int,), "epoch": (int,), "role": (str,), "state": (str,), "qemu": (str,),
-    "checkpoints": (int,), "sent": (int, float), "site": (str,), "qemu_version": (str,),
+    "pair": (str,), "link": (str,), "node": (str,), "generation": (int,), "seq": (int,), "ts": (int, float),
+    "epoch": (int,), "role": (str,), "state": (str,), "qemu": (str,),
+    "checkpoints": (int,), "sent": (int, float), "site": (str,), "qemu_version": (str,), "keys": (str,),
 }
 assert set(_FIELD_TYPES) == {f.name for f in fields(Heartbeat)}
 
@@ -220,16 +262,26 @@ class Drop(StrEnum):
     WRONG_PAIR = "wrong_pair"
     WRONG_LINK = "wrong_link"  # valid, but sent for the other link: cross-wired
     OWN = "own"  # our own node name: a loop or a misconfigured peer
-    REPLAY = "replay"  # seq not increasing, or an instance we retired
+    REPLAY = "replay"  # (generation, seq) not above the last accepted, ts going back, or an older generation
+    STALE = "stale"  # sent more than `timeout` before it arrived (the peer's clock against its best delay)
+    OLD_VERSION = "old_version"  # the first wire format (a peer running an older coserver)
 
 
-def decode(data: bytes, key: bytes) -> Heartbeat | Drop:
-    """The heartbeat in `data` if it is well-formed and its MAC checks, else why not."""
-    if len(data) <= len(MAGIC) + MAC_LEN or len(data) > MAX_DATAGRAM or not data.startswith(MAGIC):
+def decode(data: bytes, key: bytes | KeyRing) -> Heartbeat | Drop:
+    """The heartbeat in `data` if it is well-formed and MAC'd by one of the ring's keys, else why
+    not (an unknown key id is BAD_MAC: an authentication failure like any other)."""
+    if data.startswith(OLD_MAGIC):
+        return Drop.OLD_VERSION
+    head = len(MAGIC) + KEY_ID_LEN + MAC_LEN
+    if len(data) <= head or len(data) > MAX_DATAGRAM or not data.startswith(MAGIC):
         return Drop.MALFORMED
-    mac = data[len(MAGIC):len(MAGIC) + MAC_LEN]
-    payload = data[len(MAGIC) + MAC_LEN:]
-    want = hmac.new(key, MAGIC + payload, hashlib.sha256).digest()
+    kid = data[len(MAGIC):len(MAGIC) + KEY_ID_LEN]
+    mac = data[len(MAGIC) + KEY_ID_LEN:head]
+    payload = data[head:]
+    k = KeyRing.of(key).by_id().get(kid.decode("ascii", "replace"))
+    if k is None:
+        return Drop.BAD_MAC
+    want = hmac.new(k, MAGIC + kid + payload, hashlib.sha256).digest()
     if not hmac.compare_digest(mac, want):
         return Drop.BAD_MAC
     try:
@@ -250,7 +302,7 @@ class EventKind(StrEnum):
     LINK_DOWN = "link_down"  # no valid heartbeat on a link for `timeout`
     PEER_UP = "peer_up"  # first contact, or back after being lost
     PEER_LOST = "peer_lost"  # every link down
-    PEER_RESTARTED = "peer_restarted"  # the peer controller has a new instance id
+    PEER_RESTARTED = "peer_restarted"  # the peer controller started again (a higher generation)
 
 
 @dataclass(frozen=True)
@@ -266,11 +318,10 @@ class _LinkState:
     spec: LinkSpec
     last_valid: float | None = None
     up: bool = False
-    instance: str | None = None
-    started: float = 0.0
+    generation: int = -1     # of the last message accepted on this link (-1: none yet)
     seq: int = 0
+    ts: float = 0.0
     last_bad_mac: float | None = None   # our clock: a datagram from the peer's address failed the MAC
-    retired: deque[str] = field(default_factory=lambda: deque(maxlen=_RETIRED_MAX))
     counts: dict[str, int] = field(default_factory=dict)
 
     def count(self, what: str) -> None:
@@ -344,19 +395,26 @@ class Heartbeats:
     `netns` opens the sockets inside that network namespace (tests, the lab).
     """
 
-    def __init__(self, *, pair: str, node: str, key: bytes, links: Sequence[LinkSpec],
+    def __init__(self, *, pair: str, node: str, key: bytes | KeyRing, links: Sequence[LinkSpec],
                  interval: float = DEFAULT_INTERVAL, timeout: float = DEFAULT_TIMEOUT,
                  clock: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], float] = time.time,
-                 netns: str | None = None, instance: str | None = None,
+                 netns: str | None = None, state_file: Path | None = None,
+                 boot: Callable[[], str] = boot_id,
                  site: str = "", qemu_version: str = "") -> None:
+        """`clock` is what timeouts and the messages' `ts` are measured on (the daemon: boot time, so
+        the peer's restarts of its controller keep one clock). `state_file` keeps the generations
+        (hbstate; None: nothing persists, generations follow the wall clock); `boot` is this boot's id
+        (a freshness baseline measured during another boot is no baseline)."""
         if not links:
             raise HeartbeatError(f"heartbeats for pair {pair}: no links given")
         names = [link.name for link in links]
         if len(set(names)) != len(names):
             raise HeartbeatError(f"heartbeats for pair {pair}: duplicate link names {names}")
-        if len(key) < MIN_KEY_BYTES:
-            raise HeartbeatError(f"heartbeats for pair {pair}: key of {len(key)} bytes is too short")
+        ring = KeyRing.of(key)
+        for k in ring.keys():
+            if len(k) < MIN_KEY_BYTES:
+                raise HeartbeatError(f"heartbeats for pair {pair}: key of {len(k)} bytes is too short")
         if not 0 < interval < timeout:
             raise HeartbeatError(f"heartbeats for pair {pair}: need 0 < interval ({interval}) "
                                  f"< timeout ({timeout})")
@@ -364,9 +422,11 @@ class Heartbeats:
         self.node = node
         self.interval = interval
         self.timeout = timeout
-        self.instance = instance or secrets.token_hex(8)
-        self.started = wallclock()
-        self._key = key
+        self._keys = ring
+        self._key_ids = ",".join(sorted(ring.by_id()))
+        self._state = HeartbeatState(state_file, wallclock=wallclock)
+        self._boot = boot()
+        self.generation = self._state.next_generation()
         self._clock = clock
         self._wallclock = wallclock
         self._netns = netns
@@ -375,8 +435,8 @@ class Heartbeats:
         self._seq = 0
         self._local = LocalStatus(site=site, qemu_version=qemu_version)
         self._peer: Heartbeat | None = None
-        self._peer_retired: deque[str] = deque(maxlen=_RETIRED_MAX)
         self._peer_up = False
+        self._marks: dict[str, PeerMark] = {}   # per peer node: highest generation, freshness baseline
         self._auth_failing: list[str] = []
         self._task: asyncio.Task[None] | None = None
         self.events: asyncio.Queue[HeartbeatEvent] = asyncio.Queue(maxsize=_EVENT_QUEUE_MAX)
@@ -463,20 +523,33 @@ class Heartbeats:
         return self._local
 
     def send_once(self) -> None:
-        """Send one heartbeat on every open link (each with its own seq)."""
+        """Send one heartbeat on every open link (each with its own seq, all with this round's ts)."""
         now = self._wallclock()
+        ts = self._clock()
+        key = self._send_key()
         for name, proto in self._protocols.items():
             self._seq += 1
-            hb = Heartbeat(pair=self.pair, link=name, node=self.node, instance=self.instance,
-                           started=self.started, seq=self._seq, sent=now, **asdict(self._local))
-            proto.send(hb.encode(self._key))
+            hb = Heartbeat(pair=self.pair, link=name, node=self.node, generation=self.generation, seq=self._seq,
+                           ts=ts, sent=now, keys=self._key_ids, **asdict(self._local))
+            proto.send(hb.encode(key))
+
+    def _send_key(self) -> bytes:
+        """The current key, unless the peer's last message says it accepts only our previous one (it
+        still runs the key file from before a rotation): then the previous, so it keeps hearing us."""
+        ring, peer = self._keys, self._peer
+        if peer is None or ring.previous is None:
+            return ring.current
+        accepted = peer.key_ids()
+        if key_id(ring.current) not in accepted and key_id(ring.previous) in accepted:
+            return ring.previous
+        return ring.current
 
     # -- receiving --------------------------------------------------------
 
     def _received(self, st: _LinkState, data: bytes, addr: tuple[str, int]) -> None:
         now = self._clock()
         st.count("received")
-        hb = decode(data, self._key)
+        hb = decode(data, self._keys)
         if isinstance(hb, Drop):
             st.count(hb.value)
             if hb == Drop.BAD_MAC and tuple(addr[:2]) == tuple(st.spec.peer):
@@ -487,12 +560,9 @@ class Heartbeats:
             st.count(why.value)
             return
         st.count("accepted")
-        if st.instance != hb.instance:
-            if st.instance is not None:
-                st.retired.append(st.instance)
-            st.instance, st.started = hb.instance, hb.started
-        st.seq = hb.seq
+        st.generation, st.seq, st.ts = hb.generation, hb.seq, hb.ts
         st.last_valid = now
+        self._remember(hb, now)
         self._update_peer(hb, now, st.spec.name)
         if not st.up:
             st.up = True
@@ -502,18 +572,43 @@ class Heartbeats:
             self._emit(EventKind.PEER_UP, now, st.spec.name, f"{hb.node} {hb.role} {hb.state}")
 
     def _update_peer(self, hb: Heartbeat, now: float, link: str) -> None:
-        """Follow the newest message of the newest instance, whichever link brought it."""
+        """Follow the newest message (by generation, then seq), whichever link brought it."""
         peer = self._peer
-        if peer is None:
-            self._peer = hb
-        elif hb.instance == peer.instance:
-            if hb.seq > peer.seq:
-                self._peer = hb
-        elif hb.instance not in self._peer_retired:
-            # The link accepted a new instance (see _reject): the peer restarted.
-            self._peer_retired.append(peer.instance)
-            self._peer = hb
-            self._emit(EventKind.PEER_RESTARTED, now, link, f"{hb.node} instance {hb.instance}")
+        if peer is not None and (hb.generation, hb.seq) <= (peer.generation, peer.seq):
+            return
+        self._peer = hb
+        if peer is not None and hb.generation > peer.generation:
+            self._emit(EventKind.PEER_RESTARTED, now, link, f"{hb.node} generation {hb.generation}")
+
+    def _mark(self, node: str) -> PeerMark | None:
+        """What we know of `node`: this run's view, else what an earlier run of ours saved."""
+        mark = self._marks.get(node)
+        if mark is None:
+            saved = self._state.peer(node)
+            if saved is not None:
+                # a baseline measured during another boot of ours is on another clock: keep the generation
+                mark = saved if saved.boot_id == self._boot else PeerMark(saved.generation)
+                self._marks[node] = mark
+        return mark
+
+    def _remember(self, hb: Heartbeat, now: float) -> None:
+        """After accepting `hb`: its generation, and the freshness baseline (the smallest delay seen,
+        allowed to creep up at MAX_DRIFT); saved when either changes noticeably (rarely)."""
+        mark = self._mark(hb.node)
+        delay = now - hb.ts
+        if mark is None or hb.generation > mark.generation or mark.boot_id != self._boot:
+            new = PeerMark(hb.generation, self._boot, delay, now)
+        else:
+            base = mark.offset + MAX_DRIFT * max(0.0, now - mark.at)
+            new = PeerMark(hb.generation, self._boot, min(delay, base), now)
+        self._marks[hb.node] = new
+        saved = self._state.peer(hb.node)
+        if saved is None or saved.generation != new.generation or saved.boot_id != new.boot_id \
+                or abs(saved.offset - new.offset) > _SAVE_OFFSET_MOVE:
+            try:
+                self._state.remember(hb.node, new)
+            except HeartbeatError as exc:   # this run still knows; the next change tries again
+                self._log.warning("heartbeat.state.unsaved", reason=str(exc))
 
     def _reject(self, st: _LinkState, hb: Heartbeat, now: float) -> Drop | None:
         if hb.pair != self.pair:
@@ -522,18 +617,20 @@ class Heartbeats:
             return Drop.OWN
         if hb.link != st.spec.name:
             return Drop.WRONG_LINK
-        if hb.instance == st.instance:
-            return None if hb.seq > st.seq else Drop.REPLAY
-        if hb.instance in st.retired:
+        mark = self._mark(hb.node)
+        if mark is not None and hb.generation < mark.generation:
+            return Drop.REPLAY   # an older start of the peer: a newer one has spoken (maybe before our restart)
+        if hb.generation < st.generation or (hb.generation == st.generation and
+                                              (hb.seq <= st.seq or hb.ts < st.ts)):
             return Drop.REPLAY
-        # A new instance: the peer restarted. Accept it if it started after the
-        # one we follow, or if that one has gone silent (the peer's clock may
-        # have stepped back across its restart). Old-instance datagrams that
-        # arrive late, reordered, never displace the current one.
-        silent = st.last_valid is None or now - st.last_valid > self.timeout
-        if st.instance is None or hb.started > st.started or silent:
-            return None
-        return Drop.REPLAY
+        if mark is not None and hb.generation == mark.generation and mark.boot_id == self._boot:
+            # Sent more than `timeout` before it arrived, by the peer's clock against the smallest
+            # delay seen from this generation: replayed or late, it proves nothing about now.
+            base = mark.offset + MAX_DRIFT * max(0.0, now - mark.at)
+            if (now - hb.ts) - base > self.timeout:
+                return Drop.STALE
+        # A higher generation: the peer started again; accepted at once.
+        return None
 
     # -- liveness ---------------------------------------------------------
 

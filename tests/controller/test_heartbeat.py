@@ -59,16 +59,21 @@ def drain(hb: Heartbeats) -> list[tuple[EventKind, str | None]]:
 
 
 class Forger:
-    """Plays peer node 'cs1' towards side B by sending hand-made heartbeats."""
+    """Plays peer node 'cs1' towards side B by sending hand-made heartbeats.
 
-    def __init__(self, b_links: list[LinkSpec]) -> None:
+    With a clock, each message's ts is that clock's time (as a live sender's is) unless given."""
+
+    def __init__(self, b_links: list[LinkSpec], clock: FakeClock | None = None) -> None:
         self.to = {spec.name: spec.local for spec in b_links}
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.base = Heartbeat(pair="ft1", link="sync1", node="cs1", instance="aaaa", started=100.0,
-                              seq=1, epoch=4, role="primary", state="protected", qemu="alive",
-                              checkpoints=17, sent=1.0)
+        self.clock = clock
+        self.base = Heartbeat(pair="ft1", link="sync1", node="cs1", generation=100, seq=1,
+                              ts=clock() if clock else 0.0, epoch=4, role="primary", state="protected",
+                              qemu="alive", checkpoints=17, sent=1.0)
 
     def send(self, link: str, key: bytes = KEY, dest: str | None = None, **changes) -> bytes:
+        if self.clock is not None and "ts" not in changes:
+            changes["ts"] = self.clock()
         data = replace(self.base, link=link, **changes).encode(key)
         self.sock.sendto(data, self.to[dest or link])
         return data
@@ -108,7 +113,7 @@ def test_both_sides_see_each_other_with_the_payload(arun, links):
             peer = b.peer_state()
             assert (peer.node, peer.epoch, peer.role, peer.state, peer.qemu, peer.checkpoints) == \
                 ("cs1", 7, "primary", "protected", "alive", 42)
-            assert peer.instance == a.instance and peer.pair == "ft1"
+            assert peer.generation == a.generation and peer.pair == "ft1"
             evs = drain(b)
             assert sorted(k for k, _ in evs) == sorted([EventKind.LINK_UP, EventKind.LINK_UP,
                                                         EventKind.PEER_UP])
@@ -127,7 +132,7 @@ def test_link_times_out_alone_then_peer_is_lost(arun, links):
     async def main():
         b = side_b(links, clock)
         await b.open()
-        f = Forger([links["sync1"][1], links["sync2"][1]])
+        f = Forger([links["sync1"][1], links["sync2"][1]], clock)
         try:
             f.send("sync1", seq=1)
             f.send("sync2", seq=2)
@@ -164,7 +169,7 @@ def test_bad_mac_wrong_pair_wrong_link_own_and_garbage_are_dropped_and_counted(a
     async def main():
         b = side_b(links, clock)
         await b.open()
-        f = Forger([links["sync1"][1], links["sync2"][1]])
+        f = Forger([links["sync1"][1], links["sync2"][1]], clock)
         try:
             f.send("sync1", key=OTHER_KEY, seq=1)
             f.send("sync1", pair="ft2", seq=2)
@@ -193,7 +198,7 @@ def test_replays_are_dropped_new_seq_accepted(arun, links):
     async def main():
         b = side_b(links, clock)
         await b.open()
-        f = Forger([links["sync1"][1], links["sync2"][1]])
+        f = Forger([links["sync1"][1], links["sync2"][1]], clock)
         try:
             first = f.send("sync1", seq=5)
             await until(lambda: b.stats()["sync1"].get("accepted") == 1)
@@ -221,23 +226,24 @@ def test_peer_restart_is_accepted_and_late_old_datagrams_do_not_win(arun, links)
     async def main():
         b = side_b(links, clock)
         await b.open()
-        f = Forger([links["sync1"][1], links["sync2"][1]])
+        f = Forger([links["sync1"][1], links["sync2"][1]], clock)
         try:
             f.send("sync1", seq=900)
             await until(lambda: b.stats()["sync1"].get("accepted") == 1)
             drain(b)
-            # The peer controller restarts: new instance, seq from 1, later start.
-            f.send("sync1", instance="bbbb", started=200.0, seq=1, epoch=5)
+            # The peer controller restarts: a higher generation, seq from 1, accepted at once.
+            f.send("sync1", generation=101, seq=1, epoch=5)
             await until(lambda: b.stats()["sync1"].get("accepted") == 2)
-            assert b.peer_state().instance == "bbbb" and b.peer_state().epoch == 5
+            assert b.peer_state().generation == 101 and b.peer_state().epoch == 5
             assert (EventKind.PEER_RESTARTED, "sync1") in drain(b)
-            # A late datagram of the old instance: dropped, peer view unchanged.
+            # A late datagram of the old generation: dropped, peer view unchanged.
             f.send("sync1", seq=901)
             await until(lambda: b.stats()["sync1"].get("replay") == 1)
-            assert b.peer_state().instance == "bbbb"
-            # An instance that claims an earlier start while the current one talks: refused.
-            f.send("sync1", instance="cccc", started=150.0, seq=1)
-            await until(lambda: b.stats()["sync1"].get("replay") == 2)
+            assert b.peer_state().generation == 101
+            # ... on the other link too, which never heard the new generation: the peer's generation counts.
+            f.send("sync2", seq=902)
+            await until(lambda: b.stats()["sync2"].get("replay") == 1)
+            assert b.peer_state().generation == 101 and not b.link_alive("sync2")
         finally:
             f.close()
             await b.close()

@@ -94,6 +94,12 @@ def test_keygen_and_show(site_file: SiteFile, servers: Servers, tmp_path: Path) 
     code, _, err = _run("site", "keygen", "--site", str(path))
     assert code == 1 and err.startswith(f"coserver: error: key {key}: already exists") and err.count("\n") == 1
     assert _run("site", "keygen", "--site", str(path), "--force")[0] == 0
+    before = key.read_text()
+    code, out, err = _run("site", "keygen", "--site", str(path), "--rotate")
+    assert code == 0 and f"added a new current key to {key}" in out, err
+    assert key.read_text().startswith(before) and len(key.read_text().splitlines()) == 2
+    code, _, err = _run("site", "keygen", "--site", str(path), "--rotate", "--force")
+    assert code == 1 and "exclude each other" in err and err.count("\n") == 1
     code, out, _ = _run("site", "show", "--site", str(path), "--json")
     assert code == 0
     shown = json.loads(out)

@@ -186,7 +186,7 @@ def test_check_key_failures(tmp_path: Path) -> None:
     fd = os.open(short, os.O_WRONLY | os.O_CREAT, 0o600)
     os.write(fd, b"abcd\n")
     os.close(fd)
-    with pytest.raises(KeyFileError, match=f"^key {short}: 5 bytes, not 64 lowercase hex digits"):
+    with pytest.raises(KeyFileError, match=f"^key {short}: 5 bytes, not one or two lines of 64 lowercase hex digits"):
         check_key(short)
     folder = tmp_path / "dir.key"
     folder.mkdir(mode=0o600)
