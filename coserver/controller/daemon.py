@@ -78,6 +78,11 @@ from coserver.sys.proc import boot_id, last_line
 _log = log.get("controller")
 
 TICK_S = 0.1
+#: Why a controller stopped its FT server when the guest powered itself off (the words `status` shows).
+GUEST_OFF_WHY = "the guest powered itself off"
+#: How long a primary whose guest powered itself off keeps its lease while its secondary is still heard
+#: running: the peer follows within a heartbeat or two; past this, its controller is taken to be stuck.
+GUEST_OFF_HOLD_S = 5.0
 HEALTH_INTERVAL_S = 0.25
 WITNESS_POLL_S = 0.5
 JOURNAL_EVERY_S = 5.0
@@ -115,6 +120,11 @@ class HostController:
         self.health = QmpHealth()
         self.settings = ColoSettings(checkpoint_ms=cfg.checkpoint_ms, qmp_deadline_s=cfg.qmp_deadline_s,
                                      sync_speed_mib_s=cfg.sync_speed_mib_s)
+        self.guest_off_epoch = 0   # the epoch in which our guest powered itself off (heartbeats say it)
+        self.guest_off_hold_since: float | None = None   # since when we keep the lease for the peer to follow
+        self.peer_guest_off_since: float | None = None   # since when the secondary says its guest powered off
+        self.replica_off_epoch = 0    # our copy (a secondary) saw the guest power itself off in this epoch
+        self.guest_off_ignored = 0    # a peer's guest_off at or below this is history (the operator started since)
         self.busy: asyncio.Task[None] | None = None          # a rejoin or protect under way
         self.last_attempt = -math.inf                   # monotonic time of the last rejoin/protect
         self.rejoin_requested = False
@@ -490,6 +500,7 @@ class HostController:
 
     async def tick(self) -> None:
         async with self._acting:
+            self._follow_guest_power_off()
             if not self.desired.run:  # server stop: shut down, never fail over
                 await self._stopping_step()
                 self._publish()
@@ -497,7 +508,7 @@ class HostController:
                     self._save_journal("periodic")
                 return
             obs = self.observe()
-            if self._in_grace(obs):
+            if self._in_grace(obs) or self._awaiting_own_power_off(obs):
                 return
             decision = decide(obs, self.thresholds)
             if decision.claim_epoch is not None:
@@ -533,6 +544,41 @@ class HostController:
         except CoserverError as exc:   # the health loop and the policy judge the QEMU; this is only a nudge
             _log.warning("controller.checkpoint.nudge.failed", host=self.cfg.host, reason=str(exc))
         return True
+
+    def _follow_guest_power_off(self) -> None:
+        """A guest that powers itself off stops its FT server on both hosts, as `server stop` does: a
+        server's own shutdown is its wish, never a fault to fail over from or restart after.
+
+        The side running the guest (primary, simplex) learns it from its QEMU's SHUTDOWN event and
+        says so in its heartbeats (guest_off = its epoch); the other side follows when it hears that at
+        an epoch >= its own (a peer that powered off in an older epoch lost the guest to us since).
+        Until the peer has followed, the primary keeps its lease (_stopping_step), so a secondary that
+        saw COLO end first cannot win a claim and bring the guest back."""
+        if not self.desired.run:
+            return
+        if self.events.guest_shutdown is not None and self.role in (Role.PRIMARY, Role.SIMPLEX):
+            self.guest_off_epoch = self.epoch
+            self._ask(run=False, why=f"{GUEST_OFF_WHY} on {self.cfg.host} (epoch {self.epoch})")
+            return
+        if self.events.guest_shutdown is not None and self.role == Role.SECONDARY and not self.replica_off_epoch:
+            self.replica_off_epoch = self.epoch   # the primary waits for its own (_awaiting_own_power_off)
+        peer = self.heartbeats.peer_state() if self.heartbeats.peer_alive() else None
+        if (peer is not None and peer.guest_off and peer.guest_off >= self.epoch
+                and peer.guest_off > self.guest_off_ignored and self.role in (Role.SECONDARY, Role.NONE)):
+            self._ask(run=False, why=f"{GUEST_OFF_WHY} on {peer.node} (epoch {peer.guest_off})")
+
+    def _awaiting_own_power_off(self, obs: Observation) -> bool:
+        """The secondary's copy of the guest powered itself off first (it runs ahead between
+        checkpoints): ours runs the same code on the same input and is about to. Dropping the replica
+        now would be a takeover nobody needs, so a primary with a live QEMU waits up to GUEST_OFF_HOLD_S
+        for its own SHUTDOWN (colo-compare holds the guest's output meanwhile); then it decides as usual."""
+        peer = self.heartbeats.peer_state() if obs.peer_heard else None
+        if (self.role != Role.PRIMARY or obs.qemu != QemuHealth.ALIVE or peer is None
+                or not (peer.replica_off and peer.replica_off >= self.epoch)):
+            self.peer_guest_off_since = None
+            return False
+        since = self.peer_guest_off_since = self.peer_guest_off_since or time.monotonic()
+        return time.monotonic() - since < GUEST_OFF_HOLD_S
 
     def _in_grace(self, obs: Observation) -> bool:
         """Just (re)started and no heartbeat yet: silence means 'not heard yet', not 'lost'.
@@ -652,7 +698,8 @@ class HostController:
         qemu, _ = self.qemu_health()
         state = "maintenance" if self.role == Role.NONE and self.maintenance else self.sm.state.value
         self.heartbeats.update_local(epoch=self.epoch, role=self.role.value, state=state,
-                                     qemu=qemu.value, checkpoints=self.events.checkpoints)
+                                     qemu=qemu.value, checkpoints=self.events.checkpoints,
+                                     guest_off=self.guest_off_epoch, replica_off=self.replica_off_epoch)
         self.metrics.update(snapshot_of(self))
 
     def _journal_due(self) -> bool:
@@ -745,6 +792,8 @@ class HostController:
             await self._open_qmp(drop_old_first=True)
             self.role = Role.SIMPLEX
             self.health = QmpHealth()
+            self.events.guest_shutdown = None
+            self.replica_off_epoch = 0
             self.events.colo_exit = None
             self.events.clear_disk_errors()
             self.events.last_checkpoint = None
@@ -789,7 +838,11 @@ class HostController:
                 return
             if alive and time.monotonic() - (self.powering_down_since or 0) < self.cfg.stop_timeout_s:
                 return
-            await self._stopped_here("guest powered off" if not alive else
+            if not alive and self.guest_off_epoch and self._peer_runs_a_side():
+                since = self.guest_off_hold_since = self.guest_off_hold_since or time.monotonic()
+                if time.monotonic() - since < GUEST_OFF_HOLD_S:
+                    return   # keep the lease until the secondary has heard that the guest is off
+            await self._stopped_here(f"guest powered off ({self.desired.why})" if not alive else
                                      f"guest still running {self.cfg.stop_timeout_s:g} s after the power button: "
                                      "QEMU stopped")
         elif self.role == Role.SECONDARY:
@@ -801,6 +854,11 @@ class HostController:
             await self._stopped_here("the primary's guest is gone: secondary stopped")
         elif self.sm.state not in (FtState.STOPPED, FtState.FENCED) and self.sm.can(FtState.STOPPED):
             self._to(FtState.STOPPED, f"server stop ({self.desired.why})")
+
+    def _peer_runs_a_side(self) -> bool:
+        peer = self.heartbeats.peer_state() if self.heartbeats.peer_alive() else None
+        return (peer is not None and peer.role != Role.NONE.value and peer.qemu == QemuHealth.ALIVE.value
+                and peer.state not in (FtState.STOPPING.value, FtState.STOPPED.value))
 
     async def _stopped_here(self, reason: str) -> None:
         if self.qemu is not None and self.qemu.alive():
@@ -829,6 +887,10 @@ class HostController:
             if self.sm.state == FtState.FENCED:   # an operator's start clears a fence (never revives a guest)
                 self._to(FtState.STOPPED, "fence cleared by `server start`")
             self.rejoin_requested = True          # the other side joins even under reprotect=manual
+            self.guest_off_epoch = self.replica_off_epoch = 0
+            self.guest_off_hold_since = None
+            peer = self.heartbeats.peer_state()   # a power-off it still reports is the one this start ends
+            self.guest_off_ignored = max(self.epoch, peer.guest_off if peer is not None else 0)
             self.attempts = AttemptLog()
             self.last_attempt = -math.inf
             return self._ask(run=True, why=why)
@@ -908,6 +970,8 @@ class HostController:
             self.role = Role.SECONDARY
             self.epoch = max(self.epoch, peer.epoch if peer else 0)
             self.health = QmpHealth()
+            self.events.guest_shutdown = None
+            self.replica_off_epoch = 0
             self.events.colo_exit = None
             self.events.clear_disk_errors()
             self.events.last_checkpoint = None

@@ -207,6 +207,8 @@ class LocalStatus:
     checkpoints: int = 0
     site: str = ""             # digest of this host's site file ("" without one: the lab's --config path)
     qemu_version: str = ""     # the QEMU this host runs, e.g. "10.2.2"
+    guest_off: int = 0         # this side stopped the FT server: its guest powered itself off in this epoch
+    replica_off: int = 0       # this side's copy (a secondary) saw the guest power itself off, in this epoch
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,8 @@ class Heartbeat:
     site: str = ""
     qemu_version: str = ""
     keys: str = ""
+    guest_off: int = 0
+    replica_off: int = 0
 
     def encode(self, key: bytes) -> bytes:
         payload = json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
@@ -250,6 +254,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "pair": (str,), "link": (str,), "node": (str,), "generation": (int,), "seq": (int,), "ts": (int, float),
     "epoch": (int,), "role": (str,), "state": (str,), "qemu": (str,),
     "checkpoints": (int,), "sent": (int, float), "site": (str,), "qemu_version": (str,), "keys": (str,),
+    "guest_off": (int,), "replica_off": (int,),
 }
 assert set(_FIELD_TYPES) == {f.name for f in fields(Heartbeat)}
 
@@ -510,7 +515,7 @@ class Heartbeats:
 
     def update_local(self, **changes: Any) -> None:
         """Change what the next heartbeats say about us (epoch, role, state, qemu, checkpoints, site,
-        qemu_version)."""
+        qemu_version, guest_off, replica_off)."""
         cur = asdict(self._local)
         unknown = set(changes) - set(cur)
         if unknown:

@@ -22,7 +22,7 @@ _log = log.get("controller")
 
 #: The QMP events the controller listens to.
 WATCHED_EVENTS = ("COLO_EXIT", "MIGRATION_PASS", "RESUME", "STOP", "QUORUM_REPORT_BAD", "BLOCK_IO_ERROR",
-                  "MIGRATION")
+                  "MIGRATION", "SHUTDOWN", "RESET")
 
 
 #: The primary's quorum children that are the replica (its replication driver and the NBD client under it).
@@ -68,6 +68,9 @@ class ColoEvents:
     #: replica (the primary's replication child). Latched: one failed write makes a copy stale.
     local_disk_error: dict[str, Any] | None = None
     replica_disk_error: dict[str, Any] | None = None
+    #: the guest powered itself off (SHUTDOWN, guest: true, reason guest-shutdown) in the QEMU we watch
+    guest_shutdown: dict[str, Any] | None = None
+    guest_resets: int = 0   # the guest rebooted itself (RESET, guest: true)
     _stopped_at: float | None = None
     #: called once with each new pause, in seconds (the metrics' histogram: controller.metrics)
     on_pause: Callable[[float], None] | None = field(default=None, repr=False, compare=False)
@@ -103,6 +106,14 @@ class ColoEvents:
                 self.replica_disk_error = self.replica_disk_error or seen
             else:
                 self.local_disk_error = self.local_disk_error or seen
+        elif name == "SHUTDOWN":
+            _log.warning("controller.guest.shutdown", host=host, **data)
+            if data.get("guest") and data.get("reason") == "guest-shutdown":
+                self.guest_shutdown = {"reason": data.get("reason"), "at": time.time()}
+        elif name == "RESET":
+            if data.get("guest"):
+                self.guest_resets += 1
+                _log.info("controller.guest.reset", host=host, **data)
         elif name == "BLOCK_IO_ERROR":
             self.io_errors += 1
             _log.warning("controller.block.error", host=host, **data)

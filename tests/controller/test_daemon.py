@@ -56,7 +56,7 @@ class FakeHeartbeats:
     def peer_state(self) -> Any:
         class Peer:
             role, state, qemu, epoch = "secondary", "protected", self.peer_qemu, 1
-            site, qemu_version = "", "10.2.2"
+            site, qemu_version, guest_off, replica_off, node = "", "10.2.2", 0, 0, "cs2"
         return Peer()
 
     def update_local(self, **changes: Any) -> None:

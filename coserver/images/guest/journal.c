@@ -586,6 +586,9 @@ int main(int argc, char **argv) {
         if (power_request) {   /* every append is fsync'ed already; sync(2) for the file system too */
             logmsg("%s asked by a client", power_request == RB_AUTOBOOT ? "reboot" : "power off");
             sync();
+            /* Let the reply leave the guest before the NIC is reset: reboot(2) does not wait for the
+             * TX queue, so without this the client would not learn that its request was taken. */
+            sleep(1);
             reboot(power_request);
             die("reboot(2): %s", strerror(errno));
         }
