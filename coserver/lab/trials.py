@@ -59,6 +59,20 @@ FAULTS: dict[str, tuple[str, str | None, int | None, bool, str | None]] = {
     "stall-replication": ("stall-replication", None, None, True, "heal-replication"),
     "disk-error-primary": ("disk-error", "primary", None, True, None),
     "disk-error-secondary": ("disk-error", "secondary", None, True, None),
+    # two faults in a row (SEQUENCES): the combinations that could make two primaries
+    "cut-witness-then-kill-secondary": ("sequence", "primary", None, True, "heal-witness"),
+    "witness-down-then-kill-primary": ("sequence", None, None, True, None),
+}
+#: A "sequence" fault's steps: (lab fault, on which host, seconds to wait after it, how many sides may
+#: serve the guest at the end of that wait, None: not checked).
+SEQUENCES: dict[str, list[tuple[str, str | None, float, int | None]]] = {
+    # the primary cannot reach the witness, then its replica dies: it goes on alone (the secondary's
+    # own report that its QEMU is dead is the evidence), never both, never neither for long
+    "cut-witness-then-kill-secondary": [("cut-witness", "primary", 1.0, 1), ("kill-qemu", "secondary", 0.0, None)],
+    # no witness, then the primary dies: nobody may promote without a grant; the secondary waits (and
+    # alerts) until the witness is back, then takes over with nothing lost
+    "witness-down-then-kill-primary": [("witness-down", None, 1.0, 1), ("kill-qemu", "primary", 2.5, 0),
+                                       ("witness-up", None, 0.0, None)],
 }
 #: How long, after the pair settled, the LAN switch is watched for frames from both CoServers.
 UPLINK_WINDOW_S = 2.0
@@ -87,6 +101,7 @@ class TrialResult:
     primary_before: str | None = None
     primary_after: str | None = None
     controller_restarted: bool | None = None
+    served_after: bool | None = None   # the client had a reply after the pair settled
     #: CoServers whose LAN uplink carried frames in the window after settling (from outside: must be one)
     uplinks_sending: list[str] = field(default_factory=list)
     ok: bool = False
@@ -124,9 +139,12 @@ def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 
                     timeout=CLIENT_TIMEOUT_S).start()
     time.sleep(before_s)
     t_fault, t_fault_wall = time.monotonic(), time.time()
-    lab.fault(kind, host, link)
-    if say:
-        say(f"{name}: injected {kind}" + (f" on {host}" if host else "") + (f" link {link}" if link else ""))
+    if kind == "sequence":
+        _run_steps(lab, name, st, r, say)
+    else:
+        lab.fault(kind, host, link)
+        if say:
+            say(f"{name}: injected {kind}" + (f" on {host}" if host else "") + (f" link {link}" if link else ""))
     settled, at_settle = _wait_settled(lab, failover, t_fault, t_fault_wall, settle_timeout_s, kind, host,
                                        old_controller)
     r.settle_s = round(settled - t_fault, 2) if settled else None
@@ -135,6 +153,11 @@ def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 
     before_frames = lab.net.uplink_frames()
     time.sleep(max(after_s, UPLINK_WINDOW_S))
     after_frames = lab.net.uplink_frames()
+    if settled is not None:   # the client is served again (its TCP back-off may take a few seconds)
+        deadline = time.monotonic() + CLIENT_TIMEOUT_S
+        while time.monotonic() < deadline and not (writer.result.acks and writer.result.acks[-1].acked > settled):
+            time.sleep(0.1)
+        r.served_after = bool(writer.result.acks) and writer.result.acks[-1].acked > settled
     r.uplinks_sending = sorted(h for h in after_frames if after_frames[h] > before_frames.get(h, 0))
     if undo:
         lab.fault(undo, host, link)
@@ -167,6 +190,21 @@ def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 
         r.problems.append(f"cannot read back on the survivor: {exc}")
     _judge(r)
     return r
+
+
+def _run_steps(lab: Lab, name: str, before: dict[str, Any], r: TrialResult,
+               say: Callable[[str], None] | None) -> None:
+    """Inject SEQUENCES[name] step by step; a step's serving count that is off is a problem of r."""
+    for kind, which, wait_s, serving in SEQUENCES[name]:
+        host = before[which] if which else None
+        lab.fault(kind, host, None)
+        if say:
+            say(f"{name}: injected {kind}" + (f" on {host}" if host else ""))
+        time.sleep(wait_s)
+        if serving is not None:
+            now = sum(_serving(e) for e in lab.status()["hosts"].values())
+            if now != serving:
+                r.problems.append(f"{now} sides served the guest {wait_s:g} s after {kind} (want {serving})")
 
 
 def _wait_settled(lab: Lab, failover: bool, t0: float, t0_wall: float, timeout: float, kind: str,
@@ -213,6 +251,8 @@ def _judge(r: TrialResult) -> None:
         p.append(f"failed over though it must not: {r.state_after}, primary {r.primary_after}")
     if r.reconnects:
         p.append(f"the client had to reconnect {r.reconnects} times")
+    if r.served_after is False:
+        p.append(f"the client got no reply within {CLIENT_TIMEOUT_S:g} s after the pair settled")
     if r.controller_restarted is False:
         p.append("the controller did not come back")
     r.ok = not p
