@@ -93,7 +93,7 @@ def lab_fault(kind: str, prefix: str, host: str | None, link: int | None, server
     then); cut-witness|heal-witness --host H; witness-down|witness-up; stall-replication|heal-replication
     (replication blackholed, heartbeats flowing); cut-link|heal-link --link N; cut-all-links|heal-all-links;
     disk-error --host H (that QEMU's disk fails writes from now on: the primary's local copy, or the
-    secondary's replica)."""
+    secondary's replica); fill-disk|heal-disk --host H (the host's /var/lib/coserver full, then freed)."""
     done = Lab(prefix).fault(kind, host, link, server, seconds)
     if as_json:
         click.echo(json.dumps(done))

@@ -24,6 +24,7 @@ the next `up` starts from cs1's disk and re-syncs cs2's.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -62,6 +63,7 @@ from coserver.sys import netns
 from coserver.sys import proc as labproc
 from coserver.sys.files import private_dirs
 from coserver.sys.proc import ProcessRecord
+from coserver.sys.run import run
 
 _log = log.get("lab")
 
@@ -82,8 +84,12 @@ FAULTS: dict[str, tuple[bool, bool]] = {
     "freeze": (True, False), "cut-witness": (True, False), "heal-witness": (True, False),
     "witness-down": (False, False), "witness-up": (False, False),
     "stall-replication": (False, False), "heal-replication": (False, False),
-    "disk-error": (True, False),
+    "disk-error": (True, False), "fill-disk": (True, False), "heal-disk": (True, False),
 }
+#: Each lab host's /var/lib/coserver is a tmpfs this big (fill-disk fills it).
+STATE_FS_SIZE = "128m"
+FILLER = "lab-fill-disk.bin"
+
 #: `freeze` without --seconds: longer than the witness lease (2 s) and the hang detection (1.5 s).
 DEFAULT_FREEZE_S = 6.0
 
@@ -407,6 +413,7 @@ class Lab:
             self.host_dir(host).mkdir(mode=0o700, exist_ok=True)
             for d in (self.etc_dir(host), self.lib_dir(host)):
                 d.mkdir(mode=0o755, exist_ok=True)
+            self._mount_state_fs(host)
             shutil.rmtree(self.etc_dir(host) / sitefile.SERVERS_DIR, ignore_errors=True)  # this up's servers only
             make_overlay_dir(self.prefix, host)  # 0700 and ours, or one line: never a planted one
             etc[host] = self.etc_dir(host)
@@ -663,8 +670,60 @@ class Lab:
             self._start_witness(fresh=False)
         elif kind in ("stall-replication", "heal-replication"):
             self._set_replication(kind == "heal-replication")
+        elif kind in ("fill-disk", "heal-disk"):
+            assert host is not None
+            out["bytes"] = self._fill_state_fs(host, full=kind == "fill-disk")
         _log.warning("lab.fault", **{k: v for k, v in out.items() if k != "at"})
         return out
+
+    # ---- each host's /var/lib/coserver: a file system of its own, so that it can fill up -------------
+    def _mount_state_fs(self, host: str) -> None:
+        """A real CoServer keeps its journals and logs on a file system that can fill up; here each
+        host's lib directory is a tmpfs of STATE_FS_SIZE, so `fill-disk` fills that and nothing else."""
+        lib = self.lib_dir(host)
+        if not os.path.ismount(lib):
+            run(["mount", "-t", "tmpfs", "-o", f"size={STATE_FS_SIZE},mode=0755", f"coserver-lab-{host}", str(lib)],
+                f"mounting {host}'s state file system on {lib}", timeout=10, error=LabError)
+
+    def _unmount_state_fs(self, host: str) -> list[str]:
+        """Unmount it; its logs are kept on disk (<host>/lib-last) for whoever reads them afterwards."""
+        lib = self.lib_dir(host)
+        if not lib.is_dir() or not os.path.ismount(lib):
+            return []
+        keep = self.host_dir(host) / "lib-last"
+        shutil.rmtree(keep, ignore_errors=True)
+        for f in [*lib.rglob("*.jsonl"), *lib.rglob("*.log")]:
+            if f.is_file() and not f.is_symlink():
+                dest = keep / f.relative_to(lib)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, dest)
+        run(["umount", str(lib)], f"unmounting {host}'s state file system", timeout=10, error=LabError)
+        return [f"state file system {lib} (logs kept in {keep})"]
+
+    def _fill_state_fs(self, host: str, full: bool) -> int:
+        """Fill (or empty again) the host's state file system; returns the bytes the filler holds."""
+        lib, filler = self.lib_dir(host), self.lib_dir(host) / FILLER
+        if not os.path.ismount(lib) or os.statvfs(lib).f_fsid == os.statvfs(self.host_dir(host)).f_fsid:
+            raise LabError(f"fault fill-disk: {lib} is not the lab's own file system; not filling it")
+        if not full:
+            size = filler.stat().st_size if filler.exists() else 0
+            filler.unlink(missing_ok=True)
+            return size
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        chunk = b"\0" * 65536
+        try:
+            while True:
+                try:
+                    os.write(fd, chunk)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise LabError(f"fault fill-disk: writing {filler}: {exc.strerror}") from exc
+                    if len(chunk) == 1:
+                        break
+                    chunk = chunk[: len(chunk) // 2]   # fill the last blocks too
+        finally:
+            os.close(fd)
+        return filler.stat().st_size
 
     def _freeze(self, host: str, seconds: float) -> list[int]:
         """A host stall: every supervisor, controller and QEMU of `host` SIGSTOPped together for
@@ -764,6 +823,8 @@ class Lab:
                              self.host_dir(host) / f"{self.supervisor_name(server)}.proc.json"]:
                     if path.exists() or path.is_symlink():
                         path.unlink()
+        for host in HOSTS:
+            removed += self._unmount_state_fs(host)
         st = LabState.load(self.state_file) if self.state_file.exists() else None
         if st is not None:
             st.state = "stopped"

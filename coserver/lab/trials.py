@@ -62,6 +62,7 @@ FAULTS: dict[str, tuple[str, str | None, int | None, bool, str | None]] = {
     # two faults in a row (SEQUENCES): the combinations that could make two primaries
     "cut-witness-then-kill-secondary": ("sequence", "primary", None, True, "heal-witness"),
     "witness-down-then-kill-primary": ("sequence", None, None, True, None),
+    "fill-disk-secondary-then-kill-primary": ("sequence", "secondary", None, True, "heal-disk"),
 }
 #: A "sequence" fault's steps: (lab fault, on which host, seconds to wait after it, how many sides may
 #: serve the guest at the end of that wait, None: not checked).
@@ -73,6 +74,8 @@ SEQUENCES: dict[str, list[tuple[str, str | None, float, int | None]]] = {
     # alerts) until the witness is back, then takes over with nothing lost
     "witness-down-then-kill-primary": [("witness-down", None, 1.0, 1), ("kill-qemu", "primary", 2.5, 0),
                                        ("witness-up", None, 0.0, None)],
+    # the secondary's state/log file system is full: it keeps watching, and still takes over
+    "fill-disk-secondary-then-kill-primary": [("fill-disk", "secondary", 2.0, 1), ("kill-qemu", "primary", 0.0, None)],
 }
 #: How long, after the pair settled, the LAN switch is watched for frames from both CoServers.
 UPLINK_WINDOW_S = 2.0
