@@ -35,6 +35,8 @@ PARENT_NODE = "parent0"            # secondary: its own copy, exported over NBD
 REPLICATION_NODE_SECONDARY = "childs0"
 REPLICATION_NODE_PRIMARY = "replication0"   # primary: added at protection time
 NBD_EXPORT = PARENT_NODE
+EXPORT_ID = "colo-export"                    # secondary: the block export of NBD_EXPORT
+REPLICATION_NBD_NODE = "replication0-nbd"    # primary: the NBD client under its replication child
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from coserver import log
-from coserver.colo.argv import NBD_EXPORT, QUORUM_NODE, REPLICATION_NODE_PRIMARY, Node
+from coserver.colo.argv import NBD_EXPORT, QUORUM_NODE, REPLICATION_NBD_NODE, REPLICATION_NODE_PRIMARY, Node
 from coserver.colo.errors import ColoStepError
 from coserver.colo.proxy import SECONDARY_REWRITER, PrimaryProxy
 from coserver.colo.settings import ColoSettings, SyncPorts
@@ -36,7 +36,6 @@ SYNC_TARGET_NODE = "colo-sync-target"
 #: The NBD client under the replication child: named, so failover can yank it. With the
 #: secondary unreachable (links cut, peer frozen) its requests never complete, and deleting
 #: the node would drain them forever, freezing QEMU's main loop with it.
-REPLICATION_NBD_NODE = "replication0-nbd"
 
 
 @dataclass(frozen=True)

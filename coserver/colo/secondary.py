@@ -11,7 +11,7 @@ and the guest announces itself so the client LAN's bridge learns the new port.
 from __future__ import annotations
 
 from coserver import log
-from coserver.colo.argv import NBD_EXPORT, PARENT_NODE, Node
+from coserver.colo.argv import EXPORT_ID, NBD_EXPORT, PARENT_NODE, Node
 from coserver.colo.proxy import SECONDARY_PROXY_CHARDEVS, SECONDARY_PROXY_OBJECTS
 from coserver.colo.settings import ColoSettings, SyncPorts
 from coserver.colo.steps import StepRunner
@@ -19,7 +19,6 @@ from coserver.qmp.session import QmpSession
 
 _log = log.get("colo.secondary")
 
-EXPORT_ID = "colo-export"
 
 
 class Secondary:

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coserver import log
-from coserver.colo.argv import REPLICATION_NODE_PRIMARY
-from coserver.colo.primary import REPLICATION_NBD_NODE
+from coserver.colo.argv import REPLICATION_NBD_NODE, REPLICATION_NODE_PRIMARY
 from coserver.controller.roles import Role
 from coserver.qmp.session import event_data
 

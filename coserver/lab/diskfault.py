@@ -22,8 +22,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from coserver.colo.argv import NBD_EXPORT, PARENT_NODE, QUORUM_NODE
-from coserver.colo.secondary import EXPORT_ID
+from coserver.colo.argv import EXPORT_ID, NBD_EXPORT, PARENT_NODE, QUORUM_NODE
 from coserver.errors import CoserverError
 from coserver.qmp.session import QmpSession
 

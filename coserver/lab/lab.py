@@ -146,6 +146,8 @@ class LabOptions:
     boot_grace_s: float = 15.0
     #: server stop: the power button, then this long for the guest to power off.
     stop_timeout_s: float = 30.0
+    #: the site's alert hook (argv, absolute program path; empty: none)
+    alert_command: tuple[str, ...] = ()
 
     def confirm_window_s(self) -> float:
         return self.confirm_s or max(5.0, 3 * self.checkpoint_ms / 1000)
@@ -419,7 +421,7 @@ class Lab:
             etc[host] = self.etc_dir(host)
         text = sitefile.site_text(self.net, checkpoint_ms=opts.checkpoint_ms, reprotect=opts.reprotect,
                                   accel=accel, boot_grace_s=opts.boot_grace_s, stop_timeout_s=opts.stop_timeout_s,
-                                  sync_speed_mib_s=opts.sync_speed_mib_s)
+                                  sync_speed_mib_s=opts.sync_speed_mib_s, alert_command=opts.alert_command)
         sitefile.install_site(etc, text)
         for path in spec_paths:
             sitefile.install_spec(etc, path)

@@ -9,6 +9,7 @@ read only these, through the site path a real host runs.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import replace
@@ -36,7 +37,7 @@ def site_name(prefix: str) -> str:
 
 
 def site_text(net: LabNet, *, checkpoint_ms: int, reprotect: str, accel: str, boot_grace_s: float,
-              stop_timeout_s: float, sync_speed_mib_s: int) -> str:
+              stop_timeout_s: float, sync_speed_mib_s: int, alert_command: tuple[str, ...] = ()) -> str:
     """The lab's site.toml (the same on both hosts)."""
     lines = [
         "# Written by `coserver lab up`: the lab's two CoServers as a site (the same file on both).",
@@ -48,6 +49,7 @@ def site_text(net: LabNet, *, checkpoint_ms: int, reprotect: str, accel: str, bo
         f"boot_grace_s = {max(0, round(boot_grace_s))}",
         f"stop_timeout_s = {max(1, round(stop_timeout_s))}",
         f"sync_speed_mib_s = {sync_speed_mib_s}",
+        *([f"alert_command = {json.dumps(list(alert_command))}"] if alert_command else []),
         "",
         "[witness]",
         f'endpoints = ["{WITNESS_ADDRESS}:{WITNESS_PORT}"]',

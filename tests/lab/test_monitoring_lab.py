@@ -1,0 +1,153 @@
+"""Operators see it (issue 18), on the lab: a real Prometheus (Debian's package, in the witness's
+namespace on the management network) scrapes both controllers; the site's alert hook hears every
+state change within a second; `coserver status --check` fails while a sync link is cut."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from coserver.lab import net as labnet
+from coserver.lab.lab import Lab, LabOptions
+from coserver.site import load_site
+from coserver.site.ports import server_ports
+from coserver.sys import netns
+from coserver.sys import proc as labproc
+
+from .labutil import coserver, status
+
+pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.slow]
+
+PREFIX = f"m{os.getpid() % 10000}"
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+PROM_PORT = 9090
+
+HOOK = """#!{python}
+import json, sys, time
+event = json.loads(sys.stdin.read())
+event["received"] = time.time()
+with open({out!r}, "a") as f:
+    f.write(json.dumps(event) + "\\n")
+"""
+
+
+def _get(ns: str, host: str, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
+    """An HTTP GET made from namespace `ns` (the lab's networks are reachable only from there)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn.sock = netns.socket_in(ns, host, port, timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+def _query(ns: str, promql: str) -> list[dict]:
+    code, body = _get(ns, labnet.WITNESS_ADDRESS, PROM_PORT, "/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
+    assert code == 200, body[:300]
+    return json.loads(body)["data"]["result"]
+
+
+def _value(ns: str, promql: str) -> float | None:
+    res = _query(ns, promql)
+    return float(res[0]["value"][1]) if res else None
+
+
+def _until(what: str, timeout: float, fn):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except (OSError, http.client.HTTPException) as exc:
+            last = exc
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
+
+
+@pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="Debian's prometheus package is not installed")
+def test_prometheus_scrapes_both_the_hook_hears_each_change_and_status_check_fails_on_a_cut_link(tmp_path):
+    alerts = tmp_path / "alerts.jsonl"
+    hook = tmp_path / "hook.py"
+    hook.write_text(HOOK.format(python=sys.executable, out=str(alerts)))
+    hook.chmod(0o755)
+    lab = Lab(PREFIX, tmp_path / "lab")
+    prom_dir = tmp_path / "prometheus"
+    try:
+        up = lab.up(LabOptions(prefix=PREFIX, workdir=tmp_path / "lab", checkpoint_ms=1000,
+                               alert_command=(str(hook),)))
+        assert up["state"] == "protected"
+        site = load_site(lab.etc_dir("cs1") / "site.toml")
+        port = server_ports(site, up["ftserver"]).metrics
+        targets = [f"{site.coservers[h].management}:{port}" for h in ("cs1", "cs2")]
+        prom_dir.mkdir()
+        (prom_dir / "prometheus.yml").write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"scrape_configs:\n  - job_name: coserver\n    static_configs:\n      - targets: {json.dumps(targets)}\n")
+        wns = lab.net.ns("witness")
+        labproc.start("prometheus", [PROMETHEUS, f"--config.file={prom_dir / 'prometheus.yml'}",
+                                     f"--storage.tsdb.path={prom_dir / 'data'}", "--log.level=warn",
+                                     f"--web.listen-address={labnet.WITNESS_ADDRESS}:{PROM_PORT}"],
+                      prom_dir, netns=wns)
+        _until("both controllers scraped", 60, lambda: _value(wns, 'sum(up{job="coserver"})') == 2.0)
+        _until("both protected in Prometheus", 30,
+               lambda: _value(wns, 'sum(coserver_ft_state{state="protected"})') == 2.0)
+        before = _value(wns, "sum(coserver_failovers_total)") or 0.0
+
+        # ---- kill -9 the primary's QEMU: one failover, simplex, then protected again
+        primary = up["primary"]
+        t_kill = time.time()
+        lab.fault("kill-qemu", primary)
+        _until("re-protected", 180, lambda: status(PREFIX)["state"] == "protected")
+        after = _until("failovers_total +1", 30,
+                       lambda: (v := _value(wns, "sum(coserver_failovers_total)")) is not None and v > before and v)
+        assert after == before + 1, (before, after)
+        seen = _query(wns, 'max_over_time(coserver_ft_state{state="simplex"}[5m])')
+        assert any(float(r["value"][1]) == 1.0 for r in seen), seen   # the survivor was simplex
+        _until("protected again in Prometheus", 30,
+               lambda: _value(wns, 'sum(coserver_ft_state{state="protected"})') == 2.0)
+
+        # ---- the alert hook: protected -> simplex on the survivor, then -> protected, each within 1 s
+        st = status(PREFIX)
+        survivor = st["primary"]
+        history = [t for t in st["hosts"][survivor]["history"] if t["at"] >= t_kill]
+        events = [json.loads(line) for line in alerts.read_text().splitlines()]
+        for target in ("simplex", "protected"):
+            change = next(t for t in history if t["to"] == target)
+            heard = [e for e in events if e["host"] == survivor and e["new"] == target
+                     and e["received"] >= change["at"] - 0.05]
+            assert heard, (target, events[-5:])
+            assert heard[0]["received"] - change["at"] < 1.0, (target, heard[0], change)
+            assert heard[0]["ftserver"] == up["ftserver"] and heard[0]["reason"]
+
+        # ---- one sync link cut: the link Failed, the FT server Degraded, status --check exits 2
+        lab.fault("cut-link", link=1)
+        _until("both see the link down", 30,
+               lambda: all(e.get("state") == "degraded" for e in status(PREFIX)["hosts"].values()))
+        check = coserver("status", "--prefix", PREFIX, "--check", check=False)
+        assert check.returncode == 2, (check.returncode, check.stdout, check.stderr)
+        assert check.stderr.count("\n") <= 1 or check.stdout
+        comps = json.loads(coserver("status", "--prefix", PREFIX, "--json").stdout)["components"]
+        by = {(c["kind"], c["name"]): c["health"] for c in comps}
+        link = [k for k in by if k[0] == "link" and by[k] == "failed"]
+        assert link, comps
+        assert any(k[0] == "ftserver" and h == "degraded" for k, h in by.items()), comps
+        _until("sync link down in Prometheus", 30,
+               lambda: _value(wns, "min(coserver_sync_link_up)") == 0.0)
+        lab.fault("heal-link", link=1)
+        _until("status --check passes again", 60,
+               lambda: coserver("status", "--prefix", PREFIX, "--check", check=False).returncode == 0)
+    finally:
+        labproc.stop(prom_dir, "prometheus") if prom_dir.is_dir() else None
+        lab.down()
