@@ -271,6 +271,12 @@ def render(data: dict[str, Any], out_dir: Path | None = None) -> str:
               f"(user + system) over {o['window_s']:.0f} s.", ""]
         L += _table(["process", "CPU s per minute", "% of one core"],
                     [[k, f"{v:.2f}", f"{v / 60 * 100:.1f} %"] for k, v in o["cpu_s_per_min"].items()]) + [""]
+        if "monitoring_extra_cpu_s_per_min" in o:
+            n = o.get("watch_counts", {})
+            L += ["Watched as an operator's tools watch it (both controllers' /metrics scraped and both asked "
+                  f"for status every second: {n.get('scrapes', 0)} scrapes, {n.get('failed', 0)} failed): the "
+                  "controllers' extra CPU s per minute: "
+                  + ", ".join(f"{v:+.3f}" for v in o["monitoring_extra_cpu_s_per_min"]) + " (bound: 0.1).", ""]
     elif "error" in o:
         L += [f"Not measured: {o['error']}", ""]
 

@@ -686,6 +686,7 @@ class HostController:
             self._colo_since = None
         transition = self.sm.to(state, reason)
         self.alert_hook.transition(transition)
+        self.metrics.entered(state.value)
         if self.attempts.on_state(state, time.monotonic()):
             if self._fresh_secondary_died():
                 self._attempt_failed(self._attempt_failure(reason))

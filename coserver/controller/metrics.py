@@ -92,6 +92,12 @@ class ControllerMetrics:
                                   (*LABELS, "cause"), registry=self.registry)
         for cause in FAILOVER_CAUSES:   # present from the start at 0, so increase() sees the first one
             self._failovers.labels(server, host, cause)
+        # a state held for less than a scrape interval (simplex for half a second before the re-sync)
+        # never shows in the coserver_ft_state gauge; counting entries does not miss it
+        self._entered = Counter("coserver_state_changes", "Times this side's FT state changed into each state",
+                                (*LABELS, "state"), registry=self.registry)
+        for state in FtState:
+            self._entered.labels(server, host, state.value)
         self.registry.register(_StatusCollector(self))
         if process:
             ProcessCollector(registry=self.registry)
@@ -105,6 +111,10 @@ class ControllerMetrics:
         elif self._unprotected_since is None:
             self._unprotected_since = snap.taken_at
         self._snapshot = snap
+
+    def entered(self, state: str) -> None:
+        """The FT state changed into `state` (the daemon's _to calls this once per change)."""
+        self._entered.labels(self.server, self.host, state).inc()
 
     def observe_pause(self, seconds: float) -> None:
         """One checkpoint pause (observe.ColoEvents.on_pause calls this once per pause)."""

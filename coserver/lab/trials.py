@@ -153,6 +153,9 @@ def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 
     r.settle_s = round(settled - t_fault, 2) if settled else None
     r.serving = sum(_serving(e) for e in at_settle["hosts"].values())
     r.survivor = at_settle["primary"]
+    want = st[expected_survivor(name)]
+    if settled is not None and r.survivor != want:
+        r.problems.append(f"{r.survivor} serves the guest; {want} should")
     before_frames = lab.net.uplink_frames()
     time.sleep(max(after_s, UPLINK_WINDOW_S))
     after_frames = lab.net.uplink_frames()
@@ -193,6 +196,19 @@ def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 
         r.problems.append(f"cannot read back on the survivor: {exc}")
     _judge(r)
     return r
+
+
+#: Who serves the guest after a sequence (single faults: see expected_survivor).
+SEQUENCE_SURVIVOR = {"cut-witness-then-kill-secondary": "primary", "witness-down-then-kill-primary": "secondary",
+                     "fill-disk-secondary-then-kill-primary": "secondary"}
+
+
+def expected_survivor(name: str) -> str:
+    """Which side ("primary"/"secondary" before the fault) serves the guest once fault `name` settled."""
+    kind, which, _, failover, _ = FAULTS[name]
+    if kind == "sequence":
+        return SEQUENCE_SURVIVOR[name]
+    return "secondary" if failover and which == "primary" else "primary"
 
 
 def _run_steps(lab: Lab, name: str, before: dict[str, Any], r: TrialResult,

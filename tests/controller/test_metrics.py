@@ -171,3 +171,17 @@ def test_scrape_does_not_need_the_loop(tmp_path: Path) -> None:
         return value(await asyncio.to_thread(scrape, controller.metrics), "coserver_epoch")
 
     assert asyncio.run(busy()) == 1
+
+
+def test_a_state_shorter_than_a_scrape_is_still_counted() -> None:
+    """Simplex for half a second between two scrapes: the gauge never shows it, the counter does."""
+    m = ControllerMetrics("journal", "cs1", process=False)
+    before = scrape(m)
+    assert value(before, "coserver_state_changes_total", state="simplex") == 0
+    for state in ("failing_over", "simplex", "syncing", "protected"):
+        m.entered(state)
+    m.update(protected_snapshot(Clock()))
+    found = scrape(m)
+    assert value(found, "coserver_state_changes_total", state="simplex") == 1
+    assert value(found, "coserver_state_changes_total", state="protected") == 1
+    assert value(found, "coserver_ft_state", state="simplex") == 0

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from coserver.lab.lab import Lab, LabOptions
-from coserver.lab.trials import FAULTS, run_trial, table
+from coserver.lab.trials import FAULTS, expected_survivor, run_trial, table
 
 from .labutil import coserver
 
@@ -57,10 +57,8 @@ def test_fault(lab, name):
     _, which, _, failover, _ = FAULTS[name]
     if not failover:
         assert r.primary_after == before["primary"]
-    elif which == "primary":
-        assert r.survivor == before["secondary"]
-    else:  # the secondary died or hung, or both links were cut: the witness keeps the primary
-        assert r.survivor == before["primary"]
+    else:  # e.g. the primary died: its secondary; the secondary died or both links were cut: the primary
+        assert r.survivor == before[expected_survivor(name)]
     if name == "cut-all-links":
         loser = before["secondary"]
         st = lab.status()
