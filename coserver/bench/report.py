@@ -272,11 +272,12 @@ def render(data: dict[str, Any], out_dir: Path | None = None) -> str:
         L += _table(["process", "CPU s per minute", "% of one core"],
                     [[k, f"{v:.2f}", f"{v / 60 * 100:.1f} %"] for k, v in o["cpu_s_per_min"].items()]) + [""]
         if "monitoring_extra_cpu_s_per_min" in o:
-            n = o.get("watch_counts", {})
-            L += ["Watched as an operator's tools watch it (both controllers' /metrics scraped and both asked "
-                  f"for status every second: {n.get('scrapes', 0)} scrapes, {n.get('failed', 0)} failed): the "
-                  "controllers' extra CPU s per minute: "
-                  + ", ".join(f"{v:+.3f}" for v in o["monitoring_extra_cpu_s_per_min"]) + " (bound: 0.1).", ""]
+            fmt = lambda vs: ", ".join(f"{v:.2f}" for v in vs)  # noqa: E731
+            L += [f"What watching costs the controllers ({o['burst']} requests in a burst each): a /metrics "
+                  f"scrape {fmt(o['cpu_ms_per_scrape'])} ms of CPU, a status request {fmt(o['cpu_ms_per_status'])} "
+                  "ms; with Prometheus scraping every 15 s and the status page open (a status request every 2 s): "
+                  + ", ".join(f"{v:+.3f}" for v in o["monitoring_extra_cpu_s_per_min"])
+                  + " CPU s per minute per controller (bound: 0.1).", ""]
     elif "error" in o:
         L += [f"Not measured: {o['error']}", ""]
 

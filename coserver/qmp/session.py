@@ -286,7 +286,9 @@ class QmpSession:
         finally:
             ms = round((time.monotonic() - t0) * 1000, 1)
             fields: dict[str, Any] = {"command": cmd, "duration_ms": ms, "outcome": outcome, **extra}
-            if outcome == "ok":
+            if outcome == "ok" and cmd.startswith("query-"):
+                self._log.debug("qmp.command", **fields)   # polls (4 a second): not events; a failed one warns
+            elif outcome == "ok":
                 self._log.info("qmp.command", **fields)
             else:
                 self._log.warning("qmp.command", deadline_s=limit, **fields)

@@ -50,9 +50,8 @@ def test_quick_bench_report_is_complete_and_nothing_was_lost(tmp_path):
     assert period["protected"]["appends"]["migration_bytes_per_checkpoint"] > 0
     assert sections["sync"]["ratio"] is not None and sections["sync"]["raw_copy_s"] > 0
     assert len(sections["overhead"]["controller_cpu_s_per_min"]) == 2
-    # watched as operators' tools watch it: every scrape of both controllers' /metrics answered
-    watch = sections["overhead"]["watch_counts"]
-    assert watch["scrapes"] >= 20 and watch["failed"] == 0, watch
+    # what watching costs: both controllers measured per scrape and per status request
+    assert len(sections["overhead"]["cpu_ms_per_scrape"]) == 2 and len(sections["overhead"]["cpu_ms_per_status"]) == 2
     assert len(sections["overhead"]["monitoring_extra_cpu_s_per_min"]) == 2
 
     # the report names the machine and has every table; the plots are real PNGs
