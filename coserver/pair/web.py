@@ -7,7 +7,8 @@ guest's checkpoint pauses grow, without typing `coserver status` again and again
 The page is served by the stdlib's ThreadingHTTPServer (no new dependency):
 
     /             the HTML page: inline CSS, an inline SVG picture drawn by a few lines of vanilla
-                  JS that fetch /status.json every second (no external asset, no CDN)
+                  JS that fetch /status.json every 2 s (no external asset, no CDN; each fetch
+                  is a status request to every controller: bench section 5 prices it)
     /status.json  what the page draws (view()): per FT server its state, primary, secondary,
                   epoch, checkpoints, components (pair.components), each host's role and its last
                   state transitions, and recent checkpoint pauses (a ring buffer kept here)
@@ -398,7 +399,7 @@ function render(d){drawSite(d);drawServers(d);
 async function tick(){try{const r=await fetch("status.json",{cache:"no-store"});
     if(!r.ok)throw new Error("HTTP "+r.status);render(await r.json());}
   catch(e){const b=document.getElementById("banner");b.textContent="cannot reach the status page's server: "+e.message;b.className="on";}}
-tick();setInterval(tick,1000);
+tick();setInterval(tick,2000);
 </script>
 </body></html>
 """
