@@ -83,6 +83,9 @@ GUEST_OFF_WHY = "the guest powered itself off"
 #: How long a primary whose guest powered itself off keeps its lease while its secondary is still heard
 #: running: the peer follows within a heartbeat or two; past this, its controller is taken to be stuck.
 GUEST_OFF_HOLD_S = 5.0
+#: announce-self when a silent peer is heard again while we run alone: rounds over ~2 s, so a frame its
+#: resuming QEMU sends before it is stopped cannot leave the LAN switch pointing at it.
+ANNOUNCE_AGAIN = {"initial": 100, "max": 550, "rounds": 6, "step": 100}
 HEALTH_INTERVAL_S = 0.25
 WITNESS_POLL_S = 0.5
 JOURNAL_EVERY_S = 5.0
@@ -124,6 +127,7 @@ class HostController:
         self.guest_off_hold_since: float | None = None   # since when we keep the lease for the peer to follow
         self.peer_guest_off_since: float | None = None   # since when the secondary says its guest powered off
         self.replica_off_epoch = 0    # our copy (a secondary) saw the guest power itself off in this epoch
+        self._peer_was_heard = True   # _announce_if_peer_returned: the peer's silence ended
         self.guest_off_ignored = 0    # a peer's guest_off at or below this is history (the operator started since)
         self.busy: asyncio.Task[None] | None = None          # a rejoin or protect under way
         self.last_attempt = -math.inf                   # monotonic time of the last rejoin/protect
@@ -455,8 +459,7 @@ class HostController:
         heard = [t for t in (self.heartbeats.last_heard(ln["name"]) for ln in self.cfg.links) if t is not None]
         silent_for = self.heartbeats.now() - max(heard) if heard else float("inf")
         exit_ = self.events.colo_exit
-        held = self.witness.held
-        lease = held is not None and held.epoch == self.epoch and self.witness.lease_left() > 0
+        lease = self._holds_lease()
         if lease:
             self._lease_lost_at = None
         return Observation(
@@ -508,6 +511,7 @@ class HostController:
                     self._save_journal("periodic")
                 return
             obs = self.observe()
+            await self._announce_if_peer_returned(obs)
             if self._in_grace(obs) or self._awaiting_own_power_off(obs):
                 return
             decision = decide(obs, self.thresholds)
@@ -566,6 +570,20 @@ class HostController:
         if (peer is not None and peer.guest_off and peer.guest_off >= self.epoch
                 and peer.guest_off > self.guest_off_ignored and self.role in (Role.SECONDARY, Role.NONE)):
             self._ask(run=False, why=f"{GUEST_OFF_WHY} on {peer.node} (epoch {peer.guest_off})")
+
+    async def _announce_if_peer_returned(self, obs: Observation) -> None:
+        """We run the guest alone and the peer, silent until now, is heard again (a host resumed
+        from a freeze, a power-on): its old QEMU, back for the instant before it stands down, may
+        have sent a frame with the guest's MAC and pointed the LAN switch at its port. The guest
+        announces itself again (what the failover did), so clients' packets come here, not there."""
+        returned = obs.peer_heard and not self._peer_was_heard
+        self._peer_was_heard = obs.peer_heard
+        if returned and self.role == Role.SIMPLEX and self.qmp is not None and obs.qemu == QemuHealth.ALIVE:
+            try:
+                await self.qmp.execute("announce-self", ANNOUNCE_AGAIN)
+                _log.info("controller.announce", host=self.cfg.host, why="peer heard again")
+            except QmpError as exc:
+                _log.warning("controller.announce.failed", host=self.cfg.host, reason=str(exc))
 
     def _awaiting_own_power_off(self, obs: Observation) -> bool:
         """The secondary's copy of the guest powered itself off first (it runs ahead between
@@ -924,7 +942,11 @@ class HostController:
             peer_role=peer.role if peer else None, peer_state=peer.state if peer else None,
             peer_epoch=peer.epoch if peer else None, peer_maintenance=bool(peer and peer.state == "maintenance"),
             busy=self.busy is not None and not self.busy.done(), failures=self.attempts.failures,
-            last_failure=self.attempts.last_reason, refusal=self._peer_refusal())
+            last_failure=self.attempts.last_reason, refusal=self._peer_refusal(), lease=self._holds_lease())
+
+    def _holds_lease(self) -> bool:
+        held = self.witness.held
+        return held is not None and held.epoch == self.epoch and self.witness.lease_left() > 0
 
     def _peer_refusal(self) -> str | None:
         """Why not to protect with the peer: its key, site file or QEMU differs (peercheck)."""

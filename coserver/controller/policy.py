@@ -45,7 +45,7 @@ is heard):
   any       peer heard as primary/simplex/failing_over at > E  STAND_DOWN (it won the witness)
   primary   lease lost >= F, peer not heard as our in-step     FENCE_SELF (must_self_fence)
             secondary at <= E
-  primary   lease lost, witness reachable                      RENEW (re-claim E; the rows below
+  prim/simp lease lost, witness reachable                      RENEW (re-claim E; the rows below
                                                                never let it go simplex meanwhile)
   any       local QEMU dead                                    KILL_LOCAL_QEMU (reap, release)
   prim/sec  local QEMU hung >= kill_hung_after, peer heard     KILL_LOCAL_QEMU (then release; with
@@ -370,7 +370,7 @@ def _decide(obs: Observation, limits: Thresholds) -> Decision:
     if obs.peer_ahead:
         return Decision(Action.STAND_DOWN, f"peer heard as {obs.peer_role} ({obs.peer_state}) at epoch "
                                            f"{obs.peer_epoch}, ours is {obs.epoch}: it won the witness")
-    if role == Role.PRIMARY and obs.lease_lost_for is not None and not obs.lease:
+    if role in (Role.PRIMARY, Role.SIMPLEX) and obs.lease_lost_for is not None and not obs.lease:
         if must_self_fence(obs, limits):
             return Decision(Action.FENCE_SELF, f"lease lost {obs.lease_lost_for:.1f} s ago (>= "
                                                f"{limits.fence_after} s) and not renewed; the secondary is "

@@ -159,6 +159,7 @@ class RejoinView:
     failures: int = 0               # attempts in a row that did not hold (AttemptLog)
     last_failure: str = ""
     refusal: str | None = None      # peercheck.refusal(): the hosts differ (key, site file, QEMU)
+    lease: bool = True              # we hold the witness's grant for our epoch (a live lease)
 
 
 def next_move(v: RejoinView, retry_after_s: float = DEFAULT_RETRY_AFTER_S) -> tuple[Move, str]:
@@ -192,5 +193,9 @@ def next_move(v: RejoinView, retry_after_s: float = DEFAULT_RETRY_AFTER_S) -> tu
         if v.peer_role == Role.SECONDARY.value and v.peer_state == FtState.SYNCING.value:
             if v.peer_epoch is not None and v.peer_epoch > v.epoch:
                 return Move.NONE, f"peer's secondary follows epoch {v.peer_epoch}, newer than ours ({v.epoch})"
+            if not v.lease:
+                # A primary without its grant fences itself unless its secondary is in step (policy):
+                # protecting now would fence the only guest during the sync. Renew first.
+                return Move.NONE, "waiting for the witness's grant before protecting (we run without it)"
             return Move.PROTECT, "peer runs a fresh secondary: sync it and enter COLO"
     return Move.NONE, "nothing to re-protect"

@@ -8,9 +8,11 @@ the first), so nothing in the product's QEMU configuration exists only for a tes
   from the moment it is opened (event "none"). The quorum's other child (the replica) still takes
   the writes, so the guest sees success and QEMU reports QUORUM_REPORT_BAD for the wrapped child,
   which is what a dying local disk looks like to the controller.
-* a secondary: its disk's NBD export is replaced by a read-only one (a disk that went read-only
-  after errors, as ext4 does): the primary's replication writes fail, the primary's quorum reports
-  its replication child bad.
+* a secondary: its disk's NBD export is withdrawn (the replica can take no more writes): the
+  primary's replication writes fail with EIO and its quorum reports the replication child bad.
+  (Re-exporting it read-only instead crashed the primary's QEMU 10.2: its NBD client reconnected
+  to the read-only export and hit `assert(!(flags & NBD_FLAG_READ_ONLY))` in nbd_client_co_pwritev
+  on the next write, where an error was due: an upstream bug, noted, not worked around here.)
 
 The fault lives in that QEMU only: the copy of the disk file is untouched, so the QEMU started when
 that side rejoins has a healthy disk again (a real failed disk would be replaced first).
@@ -47,7 +49,7 @@ async def _fail_disk(ctl_socket: Path, host: str) -> dict[str, Any]:
     async with await QmpSession.connect(ctl_socket, name=f"lab-disk-fault-{host}", connect_timeout=5.0) as qmp:
         mode = (await qmp.execute("query-colo-status", deadline=_DEADLINE)).get("mode")
         if mode == "secondary":
-            return await _read_only_export(qmp)
+            return await _withdraw_export(qmp)
         return await _wrap_local_child(qmp, mode)
 
 
@@ -70,10 +72,8 @@ async def _wrap_local_child(qmp: QmpSession, mode: str) -> dict[str, Any]:
     return {"side": mode or "none", "failing": local, "how": f"{local} wrapped in blkdebug (EIO on write)"}
 
 
-async def _read_only_export(qmp: QmpSession) -> dict[str, Any]:
+async def _withdraw_export(qmp: QmpSession) -> dict[str, Any]:
     with qmp.listen("BLOCK_EXPORT_DELETED") as deleted:
         await qmp.execute("block-export-del", {"id": EXPORT_ID, "mode": "hard"}, deadline=_DEADLINE)
         await deleted.wait(deadline=_DEADLINE)
-    await qmp.execute("block-export-add", {"type": "nbd", "id": EXPORT_ID, "node-name": PARENT_NODE,
-                                           "name": NBD_EXPORT, "writable": False}, deadline=_DEADLINE)
-    return {"side": "secondary", "failing": PARENT_NODE, "how": "NBD export replaced by a read-only one"}
+    return {"side": "secondary", "failing": PARENT_NODE, "how": f"NBD export {NBD_EXPORT!r} withdrawn"}

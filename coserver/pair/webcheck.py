@@ -27,7 +27,7 @@ from coserver.errors import CoserverError, clip
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 #: Seconds one browser run may take.
 BROWSER_TIMEOUT_S = 60.0
-#: Virtual milliseconds the page gets to fetch and draw (it refreshes every 1000).
+#: Virtual milliseconds the page gets to fetch and draw (it refreshes every 2000).
 VIRTUAL_TIME_MS = 3000
 
 

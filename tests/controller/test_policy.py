@@ -436,3 +436,13 @@ def test_disk_errors(o: Observation, action: Action, claim: int | None):
     assert (d.action, d.claim_epoch) == (action, claim), d.reason
     if action != Action.NONE and o.peer_heard:   # the operator is told it is the disk
         assert "disk" in d.reason
+
+
+def test_a_simplex_that_lost_its_lease_renews_it_and_never_fences_itself():
+    """It runs the only guest: re-claim its epoch when the witness answers; never FENCE_SELF for it."""
+    simplex = dict(role=Role.SIMPLEX, state="simplex", links=BOTH_CUT, peer_qemu=None, peer_role=None,
+                   peer_state=None, peer_epoch=None, lease=False, lease_lost_for=30.0)
+    d = decide(obs(**simplex))
+    assert (d.action, d.claim_epoch) == (Action.RENEW, 4), d.reason
+    d = decide(obs(**simplex, witness=W_DOWN))
+    assert d.action == Action.ALERT, d.reason

@@ -124,3 +124,11 @@ def test_an_attempt_ended_by_something_else_is_closed_not_counted():
     assert log.on_state(FtState.FAILING_OVER, 5.0)     # e.g. an operator killed this primary's QEMU
     log.close()
     assert (log.failures, log.open) == (0, False)
+
+
+def test_a_survivor_without_its_grant_does_not_protect():
+    """It went on alone on its peer's own word (witness unreachable): as a primary without a grant it
+    would fence itself while its new secondary syncs. It renews first, then protects."""
+    move, why = next_move(survivor(lease=False))
+    assert move == Move.NONE and "grant" in why
+    assert next_move(survivor(lease=True))[0] == Move.PROTECT

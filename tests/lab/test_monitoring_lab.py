@@ -1,6 +1,7 @@
 """Operators see it (issue 18), on the lab: a real Prometheus (Debian's package, in the witness's
 namespace on the management network) scrapes both controllers; the site's alert hook hears every
-state change within a second; `coserver status --check` fails while a sync link is cut."""
+state change within a second; `coserver status --check` fails while a sync link is cut; the status
+page, drawn by a real headless Chromium, shows the new primary after the failover and the cut link."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import http.client
 import json
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -17,6 +20,7 @@ import pytest
 
 from coserver.lab import net as labnet
 from coserver.lab.lab import Lab, LabOptions
+from coserver.pair.webcheck import find_browser, render_check
 from coserver.site import load_site
 from coserver.site.ports import server_ports
 from coserver.sys import netns
@@ -62,6 +66,17 @@ def _value(ns: str, promql: str) -> float | None:
     return float(res[0]["value"][1]) if res else None
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _roles(url: str, workdir: Path) -> dict[str, str]:
+    workdir.mkdir(exist_ok=True)
+    return {r["host"]: r["role"] for r in render_check(url, workdir)["roles"] if r["server"] == "journal"}
+
+
 def _until(what: str, timeout: float, fn):
     deadline = time.monotonic() + timeout
     last = None
@@ -84,10 +99,18 @@ def test_prometheus_scrapes_both_the_hook_hears_each_change_and_status_check_fai
     hook.chmod(0o755)
     lab = Lab(PREFIX, tmp_path / "lab")
     prom_dir = tmp_path / "prometheus"
+    web: subprocess.Popen[bytes] | None = None
     try:
         up = lab.up(LabOptions(prefix=PREFIX, workdir=tmp_path / "lab", checkpoint_ms=1000,
                                alert_command=(str(hook),)))
         assert up["state"] == "protected"
+        url = f"http://127.0.0.1:{_free_port()}/"
+        web = subprocess.Popen([sys.executable, "-m", "coserver.cli.main", "web", "--prefix", PREFIX, "--listen",
+                                url[7:-1]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        browser = find_browser()
+        if browser:
+            assert _until("the page draws the pair", 30, lambda: _roles(url, tmp_path / "page0"))[up["primary"]] \
+                == "primary"
         site = load_site(lab.etc_dir("cs1") / "site.toml")
         port = server_ports(site, up["ftserver"]).metrics
         targets = [f"{site.coservers[h].management}:{port}" for h in ("cs1", "cs2")]
@@ -132,6 +155,8 @@ def test_prometheus_scrapes_both_the_hook_hears_each_change_and_status_check_fai
             assert heard, (target, events[-5:])
             assert heard[0]["received"] - change["at"] < 1.0, (target, heard[0], change)
             assert heard[0]["ftserver"] == up["ftserver"] and heard[0]["reason"]
+        if browser:   # the page, drawn by the browser, names the new primary
+            assert _roles(url, tmp_path / "page1")[survivor] == "primary"
 
         # ---- one sync link cut: the link Failed, the FT server Degraded, status --check exits 2
         lab.fault("cut-link", link=1)
@@ -147,9 +172,17 @@ def test_prometheus_scrapes_both_the_hook_hears_each_change_and_status_check_fai
         assert any(k[0] == "ftserver" and h == "degraded" for k, h in by.items()), comps
         _until("sync link down in Prometheus", 30,
                lambda: _value(wns, "min(coserver_sync_link_up)") == 0.0)
+        if browser:
+            (tmp_path / "page2").mkdir()
+            parts = render_check(url, tmp_path / "page2")["parts"]
+            assert any(p["part"] == "link" and p["health"] == "failed" for p in parts), parts
         lab.fault("heal-link", link=1)
         _until("status --check passes again", 60,
                lambda: coserver("status", "--prefix", PREFIX, "--check", check=False).returncode == 0)
     finally:
-        labproc.stop(prom_dir, "prometheus") if prom_dir.is_dir() else None
+        if web is not None:
+            web.terminate()
+            web.wait(timeout=10)
+        if prom_dir.is_dir():
+            labproc.stop(prom_dir, "prometheus")
         lab.down()
