@@ -122,7 +122,11 @@ def _serving(host_status: dict[str, Any]) -> bool:
 #: A hung primary is declared dead after 1.5 s of QMP silence; with the client's TCP retransmission
 #: back-off (0.2, 0.6, 1.4, 3.0, 6.2 s after the lost segment) the reply may come ~6 s after the
 #: hang on a slow machine (CI once saw 5+ s). 5 s, the old timeout, made that a "reconnect".
-CLIENT_TIMEOUT_S = 15.0
+#: Faults that keep the guest away longer (a 6 s freeze plus the 2 s promotion wait; no witness until
+#: it is back) land between retransmissions that are 6 and 13 s apart by then, with an RTO that TCG's
+#: checkpoint pauses inflate: the reply came 15.2 s after the request once, and a 15 s client gave up
+#: on a connection the survivor still served. 30 s is what common clients allow.
+CLIENT_TIMEOUT_S = 30.0
 
 
 def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 2.0, settle_timeout_s: float = 30.0,
