@@ -44,7 +44,7 @@ from coserver.controller.errors import ConfigError, JournalError, WitnessError, 
 from coserver.controller.heartbeat import Heartbeats, LinkSpec, load_keys, load_or_create_key
 from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.lifecycle import Desired, StartMove, StartView, after_restart, start_move
-from coserver.controller.metrics import ControllerMetrics, snapshot_of
+from coserver.controller.metrics import ControllerMetrics, Snapshot
 from coserver.controller.observe import MAX_CHECKPOINT_GAP_S, WATCHED_EVENTS, ColoEvents, QmpHealth, colo_window
 from coserver.controller.policy import (
     FENCE_POLL,
@@ -719,7 +719,16 @@ class HostController:
         self.heartbeats.update_local(epoch=self.epoch, role=self.role.value, state=state,
                                      qemu=qemu.value, checkpoints=self.events.checkpoints,
                                      guest_off=self.guest_off_epoch, replica_off=self.replica_off_epoch)
-        self.metrics.update(snapshot_of(self))
+        self.metrics.update(self._metrics_snapshot())
+
+    def _metrics_snapshot(self) -> Snapshot:
+        """What a scrape shows, taken now without awaiting anything (metrics reads only this)."""
+        held = self.witness.held
+        reachable = bool(self.witness.reachable) if held is not None else self.witness_view.reachable
+        return Snapshot(state=self.sm.state.value, role=self.role.value, epoch=self.epoch,
+                        checkpoints=self.events.checkpoints, links=dict(self.heartbeats.links_alive()),
+                        witness_reachable=reachable, lease_left_s=self.witness.lease_left(),
+                        wants_run=self.desired.run)
 
     def _journal_due(self) -> bool:
         every = JOURNAL_EVERY_S if self.journal_error is None else JOURNAL_RETRY_S

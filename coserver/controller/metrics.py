@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from threading import Thread
-from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, start_http_server
@@ -31,9 +30,6 @@ from prometheus_client.registry import Collector
 from coserver import log
 from coserver.controller.roles import Role
 from coserver.controller.statemachine import FtState
-
-if TYPE_CHECKING:   # only for the type of snapshot_of's argument: daemon imports this module
-    from coserver.controller.daemon import HostController
 
 _log = log.get("controller")
 
@@ -59,16 +55,6 @@ class Snapshot:
     lease_left_s: float = 0.0
     wants_run: bool = True            # the operator's wish (server start/stop): a stopped server is no alert
     taken_at: float = field(default_factory=time.monotonic)   # monotonic
-
-
-def snapshot_of(ctl: HostController) -> Snapshot:
-    """The daemon's current view, without awaiting anything (the daemon calls this in _publish)."""
-    held = ctl.witness.held
-    reachable = bool(ctl.witness.reachable) if held is not None else ctl.witness_view.reachable
-    return Snapshot(state=ctl.sm.state.value, role=ctl.role.value, epoch=ctl.epoch,
-                    checkpoints=ctl.events.checkpoints, links=dict(ctl.heartbeats.links_alive()),
-                    witness_reachable=reachable, lease_left_s=ctl.witness.lease_left(),
-                    wants_run=ctl.desired.run)
 
 
 class ControllerMetrics:

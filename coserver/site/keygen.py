@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coserver.site.errors import KeyFileError
+from coserver.sys.files import write_new
 
 KEY_BYTES = 32
 #: A current key and at most one previous key.
@@ -58,23 +59,6 @@ class KeyRing:
         return {key_id(k): k for k in self.keys()}
 
 
-def _write_new(path: Path, data: bytes, replace: bool) -> None:
-    """Write `data` to `path` 0600: exclusively, or (replace) via a new file renamed over it so a
-    reader never sees half a key."""
-    target = path.with_name(f".{path.name}.new") if replace else path
-    if replace:
-        target.unlink(missing_ok=True)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)   # whatever the umask
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if replace:
-        os.replace(target, path)
-
-
 def write_key(path: Path, force: bool = False, rotate: bool = False) -> Path:
     """Write a new random key to `path` (0600, created exclusively); refuse to overwrite unless force.
 
@@ -98,7 +82,7 @@ def write_key(path: Path, force: bool = False, rotate: bool = False) -> Path:
     keys = [*kept, secrets.token_bytes(KEY_BYTES)][-MAX_KEYS:]
     data = b"".join(k.hex().encode() + b"\n" for k in keys)
     try:
-        _write_new(path, data, replace=force or rotate)
+        write_new(path, data, replace=force or rotate)
     except FileExistsError:
         raise KeyFileError(f"key {path}: already exists (created meanwhile); not overwritten") from None
     except OSError as exc:

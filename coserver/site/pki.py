@@ -44,6 +44,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from coserver.site.errors import SiteError
 from coserver.site.model import Site
+from coserver.sys.files import write_new
 
 DEFAULT_PKI_DIR = Path("/etc/coserver/pki")
 CA_DIR = "ca"
@@ -174,19 +175,8 @@ def _safe_dir(path: Path, create: bool) -> None:
 
 def _write(path: Path, data: bytes, mode: int, replace: bool) -> None:
     """Write `data` 0600/0644: exclusively, or (replace) through a new file renamed over the old."""
-    target = path.with_name(f".{path.name}.new") if replace else path
     try:
-        if replace:
-            target.unlink(missing_ok=True)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        try:
-            os.fchmod(fd, mode)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if replace:
-            os.replace(target, path)
+        write_new(path, data, mode=mode, replace=replace)
     except FileExistsError:
         raise PkiError(f"pki {path}: already exists; not overwritten (--force replaces it)") from None
     except OSError as exc:

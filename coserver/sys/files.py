@@ -116,3 +116,21 @@ def private_dirs(base: Path, path: Path) -> Path:
         current = current / part
         private_dir(current)
     return path
+
+
+def write_new(path: Path, data: bytes, *, mode: int = 0o600, replace: bool = False) -> None:
+    """Write `data` to `path` with exactly `mode` (whatever the umask), fsync'd: created exclusively
+    (FileExistsError if it exists), or (replace) through a new file renamed over the old one, so a
+    reader never sees half a key or certificate. Never follows a symlink at `path`."""
+    target = path.with_name(f".{path.name}.new") if replace else path
+    if replace:
+        target.unlink(missing_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if replace:
+        os.replace(target, path)
