@@ -41,7 +41,7 @@ from coserver.controller.alerthook import AlertHook
 from coserver.controller.config import ControllerConfig
 from coserver.controller.control import Command
 from coserver.controller.errors import ConfigError, JournalError, WitnessError, WitnessUnreachable
-from coserver.controller.heartbeat import Heartbeats, LinkSpec, load_keys, load_or_create_key
+from coserver.controller.heartbeat import Heartbeat, Heartbeats, LinkSpec, load_keys, load_or_create_key
 from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.lifecycle import Desired, StartMove, StartView, after_restart, start_move
 from coserver.controller.metrics import ControllerMetrics, Snapshot
@@ -566,7 +566,7 @@ class HostController:
             return
         if self.events.guest_shutdown is not None and self.role == Role.SECONDARY and not self.replica_off_epoch:
             self.replica_off_epoch = self.epoch   # the primary waits for its own (_awaiting_own_power_off)
-        peer = self.heartbeats.peer_state() if self.heartbeats.peer_alive() else None
+        peer = self._peer_heard_state()
         if (peer is not None and peer.guest_off and peer.guest_off >= self.epoch
                 and peer.guest_off > self.guest_off_ignored and self.role in (Role.SECONDARY, Role.NONE)):
             self._ask(run=False, why=f"{GUEST_OFF_WHY} on {peer.node} (epoch {peer.guest_off})")
@@ -677,8 +677,7 @@ class HostController:
         took = await actions.fail_over(side, self.qmp, self.cfg, self.settings)
         self.metrics.failed_over("promote" if side is Secondary else "continue_simplex", took)
         self.role = Role.SIMPLEX
-        self.events.colo_exit = None
-        self.events.clear_disk_errors()
+        self.events.forget_colo()
         self._to(FtState.SIMPLEX, f"failover done in {1000 * took:.0f} ms: {reason}")
 
     async def _stop_local(self, reason: str, *, release: bool, to: FtState) -> None:
@@ -784,7 +783,7 @@ class HostController:
 
     # ---- the FT server's life: start, stop -------------------------------------------------
     def _start_view(self) -> StartView:
-        peer = self.heartbeats.peer_state() if self.heartbeats.peer_alive() else None
+        peer = self._peer_heard_state()
         w = self.witness_view
         return StartView(host=self.cfg.host, preferred=self.cfg.preferred, run=self.desired.run, role=self.role,
                          state=self.sm.state, maintenance=self.maintenance,
@@ -822,8 +821,7 @@ class HostController:
             self.health = QmpHealth()
             self.events.guest_shutdown = None
             self.replica_off_epoch = 0
-            self.events.colo_exit = None
-            self.events.clear_disk_errors()
+            self.events.forget_colo()
             self.events.last_checkpoint = None
             self.guest_started_at = time.monotonic()
             self._to(FtState.SIMPLEX, f"guest started alone in epoch {epoch}; {self.cfg.peer} joins as its secondary")
@@ -874,7 +872,7 @@ class HostController:
                                      f"guest still running {self.cfg.stop_timeout_s:g} s after the power button: "
                                      "QEMU stopped")
         elif self.role == Role.SECONDARY:
-            peer = self.heartbeats.peer_state() if self.heartbeats.peer_alive() else None
+            peer = self._peer_heard_state()
             if alive and peer is not None and peer.qemu == QemuHealth.ALIVE.value and peer.role != Role.NONE.value:
                 if self.sm.can(FtState.STOPPING) and self.sm.state != FtState.STOPPING:
                     self._to(FtState.STOPPING, "server stop: waiting for the primary's guest to power off")
@@ -883,8 +881,12 @@ class HostController:
         elif self.sm.state not in (FtState.STOPPED, FtState.FENCED) and self.sm.can(FtState.STOPPED):
             self._to(FtState.STOPPED, f"server stop ({self.desired.why})")
 
+    def _peer_heard_state(self) -> Heartbeat | None:
+        """The peer's latest heartbeat while it is heard on some link (None when silent)."""
+        return self.heartbeats.peer_state() if self.heartbeats.peer_alive() else None
+
     def _peer_runs_a_side(self) -> bool:
-        peer = self.heartbeats.peer_state() if self.heartbeats.peer_alive() else None
+        peer = self._peer_heard_state()
         return (peer is not None and peer.role != Role.NONE.value and peer.qemu == QemuHealth.ALIVE.value
                 and peer.state not in (FtState.STOPPING.value, FtState.STOPPED.value))
 
@@ -943,7 +945,7 @@ class HostController:
         return reason
 
     def _rejoin_view(self) -> RejoinView:
-        peer = self.heartbeats.peer_state() if self.heartbeats.peer_alive() else None
+        peer = self._peer_heard_state()
         return RejoinView(
             role=self.role, state=self.sm.state, epoch=self.epoch, policy=ReprotectPolicy(self.cfg.reprotect),
             maintenance=self.maintenance, requested=self.rejoin_requested,
@@ -1004,8 +1006,7 @@ class HostController:
             self.health = QmpHealth()
             self.events.guest_shutdown = None
             self.replica_off_epoch = 0
-            self.events.colo_exit = None
-            self.events.clear_disk_errors()
+            self.events.forget_colo()
             self.events.last_checkpoint = None
             self._to(FtState.SYNCING, "secondary ready: waiting for the survivor's sync")
         except (CoserverError, OSError) as exc:
@@ -1040,8 +1041,7 @@ class HostController:
             await Primary(self.qmp, self.cfg.colo_node(), self.settings).protect(
                 self.cfg.peer_repl_addr, self.cfg.sync_ports, self._on_sync)
             self.role = Role.PRIMARY
-            self.events.colo_exit = None
-            self.events.clear_disk_errors()
+            self.events.forget_colo()
             self.events.last_checkpoint = time.monotonic()
             self._to(FtState.PROTECTED, f"protected again with {self.cfg.peer} as the secondary")
         except (CoserverError, OSError) as exc:
@@ -1069,7 +1069,8 @@ class HostController:
             "checkpoint_pause_ms": self.events.pause_median_ms(),
             "colo_exit": self.events.colo_exit, "quorum_bad": self.events.quorum_bad,
             "io_errors": self.events.io_errors,
-            "disk_errors": {"local": self.events.local_disk_error, "replica": self.events.replica_disk_error}, "qmp": asdict(self.health),
+            "disk_errors": {"local": self.events.local_disk_error, "replica": self.events.replica_disk_error},
+            "qmp": asdict(self.health),
             "links": hb.links_alive(),
             "identity": {"site": hb.local.site, "qemu_version": hb.local.qemu_version,
                          "auth_failing": hb.auth_failing()},   # peercheck: what the peer must match
@@ -1169,7 +1170,7 @@ class HostController:
 
     def _handover_refusal(self) -> str | None:
         """Why the guest cannot be handed to the peer now (None: it can)."""
-        peer = self.heartbeats.peer_state() if self.heartbeats.peer_alive() else None
+        peer = self._peer_heard_state()
         if peer is None or peer.role != Role.SECONDARY.value or peer.state != FtState.PROTECTED.value \
                 or self.sm.state not in (FtState.PROTECTED, FtState.DEGRADED):
             return (f"{self.cfg.peer} is not a protected, healthy secondary: handing over now would stop "

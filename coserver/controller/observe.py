@@ -63,7 +63,7 @@ class ColoEvents:
     colo_exit: dict[str, Any] | None = None
     quorum_bad: int = 0
     io_errors: int = 0
-    #: since the pair last entered COLO (clear_disk_errors): a failed request on our own disk / on the
+    #: since the pair last entered COLO (forget_colo): a failed request on our own disk / on the
     #: replica (the primary's replication child). Latched: one failed write makes a copy stale.
     local_disk_error: dict[str, Any] | None = None
     replica_disk_error: dict[str, Any] | None = None
@@ -120,8 +120,10 @@ class ColoEvents:
                 "node": data.get("node-name") or data.get("device"), "type": data.get("operation"),
                 "error": data.get("reason"), "at": time.time()}
 
-    def clear_disk_errors(self) -> None:
-        """A new COLO (fresh replica, fresh replication child) or a new QEMU: old errors are history."""
+    def forget_colo(self) -> None:
+        """A new COLO (fresh replica, fresh replication child), a failover out of it or a new QEMU: how
+        the last one ended (its COLO_EXIT) and the disk errors seen in it are history."""
+        self.colo_exit = None
         self.local_disk_error = self.replica_disk_error = None
 
     def colo_alive(self, checkpoint_ms: int, now: float | None = None) -> bool:

@@ -622,17 +622,10 @@ class Lab:
             out["server"] = server = self._server(server)
         if kind == "disk-error":
             assert host is not None
-            try:
-                proc = self.qemu(host, server)
-            except CoserverError as exc:
-                raise LabError(f"fault {kind}: no running QEMU on {host} ({exc})") from exc
-            out.update(fail_disk(proc.ctl_path, host))
+            out.update(fail_disk(self._running_qemu(kind, host, server).ctl_path, host))
         elif kind in ("kill-qemu", "hang-qemu", "resume-qemu"):
             assert host is not None
-            try:
-                proc = self.qemu(host, server)
-            except CoserverError as exc:
-                raise LabError(f"fault {kind}: no running QEMU on {host} ({exc})") from exc
+            proc = self._running_qemu(kind, host, server)
             {"kill-qemu": proc.kill, "hang-qemu": proc.pause, "resume-qemu": proc.resume}[kind]()
             out["pid"] = proc.pid
         elif kind == "kill-controller":
@@ -677,6 +670,12 @@ class Lab:
             out["bytes"] = self._fill_state_fs(host, full=kind == "fill-disk")
         _log.warning("lab.fault", **{k: v for k, v in out.items() if k != "at"})
         return out
+
+    def _running_qemu(self, fault: str, host: str, server: str | None) -> QemuProcess:
+        try:
+            return self.qemu(host, server)
+        except CoserverError as exc:
+            raise LabError(f"fault {fault}: no running QEMU on {host} ({exc})") from exc
 
     # ---- each host's /var/lib/coserver: a file system of its own, so that it can fill up -------------
     def _mount_state_fs(self, host: str) -> None:

@@ -44,8 +44,10 @@ def test_a_new_colo_forgets_old_disk_errors():
     ev = ColoEvents()
     ev.record(_bad("replication0"), Role.PRIMARY, "cs1")
     ev.record(_bad("disk0"), Role.PRIMARY, "cs1")
-    ev.clear_disk_errors()
+    ev.record({"event": "COLO_EXIT", "data": {"mode": "primary", "reason": "error"}}, Role.PRIMARY, "cs1")
+    ev.forget_colo()
     assert ev.local_disk_error is None and ev.replica_disk_error is None and ev.quorum_bad == 2
+    assert ev.colo_exit is None
 
 
 def test_the_checkpoint_window():
