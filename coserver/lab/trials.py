@@ -157,13 +157,14 @@ def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 
     r.settle_s = round(settled - t_fault, 2) if settled else None
     r.serving = sum(_serving(e) for e in at_settle["hosts"].values())
     r.survivor = at_settle["primary"]
-    want = st[expected_survivor(name)]
-    if settled is not None and r.survivor != want:
-        r.problems.append(f"{r.survivor} serves the guest; {want} should")
     before_frames = lab.net.uplink_frames()
     time.sleep(max(after_s, UPLINK_WINDOW_S))
     after_frames = lab.net.uplink_frames()
-    if settled is not None:   # the client is served again (its TCP back-off may take a few seconds)
+    if settled is not None:
+        want = st[expected_survivor(name)]
+        if r.survivor != want:
+            r.problems.append(f"{r.survivor} serves the guest; {want} should")
+        # the client is served again (its TCP back-off may take a few seconds)
         deadline = time.monotonic() + CLIENT_TIMEOUT_S
         while time.monotonic() < deadline and not (writer.result.acks and writer.result.acks[-1].acked > settled):
             time.sleep(0.1)
