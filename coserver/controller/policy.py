@@ -44,7 +44,7 @@ is heard):
   prim/simp witness: other node holds a live lease              STAND_DOWN
   any       peer heard as primary/simplex/failing_over at > E  STAND_DOWN (it won the witness)
   primary   lease lost >= F, peer not heard as our in-step     FENCE_SELF (must_self_fence)
-            secondary at <= E
+            secondary at <= E, nor reporting its QEMU dead
   prim/simp lease lost, witness reachable                      RENEW (re-claim E; the rows below
                                                                never let it go simplex meanwhile)
   any       local QEMU dead                                    KILL_LOCAL_QEMU (reap, release)
@@ -272,7 +272,9 @@ class Thresholds:
         daemon counts that as lost at its failed start claim, l <= g.
     From l, the daemon's watchdog kills P's QEMU at the first poll after l + F
     at which must_self_fence() holds. It does not hold only while P hears S,
-    fresh (within h), as its in-step secondary at an epoch <= E. S publishes
+    fresh (within h), as its in-step secondary at an epoch <= E, or reporting
+    its QEMU dead at an epoch <= E (a dead QEMU promotes nothing; a restarted
+    one is a syncing secondary, which can never take over). S publishes
     epoch E+1 and state failing_over BEFORE it waits W, so every heartbeat that
     vouches for S was sent before g, arrived by g + DELIVERY and is stale by
     g + DELIVERY + h. Hence P's QEMU is dead by
@@ -336,10 +338,15 @@ class Decision:
 
 def must_self_fence(obs: Observation, limits: Thresholds = Thresholds()) -> bool:
     """A primary whose grant is gone for F seconds or more, and whose secondary is not heard in step
-    with it at our epoch: kill its QEMU now (the daemon's watchdog asks this every FENCE_POLL)."""
+    with it at our epoch: kill its QEMU now (the daemon's watchdog asks this every FENCE_POLL).
+
+    Not when the peer itself reports its QEMU dead at an epoch <= ours: a dead QEMU cannot be
+    promoting, and that report is what lets this side go on alone without a grant (after_claim),
+    so fencing it mid-failover would leave nobody serving (found by the cut-witness-then-kill-
+    secondary trial: the watchdog fired between the decision and the end of the failover)."""
     return (obs.role == Role.PRIMARY and obs.state not in _INCOMPLETE and not obs.lease
             and obs.lease_lost_for is not None and obs.lease_lost_for >= limits.fence_after
-            and not obs.peer_in_step)
+            and not obs.peer_in_step and not obs.peer_reports_dead)
 
 
 def promote_wait(obs: Observation, limits: Thresholds = Thresholds()) -> float:

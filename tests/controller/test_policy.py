@@ -13,6 +13,7 @@ from coserver.controller.policy import (
     WitnessView,
     after_claim,
     decide,
+    must_self_fence,
     promote_wait,
 )
 from coserver.controller.roles import QemuHealth as Q
@@ -446,3 +447,12 @@ def test_a_simplex_that_lost_its_lease_renews_it_and_never_fences_itself():
     assert (d.action, d.claim_epoch) == (Action.RENEW, 4), d.reason
     d = decide(obs(**simplex, witness=W_DOWN))
     assert d.action == Action.ALERT, d.reason
+
+
+def test_no_self_fence_while_the_peer_reports_its_qemu_dead():
+    """Witness cut, then the secondary's QEMU died: the primary goes on alone on that report; the
+    fence watchdog must not kill it mid-failover (nobody else can be promoting a dead QEMU)."""
+    lost = dict(lease=False, lease_lost_for=5.0, witness=W_DOWN)
+    assert must_self_fence(obs(**lost, peer_qemu=Q.HUNG, state="failing_over"))
+    assert not must_self_fence(obs(**lost, peer_qemu=Q.DEAD, state="failing_over"))
+    assert must_self_fence(obs(**lost, peer_qemu=Q.DEAD, peer_epoch=5, state="failing_over"))  # peer ahead
