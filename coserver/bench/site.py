@@ -29,9 +29,8 @@ from coserver.images.labguest import LabGuest, build_lab_guest
 from coserver.lab.lab import DEFAULT_PROFILE, QEMU_NAME, REGISTRY, Lab, overlay_dir
 from coserver.lab.net import GUEST_ADDRESS, HOSTS, TAP
 from coserver.lab.spec import GUEST_PORT, write_lab_spec
-from coserver.machine.launcher import QemuProcess
+from coserver.machine.launcher import QemuProcess, last_words
 from coserver.paths import qemu_install
-from coserver.sys import proc as sysproc
 
 
 class SiteError(CoserverError):
@@ -117,7 +116,7 @@ class Site:
             except CoserverError as exc:
                 for p in procs:
                     if not p.alive():
-                        raise SiteError(f"QEMU in {p.workdir} exited: {sysproc.last_line(p.log_path)}") from exc
+                        raise SiteError(f"QEMU in {p.workdir} exited: {last_words(p.log_path)}") from exc
                 if time.monotonic() - t0 > timeout:
                     raise SiteError(f"the guest did not answer within {timeout:.0f} s: {exc}") from exc
                 time.sleep(0.1)

@@ -64,7 +64,7 @@ from coserver.controller.siteconfig import controller_config_for
 from coserver.controller.statemachine import RUNNING, FtState, FtStateMachine
 from coserver.controller.witness import Witness
 from coserver.errors import CoserverBug, CoserverError
-from coserver.machine.launcher import QemuProcess
+from coserver.machine.launcher import QemuProcess, last_words
 from coserver.qmp.errors import QmpError
 from coserver.qmp.session import QmpListener, QmpSession
 from coserver.site import load_site
@@ -73,7 +73,7 @@ from coserver.site.local import this_host
 from coserver.site.servers import find_server, spec_names
 from coserver.sys import netns
 from coserver.sys.clock import boottime
-from coserver.sys.proc import boot_id, last_line
+from coserver.sys.proc import boot_id
 
 _log = log.get("controller")
 
@@ -128,6 +128,8 @@ class HostController:
         self.peer_guest_off_since: float | None = None   # since when the secondary says its guest powered off
         self.replica_off_epoch = 0    # our copy (a secondary) saw the guest power itself off in this epoch
         self._peer_was_heard = True   # _announce_if_peer_returned: the peer's silence ended
+        self._peer_hung_since: float | None = None   # when the peer began reporting its QEMU HUNG
+        self._peer_qemu_was_running = False   # _announce_if_peer_returned: the peer's QEMU stopped
         self.guest_off_ignored = 0    # a peer's guest_off at or below this is history (the operator started since)
         self.busy: asyncio.Task[None] | None = None          # a rejoin or protect under way
         self.last_attempt = -math.inf                   # monotonic time of the last rejoin/protect
@@ -449,6 +451,16 @@ class HostController:
             return QemuHealth.HUNG, time.monotonic() - self.health.hung_since
         return QemuHealth.ALIVE, 0.0
 
+    def _peer_hung_for(self, peer_qemu: str | None) -> float:
+        """Seconds the peer has reported its QEMU HUNG in a row (0 once it reports anything else)."""
+        if peer_qemu != QemuHealth.HUNG.value:
+            self._peer_hung_since = None
+            return 0.0
+        now = time.monotonic()
+        if self._peer_hung_since is None:
+            self._peer_hung_since = now
+        return now - self._peer_hung_since
+
     def colo_alive(self) -> bool:
         """Checkpoints flowed recently: the peer's QEMU is alive whatever its controller says."""
         return self.events.colo_alive(self.cfg.checkpoint_ms)
@@ -468,6 +480,7 @@ class HostController:
             state=self.sm.state.value, qemu_hung_for=hung_for,
             colo_exit_error=bool(exit_ and exit_.get("reason") == "error"),
             peer_qemu=QemuHealth(peer.qemu) if peer is not None else None,
+            peer_qemu_hung_for=self._peer_hung_for(peer.qemu if peer is not None else None),
             peer_silent_for=silent_for, colo_alive=self.colo_alive(), maintenance=self.maintenance,
             peer_role=peer.role if peer is not None else None, peer_state=peer.state if peer is not None else None,
             peer_epoch=peer.epoch if peer is not None else None, lease=lease,
@@ -578,10 +591,18 @@ class HostController:
         announces itself again (what the failover did), so clients' packets come here, not there."""
         returned = obs.peer_heard and not self._peer_was_heard
         self._peer_was_heard = obs.peer_heard
-        if returned and self.role == Role.SIMPLEX and self.qmp is not None and obs.qemu == QemuHealth.ALIVE:
+        # ... and once that QEMU is gone for good (the peer reports it dead or stood down), once more:
+        # whatever it sent before it stopped, nothing of it can come after this announcement.
+        peer_qemu_running = obs.peer_heard and obs.peer_qemu in (QemuHealth.ALIVE, QemuHealth.HUNG)
+        stopped = obs.peer_heard and self._peer_qemu_was_running and not peer_qemu_running
+        if obs.peer_heard:
+            self._peer_qemu_was_running = peer_qemu_running
+        if ((returned or stopped) and self.role == Role.SIMPLEX and self.qmp is not None
+                and obs.qemu == QemuHealth.ALIVE):
             try:
                 await self.qmp.execute("announce-self", ANNOUNCE_AGAIN)
-                _log.info("controller.announce", host=self.cfg.host, why="peer heard again")
+                _log.info("controller.announce", host=self.cfg.host,
+                          why="peer heard again" if returned else "the peer's QEMU stopped")
             except QmpError as exc:
                 _log.warning("controller.announce.failed", host=self.cfg.host, reason=str(exc))
 
@@ -939,7 +960,7 @@ class HostController:
     def _attempt_failure(self, reason: str) -> str:
         """Why a (re-)protection attempt failed: our QEMU's last words if it died, else the reason given."""
         if self.qemu is not None and not self.qemu.alive():
-            words = last_line(self.qemu.log_path)
+            words = last_words(self.qemu.log_path)
             if words:
                 return f"{self.cfg.host}'s QEMU exited: {words}"
         return reason

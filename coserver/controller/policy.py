@@ -59,6 +59,7 @@ is heard):
   primary   peer lost, witness unreachable                     FENCE_SELF
   primary   peer lost                                          CONTINUE_SIMPLEX (claim E+1)
   primary   COLO exit on error / peer says its QEMU dead|hung  CONTINUE_SIMPLEX (claim E+1)
+            (hung: reported for >= kill_hung_after, everywhere)
             / the replica's disk failing (QUORUM_REPORT_BAD
             on the replication child)
   secondary peer lost, witness unreachable                     FENCE_SELF
@@ -198,6 +199,8 @@ class Observation:
     qemu_hung_for: float = 0.0  # seconds since QMP first missed a deadline (if HUNG)
     colo_exit_error: bool = False  # COLO_EXIT with reason "error" seen locally
     peer_qemu: QemuHealth | None = None  # the peer's own report (latest heartbeat)
+    #: how long the peer has been reporting its QEMU HUNG without a break (0 unless it does)
+    peer_qemu_hung_for: float = 0.0
     peer_silent_for: float = 0.0  # seconds since the last valid heartbeat on any link
     maintenance: bool = False
     colo_alive: bool = False  # checkpoints still flow between the two QEMUs (within a few periods)
@@ -409,7 +412,11 @@ def _decide(obs: Observation, limits: Thresholds) -> Decision:
                                                 "secondary's disk holds every write: kill our QEMU so it takes over")
 
     peer_heard = obs.peer_heard
-    peer_bad = peer_heard and obs.peer_qemu in (QemuHealth.DEAD, QemuHealth.HUNG)
+    # A peer's HUNG counts once it has lasted kill_hung_after, as a local hang does: a QMP deadline
+    # missed under load (four TCG QEMUs on two cores) is not yet a lost replica. A real hang is killed
+    # by the peer's own controller at that bound and reported DEAD, whichever comes first.
+    peer_bad = peer_heard and (obs.peer_qemu == QemuHealth.DEAD or (
+        obs.peer_qemu == QemuHealth.HUNG and obs.peer_qemu_hung_for >= limits.kill_hung_after))
     next_epoch = obs.epoch + 1
 
     if role == Role.SECONDARY and obs.state in _INCOMPLETE and (

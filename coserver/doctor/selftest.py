@@ -46,12 +46,11 @@ from coserver.hardware import list_profiles
 from coserver.images import qemu_img
 from coserver.images.guestclient import connect_journal, missing_acks
 from coserver.images.labguest import build_lab_guest
-from coserver.machine.launcher import QemuProcess
+from coserver.machine.launcher import QemuProcess, last_words
 from coserver.paths import QemuInstall, version_tuple
 from coserver.qmp.errors import QmpError, QmpTimeout
 from coserver.qmp.session import QmpSession
 from coserver.sys import netns
-from coserver.sys.proc import last_line
 
 _log = log.get("selftest")
 
@@ -132,7 +131,7 @@ class SelfTest:
         """Prefer a dead QEMU's own last words over the symptom seen on QMP."""
         for role, proc in self.procs.items():
             if not proc.alive():
-                tail = last_line(proc.log_path)
+                tail = last_words(proc.log_path)
                 return f"{role} QEMU exited ({tail or 'no message'}); then: {exc}"
         if isinstance(exc, QmpTimeout) or isinstance(exc.__cause__, QmpTimeout):
             return (f"QMP stopped answering, QEMU is hung (the COLO checkpoint deadlock of QEMU "
@@ -241,7 +240,7 @@ class SelfTest:
                 for role, proc in self.procs.items():
                     if not proc.alive():
                         raise SelfTestFailure("boot the guest", f"{role} QEMU exited: "
-                                                                f"{last_line(proc.log_path)}") from exc
+                                                                f"{last_words(proc.log_path)}") from exc
                 await asyncio.sleep(0.5)
 
     async def _checkpoints(self, pqmp: QmpSession, sqmp: QmpSession, client, acked: dict[int, str],

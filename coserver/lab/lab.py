@@ -54,7 +54,7 @@ from coserver.lab.diskfault import fail_disk
 from coserver.lab.hostexec import host_argv
 from coserver.lab.net import GUEST_ADDRESS, HOSTS, LabNet
 from coserver.lab.spec import DEVICE_SETS, GUEST_PORT, lab_server_name, write_lab_spec
-from coserver.machine.launcher import QemuProcess
+from coserver.machine.launcher import QemuProcess, last_words
 from coserver.pair.summary import host_entry, summarize
 from coserver.paths import qemu_install
 from coserver.site import load_site
@@ -458,7 +458,7 @@ class Lab:
             if st.get("alert"):
                 raise LabError(f"the pair cannot protect itself: {st['alert']}")
             if time.monotonic() > deadline:
-                notes = [f"{note}; qemu log: {labproc.last_line(self.qemu_log(h, server))}"
+                notes = [f"{note}; qemu log: {last_words(self.qemu_log(h, server))}"
                          for h, note in _host_notes(st).items()]
                 raise LabError(f"the pair was not protected within {timeout:g} s ({st['state']}; "
                                f"{'; '.join(notes)})")
@@ -544,7 +544,7 @@ class Lab:
                     alive = False
                 if not alive:
                     raise LabError(f"the QEMU on {host} died while the pair entered COLO: "
-                                   f"{labproc.last_line(self.qemu_log(host, server))}")
+                                   f"{last_words(self.qemu_log(host, server))}")
             st = self.status(server)
             if st["state"] == "protected":
                 count = int(st["checkpoints"] or 0)

@@ -24,6 +24,7 @@ Addresses repeat between labs: namespaces keep them apart.
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import dataclass
 
 from coserver.errors import CoserverError
@@ -173,6 +174,18 @@ class LabNet:
             except (ValueError, LookupError, TypeError):
                 out[host] = -1
         return out
+
+    def switch_port(self, mac: str) -> str | None:
+        """The LAN switch port (a CoServer's name, or "client") the switch sends frames for `mac` to
+        now, None if it has not learnt it (it floods them then)."""
+        res = subprocess.run(netns.exec_argv(self.ns("lan"), ["bridge", "-j", "fdb", "show", "br", "br0"]),
+                             capture_output=True, text=True, timeout=10, check=False)
+        try:
+            entries = json.loads(res.stdout or "[]")
+        except ValueError:
+            return None
+        return next((e.get("ifname") for e in entries if str(e.get("mac", "")).lower() == mac.lower()
+                     and e.get("master") == "br0"), None)
 
     def set_sync_link(self, link: int, up: bool) -> None:
         """Cut or heal sync link N, on both ends (a pulled cable)."""

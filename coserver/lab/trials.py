@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -107,11 +109,52 @@ class TrialResult:
     served_after: bool | None = None   # the client had a reply after the pair settled
     #: CoServers whose LAN uplink carried frames in the window after settling (from outside: must be one)
     uplinks_sending: list[str] = field(default_factory=list)
+    #: where the LAN switch sent the guest's MAC, and each uplink's frame count, at every change from the
+    #: fault on ("+4.1s cs1 cs1=691 cs2=1190"): shown when the client lost its connection, to tell a
+    #: switch pointing at the old primary from a guest that did not answer
+    switch_log: list[str] = field(default_factory=list)
     ok: bool = False
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class SwitchWatch:
+    """Samples, from a thread, which port the LAN switch sends the guest's MAC to and how many frames
+    each CoServer's uplink sent, every `every` s; keeps the changes (TrialResult.switch_log)."""
+
+    def __init__(self, lab: Lab, mac: str, t0: float, every: float = 0.25) -> None:
+        self.lab, self.mac, self.t0, self.every = lab, mac, t0, every
+        self.log: list[str] = []
+        self._frames: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="switch-watch", daemon=True)
+
+    def start(self) -> SwitchWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return self.log
+
+    def _run(self) -> None:
+        last: tuple[str | None, tuple[str, ...]] | None = None
+        while not self._stop.is_set():
+            try:
+                port = self.lab.net.switch_port(self.mac)
+                frames = self.lab.net.uplink_frames()
+            except (CoserverError, OSError, subprocess.SubprocessError):
+                port, frames = None, {}
+            sending = tuple(sorted(h for h, n in frames.items()
+                                   if last is not None and n > self._frames.get(h, n)))
+            if last is None or port != last[0] or sending != last[1]:
+                counts = " ".join(f"{h}={n}" for h, n in sorted(frames.items()))
+                self.log.append(f"+{time.monotonic() - self.t0:.1f}s {port or 'unlearnt'} {counts}")
+            last, self._frames = (port, sending), frames
+            self._stop.wait(self.every)
 
 
 def _serving(host_status: dict[str, Any]) -> bool:
@@ -146,6 +189,7 @@ def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 
                     timeout=CLIENT_TIMEOUT_S).start()
     time.sleep(before_s)
     t_fault, t_fault_wall = time.monotonic(), time.time()
+    watch = SwitchWatch(lab, g["mac"], t_fault).start()
     if kind == "sequence":
         _run_steps(lab, name, st, r, say)
     else:
@@ -181,6 +225,7 @@ def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 
         else:
             r.problems.append(f"not protected again {settle_timeout_s:.0f} s after {undo}")
     res = writer.stop()
+    r.switch_log = watch.stop()
     acks_after = [a for a in res.acks if a.acked >= t_fault - 1.0]
     r.acked, r.reconnects, r.client_errors = len(res.acks), res.reconnects, len(res.errors)
     times = [a.acked for a in acks_after]
@@ -277,6 +322,8 @@ def _judge(r: TrialResult) -> None:
         p.append(f"the client had to reconnect {r.reconnects} times")
     if r.served_after is False:
         p.append(f"the client got no reply within {CLIENT_TIMEOUT_S:g} s after the pair settled")
+    if (r.reconnects or r.served_after is False) and r.switch_log:
+        p.append(f"LAN switch from the fault on: {'; '.join(r.switch_log[:40])}")
     if r.controller_restarted is False:
         p.append("the controller did not come back")
     r.ok = not p

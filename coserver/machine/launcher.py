@@ -56,6 +56,23 @@ _log = log.get("launcher")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 _POLL = 0.02
+#: What starts the header line start() appends to N.log before each QEMU it runs.
+START_MARK = "--- coserver "
+
+
+def last_words(log_path: Path) -> str:
+    """The last line a QEMU itself wrote to `log_path` (our start headers skipped), or "no output".
+
+    A controller may start the next QEMU (appending its header) before anyone reads why the last one
+    died; the header is never the reason, the dead QEMU's own line before it is."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return "no output"
+    for line in reversed(text.splitlines()):
+        if line.strip() and not line.startswith(START_MARK):
+            return line.strip()
+    return "no output"
 
 
 def qmp_argv(path: str | Path) -> list[str]:
@@ -191,7 +208,7 @@ class QemuProcess:
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
             stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            os.write(fd, f"--- coserver {stamp} start {self.name}: {shlex.join(self.argv)}\n".encode())
+            os.write(fd, f"{START_MARK}{stamp} start {self.name}: {shlex.join(self.argv)}\n".encode())
             log_offset = os.lseek(fd, 0, os.SEEK_END)
             try:
                 self._popen = subprocess.Popen(
