@@ -59,6 +59,7 @@ from coserver.controller.policy import (
     must_self_fence,
 )
 from coserver.controller.rejoin import AttemptLog, Move, RejoinView, ReprotectPolicy, next_move
+from coserver.controller.replbytes import replication_bytes
 from coserver.controller.roles import QemuHealth, Role
 from coserver.controller.siteconfig import controller_config_for
 from coserver.controller.statemachine import RUNNING, FtState, FtStateMachine
@@ -130,6 +131,7 @@ class HostController:
         self._peer_was_heard = True   # _announce_if_peer_returned: the peer's silence ended
         self._peer_hung_since: float | None = None   # when the peer began reporting its QEMU HUNG
         self._peer_qemu_was_running = False   # _announce_if_peer_returned: the peer's QEMU stopped
+        self._well_at: float | None = None   # last tick at which the pair was seen in COLO, both QEMUs alive
         self.guest_off_ignored = 0    # a peer's guest_off at or below this is history (the operator started since)
         self.busy: asyncio.Task[None] | None = None          # a rejoin or protect under way
         self.last_attempt = -math.inf                   # monotonic time of the last rejoin/protect
@@ -168,7 +170,9 @@ class HostController:
         self._forever: set[str] = set()                 # names of the tasks that must run until stop()
         self._acting = asyncio.Lock()
         # operators see it (issue 18): Prometheus metrics (served in run()) and the site's alert hook
-        self.metrics = ControllerMetrics(cfg.ftserver, cfg.host, tick_s=TICK_S)
+        self.metrics = ControllerMetrics(
+            cfg.ftserver, cfg.host, tick_s=TICK_S,
+            replication=(lambda: replication_bytes(cfg.peer_repl_addr, cfg.sync_ports)) if cfg.peer_repl_addr else None)
         self.events.on_pause = self.metrics.observe_pause
         self.alert_hook = AlertHook(cfg.alert_command, ftserver=cfg.ftserver, host=cfg.host)
 
@@ -524,6 +528,8 @@ class HostController:
                     self._save_journal("periodic")
                 return
             obs = self.observe()
+            if obs.pair_well:
+                self._well_at = time.monotonic()
             await self._announce_if_peer_returned(obs)
             if self._in_grace(obs) or self._awaiting_own_power_off(obs):
                 return
@@ -684,6 +690,8 @@ class HostController:
         monotonic clock, which a suspend only lengthens."""
         if self.qmp is None:
             raise CoserverBug(f"{self.cfg.host}: failover decided with no QMP session")
+        decided = time.monotonic()
+        detection = decided - self._well_at if self._well_at is not None else None
         self._to(FtState.FAILING_OVER, reason)
         if wait > 0:
             _log.warning("controller.promote.wait", host=self.cfg.host, epoch=self.epoch, wait_s=wait)
@@ -696,7 +704,8 @@ class HostController:
                     break
                 await asyncio.sleep(PROMOTE_POLL_S)
         took = await actions.fail_over(side, self.qmp, self.cfg, self.settings)
-        self.metrics.failed_over("promote" if side is Secondary else "continue_simplex", took)
+        self.metrics.failed_over("promote" if side is Secondary else "continue_simplex",
+                                 promotion_s=time.monotonic() - decided, detection_s=detection)
         self.role = Role.SIMPLEX
         self.events.forget_colo()
         self._to(FtState.SIMPLEX, f"failover done in {1000 * took:.0f} ms: {reason}")
@@ -743,12 +752,15 @@ class HostController:
 
     def _metrics_snapshot(self) -> Snapshot:
         """What a scrape shows, taken now without awaiting anything (metrics reads only this)."""
+        sync = self.sync if self.sync is not None and not self.sync.get("finished") else None
         held = self.witness.held
         reachable = bool(self.witness.reachable) if held is not None else self.witness_view.reachable
         return Snapshot(state=self.sm.state.value, role=self.role.value, epoch=self.epoch,
                         checkpoints=self.events.checkpoints, links=dict(self.heartbeats.links_alive()),
                         witness_reachable=reachable, lease_left_s=self.witness.lease_left(),
-                        wants_run=self.desired.run)
+                        wants_run=self.desired.run, link_rtt=self.heartbeats.rtts(),
+                        resync_done=sync["done_bytes"] if sync else None,
+                        resync_total=sync["total_bytes"] if sync else None)
 
     def _journal_due(self) -> bool:
         every = JOURNAL_EVERY_S if self.journal_error is None else JOURNAL_RETRY_S
@@ -1093,6 +1105,7 @@ class HostController:
             "disk_errors": {"local": self.events.local_disk_error, "replica": self.events.replica_disk_error},
             "qmp": asdict(self.health),
             "links": hb.links_alive(),
+            "link_rtt_ms": {name: round(1000 * rtt, 2) if rtt is not None else None for name, rtt in hb.rtts().items()},
             "identity": {"site": hb.local.site, "qemu_version": hb.local.qemu_version,
                          "auth_failing": hb.auth_failing()},   # peercheck: what the peer must match
             "peer": {"role": peer.role, "state": peer.state, "qemu": peer.qemu, "epoch": peer.epoch,

@@ -239,6 +239,11 @@ class Heartbeat:
     keys: str = ""
     guest_off: int = 0
     replica_off: int = 0
+    #: the round trip: the `ts` of the peer's last message we accepted on this link (0.0: none yet), and
+    #: how long we held it before this message left (our clock); the peer's now - echo_ts - echo_held
+    #: is the link's round-trip time, on its own clock alone
+    echo_ts: float = 0.0
+    echo_held: float = 0.0
 
     def encode(self, key: bytes) -> bytes:
         payload = json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
@@ -254,9 +259,11 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "pair": (str,), "link": (str,), "node": (str,), "generation": (int,), "seq": (int,), "ts": (int, float),
     "epoch": (int,), "role": (str,), "state": (str,), "qemu": (str,),
     "checkpoints": (int,), "sent": (int, float), "site": (str,), "qemu_version": (str,), "keys": (str,),
-    "guest_off": (int,), "replica_off": (int,),
+    "guest_off": (int,), "replica_off": (int,), "echo_ts": (int, float), "echo_held": (int, float),
 }
 assert set(_FIELD_TYPES) == {f.name for f in fields(Heartbeat)}
+#: Fields a peer one release older does not send (they take their defaults): it is still heard.
+_OPTIONAL_FIELDS = frozenset({"echo_ts", "echo_held"})
 
 
 class Drop(StrEnum):
@@ -293,9 +300,11 @@ def decode(data: bytes, key: bytes | KeyRing) -> Heartbeat | Drop:
         obj = json.loads(payload)
     except ValueError:
         return Drop.MALFORMED
-    if not isinstance(obj, dict) or set(obj) != set(_FIELD_TYPES):
+    if not isinstance(obj, dict) or not set(_FIELD_TYPES) - _OPTIONAL_FIELDS <= set(obj) <= set(_FIELD_TYPES):
         return Drop.MALFORMED
     for name, types in _FIELD_TYPES.items():
+        if name not in obj:
+            continue
         v = obj[name]
         if isinstance(v, bool) or not isinstance(v, types):
             return Drop.MALFORMED
@@ -327,6 +336,7 @@ class _LinkState:
     seq: int = 0
     ts: float = 0.0
     last_bad_mac: float | None = None   # our clock: a datagram from the peer's address failed the MAC
+    rtt: float | None = None   # the link's last measured round trip (seconds), None before the first
     counts: dict[str, int] = field(default_factory=dict)
 
     def count(self, what: str) -> None:
@@ -534,8 +544,11 @@ class Heartbeats:
         key = self._send_key()
         for name, proto in self._protocols.items():
             self._seq += 1
+            st = self._links[name]
+            echo_ts, held = (st.ts, max(0.0, ts - st.last_valid)) if st.last_valid is not None else (0.0, 0.0)
             hb = Heartbeat(pair=self.pair, link=name, node=self.node, generation=self.generation, seq=self._seq,
-                           ts=ts, sent=now, keys=self._key_ids, **asdict(self._local))
+                           ts=ts, sent=now, keys=self._key_ids, echo_ts=echo_ts, echo_held=held,
+                           **asdict(self._local))
             proto.send(hb.encode(key))
 
     def _send_key(self) -> bytes:
@@ -567,6 +580,10 @@ class Heartbeats:
         st.count("accepted")
         st.generation, st.seq, st.ts = hb.generation, hb.seq, hb.ts
         st.last_valid = now
+        if hb.echo_ts > 0.0:   # an echo of one of ours (authenticated): both ends on our clock
+            rtt = now - hb.echo_ts - hb.echo_held
+            if 0.0 <= rtt <= self.timeout:
+                st.rtt = rtt
         self._remember(hb, now)
         self._update_peer(hb, now, st.spec.name)
         if not st.up:
@@ -699,6 +716,12 @@ class Heartbeats:
 
     def link_names(self) -> list[str]:
         return list(self._links)
+
+    def rtts(self) -> dict[str, float | None]:
+        """Per link: its last measured heartbeat round trip in seconds (None: not measured yet, or
+        the link is down now: an old figure would pass for a live one)."""
+        now = self._clock()
+        return {name: st.rtt if self.link_alive(name, now) else None for name, st in self._links.items()}
 
     def last_heard(self, link: str) -> float | None:
         return self._links[link].last_valid

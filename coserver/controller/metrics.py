@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from coserver import log
+from coserver.controller.replbytes import StreamBytes
 from coserver.controller.roles import Role
 from coserver.controller.statemachine import FtState
 
@@ -54,6 +55,9 @@ class Snapshot:
     witness_reachable: bool = False
     lease_left_s: float = 0.0
     wants_run: bool = True            # the operator's wish (server start/stop): a stopped server is no alert
+    link_rtt: Mapping[str, float | None] = field(default_factory=dict)   # per sync link: heartbeat round trip
+    resync_done: int | None = None    # a running (re-)sync's bytes mirrored so far (None: none runs)
+    resync_total: int | None = None
     taken_at: float = field(default_factory=time.monotonic)   # monotonic
 
 
@@ -61,9 +65,11 @@ class ControllerMetrics:
     """The metrics registry of one controller (one FT server on one host) and its HTTP endpoint."""
 
     def __init__(self, server: str, host: str, *, tick_s: float = 0.1,
-                 clock: Callable[[], float] = time.monotonic, process: bool = True) -> None:
+                 clock: Callable[[], float] = time.monotonic, process: bool = True,
+                 replication: Callable[[], Mapping[str, StreamBytes] | None] | None = None) -> None:
         """tick_s: the daemon's tick (the lag is the snapshot's age beyond it); process: add
-        prometheus-client's process collector (CPU, memory, open files of this controller)."""
+        prometheus-client's process collector (CPU, memory, open files of this controller);
+        replication: read at each scrape, the bytes each replication stream moved (replbytes)."""
         self.server, self.host = server, host
         self.tick_s = tick_s
         self.clock = clock
@@ -71,6 +77,8 @@ class ControllerMetrics:
         self._snapshot: Snapshot | None = None
         self._unprotected_since: float | None = None    # monotonic; None while in COLO
         self.last_promotion_s: float | None = None
+        self.last_detection_s: float | None = None
+        self.replication = replication
         self._pauses = Histogram("coserver_checkpoint_pause_seconds",
                                  "Guest pause at a COLO checkpoint (QEMU STOP to RESUME)", LABELS,
                                  buckets=PAUSE_BUCKETS, registry=self.registry).labels(server, host)
@@ -106,11 +114,15 @@ class ControllerMetrics:
         """One checkpoint pause (observe.ColoEvents.on_pause calls this once per pause)."""
         self._pauses.observe(seconds)
 
-    def failed_over(self, cause: str, promotion_s: float | None = None) -> None:
-        """A failover ran here (cause: the policy action); promotion_s: how long the takeover took."""
+    def failed_over(self, cause: str, promotion_s: float | None = None, detection_s: float | None = None) -> None:
+        """A failover ran here (cause: the policy action). detection_s: from the last moment the pair
+        was seen well to the decision; promotion_s: from the decision to running alone (the witness's
+        promotion wait included)."""
         self._failovers.labels(self.server, self.host, cause).inc()
         if promotion_s is not None:
             self.last_promotion_s = promotion_s
+        if detection_s is not None:
+            self.last_detection_s = detection_s
 
     # ---- read by the collector (any thread) -----------------------------------------------
     def current(self) -> tuple[Snapshot | None, float | None]:
@@ -188,6 +200,13 @@ class _StatusCollector(Collector):
         for name, up in sorted(snap.links.items()):
             links.add_metric([*lv, name], 1.0 if up else 0.0)
         yield links
+        rtt = GaugeMetricFamily("coserver_heartbeat_rtt_seconds",
+                                "A sync link's heartbeat round trip (absent while the link is down)",
+                                labels=(*LABELS, "link"))
+        for name, seconds in sorted(snap.link_rtt.items()):
+            if seconds is not None:
+                rtt.add_metric([*lv, name], seconds)
+        yield rtt
         yield gauge("coserver_witness_reachable", "The etcd witness answers this controller (1) or not (0)",
                     1.0 if snap.witness_reachable else 0.0)
         yield gauge("coserver_lease_seconds_left", "Seconds the witness lease surely still lives (0: none held)",
@@ -199,7 +218,28 @@ class _StatusCollector(Collector):
                     "(0 while protected or degraded)", unprotected or 0.0)
         yield gauge("coserver_tick_lag_seconds", "How late the controller's last tick is (its view's age beyond "
                     "one tick)", max(0.0, self.m.clock() - snap.taken_at - self.m.tick_s))
+        if snap.resync_total is not None and snap.resync_done is not None:
+            yield gauge("coserver_resync_progress_ratio", "A running (re-)sync's share of the disk mirrored (0-1)",
+                        snap.resync_done / snap.resync_total if snap.resync_total else 1.0)
+            yield gauge("coserver_resync_remaining_bytes", "Bytes a running (re-)sync still has to mirror",
+                        max(0, snap.resync_total - snap.resync_done))
         if self.m.last_promotion_s is not None:
             yield gauge("coserver_last_failover_promotion_seconds",
-                        "How long the last failover run here took (the QMP takeover: promote or drop the replica)",
-                        self.m.last_promotion_s)
+                        "The last failover run here, from its decision to running alone (promotion wait and "
+                        "QMP takeover)", self.m.last_promotion_s)
+        if self.m.last_detection_s is not None:
+            yield gauge("coserver_last_failover_detection_seconds",
+                        "The last failover run here, from the last moment the pair was seen well to the "
+                        "decision", self.m.last_detection_s)
+        streams = self.m.replication() if self.m.replication is not None else None
+        if streams is not None:
+            sent = CounterMetricFamily("coserver_replication_sent_bytes", "Bytes this host sent on a replication "
+                                       "stream (checkpoint: COLO's; disk: NBD's), acknowledged by the peer",
+                                       labels=(*LABELS, "stream"))
+            received = CounterMetricFamily("coserver_replication_received_bytes", "Bytes this host received on a "
+                                           "replication stream", labels=(*LABELS, "stream"))
+            for stream, b in sorted(streams.items()):
+                sent.add_metric([*lv, stream], b.sent)
+                received.add_metric([*lv, stream], b.received)
+            yield sent
+            yield received

@@ -242,6 +242,13 @@ class Observation:
         return self.peer_qemu == QemuHealth.NONE and self.peer_role not in (Role.PRIMARY.value, Role.SIMPLEX.value)
 
     @property
+    def pair_well(self) -> bool:
+        """In COLO, both QEMUs alive by their controllers' own word, the peer heard, no COLO error:
+        the last such moment before a failover is where its detection time starts."""
+        return (self.qemu == QemuHealth.ALIVE and self.peer_heard and self.peer_qemu == QemuHealth.ALIVE
+                and self.state in _IN_COLO and not self.colo_exit_error)
+
+    @property
     def peer_in_step(self) -> bool:
         """The peer, heard now, is our secondary at our epoch, in COLO with us, not promoting."""
         return (self.peer_heard and self.peer_role == Role.SECONDARY.value

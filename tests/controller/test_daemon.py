@@ -50,6 +50,9 @@ class FakeHeartbeats:
     def links_alive(self) -> dict[str, bool]:
         return {name: True for name in self.links}
 
+    def rtts(self) -> dict[str, float | None]:
+        return {name: 0.001 for name in self.links}
+
     def peer_alive(self) -> bool:
         return True
 

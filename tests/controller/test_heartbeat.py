@@ -7,6 +7,9 @@ where a test needs exact control: one link only, a wrong key, a replay.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import os
 import socket
 import stat
@@ -15,7 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from coserver.controller.heartbeat import EventKind, Heartbeat, HeartbeatError, Heartbeats, LinkSpec, load_or_create_key
+from coserver.controller.heartbeat import (
+    KEY_ID_LEN,
+    MAC_LEN,
+    MAGIC,
+    EventKind,
+    Heartbeat,
+    HeartbeatError,
+    Heartbeats,
+    LinkSpec,
+    load_or_create_key,
+)
+from coserver.site.keygen import key_id
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -448,5 +462,62 @@ def test_wait_raises_what_killed_the_send_task_and_ends_quietly_on_close(arun, l
         await hb.close()                    # close() ends the watcher as cancelled, not failed
         await asyncio.gather(waiter, return_exceptions=True)
         assert waiter.cancelled()
+
+    arun(main())
+
+
+def test_each_link_measures_its_round_trip_on_one_clock(arun, links):
+    """A sends at t, B answers 0.3 s later echoing A's ts and its 0.3 s hold; A hears that 0.5 s
+    after its send: 0.2 s on the wire both ways, whatever B's clock says. A down link shows none."""
+    clock_a, clock_b = FakeClock(1000.0), FakeClock(77.0)   # unrelated clocks: only A's own is used
+
+    async def main():
+        a = Heartbeats(pair="ft1", node="cs1", key=KEY, links=[links["sync1"][0], links["sync2"][0]],
+                       clock=clock_a)
+        b = side_b(links, clock_b)
+        await a.open()
+        await b.open()
+        try:
+            assert a.rtts() == {"sync1": None, "sync2": None}
+            a.send_once()                      # A's ts = 1000.0
+            await until(lambda: b.link_alive("sync1") and b.link_alive("sync2"))
+            clock_b.t += 0.3                   # B holds it 0.3 s before answering
+            b.send_once()
+            clock_a.t += 0.5
+            await until(lambda: a.link_alive("sync1") and a.link_alive("sync2"))
+            assert a.rtts() == {"sync1": pytest.approx(0.2), "sync2": pytest.approx(0.2)}
+            assert b.rtts() == {"sync1": None, "sync2": None}   # B has no echo of its own yet
+            clock_a.t += a.timeout + 0.1       # nothing heard since: no figure for a dead link
+            assert a.rtts() == {"sync1": None, "sync2": None}
+        finally:
+            await a.close()
+            await b.close()
+
+    arun(main())
+
+
+def test_a_peer_one_release_older_without_the_echo_is_still_heard(arun, links):
+    clock = FakeClock()
+
+    async def main():
+        b = side_b(links, clock)
+        await b.open()
+        forger = Forger([links["sync1"][1], links["sync2"][1]], clock)
+        try:
+            data = forger.send("sync1")
+            assert b"echo_ts" in data   # the dataclass sends it: strip it as an older peer would
+            head = len(MAGIC) + KEY_ID_LEN + MAC_LEN
+            obj = json.loads(data[head:])
+            del obj["echo_ts"], obj["echo_held"]
+            obj["seq"], obj["link"] = 2, "sync2"
+            payload = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+            kid = key_id(KEY).encode()
+            old = MAGIC + kid + hmac.new(KEY, MAGIC + kid + payload, hashlib.sha256).digest() + payload
+            forger.sock.sendto(old, forger.to["sync2"])
+            await until(lambda: b.link_alive("sync1") and b.link_alive("sync2"))
+            assert b.stats()["sync2"]["accepted"] == 1
+        finally:
+            forger.close()
+            await b.close()
 
     arun(main())

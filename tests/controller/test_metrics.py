@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coserver.controller.metrics import ControllerMetrics, Snapshot
 from coserver.controller.observe import ColoEvents
+from coserver.controller.replbytes import StreamBytes
 from coserver.controller.roles import Role
 from coserver.controller.statemachine import FtState
 
@@ -104,7 +105,7 @@ def test_failovers_and_pauses_are_counted_once_each() -> None:
         events.record({"event": "STOP"}, Role.PRIMARY, "cs1", now=t)
         events.record({"event": "RESUME"}, Role.PRIMARY, "cs1", now=t + 0.04)
     events.record({"event": "RESUME"}, Role.PRIMARY, "cs1", now=13.0)   # no STOP before it: no pause
-    m.failed_over("promote", 0.042)
+    m.failed_over("promote", 0.042, detection_s=1.2)
     m.update(protected_snapshot(Clock(), state="simplex"))
     found = scrape(m)
     assert value(found, "coserver_checkpoint_pause_seconds_count") == 2
@@ -114,6 +115,7 @@ def test_failovers_and_pauses_are_counted_once_each() -> None:
     assert value(found, "coserver_failovers_total", cause="promote") == 1
     assert value(found, "coserver_failovers_total", cause="continue_simplex") == 0
     assert value(found, "coserver_last_failover_promotion_seconds") == 0.042
+    assert value(found, "coserver_last_failover_detection_seconds") == 1.2
 
 
 def test_served_over_http_and_stopped(arun) -> None:
@@ -185,3 +187,29 @@ def test_a_state_shorter_than_a_scrape_is_still_counted() -> None:
     assert value(found, "coserver_state_changes_total", state="simplex") == 1
     assert value(found, "coserver_state_changes_total", state="protected") == 1
     assert value(found, "coserver_ft_state", state="simplex") == 0
+
+
+def test_link_round_trips_resync_progress_and_replication_bytes() -> None:
+    """The round trip of each live link (none for a dead one), a running re-sync's progress, and the
+    replication streams' bytes, read at the scrape through the callable the daemon gives."""
+    clock = Clock()
+    reads = []
+
+    def replication():
+        reads.append(1)
+        return {"checkpoint": StreamBytes(sent=5_000_000, received=300), "disk": StreamBytes(sent=4096, received=0)}
+
+    m = ControllerMetrics("journal", "cs1", clock=clock, process=False, replication=replication)
+    m.update(protected_snapshot(clock, state="syncing", link_rtt={"sync1": 0.0012, "sync2": None},
+                                resync_done=256 * 2**20, resync_total=1024 * 2**20))
+    assert reads == []   # nothing read before a scrape
+    found = scrape(m)
+    assert reads == [1]
+    assert value(found, "coserver_heartbeat_rtt_seconds", link="sync1") == 0.0012
+    assert not any(k[0] == "coserver_heartbeat_rtt_seconds" and ("link", "sync2") in k[1] for k in found)
+    assert value(found, "coserver_resync_progress_ratio") == 0.25
+    assert value(found, "coserver_resync_remaining_bytes") == 768 * 2**20
+    assert value(found, "coserver_replication_sent_bytes_total", stream="checkpoint") == 5_000_000
+    assert value(found, "coserver_replication_received_bytes_total", stream="disk") == 0
+    m.update(protected_snapshot(clock))   # the sync is over: no progress series
+    assert not any(k[0].startswith("coserver_resync") for k in scrape(m))

@@ -151,6 +151,12 @@ def test_prometheus_scrapes_both_the_hook_hears_each_change_and_status_check_fai
         _until("both protected in Prometheus", 30,
                lambda: _value(wns, 'sum(coserver_ft_state{state="protected"})') == 2.0)
         before = _value(wns, "sum(coserver_failovers_total)") or 0.0
+        # each link's heartbeat round trip, from both hosts (a LAN: well under the 50 ms alert)
+        rtts = _query(wns, "coserver_heartbeat_rtt_seconds")
+        assert len(rtts) == 4 and all(0 < float(r["value"][1]) < 0.05 for r in rtts), rtts
+        # the COLO stream's bytes, sent by the primary: some per checkpoint
+        _until("checkpoint bytes scraped", 30, lambda: (v := _value(
+            wns, f'coserver_replication_sent_bytes_total{{stream="checkpoint",host="{up["primary"]}"}}')) and v > 0)
 
         # ---- kill -9 the primary's QEMU: one failover, simplex, then protected again
         primary = up["primary"]
@@ -160,6 +166,11 @@ def test_prometheus_scrapes_both_the_hook_hears_each_change_and_status_check_fai
         after = _until("failovers_total +1", 30,
                        lambda: (v := _value(wns, "sum(coserver_failovers_total)")) is not None and v > before and v)
         assert after == before + 1, (before, after)
+        # how long the failover took to see and to carry out, on the side that ran it
+        detection = _value(wns, "max(coserver_last_failover_detection_seconds)")
+        promotion = _value(wns, "max(coserver_last_failover_promotion_seconds)")
+        assert detection is not None and 0 <= detection < 10, detection
+        assert promotion is not None and 0 < promotion < 10, promotion
         # the survivor went simplex (for less than a scrape, so counted, not sampled), then protected
         went = _query(wns, 'increase(coserver_state_changes_total{state="simplex"}[5m])')
         assert any(float(r["value"][1]) >= 0.9 for r in went), went

@@ -49,6 +49,9 @@ class StandInHeartbeats:
     def links_alive(self) -> dict[str, bool]:
         return {"sync1": True, "sync2": True}
 
+    def rtts(self) -> dict[str, float | None]:
+        return dict.fromkeys(self.links_alive())
+
     def peer_state(self) -> None:
         return None
 
