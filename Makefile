@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := procps qemu-system-x86 qemu-utils seabios busybox-static musl-tools e2fsprogs cpio \
 	iproute2 etcd-server libvirt-dev pkg-config gcc make python3-venv python3-dev xz-utils patch \
 	libglib2.0-dev libpixman-1-dev libslirp-dev flex bison libfdt-dev device-tree-compiler \
-	zlib1g-dev ninja-build dpkg-dev mmdebstrap syslinux syslinux-common mtools dosfstools prometheus \
+	zlib1g-dev libgnutls28-dev ninja-build dpkg-dev mmdebstrap syslinux syslinux-common mtools dosfstools prometheus \
 	chromium
 
 .PHONY: setup apt venv qemu guest lab lab-down doctor lint test test-faults bench clean-venv

@@ -62,6 +62,7 @@ CONFIGURE_OPTIONS = [
     "--enable-replication",
     "--enable-colo-proxy",
     "--enable-slirp",
+    "--enable-gnutls",      # TLS on the migration, NBD and proxy streams (coserver.colo.tls)
     "--enable-fdt=system",
     "--enable-tools",
     "--disable-docs",

@@ -48,15 +48,19 @@ def lab() -> None:
                    "emulated ones (e1000/e1000e, megasas), as a guest without virtio drivers uses.")
 @click.option("--servers", type=click.IntRange(1, MAX_SERVERS), default=1, show_default=True,
               help="FT servers on the pair (built-in guests journal, journal2, ...; each its own controllers).")
+@click.option("--insecure", is_flag=True,
+              help="No TLS between the QEMUs (plain TCP, anyone on the sync network may connect): for "
+                   "comparison only; a real site's file refuses it unless it says insecure = true.")
 def lab_up(prefix: str, workdir: Path | None, profile: str, spec: Path | None, checkpoint_ms: int,
-           reprotect: str, sync_speed: int, devices: str, servers: int) -> None:
+           reprotect: str, sync_speed: int, devices: str, servers: int, insecure: bool) -> None:
     """Start both CoServers, sync the disk, enter COLO; return when protected.
 
     Exits 0 only when the pair is protected and checkpoints kept flowing for a short confirmation
     window; otherwise non-zero with the reason, and nothing of the lab is left running."""
     the_lab = Lab(prefix, workdir)
     opts = LabOptions(prefix=prefix, workdir=workdir, profile=profile, spec=spec, checkpoint_ms=checkpoint_ms,
-                      reprotect=reprotect, sync_speed_mib_s=sync_speed, devices=devices, servers=servers)
+                      reprotect=reprotect, sync_speed_mib_s=sync_speed, devices=devices, servers=servers,
+                      insecure=insecure)
     the_lab.validate(opts)  # bad input: one line before the workdir is made or written to
     log.configure("INFO", the_lab.workdir / "lab.log.jsonl") if _writable(the_lab.workdir) else None
     status = the_lab.up(opts, progress=lambda m: click.echo(f"  .. {m}", err=True))

@@ -70,7 +70,7 @@ def keygen(site_file: Path | None, force: bool, rotate: bool) -> None:
 @site.command("certs")
 @_SITE
 @click.option("--dir", "pki_dir", type=click.Path(path_type=Path), default=None,
-              help="Where the CA and each host's directory go (default /etc/coserver/pki).")
+              help="Where the CA and each host's directory go (default: the site's pki_dir, /etc/coserver/pki).")
 @click.option("--days", type=int, default=None, help="Host certificates' validity in days (default 825).")
 @click.option("--force", is_flag=True, help="Issue every host's files again from the same CA (and end a CA rotation).")
 @click.option("--rotate-ca", is_flag=True, help="Make a new CA, issue every host's files from it; each host "
@@ -84,7 +84,7 @@ def certs(site_file: Path | None, pki_dir: Path | None, days: int | None, force:
     if force and rotate_ca:
         raise CoserverError("--force and --rotate-ca exclude each other")
     s = load_site(site_file)
-    base = pki_dir if pki_dir is not None else pki.DEFAULT_PKI_DIR
+    base = pki_dir if pki_dir is not None else s.pki_dir
     written = pki.make_site_certs(s, base, force=force, rotate_ca=rotate_ca,
                                   days=days if days is not None else pki.DEFAULT_DAYS)
     hosts = [e.name for e in pki.endpoints(s)]

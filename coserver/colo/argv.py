@@ -24,6 +24,7 @@ from typing import Any
 
 from coserver.colo.guest import GuestHardware
 from coserver.colo.settings import SyncPorts
+from coserver.colo.tls import ColoTls
 from coserver.images import qemu_img
 from coserver.machine.qemuopts import qemu_opt_value
 from coserver.sys.files import private_dir
@@ -51,6 +52,7 @@ class Node:
     mac: str                  # the FT server's one MAC, the same on both hosts
     netns: str | None = None  # network namespace the QEMU runs in (the lab's hosts)
     overlay_dir: Path | None = None  # where the secondary's active/hidden go (tmpfs if possible)
+    tls: ColoTls | None = None       # TLS on every stream to the peer (None: plain TCP, the lab's --insecure)
 
     @property
     def _overlay_home(self) -> tuple[Path, str]:
@@ -109,6 +111,7 @@ def common_args(node: Node, hw: GuestHardware, accel: str) -> list[str]:
         "-serial", "chardev:serial0",
         "-netdev", f"tap,id={NETDEV_ID},ifname={node.tap},script=no,downscript=no,vhost=off",
         *hw.nic_device_args(NETDEV_ID, node.mac),
+        *(node.tls.object_args() if node.tls else []),
     ]
 
 
@@ -128,6 +131,8 @@ def secondary_args(node: Node, hw: GuestHardware, accel: str, *, primary_sync_ad
                    ports: SyncPorts, qemu_version: tuple[int, ...]) -> list[str]:
     """A secondary waiting for the primary's migration (-incoming defer)."""
     rc = _reconnect_option(qemu_version)
+    if node.tls:
+        rc += "," + node.tls.chardev_client_opt()
     args = common_args(node, hw, accel)
     args += [
         "-chardev", f"socket,id=red0,host={primary_sync_addr},port={ports.mirror},{rc}",

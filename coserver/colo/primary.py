@@ -27,6 +27,7 @@ from coserver.colo.errors import ColoStepError
 from coserver.colo.proxy import SECONDARY_REWRITER, PrimaryProxy
 from coserver.colo.settings import ColoSettings, SyncPorts
 from coserver.colo.steps import StepRunner
+from coserver.colo.tls import ColoTls
 from coserver.qmp.session import QmpSession, event_data
 
 _log = log.get("colo.primary")
@@ -54,9 +55,9 @@ class SyncProgress:
 ProgressCallback = Callable[[SyncProgress], None]
 
 
-def _nbd(addr: str, ports: SyncPorts) -> dict[str, Any]:
+def _nbd(addr: str, ports: SyncPorts, tls: ColoTls | None) -> dict[str, Any]:
     return {"driver": "nbd", "server": {"type": "inet", "host": addr, "port": str(ports.nbd)},
-            "export": NBD_EXPORT}
+            "export": NBD_EXPORT, **(tls.dialer(addr) if tls else {})}
 
 
 class Primary:
@@ -74,7 +75,8 @@ class Primary:
     async def sync_disk(self, secondary_addr: str, ports: SyncPorts,
                         progress: ProgressCallback | None = None) -> None:
         """Mirror the whole disk to the secondary's export and leave the job ready (in step)."""
-        await self.steps.run("blockdev-add", {**_nbd(secondary_addr, ports), "node-name": SYNC_TARGET_NODE},
+        await self.steps.run("blockdev-add", {**_nbd(secondary_addr, ports, self.node.tls),
+                                              "node-name": SYNC_TARGET_NODE},
                              step="sync: connect to the secondary's NBD export")
         mirror: dict[str, Any] = {"job-id": SYNC_JOB, "device": QUORUM_NODE, "target": SYNC_TARGET_NODE,
                                   "sync": "full"}
@@ -113,7 +115,8 @@ class Primary:
         """Sync, then enter COLO with the secondary at secondary_addr; undo on failure."""
         objects = await self.steps.run("qom-list", {"path": "/objects"}, step="list QOM objects")
         rewriter = SECONDARY_REWRITER if any(o.get("name") == SECONDARY_REWRITER for o in objects) else None
-        proxy = PrimaryProxy(self.node.sync_addr, ports, self.node.workdir, self.settings, insert_before=rewriter)
+        proxy = PrimaryProxy(self.node.sync_addr, ports, self.node.workdir, self.settings, insert_before=rewriter,
+                             tls=self.node.tls.listener() if self.node.tls else None)
         stopped = False
         try:
             await self.sync_disk(secondary_addr, ports, progress)
@@ -122,7 +125,8 @@ class Primary:
             await self.finish_sync()
             await self.steps.run("blockdev-add", {"driver": "replication", "node-name": REPLICATION_NODE_PRIMARY,
                                                   "mode": "primary",
-                                                  "file": {**_nbd(secondary_addr, ports), "detect-zeroes": "on",
+                                                  "file": {**_nbd(secondary_addr, ports, self.node.tls),
+                                                           "detect-zeroes": "on",
                                                            "node-name": REPLICATION_NBD_NODE}},
                                  step="add the replication child")
             await self.steps.run("x-blockdev-change", {"parent": QUORUM_NODE, "node": REPLICATION_NODE_PRIMARY},
@@ -132,8 +136,10 @@ class Primary:
                                  {"capabilities": [{"capability": "x-colo", "state": True},
                                                    {"capability": "events", "state": True}]},
                                  step="enable x-colo and migration events")
-            await self.steps.run("migrate-set-parameters", {"x-checkpoint-delay": self.settings.checkpoint_ms},
-                                 step="set the checkpoint period")
+            await self.steps.run("migrate-set-parameters",
+                                 {"x-checkpoint-delay": self.settings.checkpoint_ms,
+                                  **(self.node.tls.dialer(secondary_addr) if self.node.tls else {})},
+                                 step="set the checkpoint period" + (" and TLS" if self.node.tls else ""))
             await self.steps.run("migrate", {"uri": f"tcp:{secondary_addr}:{ports.migration}"},
                                  step="start the COLO migration")
             await self.wait_colo()

@@ -25,8 +25,9 @@ REDIRECT_OUT_ID = "redire1"
 CHARDEV_IDS = ("mirror0", "compare1", "compare0", "compare0-0", "compare_out", "compare_out0")
 
 
-def _socket_chardev(chardev_id: str, addr: dict[str, Any], server: bool) -> tuple[str, dict[str, Any]]:
-    data: dict[str, Any] = {"addr": addr, "server": server}
+def _socket_chardev(chardev_id: str, addr: dict[str, Any], server: bool,
+                    tls: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    data: dict[str, Any] = {"addr": addr, "server": server, **(tls or {})}
     if server:
         data["wait"] = False
     return "chardev-add", {"id": chardev_id, "backend": {"type": "socket", "data": data}}
@@ -51,6 +52,8 @@ class PrimaryProxy:
     #: A primary that was a secondary keeps its filter-rewriter (it still fixes the TCP
     #: sequence numbers of connections made then): the new filters go in front of it.
     insert_before: str | None = None
+    #: the listener options (ColoTls.listener) of the two chardevs the secondary connects to; None: plain
+    tls: dict[str, Any] | None = None
 
     def add_commands(self) -> list[tuple[str, dict[str, Any]]]:
         place = {"insert": "before", "position": f"id={self.insert_before}"} if self.insert_before else {}
@@ -58,8 +61,8 @@ class PrimaryProxy:
         compare_out = _unix(self.workdir / "compare_out.sock")
         s = self.settings
         return [
-            _socket_chardev("mirror0", _inet(self.listen_addr, self.ports.mirror), server=True),
-            _socket_chardev("compare1", _inet(self.listen_addr, self.ports.compare), server=True),
+            _socket_chardev("mirror0", _inet(self.listen_addr, self.ports.mirror), server=True, tls=self.tls),
+            _socket_chardev("compare1", _inet(self.listen_addr, self.ports.compare), server=True, tls=self.tls),
             _socket_chardev("compare0", compare0, server=True),
             _socket_chardev("compare0-0", compare0, server=False),
             _socket_chardev("compare_out", compare_out, server=True),

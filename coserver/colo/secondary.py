@@ -33,7 +33,11 @@ class Secondary:
         s, addr = self.steps, self.node.sync_addr
         await s.run("migrate-set-capabilities", {"capabilities": [{"capability": "x-colo", "state": True}]},
                     step="enable x-colo")
-        await s.run("nbd-server-start", {"addr": {"type": "inet", "data": {"host": addr, "port": str(ports.nbd)}}},
+        tls = self.node.tls.listener() if self.node.tls else {}
+        if tls:
+            await s.run("migrate-set-parameters", tls, step="require TLS and the primary's certificate on the migration")
+        await s.run("nbd-server-start", {"addr": {"type": "inet", "data": {"host": addr, "port": str(ports.nbd)}},
+                                         **tls},
                     step="start the NBD server")
         await s.run("block-export-add", {"type": "nbd", "id": EXPORT_ID, "node-name": PARENT_NODE,
                                          "name": NBD_EXPORT, "writable": True},

@@ -13,6 +13,7 @@ from typing import Any, NotRequired, TypedDict
 
 from coserver.colo.argv import Node
 from coserver.colo.settings import SyncPorts
+from coserver.colo.tls import ColoTls
 from coserver.controller.errors import ConfigError
 from coserver.controller.policy import (
     DEFAULT_FENCE_AFTER,
@@ -101,6 +102,9 @@ class ControllerConfig:
     # alert hook's argv, run on each FT state change (controller.alerthook; empty: none)
     metrics: dict[str, Any] = field(default_factory=dict)          # {"address", "port"}
     alert_command: list[str] = field(default_factory=list)
+    # issue 14: this host's certificate directory (QEMU's tls-creds-x509 layout); "": plain TCP between
+    # the QEMUs (an insecure site, the lab's --insecure)
+    tls_dir: str = ""
 
     def __post_init__(self) -> None:
         for name in ("host", "peer", "ftserver", "qemu_workdir", "qemu_name", "control_socket", "log_file",
@@ -189,4 +193,5 @@ class ControllerConfig:
         n = self.node
         overlay_dir = n.get("overlay_dir")
         return Node(name=self.host, workdir=Path(self.qemu_workdir), sync_addr=n["sync_addr"], tap=n["tap"],
-                    disk=Path(n["disk"]), mac=n["mac"], overlay_dir=Path(overlay_dir) if overlay_dir else None)
+                    disk=Path(n["disk"]), mac=n["mac"], overlay_dir=Path(overlay_dir) if overlay_dir else None,
+                    tls=ColoTls(Path(self.tls_dir), self.peer) if self.tls_dir else None)

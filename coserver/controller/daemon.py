@@ -71,6 +71,7 @@ from coserver.qmp.session import QmpListener, QmpSession
 from coserver.site import load_site
 from coserver.site.keygen import KeyRing
 from coserver.site.local import this_host
+from coserver.site.pki import check_pki_dir
 from coserver.site.servers import find_server, spec_names
 from coserver.sys import netns
 from coserver.sys.clock import boottime
@@ -1263,6 +1264,8 @@ def prepare_host(cfg: ControllerConfig) -> None:
     if bridge and not (SYS_NET / bridge).exists():
         raise ConfigError(f"FT server {cfg.ftserver}: bridge {bridge}: no such interface on this host "
                           "(the guest NIC's tap goes on it)")
+    if cfg.tls_dir:
+        _check_tls_dir(cfg)
     overlay = cfg.node.get("overlay_dir")
     for d in (Path(cfg.qemu_workdir), Path(cfg.control_socket).parent, *([Path(overlay)] if overlay else [])):
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -1271,6 +1274,21 @@ def prepare_host(cfg: ControllerConfig) -> None:
             netns.ensure_tap(cfg.node["tap"], bridge)
         except CoserverError as exc:
             raise ConfigError(f"FT server {cfg.ftserver}: {exc}") from None
+
+
+def _check_tls_dir(cfg: ControllerConfig) -> None:
+    """The QEMUs' certificates are there and safe (no key others can read, no directory others can
+    write), or one line saying what to fix, before any QEMU is started with them."""
+    tls = cfg.colo_node().tls
+    assert tls is not None
+    try:
+        check_pki_dir(tls.directory)
+    except CoserverError as exc:
+        raise ConfigError(f"FT server {cfg.ftserver}: TLS: {exc}") from None
+    missing = tls.missing()
+    if missing:
+        raise ConfigError(f"FT server {cfg.ftserver}: TLS: {tls.directory} lacks {', '.join(missing)} "
+                          "(make them with `coserver site certs` and copy this host's directory here)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

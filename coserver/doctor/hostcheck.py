@@ -18,6 +18,7 @@ from coserver import log
 from coserver.errors import CoserverError
 from coserver.machine.launcher import QemuProcess
 from coserver.paths import QemuInstall
+from coserver.qmp.errors import QmpError
 from coserver.qmp.session import QmpSession
 from coserver.sys import netns
 
@@ -42,8 +43,9 @@ class Check:
         return asdict(self)
 
 
-async def _qemu_features(qemu: QemuInstall) -> tuple[set[str], set[str], set[str], set[str]]:
-    """Commands, QOM types, block drivers and accelerators, as QEMU itself reports them."""
+async def _qemu_features(qemu: QemuInstall) -> tuple[set[str], set[str], set[str], set[str], str | None]:
+    """Commands, QOM types, block drivers and accelerators, as QEMU itself reports them, and why it
+    cannot make TLS credentials (None: it can; a QEMU built without GnuTLS cannot)."""
     with tempfile.TemporaryDirectory(prefix="coserver-probe-") as tmp:
         proc = QemuProcess("probe", ["-machine", "none", "-nodefaults", "-display", "none", "-S"], tmp, qemu=qemu)
         await asyncio.to_thread(proc.start)
@@ -53,6 +55,12 @@ async def _qemu_features(qemu: QemuInstall) -> tuple[set[str], set[str], set[str
                 types = {t["name"] for t in await qmp.execute("qom-list-types")}
                 schema = await qmp.execute("query-qmp-schema", deadline=15.0)
                 accels = {t.removesuffix("-accel") for t in types if t.endswith("-accel")}
+                try:
+                    await qmp.execute("object-add", {"qom-type": "tls-creds-anon", "id": "probe-tls",
+                                                     "endpoint": "client"})
+                    no_tls = None
+                except QmpError as exc:
+                    no_tls = str(exc)
     drivers: set[str] = set()
     for entry in schema:
         if entry.get("meta-type") == "enum" and any(
@@ -62,13 +70,13 @@ async def _qemu_features(qemu: QemuInstall) -> tuple[set[str], set[str], set[str
         if entry.get("meta-type") == "enum" and "quorum" in entry.get("values", []):
             drivers = set(entry["values"])
             break
-    return commands, types, drivers, accels
+    return commands, types, drivers, accels, no_tls
 
 
 def qemu_checks(qemu: QemuInstall) -> list[Check]:
     checks = [Check("qemu", True, f"{qemu.system} (QEMU {qemu.version}); {qemu.source}: {qemu.reason}")]
     try:
-        commands, types, drivers, accels = asyncio.run(_qemu_features(qemu))
+        commands, types, drivers, accels, no_tls = asyncio.run(_qemu_features(qemu))
     except CoserverError as exc:
         return checks + [Check("qemu features", False, f"could not ask QEMU over QMP: {exc}")]
     missing_cmd = [c for c in COLO_COMMANDS if c not in commands]
@@ -79,6 +87,9 @@ def qemu_checks(qemu: QemuInstall) -> list[Check]:
                         "replication" in drivers else f"missing: {', '.join(missing_cmd + missing_drv)}"))
     checks.append(Check("colo proxy", not missing_types,
                         ", ".join(COLO_TYPES) if not missing_types else f"missing: {', '.join(missing_types)}"))
+    checks.append(Check("tls", no_tls is None, "TLS credentials (GnuTLS): the replication streams can be encrypted"
+                        if no_tls is None else f"cannot make TLS credentials ({no_tls}): the replication "
+                        "would run in plain TCP; build QEMU with GnuTLS (`make qemu` does)"))
     checks.append(Check("tcg", "tcg" in accels, "TCG available (software emulation fallback)"
                         if "tcg" in accels else "this QEMU has no TCG"))
     checks.append(Check("kvm support in qemu", "kvm" in accels, "built with KVM" if "kvm" in accels

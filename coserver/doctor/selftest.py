@@ -41,6 +41,7 @@ from coserver.colo.primary import Primary
 from coserver.colo.secondary import Secondary
 from coserver.colo.settings import ColoSettings, SyncPorts
 from coserver.colo.status import CheckpointWatch, read_state
+from coserver.colo.tls import ColoTls
 from coserver.errors import CoserverError
 from coserver.hardware import list_profiles
 from coserver.images import qemu_img
@@ -50,6 +51,7 @@ from coserver.machine.launcher import QemuProcess, last_words
 from coserver.paths import QemuInstall, version_tuple
 from coserver.qmp.errors import QmpError, QmpTimeout
 from coserver.qmp.session import QmpSession
+from coserver.site.pki import make_throwaway_pki
 from coserver.sys import netns
 
 _log = log.get("selftest")
@@ -79,6 +81,7 @@ class SelfTestReport:
     qemu_binary: str = ""
     qemu_version: str = ""
     accel: str = "tcg"
+    tls: bool = False
     checkpoint_ms: int = 0
     checkpoints: int = 0
     colo_seconds: float = 0.0
@@ -98,8 +101,11 @@ class SelfTest:
 
     def __init__(self, qemu: QemuInstall, *, checkpoint_ms: int = 1000, required_checkpoints: int = 10,
                  accel: str = "tcg", boot_timeout: float = 90.0, keep_workdir: bool = False,
-                 machine: str = "pc", progress: Callable[[str], None] | None = None) -> None:
+                 machine: str = "pc", progress: Callable[[str], None] | None = None, tls: bool = False) -> None:
+        """tls: every stream between the two QEMUs over TLS, each side admitting only the other's
+        certificate (a throwaway CA made for the run)."""
         self.qemu = qemu
+        self.tls = tls
         self.settings = ColoSettings(checkpoint_ms=checkpoint_ms, qmp_deadline_s=3.0, migrate_timeout_s=60.0,
                                      sync_timeout_s=120.0)
         self.required = required_checkpoints
@@ -109,7 +115,7 @@ class SelfTest:
         self.keep_workdir = keep_workdir
         self.progress = progress or (lambda msg: None)
         self.report = SelfTestReport(qemu_binary=str(qemu.system), qemu_version=qemu.version, accel=accel,
-                                     checkpoint_ms=checkpoint_ms, machine=machine)
+                                     checkpoint_ms=checkpoint_ms, machine=machine, tls=tls)
         self.ns = f"csst{os.getpid() % 100000}"
         self.ports = SyncPorts()
         self.procs: dict[str, QemuProcess] = {}
@@ -164,9 +170,16 @@ class SelfTest:
             netns.add_tap(self.ns, "taps", "br0")
         hw = BasicGuestHardware(kernel=guest.vmlinuz, initrd=guest.initrd,
                                 append=guest.cmdline(GUEST_IP, 24, port=GUEST_PORT), machine=self.machine)
-        pnode = Node("primary", workdir / "p", "127.0.0.1", "tapp", workdir / "p" / "disk.qcow2", GUEST_MAC, self.ns)
+        ptls = stls = None
+        if self.tls:
+            with self.step("make a throwaway CA and the two QEMUs' certificates"):
+                dirs = make_throwaway_pki(workdir / "pki", {"primary": ("127.0.0.1",), "secondary": ("127.0.0.1",)},
+                                          name="selftest")
+                ptls, stls = ColoTls(dirs["primary"], "secondary"), ColoTls(dirs["secondary"], "primary")
+        pnode = Node("primary", workdir / "p", "127.0.0.1", "tapp", workdir / "p" / "disk.qcow2", GUEST_MAC, self.ns,
+                     tls=ptls)
         snode = Node("secondary", workdir / "s", "127.0.0.1", "taps", workdir / "s" / "disk.qcow2", GUEST_MAC,
-                     self.ns)
+                     self.ns, tls=stls)
         with self.step("prepare the disks"):
             for node in (pnode, snode):
                 node.workdir.mkdir(mode=0o700)

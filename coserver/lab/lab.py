@@ -58,6 +58,7 @@ from coserver.machine.launcher import QemuProcess, last_words
 from coserver.pair.summary import host_entry, summarize
 from coserver.paths import qemu_install
 from coserver.site import load_site
+from coserver.site.pki import make_site_certs
 from coserver.site.ports import server_ports
 from coserver.sys import netns
 from coserver.sys import proc as labproc
@@ -148,6 +149,8 @@ class LabOptions:
     stop_timeout_s: float = 30.0
     #: the site's alert hook (argv, absolute program path; empty: none)
     alert_command: tuple[str, ...] = ()
+    #: plain TCP between the QEMUs (issue 14: TLS is the default; this is for comparison)
+    insecure: bool = False
 
     def confirm_window_s(self) -> float:
         return self.confirm_s or max(5.0, 3 * self.checkpoint_ms / 1000)
@@ -249,6 +252,11 @@ class Lab:
         """The running QEMU of `server` on `host` (CoserverError if none)."""
         name = self._server(server)
         return QemuProcess.attach(self.server_dir(host, name), name)
+
+    @property
+    def pki_dir(self) -> Path:
+        """The lab site's certificates (`coserver site certs` layout): one directory per host, both here."""
+        return self.workdir / "pki"
 
     def qemu_log(self, host: str, server: str | None = None) -> Path:
         name = self._server(server)
@@ -421,8 +429,12 @@ class Lab:
             etc[host] = self.etc_dir(host)
         text = sitefile.site_text(self.net, checkpoint_ms=opts.checkpoint_ms, reprotect=opts.reprotect,
                                   accel=accel, boot_grace_s=opts.boot_grace_s, stop_timeout_s=opts.stop_timeout_s,
-                                  sync_speed_mib_s=opts.sync_speed_mib_s, alert_command=opts.alert_command)
+                                  sync_speed_mib_s=opts.sync_speed_mib_s, alert_command=opts.alert_command,
+                                  pki_dir=self.pki_dir, insecure=opts.insecure)
         sitefile.install_site(etc, text)
+        shutil.rmtree(self.pki_dir, ignore_errors=True)   # a new pair, a new CA: nothing trusts the last one
+        if not opts.insecure:
+            make_site_certs(load_site(self.etc_dir(HOSTS[0]) / sitefile.SITE_FILE), self.pki_dir)
         for path in spec_paths:
             sitefile.install_spec(etc, path)
 

@@ -37,7 +37,8 @@ def site_name(prefix: str) -> str:
 
 
 def site_text(net: LabNet, *, checkpoint_ms: int, reprotect: str, accel: str, boot_grace_s: float,
-              stop_timeout_s: float, sync_speed_mib_s: int, alert_command: tuple[str, ...] = ()) -> str:
+              stop_timeout_s: float, sync_speed_mib_s: int, alert_command: tuple[str, ...] = (),
+              pki_dir: Path | None = None, insecure: bool = False) -> str:
     """The lab's site.toml (the same on both hosts)."""
     lines = [
         "# Written by `coserver lab up`: the lab's two CoServers as a site (the same file on both).",
@@ -50,6 +51,8 @@ def site_text(net: LabNet, *, checkpoint_ms: int, reprotect: str, accel: str, bo
         f"stop_timeout_s = {max(1, round(stop_timeout_s))}",
         f"sync_speed_mib_s = {sync_speed_mib_s}",
         *([f"alert_command = {json.dumps(list(alert_command))}"] if alert_command else []),
+        *([f"pki_dir = {json.dumps(str(pki_dir))}"] if pki_dir else []),
+        *(["insecure = true"] if insecure else []),
         "",
         "[witness]",
         f'endpoints = ["{WITNESS_ADDRESS}:{WITNESS_PORT}"]',

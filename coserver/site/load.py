@@ -21,6 +21,8 @@ The site file is the same on both CoServers. Schema (``*`` = required; unknown k
     metrics_port = 0                 # Prometheus endpoint on the management address: omitted, each server's
                                      # slot port (base_port + slot*8 + 6); 0: off; else this port (one server)
     alert_command = ["/usr/local/bin/notify", "--to", "ops"]   # run on each FT state change, JSON on stdin
+    pki_dir = "/etc/coserver/pki"    # TLS: each host's certificates in <pki_dir>/<host>/ (`coserver site certs`)
+    insecure = false                 # true: no TLS between the QEMUs (the lab's --insecure; never in production)
 
     [witness]                        # * the etcd witness
     endpoints = ["10.0.3.21:2379", "10.0.3.22:2379", "10.0.3.23:2379"]   # * host:port
@@ -60,6 +62,7 @@ from coserver.site.model import (
     DEFAULT_BASE_PORT,
     DEFAULT_BRIDGE,
     DEFAULT_KEY_FILE,
+    DEFAULT_PKI_DIR,
     DEFAULT_RUN_DIR,
     DEFAULT_SERVERS_DIR,
     DEFAULT_SITE,
@@ -306,6 +309,8 @@ class _SiteReader:
             promote_margin_s=top.custom("promote_margin_s", _seconds, None),
             metrics_port=self.metrics_port(),
             alert_command=top.custom("alert_command", _argv, ()),
+            pki_dir=_path(top, "pki_dir", DEFAULT_PKI_DIR),
+            insecure=top.boolean("insecure", False),
         )
         top.finish()
         return site

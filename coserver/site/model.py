@@ -17,6 +17,7 @@ DEFAULT_SERVERS_DIR = Path("/etc/coserver/servers")
 DEFAULT_STATE_DIR = Path("/var/lib/coserver")
 DEFAULT_RUN_DIR = Path("/run/coserver")
 DEFAULT_KEY_FILE = Path("/etc/coserver/pair.key")
+DEFAULT_PKI_DIR = Path("/etc/coserver/pki")
 DEFAULT_BASE_PORT = 7400
 DEFAULT_BRIDGE = "br-lan"
 REPROTECT_POLICIES = ("auto", "manual")
@@ -99,6 +100,14 @@ class Site:
     # else this one port (a site with one FT server); the alert hook's argv (empty: none)
     metrics_port: int | None = None
     alert_command: tuple[str, ...] = ()
+    # issue 14: each host's certificates under <pki_dir>/<host>/ (`coserver site certs`): TLS on every
+    # stream between the two QEMUs; insecure: plain TCP instead (the lab's --insecure, never by default)
+    pki_dir: Path = DEFAULT_PKI_DIR
+    insecure: bool = False
+
+    def tls_dir(self, host: str) -> Path | None:
+        """Where `host`'s QEMU finds its certificates; None on an insecure site."""
+        return None if self.insecure else self.pki_dir / host
 
     @property
     def hosts(self) -> tuple[str, str]:

@@ -43,10 +43,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from coserver.site.errors import SiteError
-from coserver.site.model import Site
+from coserver.site.model import DEFAULT_PKI_DIR, Site
 from coserver.sys.files import write_new
 
-DEFAULT_PKI_DIR = Path("/etc/coserver/pki")
 CA_DIR = "ca"
 CA_KEY = "ca-key.pem"
 CA_CERT = "ca-cert.pem"
@@ -253,16 +252,33 @@ def make_site_certs(site: Site, pki_dir: Path = DEFAULT_PKI_DIR, *, force: bool 
         written += [ca_dir / CA_KEY, ca_dir / CA_CERT]
         trusted = [ca_cert]
     for ep in eps:
-        d = pki_dir / ep.name
-        _safe_dir(d, create=True)
-        key, cert = issue(ep, ca_key, ca_cert, now, days)
-        files = {"ca-cert.pem": (_pem_certs(trusted), 0o644),
-                 "server-cert.pem": (_pem_certs([cert]), 0o644), "server-key.pem": (_pem_key(key), 0o600),
-                 "client-cert.pem": (_pem_certs([cert]), 0o644), "client-key.pem": (_pem_key(key), 0o600)}
-        for name, (data, mode) in files.items():
-            _write(d / name, data, mode, replace=replace)
-            written.append(d / name)
+        written += _write_host_dir(pki_dir / ep.name, ep, ca_key, ca_cert, trusted, now, days, replace)
     return written
+
+
+def _write_host_dir(d: Path, ep: Endpoint, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
+                    trusted: list[x509.Certificate], now: datetime.datetime, days: int, replace: bool) -> list[Path]:
+    """Issue `ep`'s certificate and write its directory in QEMU's layout (HOST_FILES)."""
+    _safe_dir(d, create=True)
+    key, cert = issue(ep, ca_key, ca_cert, now, days)
+    files = {"ca-cert.pem": (_pem_certs(trusted), 0o644),
+             "server-cert.pem": (_pem_certs([cert]), 0o644), "server-key.pem": (_pem_key(key), 0o600),
+             "client-cert.pem": (_pem_certs([cert]), 0o644), "client-key.pem": (_pem_key(key), 0o600)}
+    for name, (data, mode) in files.items():
+        _write(d / name, data, mode, replace=replace)
+    return [d / name for name in files]
+
+
+def make_throwaway_pki(directory: Path, hosts: dict[str, tuple[str, ...]], name: str = "throwaway",
+                       days: int = 2) -> dict[str, Path]:
+    """A fresh CA (its key kept nowhere) and one directory per host (IP SANs `hosts[host]`): for the
+    COLO self-test and the benchmark, which need TLS between two QEMUs and no site. The paths."""
+    _safe_dir(directory, create=True)
+    now = _utcnow()
+    ca_key, ca_cert = make_ca(name, now)
+    return {host: _write_host_dir(directory / host, Endpoint(host, (host,), ips), ca_key, ca_cert, [ca_cert],
+                                  now, days, replace=False)[0].parent
+            for host, ips in hosts.items()}
 
 
 # -- the controller's start-up check -------------------------------------------------------------
