@@ -98,12 +98,12 @@ async def _measure_protected(lab: Lab, ctl: Path, pids: list[int], append_s: flo
 
 
 def protected_run(base: Path, prefix: str, period_ms: int, append_s: float, probe_s: float,
-                  tag: str) -> dict[str, Any]:
+                  tag: str, insecure: bool = False) -> dict[str, Any]:
     workdir = fresh_dir(base, prefix)
     lab = Lab(prefix, workdir)
     try:
         t0 = time.monotonic()
-        lab.up(lab_options(prefix, workdir, period_ms))
+        lab.up(lab_options(prefix, workdir, period_ms, insecure=insecure))
         up_s = time.monotonic() - t0
         st = lab.status()
         primary = lab.qemu(st["primary"])
@@ -117,7 +117,7 @@ def protected_run(base: Path, prefix: str, period_ms: int, append_s: float, prob
         lab.down()
 
 
-def _phase_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def phase_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ap = [r["phases"]["appends"] for r in runs]
     pr = [r["phases"]["probe"] for r in runs]
     out: dict[str, Any] = {
@@ -180,7 +180,7 @@ def run(base: Path, prefix: str, periods: list[int], rounds: int, append_s: floa
     for period in periods:
         a = [r for r in runs if r["period_block_ms"] == period and r["mode"] == "unprotected"]
         b = [r for r in runs if r["period_block_ms"] == period and r["mode"] == "protected"]
-        sa, sb = _phase_summary(a), _phase_summary(b)
+        sa, sb = phase_summary(a), phase_summary(b)
         by_period.append({
             "checkpoint_ms": period, "unprotected": sa, "protected": sb,
             "throughput_ratio": ratio(sb["appends_per_s"], sa["appends_per_s"]),

@@ -34,10 +34,10 @@ FAULTS = ("kill-primary-qemu", "kill-secondary-qemu")
 INTERVAL_S = 0.01
 
 
-def lab_options(prefix: str, workdir: Path, checkpoint_ms: int) -> LabOptions:
+def lab_options(prefix: str, workdir: Path, checkpoint_ms: int, insecure: bool = False) -> LabOptions:
     """A lab for one measurement: re-protection manual where the lab has the option (no
-    second side coming back in the middle of a measurement)."""
-    opts = LabOptions(prefix=prefix, workdir=workdir, checkpoint_ms=checkpoint_ms)
+    second side coming back in the middle of a measurement); TLS unless `insecure`."""
+    opts = LabOptions(prefix=prefix, workdir=workdir, checkpoint_ms=checkpoint_ms, insecure=insecure)
     if hasattr(opts, "reprotect"):
         opts.reprotect = "manual"
     return opts

@@ -14,7 +14,7 @@ from typing import Any
 
 from coserver.bench.failover import FAULTS
 
-SECTIONS = ("failover", "cost", "restart", "sync", "overhead")
+SECTIONS = ("failover", "cost", "restart", "sync", "overhead", "tls")
 FAULT_TITLES = {"kill-primary-qemu": "kill -9 primary QEMU → secondary takes over",
                 "kill-secondary-qemu": "kill -9 secondary QEMU → primary goes on alone"}
 RESTART_TITLE = "restart baseline: kill -9 the guest, boot it on the disk replica"
@@ -56,6 +56,10 @@ def incomplete(data: dict[str, Any]) -> list[str]:
     if "overhead" in sec and "controller_cpu_s_per_min" in sec["overhead"]:
         if len(sec["overhead"]["controller_cpu_s_per_min"]) != 2:
             out.append("overhead: not both controllers measured")
+    if "tls" in sec and "error" not in sec["tls"]:
+        for mode in ("plaintext", "tls"):
+            if mode not in sec["tls"]:
+                out.append(f"tls: no {mode} run")
     return out
 
 
@@ -281,10 +285,37 @@ def render(data: dict[str, Any], out_dir: Path | None = None) -> str:
     elif "error" in o:
         L += [f"Not measured: {o['error']}", ""]
 
+    L += tls_section(sec.get("tls", {}))
     L += ["## Sections' run times", ""]
     L += _table(["section", "seconds"], [[k, f"{v:.0f}"] for k, v in data.get("section_seconds", {}).items()])
     L += ["", f"Every raw figure: `{data.get('json_name', 'bench.json')}`.", ""]
     return "\n".join(L)
+
+
+def tls_section(t: dict[str, Any]) -> list[str]:
+    """Section 6: the same protected pair in plain TCP and with TLS, side by side, and the ratios."""
+    L = ["## 6. TLS on the replication streams", ""]
+    if "plaintext" in t and "tls" in t:
+        L += [f"The same protected pair (checkpoint period {t['checkpoint_ms']} ms), {t['rounds']} round(s) each "
+              "way, alternating: `lab up --insecure` (plain TCP) against the default (TLS 1.3 on the COLO "
+              "migration, NBD and the proxy chardevs, each side admitting only the other's certificate).", ""]
+
+        def row(name: str, key: Any) -> list[str]:
+            a, b = key(t["plaintext"]), key(t["tls"])
+            return [name, _num(a, ".1f"), _num(b, ".1f"), _num(b / a if a and b else None, ".2f")]
+        L += _table(["", "plain TCP", "TLS", "TLS / plain"], [
+            row("fsync'ed appends/s", lambda s: s["appends_per_s"]),
+            row("append latency p50 ms", lambda s: s["append_latency_ms"]["p50"]),
+            row("probe latency p50 ms", lambda s: s["probe_latency_ms"]["p50"]),
+            row("pause per checkpoint p50 ms", lambda s: s["appends"]["pause_ms"]["p50"]),
+            row("sent per checkpoint KiB", lambda s: (s["appends"]["migration_bytes_per_checkpoint"] or 0) / 1024),
+            row("lab up until protected s", lambda s: s["lab_up_s"]),
+        ]) + [""]
+    elif "error" in t:
+        L += [f"Not measured: {t['error']}", ""]
+    for p in t.get("problems", []):
+        L.append(f"- problem: {p}")
+    return L
 
 
 def readme_excerpt(data: dict[str, Any], plot: str = "docs/bench/outage_ft_vs_restart.png") -> str:

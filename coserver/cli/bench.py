@@ -48,7 +48,7 @@ def _sections(ctx: click.Context, param: click.Parameter, value: str | None) -> 
               help=f"Run only these sections: {', '.join(SECTIONS)}.")
 @click.option("--prefix", default="bn", show_default=True,
               help="Lab prefix root; the sections use <prefix>f, <prefix>p, <prefix>u, <prefix>r, <prefix>s, "
-                   "<prefix>o.")
+                   "<prefix>o, <prefix>t.")
 def bench(quick: bool, out: Path, trials: int | None, periods: list[int] | None, sections: list[str] | None,
           prefix: str) -> None:
     """Benchmarks on the one-machine lab: failover gap, cost of protection, restart baseline,

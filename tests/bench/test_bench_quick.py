@@ -30,7 +30,7 @@ def test_quick_bench_report_is_complete_and_nothing_was_lost(tmp_path):
     data = json.loads((out / "bench.json").read_text())
     assert data["complete"], data
     sections = data["sections"]
-    assert set(sections) == {"failover", "cost", "restart", "sync", "overhead"}
+    assert set(sections) == {"failover", "cost", "restart", "sync", "overhead", "tls"}
     assert not [name for name, sec in sections.items() if "error" in sec]
 
     # every acknowledged write survived, for each fault and for the baseline
@@ -53,12 +53,18 @@ def test_quick_bench_report_is_complete_and_nothing_was_lost(tmp_path):
     # what watching costs: both controllers measured per scrape and per status request
     assert len(sections["overhead"]["cpu_ms_per_scrape"]) == 2 and len(sections["overhead"]["cpu_ms_per_status"]) == 2
     assert len(sections["overhead"]["monitoring_extra_cpu_s_per_min"]) == 2
+    # plain TCP against TLS, side by side, each protected and checkpointing
+    tls = sections["tls"]
+    for mode in ("plaintext", "tls"):
+        assert tls[mode]["appends_per_s"] > 0 and tls[mode]["appends"]["checkpoints"] > 0, (mode, tls[mode])
+    assert tls["throughput_ratio"] is not None and tls["lab_up_ratio"] is not None
 
     # the report names the machine and has every table; the plots are real PNGs
     report = (out / "report.md").read_text()
     m = data["machine"]
     for text in (m["qemu_version"], m["accel"], m["cpu_model"], "acked writes lost", *FAULT_ROWS,
-                 "## 2. Cost of protection", "## 4. Time to protect", "## 5. Controller overhead"):
+                 "## 2. Cost of protection", "## 4. Time to protect", "## 5. Controller overhead",
+                 "## 6. TLS on the replication streams"):
         assert text in report, text
     assert "Incomplete run" not in report
     for png in ("failover_gaps.png", "cost_vs_period.png", "outage_ft_vs_restart.png"):
