@@ -56,7 +56,7 @@ def doctor(as_json: bool, qemu_path: str | None, no_selftest: bool) -> None:
             if not as_json:
                 click.echo(f"self-test [{machine}]: a COLO pair of the lab guest on the {machine} machine "
                            f"in a private namespace (about 30 s)")
-            report = run_selftest(qemu, accel=accel, machine=machine, progress=None if as_json else _say)
+            report = run_selftest(qemu, accel=accel, machine=machine, tls=True, progress=None if as_json else _say)
             reports.append(report)
             if not as_json:
                 click.echo(_report_line(report, machines[machine]) + f" — QEMU {qemu.version} ({qemu.system})")

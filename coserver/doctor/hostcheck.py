@@ -13,6 +13,7 @@ import os
 import socket
 import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from coserver import log
 from coserver.errors import CoserverError
@@ -20,6 +21,7 @@ from coserver.machine.launcher import QemuProcess
 from coserver.paths import QemuInstall
 from coserver.qmp.errors import QmpError
 from coserver.qmp.session import QmpSession
+from coserver.site.pki import make_throwaway_pki
 from coserver.sys import netns
 
 _log = log.get("hostcheck")
@@ -55,9 +57,12 @@ async def _qemu_features(qemu: QemuInstall) -> tuple[set[str], set[str], set[str
                 types = {t["name"] for t in await qmp.execute("qom-list-types")}
                 schema = await qmp.execute("query-qmp-schema", deadline=15.0)
                 accels = {t.removesuffix("-accel") for t in types if t.endswith("-accel")}
+                # real credentials, as the replication uses them (tls-creds-anon made over QMP crashes
+                # QEMU 10.2.2: not a probe to use)
+                certs = make_throwaway_pki(Path(tmp) / "pki", {"probe": ("127.0.0.1",)}, name="probe")["probe"]
                 try:
-                    await qmp.execute("object-add", {"qom-type": "tls-creds-anon", "id": "probe-tls",
-                                                     "endpoint": "client"})
+                    await qmp.execute("object-add", {"qom-type": "tls-creds-x509", "id": "probe-tls",
+                                                     "endpoint": "client", "dir": str(certs)})
                     no_tls = None
                 except QmpError as exc:
                     no_tls = str(exc)

@@ -29,7 +29,7 @@ def _verdicts_file() -> Path:
 
 def binary_identity(qemu: QemuInstall, accel: str, machine: str = "pc") -> str:
     st = os.stat(qemu.system)
-    return f"{qemu.system}|{st.st_size}|{int(st.st_mtime)}|{qemu.version}|{accel}|{machine}"
+    return f"{qemu.system}|{st.st_size}|{int(st.st_mtime)}|{qemu.version}|{accel}|{machine}|tls"
 
 
 def _load() -> dict:
@@ -75,7 +75,8 @@ def judge(qemu: QemuInstall, *, use_cache: bool = True, progress=None) -> Verdic
         hit = cached_verdict(qemu, accel, machine) if use_cache else None
         if hit is None:
             all_cached = False
-            report = run_selftest(qemu, accel=accel, machine=machine,
+            # with TLS, as every site runs it (issue 14): a QEMU without GnuTLS cannot protect anything
+            report = run_selftest(qemu, accel=accel, machine=machine, tls=True,
                                   progress=lambda msg, m=machine: say(f"[{m}] {msg}"))
             _store(qemu, accel, report)
             hit = report.as_dict()
@@ -91,7 +92,7 @@ def summarize(r: dict) -> str:
     if r["passed"]:
         return (f"PASS {machine}: {r['checkpoints']} checkpoints in {r['colo_seconds']} s at {r['checkpoint_ms']} ms, "
                 f"{r['appends_acked']} appends acked, {r['appends_lost']} lost after failover "
-                f"(gap {r['failover_gap_s']} s), {r['accel']}")
+                f"(gap {r['failover_gap_s']} s), {r['accel']}{', TLS' if r.get('tls') else ''}")
     return f"FAIL {machine} at '{r['step']}': {r['reason']}"
 
 

@@ -37,7 +37,9 @@ def test_doctor_passes_on_the_selected_qemu():
     st = out["selftest"]
     assert (rc, out["result"]) == (0, "PASS"), out
     assert out["qemu"]["binary"] == str(qemu_install().system)
-    assert {c["name"] for c in out["checks"]} >= {"qemu", "replication", "colo proxy", "tcg", "kvm", "namespaces"}
+    assert {c["name"] for c in out["checks"]} >= {"qemu", "replication", "colo proxy", "tls", "tcg", "kvm",
+                                                   "namespaces"}
+    assert st["tls"] is True   # the self-test runs every replication stream over TLS, as sites do
     assert st["checkpoints"] >= 10
     # checkpoints came at the configured period, not in a storm
     assert st["checkpoints"] <= 1.5 * st["colo_seconds"] / (st["checkpoint_ms"] / 1000) + 3
