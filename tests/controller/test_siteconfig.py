@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from coserver.controller.daemon import main, parse_args, prepare_host, site_conf
 from coserver.controller.siteconfig import IFNAMSIZ, controller_config_for, tap_name
 from coserver.site import load_site
 from coserver.site.keygen import write_key
+from coserver.site.pki import make_throwaway_pki
 from coserver.site.ports import server_ports
 
 EXAMPLE_SITE = Path(coserver.site.__file__).parent / "examples" / "site.toml"
@@ -67,6 +69,10 @@ def test_config_for_both_hosts_mirrored() -> None:
     assert (c1.accel, c1.reprotect, c1.checkpoint_ms, c1.spec) == ("kvm", "auto", 2000, str(EXAMPLE_SPEC))
     assert (c1.preferred, c2.preferred, c1.boot_grace_s, c1.stop_timeout_s) == (True, False, 20.0, 60.0)
     assert c1.colo_node().name == "cs1"
+    # TLS between the QEMUs unless the site says insecure: each host's certificates, the peer admitted
+    assert (c1.tls_dir, c2.tls_dir) == ("/etc/coserver/pki/cs1", "/etc/coserver/pki/cs2")
+    tls = c1.colo_node().tls
+    assert tls is not None and tls.directory == Path("/etc/coserver/pki/cs1") and tls.peer_dn == "CN=cs2"
 
 
 def test_per_host_dirs_can_be_overridden(tmp_path: Path) -> None:
@@ -201,3 +207,25 @@ def test_metrics_port_and_alert_command(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"key metrics_port: a fixed port \(9188\) serves one FT server, "
                                           r"and the site has 2"):
         controller_config_for(load_site(path), EXAMPLE_SPEC, "cs2", servers=["journal", "web"])
+
+
+def test_prepare_host_refuses_qemu_certificates_others_can_read_or_that_are_missing(tmp_path: Path) -> None:
+    cfg = site_config(_site(tmp_path), "journal", "cs1")
+    certs = make_throwaway_pki(tmp_path / "pki", {"cs1": ("172.31.9.1",)})["cs1"]
+    here = replace(cfg, links=[{k: v for k, v in ln.items() if k != "device"} for ln in cfg.links],
+                   node={k: v for k, v in cfg.node.items() if k != "bridge"}, tls_dir=str(certs))
+    (certs / "client-key.pem").chmod(0o644)
+    with pytest.raises(ConfigError, match=r"^FT server journal: TLS: .*client-key.pem"):
+        prepare_host(here)
+    (certs / "client-key.pem").chmod(0o600)
+    (certs / "server-cert.pem").unlink()
+    with pytest.raises(ConfigError, match=r"^FT server journal: TLS: .* lacks server-cert.pem \(make them with"):
+        prepare_host(here)
+    assert not (tmp_path / "state" / "servers" / "journal").exists()   # refused before anything was made
+
+
+def test_an_insecure_site_runs_plain_tcp(tmp_path: Path) -> None:
+    path = _site(tmp_path)
+    path.write_text("insecure = true\n" + path.read_text())
+    cfg = site_config(path, "journal", "cs1")
+    assert cfg.tls_dir == "" and cfg.colo_node().tls is None
