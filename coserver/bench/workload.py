@@ -109,11 +109,13 @@ def bytes_delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, in
 
 # ---- CPU time ----------------------------------------------------------------------------
 def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU seconds of a process (all its threads) so far; None if it is gone."""
+    """User + system CPU seconds of a process (all its threads) and of the children it has reaped
+    (a controller's `ss` at each scrape, its alert hooks) so far; None if it is gone. A child still
+    running (the QEMU a controller started) is not in it until it has exited and been reaped."""
     if not pid:
         return None
     try:
         fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return sum(int(f) for f in fields[11:15]) / _CLK_TCK   # utime, stime, cutime, cstime
