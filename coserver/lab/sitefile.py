@@ -19,6 +19,7 @@ from coserver.errors import CoserverError
 from coserver.hardware.spec import load_spec
 from coserver.lab.net import HOSTS, WITNESS_ADDRESS, LabNet
 from coserver.site.keygen import write_key
+from coserver.site.model import LAB_SITE_PREFIX
 
 SITE_FILE = "site.toml"
 KEY_FILE = "pair.key"
@@ -33,7 +34,7 @@ class LabSiteError(CoserverError):
 
 def site_name(prefix: str) -> str:
     """The site's name for a lab prefix ([a-z0-9-] as site names must be)."""
-    return "lab-" + re.sub(r"[^a-z0-9-]", "-", prefix.lower())
+    return LAB_SITE_PREFIX + re.sub(r"[^a-z0-9-]", "-", prefix.lower())
 
 
 def site_text(net: LabNet, *, checkpoint_ms: int, reprotect: str, accel: str, boot_grace_s: float,

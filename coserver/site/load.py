@@ -22,7 +22,7 @@ The site file is the same on both CoServers. Schema (``*`` = required; unknown k
                                      # slot port (base_port + slot*8 + 6); 0: off; else this port (one server)
     alert_command = ["/usr/local/bin/notify", "--to", "ops"]   # run on each FT state change, JSON on stdin
     pki_dir = "/etc/coserver/pki"    # TLS: each host's certificates in <pki_dir>/<host>/ (`coserver site certs`)
-    insecure = false                 # true: no TLS between the QEMUs (the lab's --insecure; never in production)
+    insecure = false                 # true: no TLS between the QEMUs: only a site named lab-* (`lab up --insecure`)
 
     [witness]                        # * the etcd witness
     endpoints = ["10.0.3.21:2379", "10.0.3.22:2379", "10.0.3.23:2379"]   # * host:port
@@ -67,6 +67,7 @@ from coserver.site.model import (
     DEFAULT_SERVERS_DIR,
     DEFAULT_SITE,
     DEFAULT_STATE_DIR,
+    LAB_SITE_PREFIX,
     REPROTECT_POLICIES,
     CoServer,
     Site,
@@ -313,6 +314,10 @@ class _SiteReader:
             insecure=top.boolean("insecure", False),
         )
         top.finish()
+        if site.insecure and not site.name.startswith(LAB_SITE_PREFIX):
+            raise top.error("insecure", f"plain TCP between the QEMUs is for the one-machine lab only (`coserver "
+                                        f"lab up --insecure` writes a site named {LAB_SITE_PREFIX}*): a real site "
+                                        "runs TLS; make its certificates with `coserver site certs`")
         return site
 
 

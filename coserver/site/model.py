@@ -18,6 +18,8 @@ DEFAULT_STATE_DIR = Path("/var/lib/coserver")
 DEFAULT_RUN_DIR = Path("/run/coserver")
 DEFAULT_KEY_FILE = Path("/etc/coserver/pair.key")
 DEFAULT_PKI_DIR = Path("/etc/coserver/pki")
+#: What the names of the sites `coserver lab up` writes start with: only these may be insecure.
+LAB_SITE_PREFIX = "lab-"
 DEFAULT_BASE_PORT = 7400
 DEFAULT_BRIDGE = "br-lan"
 REPROTECT_POLICIES = ("auto", "manual")

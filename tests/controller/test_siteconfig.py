@@ -224,8 +224,12 @@ def test_prepare_host_refuses_qemu_certificates_others_can_read_or_that_are_miss
     assert not (tmp_path / "state" / "servers" / "journal").exists()   # refused before anything was made
 
 
-def test_an_insecure_site_runs_plain_tcp(tmp_path: Path) -> None:
+def test_only_a_lab_site_may_run_plain_tcp(tmp_path: Path) -> None:
     path = _site(tmp_path)
     path.write_text("insecure = true\n" + path.read_text())
+    with pytest.raises(coserver.site.SiteError, match=r"key insecure: plain TCP between the QEMUs is for the "
+                                                      r"one-machine lab only"):
+        load_site(path)
+    path.write_text(re.sub(r'(?m)^name = "[^"]*"', 'name = "lab-x"', path.read_text()))
     cfg = site_config(path, "journal", "cs1")
     assert cfg.tls_dir == "" and cfg.colo_node().tls is None
