@@ -132,8 +132,9 @@ def show(site_file: Path | None, as_json: bool) -> None:
         click.echo(f"  {cs.name}: management {cs.management}, replication {cs.replication}, bridge {cs.bridge}")
         for i, ln in enumerate(cs.links, 1):
             click.echo(f"    link{i}: {ln.device} {ln.local}/{ln.prefix} -> peer {ln.peer}")
-    click.echo(f"  witness: {', '.join(s.witness.endpoints)}"
-               + (" (TLS)" if s.witness.cert else ""))
+    tls = (f"TLS, certificate {s.witness.cert}" if s.witness.cert else
+           "insecure: no TLS, no authentication" if s.witness.insecure else "no TLS: `site check` refuses it")
+    click.echo(f"  witness: {', '.join(s.witness.endpoints)} ({tls})")
     click.echo(f"  servers_dir {s.servers_dir}, state_dir {s.state_dir}, run_dir {s.run_dir}, "
                f"key_file {s.key_file}, base_port {s.base_port}")
     if error:

@@ -127,6 +127,8 @@ def test_keygen_and_show(site_file: SiteFile, servers: Servers, tmp_path: Path) 
     assert shown["servers"]["journal"]["ports"]["heartbeat"] == 8156 and shown["servers_error"] is None
     code, out, _ = _run("site", "show", "--site", str(path))
     assert code == 0 and "server journal" in out and "link1: eno2 172.31.1.1/24 -> peer 172.31.1.2" in out
+    assert "(TLS, certificate /etc/coserver/pki/{host}/client-cert.pem)" in out
+    assert shown["site"]["witness"]["insecure"] is False
 
 
 def test_site_from_env(site_file: SiteFile, monkeypatch: pytest.MonkeyPatch) -> None:
