@@ -8,6 +8,7 @@ prefix and only that site's CoServers may change them::
     user  <CoServer name>      granted that role; etcd started with --client-cert-auth takes the user
                                name from the client certificate's CN, which `coserver site certs`
                                sets to the host's name (coserver.site.pki)
+                               (so sites sharing an etcd need CoServer names unique across them)
     user  root                 etcd's administrator (needed before `auth enable`); with client
                                certificates it too is a CN: `coserver site certs --user root`
 
