@@ -320,7 +320,7 @@ class Witness:
             else:
                 side = f"check its certificate against {t.ca} and ours, {t.cert}"
             return f"TLS handshake failed ({side}): {detail}"
-        if self._tls is None and "socket closed" in detail.lower():
+        if self._tls is None and re.search(r"socket closed|connection reset", detail, re.IGNORECASE):
             return (f"{detail} (a witness that wants TLS closes plain connections: the site says "
                     "insecure = true; give it ca, cert and key)")
         return detail
