@@ -12,11 +12,12 @@ PYTEST := $(VENV)/bin/pytest
 PYTEST_ARGS ?=
 
 # Debian 12 packages: QEMU (system copy, firmware, qemu-img), the QEMU build's
-# dependencies, the lab guest's parts, namespaces, etcd (the witness), libvirt-python's build,
+# dependencies, the lab guest's parts, namespaces, etcd (the witness) and etcdctl (etcd-client: the
+# witness's roles and users), libvirt-python's build,
 # the disk-booted Debian test guest's (mmdebstrap, SYSLINUX, FAT tools), and promtool (prometheus: the
 # alert rules' tests, tests/monitoring).
 APT_PACKAGES := procps qemu-system-x86 qemu-utils seabios busybox-static musl-tools e2fsprogs cpio \
-	iproute2 etcd-server libvirt-dev pkg-config gcc make python3-venv python3-dev xz-utils patch \
+	iproute2 etcd-server etcd-client libvirt-dev pkg-config gcc make python3-venv python3-dev xz-utils patch \
 	libglib2.0-dev libpixman-1-dev libslirp-dev flex bison libfdt-dev device-tree-compiler \
 	zlib1g-dev libgnutls28-dev ninja-build dpkg-dev mmdebstrap syslinux syslinux-common mtools dosfstools prometheus \
 	chromium

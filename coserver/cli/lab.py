@@ -1,6 +1,6 @@
 """`coserver lab up|status|down`: the one-machine lab (two CoServers as network namespaces).
 
-    coserver lab up [--prefix P] [--workdir DIR] [--profile NAME | --spec FILE] [--checkpoint-ms N]
+    coserver lab up [--prefix P] [--workdir DIR] [--profile NAME | --spec FILE] [--checkpoint-ms N] [--insecure]
     coserver lab status [--prefix P] [--json]
     coserver lab fault KIND [--host cs1|cs2] [--link 1|2] [--server NAME] [--json] [--prefix P]
     coserver lab exec HOST [--prefix P] -- CMD...   (CMD on a lab host, as `ssh HOST CMD` on real hosts)
@@ -49,12 +49,16 @@ def lab() -> None:
 @click.option("--servers", type=click.IntRange(1, MAX_SERVERS), default=1, show_default=True,
               help="FT servers on the pair (built-in guests journal, journal2, ...; each its own controllers).")
 @click.option("--insecure", is_flag=True,
-              help="No TLS between the QEMUs (plain TCP, anyone on the sync network may connect): for "
-                   "comparison only; a real site's file refuses it unless it says insecure = true.")
+              help="No TLS: plain TCP between the QEMUs (anyone on the sync network may connect) and the witness "
+                   "(etcd) over plain http without authentication; the site file says insecure = true, which only a "
+                   "lab-* site may. For comparison only. Default: TLS everywhere, each side admitting only its peer, "
+                   "the hosts' etcd users limited to the site's keys.")
 def lab_up(prefix: str, workdir: Path | None, profile: str, spec: Path | None, checkpoint_ms: int,
            reprotect: str, sync_speed: int, devices: str, servers: int, insecure: bool) -> None:
     """Start both CoServers, sync the disk, enter COLO; return when protected.
 
+    The witness is etcd over TLS with client-certificate authentication and a role per site (the
+    lab's certificates in <workdir>/pki; README "The witness over TLS"), or with --insecure plain http.
     Exits 0 only when the pair is protected and checkpoints kept flowing for a short confirmation
     window; otherwise non-zero with the reason, and nothing of the lab is left running."""
     the_lab = Lab(prefix, workdir)
@@ -145,6 +149,12 @@ def print_status(s: dict) -> None:
         click.echo(f"ALERT: {s['alert']}")
     if s.get("ftserver"):
         click.echo(f"ft server: {s['ftserver']}  profile={s.get('profile') or '-'}  devices={s.get('devices') or '-'}")
+    w = s.get("witness") or {}
+    if w.get("url"):
+        how = (f"TLS, client certificates, etcd role {w['role']} on {w['prefix']}" if w.get("tls")
+               else "insecure: plain http, no authentication")
+        seen = " ".join(f"{h}={'yes' if ok else 'NO'}" for h, ok in sorted((w.get("reachable") or {}).items()))
+        click.echo(f"witness: {w['url']} ({how})" + (f"  reachable: {seen}" if seen else ""))
     g = s.get("guest") or {}
     if g:
         click.echo(f"guest: {g.get('address')}:{g.get('port')} (mac {g.get('mac')}, clients in netns "

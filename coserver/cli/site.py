@@ -1,7 +1,7 @@
 """`coserver site ...`: the site file of a pair of CoServers (coserver.site).
 
     coserver site keygen [--site FILE] [--force | --rotate]
-    coserver site certs [--site FILE] [--dir DIR] [--days N] [--force | --rotate-ca]
+    coserver site certs [--site FILE] [--dir DIR] [--days N] [--force | --rotate-ca] [--user NAME]
     coserver site show [--site FILE] [--json]
     coserver site check [--site FILE] [--host NAME] [--json]
 
@@ -75,16 +75,28 @@ def keygen(site_file: Path | None, force: bool, rotate: bool) -> None:
 @click.option("--force", is_flag=True, help="Issue every host's files again from the same CA (and end a CA rotation).")
 @click.option("--rotate-ca", is_flag=True, help="Make a new CA, issue every host's files from it; each host "
                                                 "trusts the old and the new CA until the next --force.")
+@click.option("--user", default=None, metavar="NAME",
+              help="Only a client certificate with CN=NAME from the existing CA, in <dir>/user.NAME/: an etcd user "
+                   "(root, who sets up the witness's roles: README \"The witness over TLS\").")
 @one_line_errors
-def certs(site_file: Path | None, pki_dir: Path | None, days: int | None, force: bool, rotate_ca: bool) -> None:
+def certs(site_file: Path | None, pki_dir: Path | None, days: int | None, force: bool, rotate_ca: bool,
+          user: str | None) -> None:
     """Make the site's TLS files: a CA and, for each CoServer and witness member, a certificate
-    (serverAuth + clientAuth, its addresses as SANs) laid out as QEMU's tls-creds-x509 reads them."""
+    (serverAuth + clientAuth, its addresses as SANs, CN its name: the CoServer's etcd user) laid out
+    as QEMU's tls-creds-x509 reads them; or (--user) one etcd user's client certificate."""
     from coserver.site import pki  # cryptography only when certificates are made
 
     if force and rotate_ca:
         raise CoserverError("--force and --rotate-ca exclude each other")
     s = load_site(site_file)
     base = pki_dir if pki_dir is not None else s.pki_dir
+    if user is not None:
+        if rotate_ca:
+            raise CoserverError("--user issues from the existing CA: --rotate-ca goes without it")
+        d = pki.issue_user_cert(base, user, force=force, days=days if days is not None else pki.DEFAULT_DAYS)
+        click.echo(f"wrote {d}/: client-cert.pem (CN={user}), client-key.pem (mode 0600), ca-cert.pem; "
+                   f"etcdctl --cacert {d}/ca-cert.pem --cert {d}/client-cert.pem --key {d}/client-key.pem ...")
+        return
     written = pki.make_site_certs(s, base, force=force, rotate_ca=rotate_ca,
                                   days=days if days is not None else pki.DEFAULT_DAYS)
     hosts = [e.name for e in pki.endpoints(s)]
@@ -120,8 +132,9 @@ def show(site_file: Path | None, as_json: bool) -> None:
         click.echo(f"  {cs.name}: management {cs.management}, replication {cs.replication}, bridge {cs.bridge}")
         for i, ln in enumerate(cs.links, 1):
             click.echo(f"    link{i}: {ln.device} {ln.local}/{ln.prefix} -> peer {ln.peer}")
-    click.echo(f"  witness: {', '.join(s.witness.endpoints)}"
-               + (" (TLS)" if s.witness.cert else ""))
+    tls = (f"TLS, certificate {s.witness.cert}" if s.witness.cert else
+           "insecure: no TLS, no authentication" if s.witness.insecure else "no TLS: `site check` refuses it")
+    click.echo(f"  witness: {', '.join(s.witness.endpoints)} ({tls})")
     click.echo(f"  servers_dir {s.servers_dir}, state_dir {s.state_dir}, run_dir {s.run_dir}, "
                f"key_file {s.key_file}, base_port {s.base_port}")
     if error:

@@ -40,11 +40,18 @@ class LinkConfig(TypedDict):
 
 
 class WitnessConfig(TypedDict):
-    """Where the etcd witness answers, and the lease's TTL."""
+    """Where the etcd witness answers, the site its keys belong to, the lease's TTL, and how we
+    authenticate: TLS files (ca, cert, key: this host's own, {host} already replaced) or, only when
+    the site file says so, insecure (plain http, no authentication)."""
 
     host: str
     port: int
+    site: str
     ttl: NotRequired[int]
+    ca: NotRequired[str]
+    cert: NotRequired[str]
+    key: NotRequired[str]
+    insecure: NotRequired[bool]
 
 
 class NodeConfig(TypedDict):
@@ -119,8 +126,15 @@ class ControllerConfig:
             missing = [k for k in _LINK_KEYS if k not in link]
             if missing:
                 raise ConfigError(f"controller config: links[{i}] lacks {', '.join(missing)}")
-        if "host" not in self.witness or "port" not in self.witness:
-            raise ConfigError("controller config: witness needs host and port")
+        if "host" not in self.witness or "port" not in self.witness or not self.witness.get("site"):
+            raise ConfigError("controller config: witness needs host, port and site")
+        tls = [k for k in ("ca", "cert", "key") if self.witness.get(k)]
+        if tls and len(tls) != 3:
+            raise ConfigError("controller config: witness ca, cert and key go together")
+        if not tls and self.witness.get("insecure") is not True:
+            raise ConfigError("controller config: witness needs TLS (ca, cert, key) or, explicitly, insecure: true")
+        if tls and self.witness.get("insecure"):
+            raise ConfigError("controller config: witness TLS files and insecure: true exclude each other")
         missing = [k for k in _NODE_KEYS if k not in self.node]
         if missing:
             raise ConfigError(f"controller config: node lacks {', '.join(missing)}")

@@ -63,7 +63,7 @@ from coserver.controller.replbytes import replication_bytes
 from coserver.controller.roles import QemuHealth, Role
 from coserver.controller.siteconfig import controller_config_for
 from coserver.controller.statemachine import RUNNING, FtState, FtStateMachine
-from coserver.controller.witness import Witness
+from coserver.controller.witness import Witness, WitnessTls
 from coserver.errors import CoserverBug, CoserverError
 from coserver.machine.launcher import QemuProcess, last_words
 from coserver.qmp.errors import QmpError
@@ -192,8 +192,10 @@ class HostController:
                                 links=links, interval=cfg.heartbeat_interval_s, timeout=cfg.heartbeat_timeout_s,
                                 site=cfg.site_digest, qemu_version=peercheck.local_qemu_version(),
                                 clock=boottime)   # freshness must count a suspend (sys/clock.py)
-        witness = Witness(cfg.ftserver, host=cfg.witness["host"], port=int(cfg.witness["port"]),
-                          ttl=int(cfg.witness.get("ttl", 2)))
+        w = cfg.witness
+        tls = WitnessTls(ca=Path(w["ca"]), cert=Path(w["cert"]), key=Path(w["key"])) if "cert" in w else None
+        witness = Witness(cfg.ftserver, site=w["site"], host=w["host"], port=int(w["port"]), tls=tls,
+                          ttl=int(w.get("ttl", 2)))   # the TLS files are read and checked here: one line if bad
         return cls(cfg, journal=Journal(Path(cfg.journal_file)), witness=witness, heartbeats=heartbeats,
                    key=keys.current)
 

@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from coserver.controller.config import ControllerConfig, LinkConfig
+from coserver.controller.config import ControllerConfig, LinkConfig, WitnessConfig
 from coserver.controller.errors import ConfigError
 from coserver.controller.peercheck import site_digest
 from coserver.errors import CoserverError
@@ -80,6 +80,15 @@ def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str 
          "device": link.device}
         for i, link in enumerate(me.links)]
     w_host, w_port = site.witness.hosts()[0]
+    try:
+        tls = site.witness_tls(me.name)   # this host's own files; refused without TLS unless insecure = true
+    except CoserverError as exc:
+        raise ConfigError(str(exc)) from None
+    witness: WitnessConfig = {"host": w_host, "port": w_port, "site": site.name, "ttl": WITNESS_TTL}
+    if tls is None:
+        witness["insecure"] = True
+    else:
+        witness["ca"], witness["cert"], witness["key"] = (str(p) for p in tls)
     metrics_port = ports.metrics if site.metrics_port is None else site.metrics_port
     if site.metrics_port and set(servers) - {spec.name}:
         raise ConfigError(f"site {site.file}: key metrics_port: a fixed port ({site.metrics_port}) serves one FT "
@@ -95,7 +104,7 @@ def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str 
         control_socket=str(run / f"{spec.name}.sock"),
         log_file=str(state / "controller.log.jsonl"), journal_file=str(state / "controller.journal.json"),
         key_file=str(key_file or site.key_file), links=links,
-        witness={"host": w_host, "port": w_port, "ttl": WITNESS_TTL},
+        witness=witness,
         node={"sync_addr": me.replication, "tap": tap_name(spec.name), "disk": _spec_disk(spec, host),
               "mac": spec.nics[0].mac, "overlay_dir": str(overlay_dir or run / spec.name),
               "bridge": _nic_bridge(spec, host) or me.bridge},

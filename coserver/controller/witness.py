@@ -6,11 +6,14 @@ secondary promotes itself, or a primary drops its replica, it must claim the
 FT server's ownership at the witness. The rules, enforced by etcd
 transactions (compare-and-swap), never by the clients' good manners:
 
-* /coserver/<ft>/owner = {"node", "epoch"} attached to a lease (TTL `ttl`,
-  default 2 s) kept alive by the owner every ttl/3. The key exists exactly
-  while the owner's lease lives: if the owner dies, etcd deletes it after TTL.
-* /coserver/<ft>/epoch = the last granted {"node", "epoch"}, without lease:
-  the epoch survives expiries and releases, so it never goes backwards.
+* /coserver/<site>/<ft>/owner = {"node", "epoch"} attached to a lease (TTL
+  `ttl`, default 2 s) kept alive by the owner every ttl/3. The key exists
+  exactly while the owner's lease lives: if the owner dies, etcd deletes it
+  after TTL.
+* /coserver/<site>/<ft>/epoch = the last granted {"node", "epoch"}, without
+  lease: the epoch survives expiries and releases, so it never goes backwards.
+* Each site's keys are under their own prefix because etcd's roles are per
+  site: only that site's CoServers may touch them (coserver.site.witnessauth).
 * claim(node, epoch) succeeds only if nobody else holds the owner key, and
   epoch > last epoch (or == last epoch by the same node: a restarted
   controller re-attaching). So a secondary's claim(epoch + 1) can never win
@@ -25,27 +28,49 @@ WitnessUnreachable in bounded time, never a hang. A claim whose answer was
 lost may still have been applied: then our unrefreshed lease expires within
 TTL, which delays the other side but never lets two sides win.
 
+Over TLS with a client certificate (WitnessTls; the site file's witness ca,
+cert and key): etcd started with --client-cert-auth refuses clients without a
+certificate of its CA, and with auth enabled it takes the user from the
+certificate's CN, whose role allows only the site's prefix. So anyone who
+reaches etcd can no longer raise the epoch or delete the owner key. The files
+are checked when the Witness is made (readable, the key ours alone, the key
+the certificate's), so a bad one stops the controller at start with one line;
+a handshake the witness refuses, or a permission it denies, is one line too,
+naming the endpoint, the files and the etcd user.
+
 Why aetcd: an asyncio gRPC client for etcd v3 that is maintained and imports
 with current protobuf (the old `etcd3` package does not); it speaks the plain
-v3 gRPC API that etcd 3.4 (Debian 12) serves.
+v3 gRPC API that etcd 3.4 (Debian 12) serves. It has no TLS (1.0.0, the
+latest): _TlsClient adds it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aetcd
 import aetcd.exceptions
+import grpc
+from aetcd import rpc, watcher
 from aetcd import transactions as txn
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from coserver import log
 from coserver.controller.errors import WitnessError, WitnessUnreachable
+from coserver.site.pki import PkiError, check_key_file
+from coserver.site.witnessauth import key_prefix, role_name
 from coserver.sys.aio import bounded
 from coserver.sys.clock import boottime
+from coserver.sys.files import open_regular
 
 T = TypeVar("T")
 _log = log.get("witness")
@@ -58,7 +83,6 @@ DEFAULT_TTL = 2
 #: Seconds every witness call may take. Short against the TTL: a keep-alive
 #: that times out still leaves time for the next one before the lease expires.
 DEFAULT_DEADLINE = 1.0
-PREFIX = "/coserver"
 
 #: gRPC reconnects quickly after the witness comes back (its default backoff
 #: grows to two minutes: a long blind spot for a failover decision).
@@ -67,6 +91,117 @@ _CHANNEL_OPTIONS = {
     "grpc.min_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 500,
 }
+
+
+@dataclass(frozen=True)
+class WitnessTls:
+    """The witness's TLS files: the CA(s) we trust it by, our certificate (its CN is our etcd user)
+    and that certificate's key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    """WitnessTls read and checked: PEM bytes for gRPC, and who etcd will take us for."""
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+    user: str        # the certificate's CN: our etcd user name
+    tls: WitnessTls
+
+
+def _read(what: str, path: Path, endpoint: str) -> bytes:
+    try:
+        with open_regular(path) as f:
+            return f.read()
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise WitnessError(f"witness {endpoint}: TLS {what} {path}: cannot read: {why}") from None
+
+
+def read_tls(tls: WitnessTls, endpoint: str) -> _Credentials:
+    """Read and check the TLS files (WitnessError, one line naming the file, if one is unusable): each a
+    readable regular file, the key ours alone (coserver.site.pki.check_key_file), PEM that parses,
+    the key the certificate's, the certificate with a CN (etcd's user name)."""
+    try:
+        check_key_file(tls.key)
+    except PkiError as exc:
+        raise WitnessError(f"witness {endpoint}: TLS {exc}") from None
+    ca, cert_pem, key_pem = (_read(w, p, endpoint) for w, p in (("ca", tls.ca), ("cert", tls.cert),
+                                                                 ("key", tls.key)))
+    try:
+        if not x509.load_pem_x509_certificates(ca):
+            raise ValueError("no certificate in it")
+    except ValueError as exc:
+        raise WitnessError(f"witness {endpoint}: TLS ca {tls.ca}: not PEM certificates: {exc}") from None
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise WitnessError(f"witness {endpoint}: TLS cert {tls.cert}: not a PEM certificate: {exc}") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise WitnessError(f"witness {endpoint}: TLS key {tls.key}: not an unencrypted PEM private key: "
+                           f"{exc}") from None
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if (key.public_key().public_bytes(serialization.Encoding.DER, spki)
+            != cert.public_key().public_bytes(serialization.Encoding.DER, spki)):
+        raise WitnessError(f"witness {endpoint}: TLS key {tls.key} is not the key of the certificate {tls.cert}")
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    user = names[0].value if names else ""
+    if not isinstance(user, str) or not user:
+        raise WitnessError(f"witness {endpoint}: TLS cert {tls.cert} has no CN: etcd takes the user name from it")
+    return _Credentials(ca, cert_pem, key_pem, user, tls)
+
+
+class _TlsClient(aetcd.Client):  # type: ignore[misc]  # aetcd ships no types
+    """aetcd.Client over TLS with a client certificate.
+
+    aetcd 1.0.0 (the latest release) has no TLS: its Client.connect() always opens
+    rpc.insecure_channel. This connect() opens grpc.aio.secure_channel with our CA, certificate and
+    key instead, and sets up what the base class's connect() does (the KV, cluster, lease and
+    maintenance stubs, the watcher); everything else (the calls, their error mapping, close()) is
+    aetcd's own. No username/password: with etcd's --client-cert-auth the certificate's CN is the user.
+    """
+
+    _is_connecting: bool   # the base class's: set in its __init__
+
+    def __init__(self, credentials: _Credentials, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._credentials = grpc.ssl_channel_credentials(
+            root_certificates=credentials.ca, private_key=credentials.key, certificate_chain=credentials.cert)
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        if self._is_connecting:   # another task is connecting: wait for it, as the base class does
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        try:
+            self._is_connecting = True
+            self.channel = grpc.aio.secure_channel(f"{self._host}:{self._port}", self._credentials,
+                                                   options=list(self._options.items()))
+            self.kvstub = rpc.KVStub(self.channel)
+            self.clusterstub = rpc.ClusterStub(self.channel)
+            self.leasestub = rpc.LeaseStub(self.channel)
+            self.maintenancestub = rpc.MaintenanceStub(self.channel)
+            self._watcher = watcher.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout,
+                                            metadata=self.metadata)
+            self._connected.set()
+        finally:
+            self._is_connecting = False
+
+
+#: gRPC's words for a TLS handshake that failed (ours or the witness's side).
+_TLS_WORDS = re.compile(r"ssl|tls|tsi_|handshake|certificate", re.IGNORECASE)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 @dataclass(frozen=True)
@@ -120,19 +255,29 @@ class Witness:
     suspended past its lease's end finds it lost the moment it wakes.
     """
 
-    def __init__(self, ftserver: str, *, host: str = "127.0.0.1", port: int = 2379,
+    def __init__(self, ftserver: str, *, site: str, host: str = "127.0.0.1", port: int = 2379,
+                 tls: WitnessTls | None = None,
                  ttl: int = DEFAULT_TTL, deadline: float = DEFAULT_DEADLINE,
                  on_lost: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = boottime) -> None:
         if ttl < 1 or deadline <= 0 or deadline >= ttl:
             raise WitnessError(f"witness for {ftserver}: need ttl >= 1 s and 0 < deadline < ttl "
                                f"(ttl={ttl}, deadline={deadline})")
-        self.ftserver = ftserver
         self.endpoint = f"{host}:{port}"
+        try:
+            self.prefix = key_prefix(site)
+        except ValueError as exc:
+            raise WitnessError(f"witness for {ftserver}: {exc}") from None
+        if not ftserver or "/" in ftserver:
+            raise WitnessError(f"witness: an FT server name must be non-empty without '/', got {ftserver!r}")
+        self.ftserver = ftserver
+        self.site = site
+        #: The files read and checked now: a bad one is a one-line error at start, not at a failover.
+        self._tls = read_tls(tls, self.endpoint) if tls is not None else None
         self.ttl = int(ttl)
         self.deadline = float(deadline)
-        self.owner_key = f"{PREFIX}/{ftserver}/owner"
-        self.epoch_key = f"{PREFIX}/{ftserver}/epoch"
+        self.owner_key = f"{self.prefix}{ftserver}/owner"
+        self.epoch_key = f"{self.prefix}{ftserver}/epoch"
         self._host, self._port = host, port
         self.on_lost = on_lost
         self._clock = clock
@@ -145,15 +290,52 @@ class Witness:
         self._expires_at = 0.0  # self._clock (boottime): the lease surely lives until then, maybe longer
         self._keepalive: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self._log = _log.bind(ftserver=ftserver, witness=self.endpoint)
+        self._log = _log.bind(ftserver=ftserver, witness=self.endpoint, site=site,
+                              **({"user": self._tls.user} if self._tls is not None else {}))
 
     # -- plumbing ---------------------------------------------------------
 
+    @property
+    def user(self) -> str | None:
+        """Our etcd user (the certificate's CN), None without TLS."""
+        return self._tls.user if self._tls is not None else None
+
     def _etcd(self) -> aetcd.Client:
         if self._client is None:
-            self._client = aetcd.Client(host=self._host, port=self._port, timeout=self.deadline,
-                                        options=_CHANNEL_OPTIONS)
+            kw: dict[str, Any] = {"host": self._host, "port": self._port, "timeout": self.deadline,
+                                  "options": _CHANNEL_OPTIONS}
+            self._client = _TlsClient(self._tls, **kw) if self._tls is not None else aetcd.Client(**kw)
         return self._client
+
+    def _unreachable_why(self, exc: Exception) -> str:
+        """gRPC's reason, on one line; a failed TLS handshake said as such, with the files involved."""
+        detail = _one_line(str(exc)) or type(exc).__name__
+        if self._tls is not None and _TLS_WORDS.search(detail):
+            t = self._tls.tls
+            if "VERIFY_FAILED" in detail.upper():
+                side = f"its certificate is not signed by a CA in {t.ca}"
+            elif "UNWRAP" in detail.upper() or "BAD_CERTIFICATE" in detail.upper():
+                side = (f"it refused our certificate {t.cert} (CN {self._tls.user}): not signed by the CA it "
+                        "trusts (its --trusted-ca-file)?")
+            else:
+                side = f"check its certificate against {t.ca} and ours, {t.cert}"
+            return f"TLS handshake failed ({side}): {detail}"
+        if self._tls is None and re.search(r"socket closed|connection reset", detail, re.IGNORECASE):
+            return (f"{detail} (a witness that wants TLS closes plain connections: the site says "
+                    "insecure = true; give it ca, cert and key)")
+        return detail
+
+    def _refused_why(self, exc: Exception) -> str:
+        """etcd's answer on one line; a permission it denies says which user and which keys."""
+        detail = _one_line(str(exc)) or type(exc).__name__
+        if "permission denied" not in detail.lower():
+            return detail
+        if self._tls is None:
+            return (f"{detail}: etcd checks users, and without TLS we are none: give the site's witness "
+                    "ca, cert and key")
+        return (f"{detail}: etcd user {self._tls.user} (our certificate's CN) may not use {self.prefix}: "
+                f"the witness's administrator must add that user and grant it the role "
+                f"{role_name(self.site)} (README \"The witness over TLS\")")
 
     async def _call(self, what: str, aw: Awaitable[T], deadline: float | None = None) -> T:
         """Await one etcd call under the deadline; record whether the witness answered."""
@@ -166,10 +348,11 @@ class Witness:
                                      f"{deadline:.2f} s") from None
         except (aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError) as exc:
             self.reachable = False
-            raise WitnessUnreachable(f"witness {self.endpoint}: {what} failed: {exc}") from None
+            raise WitnessUnreachable(f"witness {self.endpoint}: {what} failed: "
+                                     f"{self._unreachable_why(exc)}") from None
         except aetcd.exceptions.ClientError as exc:
             self.reachable = True
-            raise WitnessError(f"witness {self.endpoint}: {what} failed: {exc}") from None
+            raise WitnessError(f"witness {self.endpoint}: {what} failed: {self._refused_why(exc)}") from None
         self.reachable = True
         return result
 

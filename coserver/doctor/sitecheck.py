@@ -3,14 +3,16 @@
 Each check asks the real thing on this machine: the link devices in /sys/class/net, the
 addresses `ip -j addr` reports, the key file's mode and owner, a TCP connect to each witness
 endpoint, the cached COLO self-test verdicts of the selected QEMU (never a new self-test: that
-is `coserver doctor`'s job and boots guests). Checks against the peer come from what this
-host's running controllers hear in the peer's heartbeats (peer_checks): both sync links heard,
-the same site file and QEMU version, the same pair key. Before any controller runs they are
-reported as not checked, never as passed.
+is `coserver doctor`'s job and boots guests), this host's witness TLS files, tried with one read of
+the site's witness keys (the handshake and the etcd role the controllers need). Checks against the
+peer come from what this host's running controllers hear in the peer's heartbeats (peer_checks):
+both sync links heard, the same site file and QEMU version, the same pair key. Before any
+controller runs they are reported as not checked, never as passed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Callable
@@ -68,6 +70,42 @@ def witness_checks(site: Site, timeout: float = CONNECT_TIMEOUT_S) -> list[SiteC
         results = list(pool.map(lambda ep: _tcp(ep, timeout), hosts))
     return [SiteCheck(f"witness {ep}", why is None, "answers" if why is None else why)
             for ep, why in zip(site.witness.endpoints, results, strict=True)]
+
+
+def witness_tls_check(site: Site, me: str | None, answering: list[tuple[str, int]],
+                      timeout: float = CONNECT_TIMEOUT_S) -> SiteCheck:
+    """This host's witness TLS files (readable, the key ours alone and the certificate's), then one
+    read of the site's witness keys over them from the first endpoint that answers: the handshake and
+    the etcd role, as the controller will use them. Without TLS: FAIL unless insecure = true."""
+    name = "witness tls"
+    if site.witness.insecure:
+        return SiteCheck(name, True, "insecure = true: plain http, no authentication: anyone who reaches etcd "
+                                     "can change the witness keys (a lab or test only)")
+    try:
+        files = site.witness_tls(me or site.preferred)
+    except CoserverError as exc:
+        return SiteCheck(name, False, str(exc))
+    if me is None or files is None:
+        return SiteCheck(name, True, "not checked: this host is not known", skipped=True)
+    from coserver.controller.witness import Witness, WitnessTls, read_tls  # aetcd, gRPC only when checking
+
+    if not answering:
+        try:
+            read_tls(WitnessTls(*files), site.witness.endpoints[0])
+        except CoserverError as exc:
+            return SiteCheck(name, False, str(exc))
+        return SiteCheck(name, False, f"{files[1]}: the files are usable; no witness endpoint answers to try them")
+    host, port = answering[0]
+
+    async def probe() -> str:
+        async with Witness("site-check", site=site.name, host=host, port=port, tls=WitnessTls(*files),
+                           deadline=max(0.1, min(timeout, 1.5))) as w:
+            await w.current()
+            return f"etcd user {w.user} reads {w.prefix} at {w.endpoint} over TLS ({files[1]})"
+    try:
+        return SiteCheck(name, True, asyncio.run(probe()))
+    except CoserverError as exc:
+        return SiteCheck(name, False, str(exc))
 
 
 def qemu_check() -> SiteCheck:
@@ -191,6 +229,9 @@ def run_checks(site: Site, host: str | None = None, *, sys_net: Path = SYS_NET,
         checks.append(SiteCheck("host", False, str(exc)))
     checks.append(qemu_check())
     checks.append(key_check(site))
-    checks += witness_checks(site, timeout)
+    reach = witness_checks(site, timeout)
+    checks += reach
+    answering = [ep for ep, c in zip(site.witness.hosts(), reach, strict=True) if c.ok]
+    checks.append(witness_tls_check(site, me, answering, timeout))
     checks.append(servers_check(site))
     return me, checks

@@ -1,8 +1,9 @@
 """The one-machine lab: two CoServers as namespaces running one FT virtual server in COLO.
 
-`lab up` builds what it needs (lab guest, network, disks, the etcd witness),
-makes each CoServer a host of a site: it writes the site file, the pair's key and
-the FT server specs into each host's private /etc/coserver and runs the host's
+`lab up` builds what it needs (lab guest, network, disks, the etcd witness over
+TLS with a role per site: lab.witness; `--insecure`: plain http),
+makes each CoServer a host of a site: it writes the site file, the pair's key, its
+certificates and the FT server specs into each host's private /etc/coserver and runs the host's
 controllers (`coserver-controller --server NAME`, the real hosts' systemd path)
 in the host's network namespace and its own mount namespace (lab.hostexec),
 where /etc/coserver, /var/lib/coserver and /run/coserver are that host's alone.
@@ -50,6 +51,7 @@ from coserver.images.guestclient import connect_journal
 from coserver.images.labguest import build_lab_guest
 from coserver.lab import net as labnet
 from coserver.lab import sitefile
+from coserver.lab import witness as labwitness
 from coserver.lab.diskfault import fail_disk
 from coserver.lab.hostexec import host_argv
 from coserver.lab.net import GUEST_ADDRESS, HOSTS, LabNet
@@ -57,9 +59,9 @@ from coserver.lab.spec import DEVICE_SETS, GUEST_PORT, lab_server_name, write_la
 from coserver.machine.launcher import QemuProcess, last_words
 from coserver.pair.summary import host_entry, summarize
 from coserver.paths import qemu_install
-from coserver.site import load_site
-from coserver.site.pki import make_site_certs
+from coserver.site import Site, load_site
 from coserver.site.ports import server_ports
+from coserver.site.witnessauth import key_prefix, role_name
 from coserver.sys import netns
 from coserver.sys import proc as labproc
 from coserver.sys.files import private_dirs
@@ -72,7 +74,7 @@ DEFAULT_PREFIX = "cs"
 DEFAULT_PROFILE = "dl380-g5"
 QEMU_NAME = "qemu"     # the bench's own QEMUs (bench.site); the lab's are named after their FT server
 WITNESS_PORT = sitefile.WITNESS_PORT
-ETCD = "/usr/bin/etcd"
+ETCD = labwitness.ETCD
 REGISTRY = Path("/run/coserver/labs")
 #: FT servers one lab pair may run (each is two TCG QEMUs on this machine).
 MAX_SERVERS = 4
@@ -149,7 +151,9 @@ class LabOptions:
     stop_timeout_s: float = 30.0
     #: the site's alert hook (argv, absolute program path; empty: none)
     alert_command: tuple[str, ...] = ()
-    #: plain TCP between the QEMUs (issue 14: TLS is the default; this is for comparison)
+    #: plain TCP between the QEMUs and plain http to the witness without authentication (the site file
+    #: says insecure = true, twice); by default TLS everywhere: the QEMUs admit only each other, the
+    #: witness wants client certificates and has a role per site (lab.witness). For comparison only.
     insecure: bool = False
 
     def confirm_window_s(self) -> float:
@@ -253,11 +257,6 @@ class Lab:
         name = self._server(server)
         return QemuProcess.attach(self.server_dir(host, name), name)
 
-    @property
-    def pki_dir(self) -> Path:
-        """The lab site's certificates (`coserver site certs` layout): one directory per host, both here."""
-        return self.workdir / "pki"
-
     def qemu_log(self, host: str, server: str | None = None) -> Path:
         name = self._server(server)
         return self.server_dir(host, name) / f"{name}.log"
@@ -271,8 +270,7 @@ class Lab:
 
     def sync_ports(self, server: str | None = None) -> SyncPorts:
         """The COLO ports of `server` (its slot in the hosts' site file, as its controllers use them)."""
-        site = load_site(self.etc_dir(HOSTS[0]) / sitefile.SITE_FILE)
-        return server_ports(site, self._server(server)).sync_ports()
+        return server_ports(self.site(), self._server(server)).sync_ports()
 
     @staticmethod
     def supervisor_name(server: str) -> str:
@@ -281,6 +279,15 @@ class Lab:
     @property
     def witness_dir(self) -> Path:
         return self.workdir / "witness"
+
+    @property
+    def pki_dir(self) -> Path:
+        """The lab's certificates (coserver site certs' layout, 0700): the CA, each host's, root's."""
+        return self.workdir / labwitness.PKI_DIR
+
+    def site(self) -> Site:
+        """The lab's site file, as the hosts read it (cs1's copy: both are the same)."""
+        return load_site(self.etc_dir(HOSTS[0]) / sitefile.SITE_FILE)
 
     # ---- up ---------------------------------------------------------------------------
     def up(self, opts: LabOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -315,7 +322,7 @@ class Lab:
             self.net.create()
             state.accel = choose_accel(qemu_install())
             state.save(self.state_file)
-            step = "write the site (site file, pair key, FT server specs) on each host"
+            step = "write the site (site file, pair key, witness certificates, FT server specs) on each host"
             say(step)
             self._make_hosts(opts, state.accel, spec_paths)
             step = "prepare the disks"
@@ -366,12 +373,15 @@ class Lab:
             get_profile(opts.profile)  # unknown profile: one line naming the known ones
             if opts.devices not in DEVICE_SETS:
                 raise LabError(f"--devices must be one of {', '.join(DEVICE_SETS)}, got {opts.devices!r}")
-            return
-        if opts.servers != 1:
-            raise LabError("--servers goes with the built-in guest; with --spec the lab runs that one server")
-        if not opts.spec.is_file():
-            raise LabError(f"spec {opts.spec}: " + ("not a regular file" if opts.spec.exists() else "no such file"))
-        load_spec(opts.spec)  # its schema: one SpecError line naming file and key
+        else:
+            if opts.servers != 1:
+                raise LabError("--servers goes with the built-in guest; with --spec the lab runs that one server")
+            if not opts.spec.is_file():
+                raise LabError(f"spec {opts.spec}: " + ("not a regular file" if opts.spec.exists() else "no such file"))
+            load_spec(opts.spec)  # its schema: one SpecError line naming file and key
+        if not opts.insecure and not os.access(labwitness.ETCDCTL, os.X_OK):
+            raise LabError(f"the witness's roles are set up with {labwitness.ETCDCTL}, which is missing: "
+                           "apt-get install etcd-client (or --insecure: a witness without TLS)")
 
     def _check_workdir(self) -> None:
         """The workdir is writable; made 0700 if the lab makes it. An existing directory is left as it
@@ -430,13 +440,14 @@ class Lab:
         text = sitefile.site_text(self.net, checkpoint_ms=opts.checkpoint_ms, reprotect=opts.reprotect,
                                   accel=accel, boot_grace_s=opts.boot_grace_s, stop_timeout_s=opts.stop_timeout_s,
                                   sync_speed_mib_s=opts.sync_speed_mib_s, alert_command=opts.alert_command,
-                                  pki_dir=self.pki_dir, insecure=opts.insecure)
+                                  insecure=opts.insecure)
         sitefile.install_site(etc, text)
-        shutil.rmtree(self.pki_dir, ignore_errors=True)   # a new pair, a new CA: nothing trusts the last one
-        if not opts.insecure:
-            make_site_certs(load_site(self.etc_dir(HOSTS[0]) / sitefile.SITE_FILE), self.pki_dir)
         for path in spec_paths:
             sitefile.install_spec(etc, path)
+        if not opts.insecure:   # the site's certificates, each host's own copied to its /etc/coserver/pki/<host>/
+            labwitness.make_pki(self.site(), self.pki_dir, labnet.WITNESS_ADDRESS)
+            for host in HOSTS:
+                labwitness.install_host_pki(self.pki_dir, host, self.etc_dir(host))
 
     def _prepare_disks(self, spec: FTServerSpec) -> None:
         """cs1's disk must exist; cs2's is made blank (same size) if missing or of another size."""
@@ -491,27 +502,36 @@ class Lab:
 
     def _start_witness(self, fresh: bool = True) -> None:
         """etcd in the witness namespace, on the management network (fresh: a new cluster; else its data
-        is kept, as a restarted witness member keeps its own)."""
+        is kept, as a restarted witness member keeps its own, its users and roles included).
+
+        As the site file says: TLS with client certificates required (the member's certificate from the
+        lab's pki; on a fresh cluster root then sets up the site's role and the hosts' users and enables
+        auth, lab.witness), or plain http when it says insecure = true (`lab up --insecure`)."""
         self.witness_dir.mkdir(mode=0o700, exist_ok=True)
-        url = f"http://{labnet.WITNESS_ADDRESS}:{WITNESS_PORT}"
-        peer = "http://127.0.0.1:2380"
+        site = self.site()
+        tls = None if site.witness.cert is None else labwitness.server_tls(site, self.pki_dir, labnet.WITNESS_ADDRESS)
+        url = labwitness.client_url(labnet.WITNESS_ADDRESS, WITNESS_PORT, tls is not None)
         if fresh:
             shutil.rmtree(self.witness_dir / "etcd", ignore_errors=True)  # a fresh witness per lab up
-        labproc.start("etcd", [ETCD, "--name", "witness", "--data-dir", str(self.witness_dir / "etcd"),
-                               "--listen-client-urls", url, "--advertise-client-urls", url,
-                               "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                               "--initial-cluster", f"witness={peer}", "--log-level", "warn"],
-                      self.witness_dir, netns=self.net.ns("witness"))
+        ns = self.net.ns("witness")
+        labproc.start("etcd", labwitness.etcd_argv(name="witness", data_dir=self.witness_dir / "etcd",
+                                                   address=labnet.WITNESS_ADDRESS, port=WITNESS_PORT,
+                                                   peer_url="http://127.0.0.1:2380", tls=tls, etcd=ETCD),
+                      self.witness_dir, netns=ns)
         deadline = time.monotonic() + 20
         while True:
             try:
-                netns.socket_in(self.net.ns("witness"), labnet.WITNESS_ADDRESS, WITNESS_PORT, 1.0).close()
-                return
+                netns.socket_in(ns, labnet.WITNESS_ADDRESS, WITNESS_PORT, 1.0).close()
+                break
             except OSError as exc:
                 if labproc.load(self.witness_dir, "etcd") is None or time.monotonic() > deadline:
                     raise LabError(f"the witness (etcd) did not start: "
                                    f"{labproc.last_line(self.witness_dir / 'etcd.out')}") from exc
                 time.sleep(0.2)
+        if fresh and tls is not None:
+            admin = labwitness.admin_tls(self.pki_dir)
+            labwitness.wait_ready(url, admin, netns=ns)
+            labwitness.setup_rbac(url, admin, site.name, HOSTS, netns=ns)
 
     def _start_controller(self, host: str, server: str) -> None:
         """A new pair: no decisions to resume, no maintenance left over; then run the controller."""
@@ -608,11 +628,23 @@ class Lab:
                 entry["controller_pid"] = rec.pid if rec else None
             hosts[host] = entry
         pair = summarize(hosts, syncing=st.state in ("starting", "syncing"))
-        return {"state": pair["state"], "prefix": self.prefix, "workdir": str(self.workdir), "primary": pair["primary"],
+        return {"witness": self._witness_summary(hosts), "state": pair["state"], "prefix": self.prefix, "workdir": str(self.workdir), "primary": pair["primary"],
                 "secondary": pair["secondary"], "checkpoints": pair["checkpoints"], "checkpoint_ms": st.checkpoint_ms,
                 "accel": st.accel, "profile": st.profile, "spec": st.spec, "ftserver": name,
                 "servers": st.servers or [st.ftserver], "devices": st.devices, "alert": pair["alert"],
                 "hosts": hosts, "guest": st.guests.get(name, st.guest), "site": str(self.etc_dir(HOSTS[0]) / "site.toml")}
+
+    def _witness_summary(self, hosts: dict[str, Any]) -> dict[str, Any]:
+        """How the witness is served (the site file) and whether each controller reaches it."""
+        out: dict[str, Any] = {"reachable": {h: bool((e.get("witness") or {}).get("reachable")) for h, e in hosts.items()
+                                             if "error" not in e}}
+        try:
+            site = self.site()
+        except CoserverError as exc:
+            return out | {"error": str(exc)}
+        tls = site.witness.cert is not None
+        return out | {"url": labwitness.client_url(labnet.WITNESS_ADDRESS, WITNESS_PORT, tls), "tls": tls,
+                      "role": role_name(site.name) if tls else None, "prefix": key_prefix(site.name)}
 
     # ---- fault injection ---------------------------------------------------------------
     def fault(self, kind: str, host: str | None = None, link: int | None = None,

@@ -3,8 +3,9 @@
 `lab up` writes into each host's private /etc/coserver (lab.hostexec) what an operator puts on
 two real CoServers by hand: the same site.toml (the hosts' addresses and sync links from the
 lab network, the witness, the preferred host), the same pair key (made like `coserver site
-keygen` does, copied to the peer), and each FT server's spec in servers/. The controllers then
-read only these, through the site path a real host runs.
+keygen` does, copied to the peer), each FT server's spec in servers/, and (lab.witness) the
+host's own certificates in pki/<host>/. The controllers then read only these, through the site
+path a real host runs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from coserver.errors import CoserverError
 from coserver.hardware.spec import load_spec
 from coserver.lab.net import HOSTS, WITNESS_ADDRESS, LabNet
 from coserver.site.keygen import write_key
-from coserver.site.model import LAB_SITE_PREFIX
+from coserver.site.model import DEFAULT_WITNESS_TLS, LAB_SITE_PREFIX
 
 SITE_FILE = "site.toml"
 KEY_FILE = "pair.key"
@@ -39,8 +40,12 @@ def site_name(prefix: str) -> str:
 
 def site_text(net: LabNet, *, checkpoint_ms: int, reprotect: str, accel: str, boot_grace_s: float,
               stop_timeout_s: float, sync_speed_mib_s: int, alert_command: tuple[str, ...] = (),
-              pki_dir: Path | None = None, insecure: bool = False) -> str:
-    """The lab's site.toml (the same on both hosts)."""
+              insecure: bool = False) -> str:
+    """The lab's site.toml (the same on both hosts): the QEMUs and the witness over TLS with each
+    host's own certificates (/etc/coserver/pki/<host>/, as on a real site), or (insecure) plain TCP
+    between the QEMUs and plain http to the witness."""
+    witness = (["insecure = true   # `lab up --insecure`: plain http, no authentication"] if insecure
+               else [f'{k} = "{v}"' for k, v in DEFAULT_WITNESS_TLS.items()])
     lines = [
         "# Written by `coserver lab up`: the lab's two CoServers as a site (the same file on both).",
         f'name = "{site_name(net.prefix)}"',
@@ -52,11 +57,11 @@ def site_text(net: LabNet, *, checkpoint_ms: int, reprotect: str, accel: str, bo
         f"stop_timeout_s = {max(1, round(stop_timeout_s))}",
         f"sync_speed_mib_s = {sync_speed_mib_s}",
         *([f"alert_command = {json.dumps(list(alert_command))}"] if alert_command else []),
-        *([f"pki_dir = {json.dumps(str(pki_dir))}"] if pki_dir else []),
-        *(["insecure = true"] if insecure else []),
+        *(["insecure = true   # `lab up --insecure`: plain TCP between the QEMUs"] if insecure else []),
         "",
         "[witness]",
         f'endpoints = ["{WITNESS_ADDRESS}:{WITNESS_PORT}"]',
+        *witness,
     ]
     for host in HOSTS:
         peer = HOSTS[1 - HOSTS.index(host)]

@@ -26,9 +26,12 @@ The site file is the same on both CoServers. Schema (``*`` = required; unknown k
 
     [witness]                        # * the etcd witness
     endpoints = ["10.0.3.21:2379", "10.0.3.22:2379", "10.0.3.23:2379"]   # * host:port
-    ca = "/etc/coserver/tls/ca.pem"  # optional TLS files; checked to exist if given
-    cert = "/etc/coserver/tls/cs.pem"
-    key = "/etc/coserver/tls/cs.key"
+    ca = "/etc/coserver/pki/{host}/ca-cert.pem"       # TLS: all three or none; {host} is this
+    cert = "/etc/coserver/pki/{host}/client-cert.pem" # CoServer's name (each host its own files,
+    key = "/etc/coserver/pki/{host}/client-key.pem"   # checked where the host is known); a path
+                                     # without {host} is checked to exist here
+    insecure = false                 # true: plain http, no authentication (the lab's --insecure);
+                                     # without TLS and without it, `site check` and the controllers refuse
 
     [slots]                          # optional: pin a server's port slot (see coserver.site.ports)
     journal = 3
@@ -67,6 +70,7 @@ from coserver.site.model import (
     DEFAULT_SERVERS_DIR,
     DEFAULT_SITE,
     DEFAULT_STATE_DIR,
+    HOST_PLACEHOLDER,
     LAB_SITE_PREFIX,
     REPROTECT_POLICIES,
     CoServer,
@@ -178,14 +182,28 @@ class _SiteReader:
         files: dict[str, Path | None] = {}
         for name in ("ca", "cert", "key"):
             p = _path(t, name, Path()) if t.has(name) else None
-            if p is not None and not p.is_file():
-                raise t.error(name, f"no such file {show(str(p))}")
+            if p is not None:
+                rest = str(p).replace(HOST_PLACEHOLDER, "")
+                if "{" in rest or "}" in rest:
+                    raise t.error(name, f"only {HOST_PLACEHOLDER} (this CoServer's name) may be substituted, "
+                                        f"got {show(str(p))}")
+                # with {host} the file is each host's own: checked where the host is known (site check,
+                # the controller's start), not here
+                if HOST_PLACEHOLDER not in str(p) and not p.is_file():
+                    raise t.error(name, f"no such file {show(str(p))}")
             files[name] = p
-        if (files["cert"] is None) != (files["key"] is None):
-            raise t.error("cert" if files["cert"] is None else "key",
-                          "cert and key go together: give both or neither")
+        given = [name for name, p in files.items() if p is not None]
+        if given and len(given) != 3:
+            missing = next(name for name, p in files.items() if p is None)
+            raise t.error(missing, "ca, cert and key go together (the witness checks our certificate, we check "
+                                   "its): give all three or none")
+        insecure = t.boolean("insecure", False)
+        if insecure and given:
+            raise t.error("insecure", "insecure = true and TLS files (ca, cert, key) exclude each other: "
+                                      "remove one or the other")
         t.finish()
-        return WitnessSite(endpoints=endpoints, ca=files["ca"], cert=files["cert"], key=files["key"])
+        return WitnessSite(endpoints=endpoints, ca=files["ca"], cert=files["cert"], key=files["key"],
+                           insecure=bool(insecure))
 
     def link(self, t: Table) -> tuple[SyncLink, ipaddress.IPv4Network | ipaddress.IPv6Network]:
         device = t.string("device", pattern=IFNAME, what=IFNAME_WHAT)

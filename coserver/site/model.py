@@ -55,14 +55,27 @@ class CoServer:
         return [self.management, self.replication, *(ln.local for ln in self.links)]
 
 
+#: In a witness TLS path, this CoServer's name: one site file on both hosts, each its own files.
+HOST_PLACEHOLDER = "{host}"
+#: The witness TLS files as `coserver site certs` lays them out, copied to each host (README).
+DEFAULT_WITNESS_TLS = {"ca": "/etc/coserver/pki/{host}/ca-cert.pem",
+                       "cert": "/etc/coserver/pki/{host}/client-cert.pem",
+                       "key": "/etc/coserver/pki/{host}/client-key.pem"}
+
+
 @dataclass(frozen=True)
 class WitnessSite:
-    """The etcd witness: its endpoints (host:port; real sites run 3) and optional TLS files."""
+    """The etcd witness: its endpoints (host:port; real sites run 3) and its TLS files, or insecure.
+
+    ca/cert/key are all given or none; each may name {host} (HOST_PLACEHOLDER), this CoServer's
+    name, so that the same site file points each host to its own certificate (tls_files()).
+    insecure: plain http, no authentication: only when the file says so (the lab's --insecure)."""
 
     endpoints: tuple[str, ...]
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
+    insecure: bool = False
 
     def hosts(self) -> list[tuple[str, int]]:
         """(host, port) of each endpoint; IPv6 literals lose their brackets."""
@@ -71,6 +84,13 @@ class WitnessSite:
             host, _, port = ep.rpartition(":")
             out.append((host.strip("[]"), int(port)))
         return out
+
+    def tls_files(self, host: str) -> tuple[Path, Path, Path] | None:
+        """(ca, cert, key) of CoServer `host` ({host} replaced), or None without TLS."""
+        if self.ca is None or self.cert is None or self.key is None:
+            return None
+        ca, cert, key = (Path(str(p).replace(HOST_PLACEHOLDER, host)) for p in (self.ca, self.cert, self.key))
+        return ca, cert, key
 
 
 @dataclass(frozen=True)
@@ -124,6 +144,18 @@ class Site:
             shown = repr(host) if len(host) <= 40 else repr(host[:40]) + f"... ({len(host)} characters)"
             raise SiteError(f"site {self.file}: {shown} is not one of its CoServers "
                             f"({', '.join(self.coservers)})") from None
+
+    def witness_tls(self, host: str) -> tuple[Path, Path, Path] | None:
+        """The witness TLS files of CoServer `host` (ca, cert, key); None only if the site file says
+        insecure = true. A site with neither is refused: one line saying how to fix it."""
+        files = self.witness.tls_files(host)
+        if files is None and not self.witness.insecure:
+            example = ", ".join(f'{k} = "{v}"' for k, v in DEFAULT_WITNESS_TLS.items())
+            raise SiteError(f"site {self.file}: key witness: no TLS: anyone who reaches etcd could take the FT "
+                            f"servers over; run `coserver site certs`, copy each host's directory to it, and add "
+                            f"{example} to [witness] (README \"The witness over TLS\"), or insecure = true "
+                            "for a test without TLS")
+        return files
 
     def peer_of(self, host: str) -> CoServer:
         """The other CoServer of the pair."""

@@ -24,7 +24,10 @@ Why it is made this way:
   ca-cert.pem holds both CAs, so hosts with old and new certificates trust each other while the
   new files are copied around; `certs --force` afterwards issues from the current CA alone and
   drops the old CA from the bundles (README "Rotating the TLS certificates").
-* check_pki_dir() is what a controller runs at start: a key file others can read is refused.
+* check_pki_dir() is what a controller runs at start: a key file others can read is refused;
+  check_key_file() is the same rule for one key file (the witness client's, coserver.controller.witness).
+* issue_user_cert(): a client-only certificate whose CN is an etcd user (`root`, who sets up the
+  witness's roles: etcd with --client-cert-auth takes the user name from the CN).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -113,24 +117,28 @@ def make_ca(name: str, now: datetime.datetime) -> tuple[ec.EllipticCurvePrivateK
 
 
 def issue(ep: Endpoint, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, now: datetime.datetime,
-          days: int) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A key and a certificate for `ep` signed by the CA: serverAuth and clientAuth, its SANs."""
+          days: int, *, client_only: bool = False) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A key and a certificate for `ep` signed by the CA: serverAuth and clientAuth, its SANs
+    (client_only: clientAuth alone, for a user who never serves: an etcd user such as root)."""
     key = _new_key()
     sans: list[x509.GeneralName] = [x509.DNSName(d) for d in ep.dns]
     sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ep.ips]
     not_after = min(now + datetime.timedelta(days=days), ca_cert.not_valid_after_utc)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ep.name if not ep.dns else ep.dns[0])]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE).not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client_only else [ExtendedKeyUsageOID.SERVER_AUTH,
+                                                                    ExtendedKeyUsageOID.CLIENT_AUTH]
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ep.name if not ep.dns else ep.dns[0])]))
+               .issuer_name(ca_cert.subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - _BACKDATE).not_valid_after(not_after)
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                            data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                            crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+               .add_extension(x509.ExtendedKeyUsage(usages), critical=False))
+    if sans:   # a user certificate names nobody's address: no SAN extension at all (an empty one is invalid)
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = (builder
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
@@ -281,6 +289,43 @@ def make_throwaway_pki(directory: Path, hosts: dict[str, tuple[str, ...]], name:
             for host, ips in hosts.items()}
 
 
+#: A user certificate's name: an etcd user (etcd takes the user from the certificate's CN).
+USER_NAME = r"[a-z0-9][a-z0-9_-]{0,62}"
+#: Where issue_user_cert() writes: a '.' no CoServer's or witness member's directory name has at that place.
+USER_DIR = "user.{user}"
+USER_FILES = ("ca-cert.pem", "client-cert.pem", "client-key.pem")
+
+
+def issue_user_cert(pki_dir: Path, user: str, *, force: bool = False, days: int = DEFAULT_DAYS,
+                    clock: Clock = _utcnow) -> Path:
+    """A client certificate (CN=`user`, clientAuth only, no SANs) from the site's existing CA, for an
+    etcd user: with --client-cert-auth etcd takes the user name from the CN, so `root` (who sets up
+    the witness's roles and users) needs one. Written to <pki_dir>/user.<user>/ (ca-cert.pem: what the
+    user trusts, with the previous CA while rotating; client-cert.pem; client-key.pem 0600); returns
+    that directory. Existing files are refused unless force."""
+    if not re.fullmatch(USER_NAME, user):
+        raise PkiError(f"pki: user name {user!r} must be 1 to 63 of [a-z0-9_-], starting with a letter or digit")
+    if not 1 <= days <= CA_DAYS:
+        raise PkiError(f"pki: --days must be 1 to {CA_DAYS}, got {days}")
+    pki_dir = Path(os.path.abspath(pki_dir))
+    _safe_dir(pki_dir, create=False)
+    ca_dir = pki_dir / CA_DIR
+    ca_key, ca_cert = _load_ca(ca_dir)
+    old = _old_ca(ca_dir)
+    d = pki_dir / USER_DIR.format(user=user)
+    if not force:
+        existing = [d / f for f in USER_FILES if os.path.lexists(d / f)]
+        if existing:
+            raise PkiError(f"pki {existing[0]}: already exists; refusing to overwrite (--force issues it again)")
+    _safe_dir(d, create=True)
+    key, cert = issue(Endpoint(user, (), ()), ca_key, ca_cert, clock(), days, client_only=True)
+    files = {"ca-cert.pem": (_pem_certs([ca_cert, *([old] if old is not None else [])]), 0o644),
+             "client-cert.pem": (_pem_certs([cert]), 0o644), "client-key.pem": (_pem_key(key), 0o600)}
+    for name, (data, mode) in files.items():
+        _write(d / name, data, mode, replace=force)
+    return d
+
+
 # -- the controller's start-up check -------------------------------------------------------------
 
 def check_pki_dir(path: Path, *, uid: int | None = None) -> None:
@@ -323,3 +368,21 @@ def check_pki_dir(path: Path, *, uid: int | None = None) -> None:
     look(path, 0)
     if problems:
         raise PkiError(f"pki {path}: unsafe: " + "; ".join(problems))
+
+
+def check_key_file(path: Path, *, uid: int | None = None) -> None:
+    """Refuse (one line) a private key file a controller must not use: not a regular file, owned by
+    neither root nor `uid` (default: ours), or with any group/other permission (the key is ours alone).
+    A symlink is followed: what is checked is the file that would be read."""
+    uid = os.geteuid() if uid is None else uid
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise PkiError(f"key {path}: cannot read: {exc.strerror}") from None
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode):
+        raise PkiError(f"key {path}: not a regular file")
+    if st.st_uid not in (0, uid):
+        raise PkiError(f"key {path}: owned by uid {st.st_uid}, not root or uid {uid}; refusing it")
+    if mode & 0o077:
+        raise PkiError(f"key {path}: mode {mode:04o} lets group or others read it; refusing it (chmod 600 {path})")

@@ -116,7 +116,7 @@ def config(tmp_path: Path, **overrides: Any) -> ControllerConfig:
         control_socket=str(tmp_path / "control.sock"), log_file=str(tmp_path / "log.jsonl"),
         journal_file=str(tmp_path / "journal.json"), key_file=str(tmp_path / "key"),
         links=[{"name": "sync1", "local_ip": "10.0.1.1", "peer_ip": "10.0.1.2", "port": 7400}],
-        witness={"host": "127.0.0.1", "port": 2379},
+        witness={"host": "127.0.0.1", "port": 2379, "site": "test", "insecure": True},
         node={"sync_addr": "10.0.1.1", "tap": "tap0", "disk": str(tmp_path / "disk.qcow2"), "mac": "52:54:00:00:00:01"})
     fields.update(overrides)
     return ControllerConfig(**fields)

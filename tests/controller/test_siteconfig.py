@@ -55,7 +55,11 @@ def test_config_for_both_hosts_mirrored() -> None:
     control = server_ports(site, "journal").control
     assert c1.remote_control == {"address": "198.51.100.1", "port": control}
     assert c2.remote_control == {"address": "198.51.100.2", "port": control}
-    assert c1.witness == {"host": "198.51.100.21", "port": 2379, "ttl": 2}
+    # the site's keys, each host its own certificate ({host} in the site file)
+    assert c1.witness == {"host": "198.51.100.21", "port": 2379, "site": "example", "ttl": 2,
+                          "ca": "/etc/coserver/pki/cs1/ca-cert.pem", "cert": "/etc/coserver/pki/cs1/client-cert.pem",
+                          "key": "/etc/coserver/pki/cs1/client-key.pem"}
+    assert c2.witness["cert"] == "/etc/coserver/pki/cs2/client-cert.pem" and "insecure" not in c2.witness
     assert c1.ftserver == "journal" and c1.qemu_name == "journal"
     assert c1.qemu_workdir == "/var/lib/coserver/servers/journal"
     assert c1.control_socket == "/run/coserver/journal.sock"
@@ -233,3 +237,51 @@ def test_only_a_lab_site_may_run_plain_tcp(tmp_path: Path) -> None:
     path.write_text(re.sub(r'(?m)^name = "[^"]*"', 'name = "lab-x"', path.read_text()))
     cfg = site_config(path, "journal", "cs1")
     assert cfg.tls_dir == "" and cfg.colo_node().tls is None
+
+
+TLS_LINES = ('ca = "/etc/coserver/pki/{host}/ca-cert.pem"\ncert = "/etc/coserver/pki/{host}/client-cert.pem"\n'
+             'key = "/etc/coserver/pki/{host}/client-key.pem"\n')
+
+
+def test_a_site_without_witness_tls_is_refused_at_start_unless_it_says_insecure(tmp_path: Path) -> None:
+    text = EXAMPLE_SITE.read_text()
+    assert TLS_LINES in text
+    path = tmp_path / "site.toml"
+    path.write_text(text.replace(TLS_LINES, ""))
+    with pytest.raises(ConfigError) as ei:
+        controller_config_for(load_site(path), EXAMPLE_SPEC, "cs1")
+    msg = str(ei.value)
+    assert "\n" not in msg and msg.startswith(f"site {path}: key witness: no TLS")
+    assert "coserver site certs" in msg and 'cert = "/etc/coserver/pki/{host}/client-cert.pem"' in msg
+    assert "insecure = true" in msg
+    path.write_text(text.replace(TLS_LINES, "insecure = true\n"))
+    cfg = controller_config_for(load_site(path), EXAMPLE_SPEC, "cs1")
+    assert cfg.witness == {"host": "198.51.100.21", "port": 2379, "site": "example", "ttl": 2, "insecure": True}
+
+
+def test_the_controller_config_itself_wants_tls_or_insecure(tmp_path: Path) -> None:
+    """The --config JSON path too: a witness without TLS must say insecure, the site is needed."""
+    good = controller_config_for(load_site(EXAMPLE_SITE), EXAMPLE_SPEC, "cs1")
+    fields = {k: getattr(good, k) for k in good.__dataclass_fields__}
+    for witness, why in (({"host": "h", "port": 1, "site": "s"}, "TLS .* or, explicitly, insecure"),
+                         ({"host": "h", "port": 1, "insecure": True}, "host, port and site"),
+                         ({"host": "h", "port": 1, "site": "s", "cert": "c", "key": "k"}, "go together"),
+                         ({"host": "h", "port": 1, "site": "s", "ca": "a", "cert": "c", "key": "k", "insecure": True},
+                          "exclude each other")):
+        with pytest.raises(ConfigError, match=why):
+            ControllerConfig(**(fields | {"witness": witness}))
+
+
+def test_the_controller_refuses_unusable_witness_files_with_one_line(tmp_path: Path) -> None:
+    """The daemon makes the Witness at start, which reads the files: a missing one or a key others can
+    read stops it with one line (the files' own checks: tests/controller/test_witness_tls.py)."""
+    from coserver.controller.daemon import HostController
+    from coserver.controller.errors import WitnessError
+
+    cfg = controller_config_for(load_site(EXAMPLE_SITE), EXAMPLE_SPEC, "cs1", state_dir=tmp_path / "state",
+                                run_dir=tmp_path / "run", key_file=tmp_path / "pair.key")
+    Path(cfg.qemu_workdir).mkdir(parents=True)
+    with pytest.raises(WitnessError) as ei:
+        HostController.from_config(cfg, key=b"k" * 32)
+    assert str(ei.value) == ("witness 198.51.100.21:2379: TLS key /etc/coserver/pki/cs1/client-key.pem: "
+                             "cannot read: No such file or directory")

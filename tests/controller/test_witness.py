@@ -19,11 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aetcd
 import pytest
 
-from coserver.controller.witness import DEFAULT_TTL, Owner, Witness, WitnessUnreachable
+from coserver.controller.witness import DEFAULT_TTL, Owner, Witness, WitnessError, WitnessUnreachable
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+SITE = "test-site"
 
 
 def free_tcp_port() -> int:
@@ -38,7 +40,7 @@ class Etcd:
     port: int
 
     def witness(self, ft: str, **kw) -> Witness:
-        return Witness(ft, host="127.0.0.1", port=self.port, **kw)
+        return Witness(ft, site=SITE, host="127.0.0.1", port=self.port, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,19 @@ def test_first_claim_wins_and_current_shows_a_live_owner(arun, etcd):
             assert await w.current() == Owner("cs1", 1, True)
             assert w.held == Owner("cs1", 1, True) and 0 < w.lease_left() <= DEFAULT_TTL
             assert w.reachable is True
+        # the keys are the site's: /coserver/<site>/<ft>/... (one etcd role per site may touch them)
+        assert (w.owner_key, w.epoch_key) == (f"/coserver/{SITE}/ft-first/owner", f"/coserver/{SITE}/ft-first/epoch")
+        async with aetcd.Client(host="127.0.0.1", port=etcd.port) as raw:
+            got = await raw.get(f"/coserver/{SITE}/ft-first/epoch".encode())
+            assert got is not None and json.loads(got.value) == {"node": "cs1", "epoch": 1}
+            assert await raw.get(b"/coserver/ft-first/epoch") is None     # nothing at the old, site-less place
     arun(main())
+
+
+def test_site_and_server_names_cannot_escape_the_prefix():
+    for site, ft in (("", "ft"), ("a/b", "ft"), ("s", ""), ("s", "x/owner")):
+        with pytest.raises(WitnessError, match="without '/'"):
+            Witness(ft, site=site)
 
 
 def test_concurrent_claimants_exactly_one_wins(arun, etcd):
@@ -195,7 +209,7 @@ def test_owner_may_reclaim_its_epoch_and_bump_it(arun, etcd):
 def test_closed_port_is_unreachable_within_the_deadline(arun):
     async def main():
         port = free_tcp_port()  # nothing listens there
-        async with Witness("ft-nowhere", port=port, deadline=0.5) as w:
+        async with Witness("ft-nowhere", site=SITE, port=port, deadline=0.5) as w:
             for call in (w.current, lambda: w.claim("cs1", 1)):
                 t0 = time.monotonic()
                 with pytest.raises(WitnessUnreachable) as ei:

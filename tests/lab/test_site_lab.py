@@ -55,12 +55,36 @@ def test_each_host_has_its_own_etc_coserver(lab: Lab):
     assert (lab.etc_dir("cs1") / "pair.key").read_bytes() == (lab.etc_dir("cs2") / "pair.key").read_bytes()
     check = coserver("lab", "exec", "cs1", "--prefix", PREFIX, "--", "coserver", "site", "check")
     assert "PASS: site" in check.stdout and "this is cs1" in check.stdout, check.stdout
+    # the witness over TLS: cs1's own certificate (CN cs1) reads the site's keys, as its controllers do
+    assert re.search(rf"^ok +witness tls +etcd user cs1 reads /coserver/lab-{PREFIX.lower()}/ at 10.201.3.254:2379 "
+                     r"over TLS \(/etc/coserver/pki/cs1/client-cert.pem\)$", check.stdout, re.M), check.stdout
+    key = coserver("lab", "exec", "cs1", "--prefix", PREFIX, "--", "stat", "-c", "%a",
+                   "/etc/coserver/pki/cs1/client-key.pem")
+    assert key.stdout.strip() == "600"
     for line in ("ok   peer sync1", "ok   peer sync2", "ok   peer site file", "ok   peer QEMU"):
         assert line in check.stdout, check.stdout     # the peer, as the controllers hear it
     sockets = coserver("lab", "exec", "cs2", "--prefix", PREFIX, "--", "ls", "/run/coserver").stdout.split()
     assert {"journal.sock", "journal2.sock"} <= set(sockets)
     bad = coserver("lab", "exec", "cs3", "--prefix", PREFIX, "--", "true", check=False)
     assert bad.returncode == 2 and "cs3" in bad.stderr
+
+
+def test_the_witness_lets_in_only_the_sites_certificates(lab: Lab):
+    """etcd over TLS with client certificates and a role per site: a plain client, or one trusting the
+    witness without a certificate of its own, reads nothing; root and the site's hosts read the keys."""
+    owner = f"/coserver/lab-{PREFIX.lower()}/journal/owner"
+    url = "https://10.201.3.254:2379"
+    ctl = ["/usr/bin/etcdctl", "--dial-timeout", "2s", "--command-timeout", "2s"]
+    cs1 = ["--cacert", "/etc/coserver/pki/cs1/ca-cert.pem"]
+    for stranger in ([*ctl, "--endpoints", "http://10.201.3.254:2379", "get", owner],
+                     [*ctl, "--endpoints", url, *cs1, "get", owner]):
+        res = coserver("lab", "exec", "cs1", "--prefix", PREFIX, "--", *stranger, check=False)
+        assert res.returncode != 0 and "cs1" not in res.stdout, res
+    mine = [*ctl, "--endpoints", url, *cs1, "--cert", "/etc/coserver/pki/cs1/client-cert.pem",
+            "--key", "/etc/coserver/pki/cs1/client-key.pem", "get", "--print-value-only", owner]
+    res = coserver("lab", "exec", "cs1", "--prefix", PREFIX, "--", *mine)
+    assert '"node": "cs1"' in res.stdout, res
+    assert lab.status()["witness"]["tls"] and lab.status()["witness"]["reachable"] == {"cs1": True, "cs2": True}
 
 
 def test_lab_never_protects_by_itself():

@@ -188,3 +188,63 @@ def test_cli_certs_writes_refuses_and_rotates(tmp_path: Path) -> None:
     assert code == 0 and "--force" in out
     code, out, err = run("--rotate-ca", "--force")
     assert code == 1 and "exclude" in err
+    code, out, err = run("--user", "root")
+    assert code == 0 and f"wrote {pki}/user.root/" in out and "CN=root" in out, err
+    code, out, err = run("--user", "root")
+    assert code == 1 and "already exists" in err and err.count("\n") == 1
+    code, out, err = run("--user", "root", "--force")
+    assert code == 0, err
+
+
+def test_a_user_certificate_for_etcd_root(tmp_path: Path) -> None:
+    """issue_user_cert: CN = the etcd user, clientAuth only, no SANs, from the site CA (existing files
+    refused without force; a rotation's user trusts both CAs); a bad name or no CA is one line."""
+    from coserver.site.pki import issue_user_cert
+
+    pki = tmp_path / "pki"
+    with pytest.raises(PkiError, match="missing"):
+        issue_user_cert(pki, "root")
+    make_site_certs(load_site(EXAMPLE_SITE), pki)
+    d = issue_user_cert(pki, "root")
+    assert d == pki / "user.root" and sorted(p.name for p in d.iterdir()) == ["ca-cert.pem", "client-cert.pem",
+                                                                              "client-key.pem"]
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700 and stat.S_IMODE(os.stat(d / "client-key.pem").st_mode) == 0o600
+    ca = _certs(pki / "ca" / "ca-cert.pem")
+    (leaf,) = _certs(d / "client-cert.pem")
+    assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "root"
+    assert list(leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH]
+    with pytest.raises(x509.ExtensionNotFound):
+        leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert leaf.verify_directly_issued_by(ca[0]) is None
+    key = serialization.load_pem_private_key((d / "client-key.pem").read_bytes(), None)
+    assert key.public_key().public_numbers() == leaf.public_key().public_numbers()
+    with pytest.raises(PkiError, match="already exists"):
+        issue_user_cert(pki, "root")
+    make_site_certs(load_site(EXAMPLE_SITE), pki, rotate_ca=True)
+    issue_user_cert(pki, "root", force=True)
+    assert len(_certs(d / "ca-cert.pem")) == 2          # the new CA and the old one while rotating
+    for bad in ("", "Root", "a/b", "../x", "x" * 64):
+        with pytest.raises(PkiError, match="user name"):
+            issue_user_cert(pki, bad)
+
+
+def test_check_key_file(tmp_path: Path) -> None:
+    from coserver.site.pki import check_key_file
+
+    key = tmp_path / "k.pem"
+    key.write_text("x")
+    key.chmod(0o600)
+    check_key_file(key)
+    key.chmod(0o640)
+    with pytest.raises(PkiError, match=r"mode 0640 lets group or others read it; refusing it \(chmod 600 "):
+        check_key_file(key)
+    key.chmod(0o600)
+    if os.geteuid() == 0:   # someone else's key (only root can give a file away)
+        os.chown(key, 4242, -1)
+        with pytest.raises(PkiError, match="owned by uid 4242, not root or uid 0"):
+            check_key_file(key)
+    with pytest.raises(PkiError, match="cannot read: No such file"):
+        check_key_file(tmp_path / "missing.pem")
+    with pytest.raises(PkiError, match="not a regular file"):
+        check_key_file(tmp_path)

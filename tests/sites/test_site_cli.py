@@ -36,11 +36,16 @@ def test_check_example_site_as_cs1_fails_here_with_every_check() -> None:
     names = [c["name"] for c in report["checks"]]
     assert names == ["site", "host", "link1 eno2", "link2 eno3", "replication", "management", "peer", "qemu", "key",
                      "witness 198.51.100.21:2379", "witness 198.51.100.22:2379", "witness 198.51.100.23:2379",
-                     "servers"]
+                     "witness tls", "servers"]
     by_name = {c["name"]: c for c in report["checks"]}
     assert by_name["site"]["ok"] and by_name["host"]["ok"]
     assert not by_name["link1 eno2"]["ok"] and "no interface eno2" in by_name["link1 eno2"]["detail"]
     assert not by_name["key"]["ok"]
+    # cs1's own certificate files are not on this machine (the {host} path, checked once the host is known)
+    assert not by_name["witness tls"]["ok"]
+    assert by_name["witness tls"]["detail"] == ("witness 198.51.100.21:2379: TLS key "
+                                                "/etc/coserver/pki/cs1/client-key.pem: cannot read: No such file or "
+                                                "directory")
     assert all(set(c) == {"name", "ok", "detail", "skipped"} and "\n" not in c["detail"] for c in report["checks"])
     # no controller runs here: the peer is not checked, and says so (never a silent pass)
     assert by_name["peer"]["skipped"] and by_name["peer"]["detail"].startswith("not checked: no controller runs")
@@ -76,6 +81,20 @@ def test_checks_pass_where_devices_addresses_key_and_servers_are_right(
     assert not bad.ok and bad.detail == "eno3 does not carry 172.31.2.1/24 (it has 172.31.2.9)"
 
 
+TLS_LINES = ('ca = "/etc/coserver/pki/{host}/ca-cert.pem"\ncert = "/etc/coserver/pki/{host}/client-cert.pem"\n'
+             'key = "/etc/coserver/pki/{host}/client-key.pem"\n')
+
+
+def test_check_refuses_a_witness_without_tls_unless_insecure(site_file: SiteFile) -> None:
+    code, out, _ = _run("site", "check", "--site", str(site_file((TLS_LINES, ""))), "--host", "cs1")
+    (line,) = [ln for ln in out.splitlines() if "witness tls" in ln]
+    assert code == 1 and line.startswith("FAIL witness tls ") and "key witness: no TLS" in line
+    assert "coserver site certs" in line and "insecure = true" in line
+    _, out, _ = _run("site", "check", "--site", str(site_file((TLS_LINES, "insecure = true\n"))), "--host", "cs1")
+    (line,) = [ln for ln in out.splitlines() if "witness tls" in ln]
+    assert line.startswith("ok   witness tls ") and "no authentication" in line
+
+
 def test_unknown_host_when_no_address_matches(site_file: SiteFile) -> None:
     site = load_site(site_file())
     me, checks = run_checks(site, None, addresses=lambda: {"lo": {"127.0.0.1"}}, timeout=0.2)
@@ -108,6 +127,8 @@ def test_keygen_and_show(site_file: SiteFile, servers: Servers, tmp_path: Path) 
     assert shown["servers"]["journal"]["ports"]["heartbeat"] == 8156 and shown["servers_error"] is None
     code, out, _ = _run("site", "show", "--site", str(path))
     assert code == 0 and "server journal" in out and "link1: eno2 172.31.1.1/24 -> peer 172.31.1.2" in out
+    assert "(TLS, certificate /etc/coserver/pki/{host}/client-cert.pem)" in out
+    assert shown["site"]["witness"]["insecure"] is False
 
 
 def test_site_from_env(site_file: SiteFile, monkeypatch: pytest.MonkeyPatch) -> None:

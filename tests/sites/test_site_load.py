@@ -14,6 +14,7 @@ from coserver.site.local import find_host
 EXAMPLE_SITE = Path(coserver.site.__file__).parent / "examples" / "site.toml"
 
 SiteFile = Callable[..., Path]
+TLS_CA = 'ca = "/etc/coserver/pki/{host}/ca-cert.pem"'
 
 
 def test_the_example_site_loads() -> None:
@@ -30,6 +31,32 @@ def test_the_example_site_loads() -> None:
     assert site.base_port == 7400 and site.checkpoint_ms == 2000 and site.reprotect == "auto"
     assert cs1.bridge == "br-lan"
     assert site.witness.hosts()[0] == ("198.51.100.21", 2379)
+    # each host its own TLS files: {host} is replaced by the CoServer's name (checked where it is known)
+    assert site.witness.tls_files("cs2") == (Path("/etc/coserver/pki/cs2/ca-cert.pem"),
+                                             Path("/etc/coserver/pki/cs2/client-cert.pem"),
+                                             Path("/etc/coserver/pki/cs2/client-key.pem"))
+    assert site.witness_tls("cs1") == site.witness.tls_files("cs1") and not site.witness.insecure
+
+
+def test_witness_tls_or_insecure(site_file: SiteFile, tmp_path: Path) -> None:
+    """Without TLS the file loads (`site show`, `site certs` work), but the files a host uses are
+    refused with the fix unless the file says insecure = true; literal paths are checked to exist."""
+    tls = site_file().read_text().split("[witness]")[1].split("\n[")[0]
+    lines = [ln for ln in tls.splitlines() if ln.startswith(("ca =", "cert =", "key ="))]
+    assert len(lines) == 3
+    plain = site_file(*((ln, "") for ln in lines))
+    site = load_site(plain)
+    assert site.witness.tls_files("cs1") is None and not site.witness.insecure
+    with pytest.raises(SiteError, match=r"key witness: no TLS: .*coserver site certs.* or insecure = true") as ei:
+        site.witness_tls("cs1")
+    assert "\n" not in str(ei.value)
+    insecure = site_file(*((ln, "") for ln in lines[1:]), (lines[0], "insecure = true"))
+    assert load_site(insecure).witness_tls("cs1") is None and load_site(insecure).witness.insecure
+    for name in ("ca.pem", "cs.pem", "cs.key"):
+        (tmp_path / name).write_text("x")
+    literal = site_file(*((ln, f'{ln.split(" ")[0]} = "{tmp_path / f}"')
+                          for ln, f in zip(lines, ("ca.pem", "cs.pem", "cs.key"), strict=True)))
+    assert load_site(literal).witness_tls("cs2") == (tmp_path / "ca.pem", tmp_path / "cs.pem", tmp_path / "cs.key")
 
 
 def test_site_path_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -90,8 +117,16 @@ BAD = {
                           'key preferred: must be one of the two CoServers (cs1, cs2), got "cs3"'),
     "bad witness endpoint": ((('"198.51.100.21:2379"', '"198.51.100.21"'),),
                              "key witness.endpoints: element 0 must be \"host:port\""),
-    "missing TLS file": ((("[witness]", '[witness]\nca = "/nonexistent/ca.pem"'),),
+    "missing TLS file": (((TLS_CA, 'ca = "/nonexistent/ca.pem"'),),
                          'key witness.ca: no such file "/nonexistent/ca.pem"'),
+    "TLS files not all three": (((TLS_CA, ""),), "key witness.ca: ca, cert and key go together"),
+    "TLS and insecure": ((("[witness]", "[witness]\ninsecure = true"),),
+                         "key witness.insecure: insecure = true and TLS files (ca, cert, key) exclude each other"),
+    "insecure not a boolean": (((TLS_CA + "\ncert", 'insecure = "yes"\n#cert'), ("key = ", "#key = ")),
+                               "key witness.insecure: must be true or false"),
+    "other placeholder": (((TLS_CA, 'ca = "/etc/coserver/pki/{site}/ca-cert.pem"'),),
+                          "key witness.ca: only {host} (this CoServer's name) may be substituted"),
+    "relative TLS path": (((TLS_CA, 'ca = "pki/{host}/ca-cert.pem"'),), "key witness.ca: must be an absolute path"),
     "relative path": ((('state_dir = "/var/lib/coserver"', 'state_dir = "var/lib"'),),
                       "key state_dir: must be an absolute path"),
     "slot out of range": ((("# journal = 0", "journal = 99999"),), "key slots.journal: must be an integer from 0"),
