@@ -332,6 +332,10 @@ class _SiteReader:
             insecure=top.boolean("insecure", False),
         )
         top.finish()
+        if site.witness.insecure and not site.name.startswith(LAB_SITE_PREFIX):
+            raise top.error("witness.insecure", f"plain http to the witness is for the one-machine lab only (`coserver "
+                                                f"lab up --insecure` writes a site named {LAB_SITE_PREFIX}*): a real "
+                                                "site's witness runs TLS (README \"The witness over TLS\")")
         if site.insecure and not site.name.startswith(LAB_SITE_PREFIX):
             raise top.error("insecure", f"plain TCP between the QEMUs is for the one-machine lab only (`coserver "
                                         f"lab up --insecure` writes a site named {LAB_SITE_PREFIX}*): a real site "

@@ -153,8 +153,8 @@ class Site:
             example = ", ".join(f'{k} = "{v}"' for k, v in DEFAULT_WITNESS_TLS.items())
             raise SiteError(f"site {self.file}: key witness: no TLS: anyone who reaches etcd could take the FT "
                             f"servers over; run `coserver site certs`, copy each host's directory to it, and add "
-                            f"{example} to [witness] (README \"The witness over TLS\"), or insecure = true "
-                            "for a test without TLS")
+                            f"{example} to [witness] (README \"The witness over TLS\"); only a lab site "
+                            f"({LAB_SITE_PREFIX}*) may say insecure = true instead")
         return files
 
     def peer_of(self, host: str) -> CoServer:

@@ -254,9 +254,9 @@ def test_a_site_without_witness_tls_is_refused_at_start_unless_it_says_insecure(
     assert "\n" not in msg and msg.startswith(f"site {path}: key witness: no TLS")
     assert "coserver site certs" in msg and 'cert = "/etc/coserver/pki/{host}/client-cert.pem"' in msg
     assert "insecure = true" in msg
-    path.write_text(text.replace(TLS_LINES, "insecure = true\n"))
+    path.write_text(text.replace(TLS_LINES, "insecure = true\n").replace('name = "example"', 'name = "lab-x"', 1))
     cfg = controller_config_for(load_site(path), EXAMPLE_SPEC, "cs1")
-    assert cfg.witness == {"host": "198.51.100.21", "port": 2379, "site": "example", "ttl": 2, "insecure": True}
+    assert cfg.witness == {"host": "198.51.100.21", "port": 2379, "site": "lab-x", "ttl": 2, "insecure": True}
 
 
 def test_the_controller_config_itself_wants_tls_or_insecure(tmp_path: Path) -> None:

@@ -90,7 +90,9 @@ def test_check_refuses_a_witness_without_tls_unless_insecure(site_file: SiteFile
     (line,) = [ln for ln in out.splitlines() if "witness tls" in ln]
     assert code == 1 and line.startswith("FAIL witness tls ") and "key witness: no TLS" in line
     assert "coserver site certs" in line and "insecure = true" in line
-    _, out, _ = _run("site", "check", "--site", str(site_file((TLS_LINES, "insecure = true\n"))), "--host", "cs1")
+    _, out, _ = _run("site", "check", "--site", str(site_file((TLS_LINES, "insecure = true\n"),
+                                                                   ('name = "example"', 'name = "lab-x"'))),
+                     "--host", "cs1")
     (line,) = [ln for ln in out.splitlines() if "witness tls" in ln]
     assert line.startswith("ok   witness tls ") and "no authentication" in line
 

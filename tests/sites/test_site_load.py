@@ -47,10 +47,16 @@ def test_witness_tls_or_insecure(site_file: SiteFile, tmp_path: Path) -> None:
     plain = site_file(*((ln, "") for ln in lines))
     site = load_site(plain)
     assert site.witness.tls_files("cs1") is None and not site.witness.insecure
-    with pytest.raises(SiteError, match=r"key witness: no TLS: .*coserver site certs.* or insecure = true") as ei:
+    with pytest.raises(SiteError, match=r"key witness: no TLS: .*coserver site certs.* only a lab site "
+                                        r"\(lab-\*\) may say insecure = true") as ei:
         site.witness_tls("cs1")
     assert "\n" not in str(ei.value)
     insecure = site_file(*((ln, "") for ln in lines[1:]), (lines[0], "insecure = true"))
+    with pytest.raises(SiteError, match=r"key witness.insecure: plain http to the witness is for the "
+                                        r"one-machine lab only"):
+        load_site(insecure)   # a real site never runs its witness without TLS
+    insecure = site_file(*((ln, "") for ln in lines[1:]), (lines[0], "insecure = true"),
+                         ('name = "example"', 'name = "lab-x"'))
     assert load_site(insecure).witness_tls("cs1") is None and load_site(insecure).witness.insecure
     for name in ("ca.pem", "cs.pem", "cs.key"):
         (tmp_path / name).write_text("x")
