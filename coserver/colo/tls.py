@@ -29,7 +29,8 @@ from coserver.machine.qemuopts import qemu_opt_value
 SERVER_CREDS = "cs-tls-server"
 CLIENT_CREDS = "cs-tls-client"
 PEER_AUTHZ = "cs-tls-peer"
-#: What a host's certificate directory must hold (coserver.site.pki.HOST_FILES).
+#: What a host's certificate directory must hold: the names tls-creds-x509 reads (coserver.site.pki
+#: writes them).
 FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem", "client-cert.pem", "client-key.pem")
 
 

@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from coserver.colo.tls import FILES as QEMU_TLS_FILES
 from coserver.site.errors import SiteError
 from coserver.site.model import DEFAULT_PKI_DIR, Site
 from coserver.sys.files import write_new
@@ -54,7 +55,8 @@ CA_DIR = "ca"
 CA_KEY = "ca-key.pem"
 CA_CERT = "ca-cert.pem"
 OLD_CA_CERT = "ca-cert.old.pem"
-HOST_FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem", "client-cert.pem", "client-key.pem")
+#: Each host's directory is what QEMU's tls-creds-x509 reads (coserver.colo.tls, the one list).
+HOST_FILES = QEMU_TLS_FILES
 CA_DAYS = 3650
 DEFAULT_DAYS = 825
 #: Certificates start an hour early: a peer whose clock is a little behind still accepts them.
