@@ -66,7 +66,7 @@ def unprotected_run(base: Path, prefix: str, append_s: float, probe_s: float, ta
 async def _measure_protected(lab: Lab, ctl: Path, pids: list[int], append_s: float, probe_s: float,
                              tag: str) -> dict[str, Any]:
     ns_primary = lab.net.ns(lab.status()["primary"] or "cs1")
-    streams = workload.replication_streams(lab.sync_ports())   # the server's slot, as its controllers use
+    ports = lab.sync_ports()   # the server's slot, as its controllers use
     async with await QmpSession.connect(ctl, name="bench-watch") as qmp:
         watch = CheckpointWatch(qmp)
         watch.start()
@@ -77,9 +77,9 @@ async def _measure_protected(lab: Lab, ctl: Path, pids: list[int], append_s: flo
         for name, fn in _phases(lab.net.ns("client"), append_s, probe_s, tag):
             c0, p0 = watch.count, len(watch.pauses)
             ctl0 = lab.status()["checkpoints"]
-            net0 = await asyncio.to_thread(workload.tcp_bytes, ns_primary, streams)
+            net0 = await asyncio.to_thread(workload.tcp_bytes, ns_primary, ports)
             res = await asyncio.to_thread(fn)
-            net1 = await asyncio.to_thread(workload.tcp_bytes, ns_primary, streams)
+            net1 = await asyncio.to_thread(workload.tcp_bytes, ns_primary, ports)
             c1 = watch.count
             sent = workload.bytes_delta(net0, net1)
             n = c1 - c0

@@ -14,16 +14,13 @@ migration stream, NBD, the packet mirror) and the CPU time of processes
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from coserver.colo.settings import SyncPorts
 from coserver.errors import CoserverError
 from coserver.images.guestclient import connect_journal
-from coserver.sys.netns import exec_argv
+from coserver.sys.tcpstats import StreamBytes, stream_bytes
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -71,40 +68,19 @@ def probe_phase(ns: str, address: str, port: int, seconds: float, interval: floa
 
 
 # ---- TCP byte counters of the replication connections --------------------------------------
-_BYTES = re.compile(r"\bbytes_(sent|acked|received):(\d+)")
+def tcp_bytes(ns: str, ports: SyncPorts) -> dict[str, StreamBytes]:
+    """From the primary's namespace: the bytes on the COLO migration, NBD and packet-mirror
+    connections so far (coserver.sys.tcpstats)."""
+    counts = stream_bytes({"migration": ports.migration, "nbd": ports.nbd, "mirror": ports.mirror}, ns=ns)
+    if counts is None:
+        raise CoserverError(f"cannot read the replication connections' byte counters in {ns} (`ss -ti` failed)")
+    return counts
 
 
-@dataclass(frozen=True)
-class Stream:
-    """One replication connection seen from the primary: which side listens on `port`."""
-
-    name: str
-    port: int
-    remote: bool  # True: the peer listens on port (we dialled); False: we listen on it
-
-
-def replication_streams(ports: SyncPorts | None = None) -> list[Stream]:
-    p = ports or SyncPorts()
-    return [Stream("migration", p.migration, True), Stream("nbd", p.nbd, True), Stream("mirror", p.mirror, False)]
-
-
-def tcp_bytes(ns: str, streams: list[Stream]) -> dict[str, dict[str, int]]:
-    """{stream: {sent, acked, received}} summed over its connections, from `ss -ti` in ns."""
-    out: dict[str, dict[str, int]] = {}
-    for s in streams:
-        flt = f"( {'dport' if s.remote else 'sport'} = :{s.port} )"
-        proc = subprocess.run(exec_argv(ns, ["ss", "-tinH", flt]), capture_output=True, text=True,
-                              timeout=10)
-        tot = {"sent": 0, "acked": 0, "received": 0}
-        for kind, value in _BYTES.findall(proc.stdout):
-            tot[kind] += int(value)
-        out[s.name] = tot
-    return out
-
-
-def bytes_delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, int]:
+def bytes_delta(before: dict[str, StreamBytes], after: dict[str, StreamBytes]) -> dict[str, int]:
     """Bytes sent by the primary on each stream between two samples (acked, so delivered)."""
-    return {name: max(0, after[name]["acked"] - before.get(name, {}).get("acked", 0)) for name in after}
+    return {name: max(0, after[name].sent - before[name].sent if name in before else after[name].sent)
+            for name in after}
 
 
 # ---- CPU time ----------------------------------------------------------------------------

@@ -1,0 +1,82 @@
+"""Bytes the kernel counted on TCP connections, per named port, read with `ss -ti`.
+
+Why the kernel: it keeps tcpi_bytes_acked / tcpi_bytes_received for every connection, so a
+stream's traffic is known without being on its data path (QEMU's COLO streams report nothing while
+in COLO). One `ss -tinH` run lists every connection of the namespace; each is counted under the
+name of the port it uses at either end (a stream we dialled or one we accept), optionally only
+connections with one peer address. Used by the controller's metrics (at scrape time) and by the
+benchmark (around each measured phase).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from coserver.sys.netns import exec_argv
+
+SS_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class StreamBytes:
+    """One stream's totals over its live connections, as this host sees them."""
+
+    sent: int = 0        # acknowledged by the peer (tcpi_bytes_acked): delivered
+    received: int = 0    # tcpi_bytes_received
+
+
+def _endpoint(text: str) -> tuple[str, int]:
+    """'10.0.0.1:9998' / '[fe80::1]:9998' / '::ffff:10.0.0.1:9998' → (address, port)."""
+    addr, _, port = text.rpartition(":")
+    addr = addr.strip("[]")
+    if addr.startswith("::ffff:"):
+        addr = addr[len("::ffff:"):]
+    addr = addr.split("%", 1)[0]
+    return addr, int(port) if port.isdigit() else -1
+
+
+def _counter(info: str, name: str) -> int:
+    for word in info.split():
+        if word.startswith(name + ":"):
+            value = word[len(name) + 1:]
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+def parse_ss(text: str, ports: Mapping[str, int], peer: str | None = None) -> dict[str, StreamBytes]:
+    """Sum `ss -tinH` output per stream: the connections on its port (at either end), with `peer`
+    only when one is given. Every stream of `ports` is in the result (0 when it has no connection)."""
+    by_port = {port: name for name, port in ports.items()}
+    totals = {name: [0, 0] for name in ports}
+    current: str | None = None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():   # a connection: State Recv-Q Send-Q Local Peer
+            cols = line.split()
+            current = None
+            if len(cols) >= 5:
+                (_, lport), (raddr, rport) = _endpoint(cols[3]), _endpoint(cols[4])
+                if peer is None or raddr == peer:
+                    current = by_port.get(rport) or by_port.get(lport)
+            continue
+        if current is not None:     # its info line
+            totals[current][0] += _counter(line, "bytes_acked")
+            totals[current][1] += _counter(line, "bytes_received")
+            current = None
+    return {name: StreamBytes(sent, received) for name, (sent, received) in totals.items()}
+
+
+def stream_bytes(ports: Mapping[str, int], *, peer: str | None = None,
+                 ns: str | None = None) -> dict[str, StreamBytes] | None:
+    """parse_ss() of this namespace's (or `ns`'s) connections now; None if `ss` cannot be run."""
+    try:
+        res = subprocess.run(exec_argv(ns, ["ss", "-tinH"]), capture_output=True, text=True,
+                             timeout=SS_TIMEOUT_S, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if res.returncode != 0:
+        return None
+    return parse_ss(res.stdout, ports, peer)

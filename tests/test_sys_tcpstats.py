@@ -1,0 +1,26 @@
+"""The kernel's TCP byte counters per named port, as `ss -tinH` prints them (pure parsing)."""
+
+from __future__ import annotations
+
+from coserver.sys.tcpstats import StreamBytes, parse_ss
+
+SS = """ESTAB 0      0      10.201.9.1:45678 10.201.9.2:9998
+\t cubic wscale:7,7 rto:204 rtt:0.05/0.025 mss:32768 bytes_sent:1200 bytes_acked:1100 bytes_received:456 segs_out:3
+ESTAB 0      0      [::ffff:10.201.9.1]:9003 [::ffff:10.201.9.2]:51000
+\t cubic bytes_acked:7 bytes_received:99
+ESTAB 0      0      10.201.9.1:45679 10.9.9.9:9998
+\t cubic bytes_acked:5 bytes_received:5
+ESTAB 0      0      10.201.9.1:22 10.201.9.2:40000
+\t cubic bytes_acked:1000000 bytes_received:1000000
+"""
+PORTS = {"migration": 9998, "mirror": 9003, "nbd": 9999}
+
+
+def test_each_stream_sums_its_connections_at_either_end_and_other_ports_do_not_count() -> None:
+    assert parse_ss(SS, PORTS) == {"migration": StreamBytes(1105, 461), "mirror": StreamBytes(7, 99),
+                                   "nbd": StreamBytes(0, 0)}
+
+
+def test_a_peer_filter_keeps_that_peers_connections_only() -> None:
+    assert parse_ss(SS, PORTS, peer="10.201.9.2")["migration"] == StreamBytes(1100, 456)
+    assert parse_ss("", PORTS) == {name: StreamBytes() for name in PORTS}
