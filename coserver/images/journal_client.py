@@ -13,12 +13,23 @@ from __future__ import annotations
 import json
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from coserver.images.errors import JournalError
 
 MAX_TEXT = 4096  # bytes of one record's text (journal.c MAX_TEXT)
 MAX_REPLY = MAX_TEXT + 64
+
+
+@dataclass(frozen=True)
+class MemStat:
+    """The guest's MEMSTAT reply."""
+
+    mib: int
+    filled_mib: int
+    rate_mib_s: int
+    dirtied_pages: int
 
 
 class JournalClient:
@@ -141,6 +152,32 @@ class JournalClient:
     def poweroff(self) -> None:
         """Ask the guest to power itself off (a guest-initiated shutdown, not the power button)."""
         self._expect("POWEROFF", "OK")
+
+    def memload(self, mib: int, rate_mib_s: int = 32) -> None:
+        """Have the guest fill `mib` MiB of RAM (non-zero) and keep dirtying it at `rate_mib_s`; 0 ends it."""
+        self._expect(f"MEMLOAD {int(mib)} {int(rate_mib_s)}", "OK")
+
+    def memstat(self) -> MemStat:
+        """The guest's memory load: asked, filled so far, dirtying rate, pages dirtied since it filled."""
+        rest = self._expect("MEMSTAT", "MEMSTAT")
+        try:
+            mib, filled, rate, pages = (int(x) for x in rest.split())
+        except ValueError as exc:
+            raise JournalError(f"{self._where}: bad MEMSTAT reply {rest[:60]!r}") from exc
+        return MemStat(mib, filled, rate, pages)
+
+    def wait_memload(self, mib: int, rate_mib_s: int = 32, timeout: float = 120.0) -> MemStat:
+        """memload(), then wait until the guest has filled all of it (TCG: about 1 s per 100 MiB)."""
+        self.memload(mib, rate_mib_s)
+        end = time.monotonic() + timeout
+        while True:
+            stat = self.memstat()
+            if stat.filled_mib >= mib:
+                return stat
+            if stat.mib != mib or time.monotonic() > end:
+                raise JournalError(f"{self._where}: the guest filled {stat.filled_mib} of {mib} MiB "
+                                   f"in {timeout:.0f} s" + ("" if stat.mib == mib else " (the load ended: out of memory?)"))
+            time.sleep(0.2)
 
 
 def wait_for_journal(host: str, port: int, timeout: float = 60.0,

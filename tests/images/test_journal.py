@@ -283,6 +283,27 @@ def test_power_requests_are_refused_without_dash_p(host_journal):
         for req in ("REBOOT", "POWEROFF"):
             assert c.request(req).startswith("ERR power requests are off")
         assert c.count() == n
+        assert c.request("MEMLOAD 16").startswith("ERR MEMLOAD is off")
+        assert c.request("MEMSTAT") == "MEMSTAT 0 0 0 0"
+
+
+@pytest.mark.qemu
+def test_memload_fills_guest_ram_and_keeps_dirtying_it(shared_guest):
+    """MEMLOAD: RAM in use (filled, non-zero) and dirtied at the asked rate, in a child of the
+    journal, which keeps answering; MEMLOAD 0 ends it. What the live-protection bench loads."""
+    with JournalClient("127.0.0.1", shared_guest.port, timeout=20) as c:
+        for bad in ("MEMLOAD", "MEMLOAD x", "MEMLOAD 1 2 3", f"MEMLOAD {2**21}"):
+            assert c.request(bad).startswith("ERR"), bad
+        stat = c.wait_memload(48, 40, timeout=60)
+        assert (stat.mib, stat.filled_mib, stat.rate_mib_s) == (48, 48, 40)
+        t0, first = time.monotonic(), c.memstat().dirtied_pages
+        seq = c.append("still answering under a memory load")
+        assert c.get(seq) == "still answering under a memory load"
+        time.sleep(1.0)
+        rate = (c.memstat().dirtied_pages - first) / 256 / (time.monotonic() - t0)
+        assert 10 < rate <= 45, f"dirtied {rate:.1f} MiB/s, asked 40"
+        assert c.request("MEMLOAD 0") == "OK memload 0 0"
+        assert c.memstat() == type(stat)(0, 0, 0, 0)
 
 
 @pytest.mark.qemu

@@ -9,11 +9,18 @@
  *   REBOOT         -> OK rebooting       then the guest reboots itself (reboot(2), after sync)
  *   POWEROFF       -> OK powering off    then the guest powers itself off (the same, RB_POWER_OFF):
  *                                        what a server's own shutdown looks like to its hypervisor
+ *   MEMLOAD <MiB> [<MiB/s>]
+ *                  -> OK memload <MiB> <MiB/s>
+ *                                        a child process fills MiB of RAM with non-zero data (RAM
+ *                                        in use, as a database's cache: not zero pages migration
+ *                                        skips) and then keeps dirtying it, page by page, at MiB/s
+ *                                        (default 32); replaces an earlier load; MEMLOAD 0 ends it
+ *   MEMSTAT        -> MEMSTAT <MiB> <filled MiB> <MiB/s> <pages dirtied>
  *   anything else  -> ERR <reason>       and the connection stays usable
  *
  * Usage: journal [-p PORT] [-a IPV4] [-f FILE] [-P]   (defaults 7777, 0.0.0.0, /data/journal.log)
- * -P: honour REBOOT and POWEROFF (the guest's /init passes it; without it they are refused, so the
- * same binary run on a host by a test can never reboot that host).
+ * -P: honour REBOOT, POWEROFF and MEMLOAD (the guest's /init passes it; without it they are refused,
+ * so the same binary run on a host by a test can never reboot that host or fill its memory).
  * -p 0 picks a free port; the first stderr line says which ("journal: listening on A:P ...").
  *
  * Storage: FILE holds one record per line, "<seq> <crc32 8 hex> <text>\n", appended only.
@@ -40,10 +47,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/reboot.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_TEXT 4096                   /* bytes of text in one record */
@@ -414,6 +424,103 @@ static void do_get(struct client *c, uint64_t seq) {
     free(text);
 }
 
+/* ---- MEMLOAD: guest RAM in use and being dirtied, what a real server costs COLO ----
+ * The load runs in a child process so the journal's one poll() loop never waits on it; the two
+ * share one page of counters. The child closes every inherited socket, so a journal restart can
+ * bind its port again while a load runs. */
+struct memload_stat {
+    volatile uint64_t mib, filled_mib, rate, dirtied_pages;
+};
+static struct memload_stat *ML;
+static pid_t memload_pid;
+#define MEMLOAD_MAX_MIB (1u << 20)
+#define MEMLOAD_MAX_RATE 100000u
+#define PAGE 4096u
+
+static void memload_run(uint64_t mib, uint64_t rate) {
+    for (int fd = 3; fd < 1024; fd++) close(fd);
+    size_t pages = (size_t)mib * (1u << 20) / PAGE;
+    unsigned char *m = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) _exit(1);
+    for (size_t p = 0; p < pages; p++) {
+        memset(m + p * PAGE, (int)(p % 251) + 1, PAGE);   /* never a zero page */
+        if ((p & 255) == 255) ML->filled_mib = (p + 1) / 256;
+    }
+    ML->filled_mib = mib;
+    /* every 10 ms, rate*256/100 pages get one new word each: the whole page is dirty to migration */
+    uint64_t per_100_ticks = rate * 256, owed = 0, stamp = 1;
+    size_t p = 0;
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    for (;;) {
+        owed += per_100_ticks;
+        for (; owed >= 100; owed -= 100) {
+            ((volatile uint64_t *)(m + p * PAGE))[stamp & 511] = stamp;
+            stamp++;
+            p = (p + 1) % pages;
+            ML->dirtied_pages++;
+        }
+        next.tv_nsec += 10000000;
+        if (next.tv_nsec >= 1000000000) { next.tv_sec++; next.tv_nsec -= 1000000000; }
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+    }
+}
+
+static void memload_stop(void) {
+    if (memload_pid > 0) {
+        kill(memload_pid, SIGKILL);
+        waitpid(memload_pid, NULL, 0);
+    }
+    memload_pid = 0;
+    if (ML) ML->mib = ML->filled_mib = ML->rate = ML->dirtied_pages = 0;
+}
+
+static void do_memload(struct client *c, const char *arg, size_t len) {
+    char buf[64];
+    if (len >= sizeof buf) { reply(c, "ERR usage: MEMLOAD <MiB> [<MiB/s>]"); return; }
+    memcpy(buf, arg, len);
+    buf[len] = '\0';
+    char *end;
+    errno = 0;
+    unsigned long long mib = strtoull(buf, &end, 10), rate = 32;
+    if (end == buf || errno) { reply(c, "ERR usage: MEMLOAD <MiB> [<MiB/s>]"); return; }
+    if (*end == ' ') {
+        char *r = end + 1;
+        rate = strtoull(r, &end, 10);
+        if (end == r || errno) { reply(c, "ERR usage: MEMLOAD <MiB> [<MiB/s>]"); return; }
+    }
+    if (*end) { reply(c, "ERR usage: MEMLOAD <MiB> [<MiB/s>]"); return; }
+    if (mib > MEMLOAD_MAX_MIB || rate > MEMLOAD_MAX_RATE) {
+        reply(c, "ERR MEMLOAD takes at most %u MiB at %u MiB/s", MEMLOAD_MAX_MIB, MEMLOAD_MAX_RATE);
+        return;
+    }
+    if (!ML) {
+        ML = mmap(NULL, sizeof *ML, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (ML == MAP_FAILED) { ML = NULL; reply(c, "ERR mmap: %s", strerror(errno)); return; }
+    }
+    memload_stop();
+    if (mib == 0) { reply(c, "OK memload 0 0"); return; }
+    ML->mib = mib;
+    ML->rate = rate;
+    pid_t pid = fork();
+    if (pid < 0) { reply(c, "ERR fork: %s", strerror(errno)); return; }
+    if (pid == 0) memload_run(mib, rate);
+    memload_pid = pid;
+    logmsg("memload: %llu MiB, dirtied at %llu MiB/s (pid %d)", mib, rate, (int)pid);
+    reply(c, "OK memload %llu %llu", mib, rate);
+}
+
+static void do_memstat(struct client *c) {
+    if (memload_pid > 0 && waitpid(memload_pid, NULL, WNOHANG) == memload_pid) {
+        logmsg("memload: the load process ended (out of memory?)");
+        memload_pid = 0;
+        memload_stop();
+    }
+    if (!ML) { reply(c, "MEMSTAT 0 0 0 0"); return; }
+    reply(c, "MEMSTAT %llu %llu %llu %llu", (unsigned long long)ML->mib, (unsigned long long)ML->filled_mib,
+          (unsigned long long)ML->rate, (unsigned long long)ML->dirtied_pages);
+}
+
 /* REBOOT/POWEROFF asked: done once this turn's replies are out (0: none, else a reboot(2) command). */
 static int power_request;
 static int power_allowed;   /* -P */
@@ -449,6 +556,12 @@ static void handle(struct client *c, char *line, size_t len) {
         reply(c, "ERR power requests are off (journal -P enables them)");
         return;
     }
+    if (len == 7 && memcmp(line, "MEMSTAT", 7) == 0) { do_memstat(c); return; }
+    if (len >= 7 && memcmp(line, "MEMLOAD", 7) == 0 && (len == 7 || line[7] == ' ')) {
+        if (!power_allowed) { reply(c, "ERR MEMLOAD is off (journal -P enables it)"); return; }
+        do_memload(c, len > 8 ? line + 8 : "", len > 8 ? len - 8 : 0);
+        return;
+    }
     if (len == 6 && memcmp(line, "REBOOT", 6) == 0) {
         reply(c, "OK rebooting");
         power_request = RB_AUTOBOOT;
@@ -460,7 +573,7 @@ static void handle(struct client *c, char *line, size_t len) {
         return;
     }
     if (len == 0) { reply(c, "ERR empty request"); return; }
-    reply(c, "ERR unknown request (APPEND <text>, COUNT, GET <seq>, INFO, REBOOT, POWEROFF)");
+    reply(c, "ERR unknown request (APPEND <text>, COUNT, GET <seq>, INFO, REBOOT, POWEROFF, MEMLOAD, MEMSTAT)");
 }
 
 /* Handle complete lines in c->in while its replies do not pile up. */
