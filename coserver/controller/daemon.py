@@ -76,6 +76,7 @@ from coserver.site.servers import find_server, spec_names
 from coserver.sys import netns
 from coserver.sys.clock import boottime
 from coserver.sys.proc import boot_id
+from coserver.sys.tcpstats import StreamBytes, stream_bytes_async
 
 _log = log.get("controller")
 
@@ -89,6 +90,11 @@ GUEST_OFF_HOLD_S = 5.0
 #: resuming QEMU sends before it is stopped cannot leave the LAN switch pointing at it.
 ANNOUNCE_AGAIN = {"initial": 100, "max": 550, "rounds": 6, "step": 100}
 HEALTH_INTERVAL_S = 0.25
+#: A QEMU whose COLO stream moves while its QMP misses deadlines is in a long checkpoint (QEMU
+#: saves and loads the RAM holding its main loop): busy, not hung, for at most this long.
+CHECKPOINT_BUSY_LIMIT_S = 30.0
+#: How long the COLO stream is watched for movement once a QMP deadline was missed.
+STREAM_SAMPLE_S = 0.1
 WITNESS_POLL_S = 0.5
 JOURNAL_EVERY_S = 5.0
 #: While the journal cannot be saved (a full disk): how often a tick tries again.
@@ -124,7 +130,7 @@ class HostController:
         self.listener: QmpListener | None = None
         self.health = QmpHealth()
         self.settings = ColoSettings(checkpoint_ms=cfg.checkpoint_ms, qmp_deadline_s=cfg.qmp_deadline_s,
-                                     sync_speed_mib_s=cfg.sync_speed_mib_s)
+                                     sync_speed_mib_s=cfg.sync_speed_mib_s, protect_order=cfg.protect_order)
         self.guest_off_epoch = 0   # the epoch in which our guest powered itself off (heartbeats say it)
         self.guest_off_hold_since: float | None = None   # since when we keep the lease for the peer to follow
         self.peer_guest_off_since: float | None = None   # since when the secondary says its guest powered off
@@ -405,29 +411,65 @@ class HostController:
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(HEALTH_INTERVAL_S)
-            if self.qemu is None or self.qmp is None or self.role == Role.NONE:
+            if self.qemu is None or self.role == Role.NONE:
                 continue
             if not self.qemu.alive():
                 continue  # observe() reports DEAD
             t0 = time.monotonic()
             self.health.polls += 1
             try:
-                if not self.qmp.healthy:
-                    await self._reconnect()
-                await self.qmp.execute("query-status", deadline=self.cfg.qmp_deadline_s)
+                qmp = self.qmp if self.qmp is not None and self.qmp.healthy else await self._reconnect()
+                await qmp.execute("query-status", deadline=self.cfg.qmp_deadline_s)
                 ms = 1000 * (time.monotonic() - t0)
                 self.health.last_latency_ms = round(ms, 1)
                 self.health.max_latency_ms = round(max(self.health.max_latency_ms, ms), 1)
                 self.health.hung_since = None
+                self._end_busy()
             except QmpError as exc:
                 self.health.missed += 1
+                if await self._checkpoint_busy(t0):
+                    continue
                 if self.health.hung_since is None:
                     self.health.hung_since = t0
                     _log.warning("controller.qmp.missed", host=self.cfg.host, reason=str(exc))
 
-    async def _reconnect(self) -> None:
-        """After a missed deadline the session is suspect: a fresh one, bounded."""
-        await self._open_qmp(connect_timeout=self.cfg.qmp_deadline_s)
+    async def _checkpoint_busy(self, t0: float) -> bool:
+        """QMP missed its deadline: is the COLO stream moving? A checkpoint of much dirty RAM holds
+        QEMU's main loop for seconds on both sides (the primary saves, the secondary loads, each under
+        the BQL) while its bytes flow; calling that a hang killed both QEMUs of a pair whose guest
+        filled 768 MiB in one period. Bytes the kernel counts on the migration connection in
+        STREAM_SAMPLE_S say it is busy; a stopped or deadlocked QEMU moves none (at most what fills
+        the socket buffers). At most CHECKPOINT_BUSY_LIMIT_S in a row; then it is a hang again."""
+        if self.role not in (Role.PRIMARY, Role.SECONDARY) or not self.cfg.peer_repl_addr:
+            return False
+        if self.health.busy_since is not None and t0 - self.health.busy_since >= CHECKPOINT_BUSY_LIMIT_S:
+            return False
+        ports = {"colo": self.cfg.sync_ports.migration}
+        before = await stream_bytes_async(ports, peer=self.cfg.peer_repl_addr)
+        await asyncio.sleep(STREAM_SAMPLE_S)
+        after = await stream_bytes_async(ports, peer=self.cfg.peer_repl_addr)
+        if before is None or after is None or after["colo"] == before["colo"] or after["colo"] == StreamBytes():
+            return False
+        if self.health.busy_since is None:
+            self.health.busy_since = t0
+            _log.info("controller.qmp.busy", host=self.cfg.host, why="QMP late while the COLO stream moves: "
+                      "a long checkpoint, not a hang")
+        self.health.hung_since = None
+        return True
+
+    def _end_busy(self) -> None:
+        if self.health.busy_since is not None:
+            busy = time.monotonic() - self.health.busy_since
+            self.health.busy_max_s = round(max(self.health.busy_max_s, busy), 2)
+            _log.info("controller.qmp.busy.ended", host=self.cfg.host, busy_s=round(busy, 2))
+            self.health.busy_since = None
+
+    async def _reconnect(self) -> QmpSession:
+        """After a missed deadline the session is suspect: a fresh one, bounded. The old one is closed
+        first: a QMP monitor serves one client at a time, so while the old connection is open a new
+        one is accepted by the kernel but never greeted, and a QEMU that was only busy for a moment
+        would look hung for good."""
+        return await self._open_qmp(connect_timeout=self.cfg.qmp_deadline_s, drop_old_first=True)
 
     async def _witness_loop(self) -> None:
         while True:
@@ -500,6 +542,8 @@ class HostController:
         """In COLO, seconds past the checkpoint window (observe.colo_window) with no checkpoint since the
         later of the last one and entering COLO; 0 outside COLO or while checkpoints come in time."""
         if self._colo_since is None or self.sm.state not in (FtState.PROTECTED, FtState.DEGRADED):
+            return 0.0
+        if self.health.busy_since is not None:   # a long checkpoint under way: its bytes are moving
             return 0.0
         now = time.monotonic() if now is None else now
         last = max(self.events.last_checkpoint or 0.0, self._colo_since)

@@ -51,6 +51,10 @@ class QmpHealth:
     max_latency_ms: float = 0.0
     last_latency_ms: float | None = None
     hung_since: float | None = None  # monotonic time of the first missed deadline in a row
+    #: since when QMP misses its deadlines while the COLO stream keeps moving: a checkpoint holding
+    #: QEMU's main loop (busy, not hung; daemon._checkpoint_busy)
+    busy_since: float | None = None
+    busy_max_s: float = 0.0          # the longest such stretch since the controller started
 
 
 @dataclass

@@ -10,6 +10,7 @@ benchmark (around each measured phase).
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -80,3 +81,21 @@ def stream_bytes(ports: Mapping[str, int], *, peer: str | None = None,
     if res.returncode != 0:
         return None
     return parse_ss(res.stdout, ports, peer)
+
+
+async def stream_bytes_async(ports: Mapping[str, int], *, peer: str | None = None) -> dict[str, StreamBytes] | None:
+    """stream_bytes() for an asyncio loop (this namespace): the loop keeps running while `ss` does."""
+    try:
+        proc = await asyncio.create_subprocess_exec("ss", "-tinH", stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.DEVNULL)
+    except OSError:
+        return None
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), SS_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None
+    if proc.returncode != 0:
+        return None
+    return parse_ss(out.decode(errors="replace"), ports, peer)

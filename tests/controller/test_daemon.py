@@ -314,3 +314,54 @@ def test_the_promotion_is_published_then_waits_before_running_alone(tmp_path: Pa
     assert took and took[0] - t0 >= 0.3
     assert any(p["state"] == "failing_over" for p in heartbeats.published)   # heard before the wait
     assert controller.sm.state == FtState.SIMPLEX
+
+
+def test_a_qemu_whose_colo_stream_moves_is_busy_not_hung(tmp_path: Path, arun) -> None:
+    """A QMP deadline missed while the kernel counts bytes on the COLO connection is a long
+    checkpoint (busy); with the stream still, or past the busy limit, it is a hang again."""
+    import socket
+    import threading
+    import time
+
+    from coserver.controller import daemon
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    controller, _, _ = primary_controller(tmp_path, peer_repl_addr="127.0.0.1", ports={"migration": port})
+    sending = threading.Event()
+    done = threading.Event()
+    dialled = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+
+    def pump() -> None:   # the checkpoint stream: bytes while `sending`, read at the other end
+        while not done.is_set():
+            if sending.is_set():
+                dialled.sendall(b"x" * 65536)
+            else:
+                time.sleep(0.01)
+
+    def drain() -> None:
+        while accepted.recv(1 << 20):
+            pass
+        accepted.close()
+
+    threads = [threading.Thread(target=pump, daemon=True), threading.Thread(target=drain, daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        assert not arun(controller._checkpoint_busy(time.monotonic()))   # a still stream: hung
+        sending.set()
+        t0 = time.monotonic()
+        assert arun(controller._checkpoint_busy(t0))
+        assert controller.health.busy_since == t0 and controller.health.hung_since is None
+        assert arun(controller._checkpoint_busy(t0 + 1))                  # still busy, since t0
+        assert controller.replication_late_for() == 0.0
+        assert not arun(controller._checkpoint_busy(t0 + daemon.CHECKPOINT_BUSY_LIMIT_S))  # too long: a hang
+        controller._end_busy()
+        assert controller.health.busy_since is None and controller.health.busy_max_s > 0
+    finally:
+        done.set()
+        threads[0].join()
+        dialled.close()     # the drain ends on EOF and closes its end
+        threads[1].join()
+        server.close()
