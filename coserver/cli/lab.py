@@ -53,8 +53,14 @@ def lab() -> None:
                    "(etcd) over plain http without authentication; the site file says insecure = true, which only a "
                    "lab-* site may. For comparison only. Default: TLS everywhere, each side admitting only its peer, "
                    "the hosts' etcd users limited to the site's keys.")
+@click.option("--protect", "protect", type=click.Choice(["live", "stopped"]), default="live", show_default=True,
+              help="How the pair enters COLO: live (the guest's RAM copied while it runs, a pause of tens of ms) or "
+                   "stopped (QEMU's documented order: the guest stopped for the whole RAM copy; for comparison).")
+@click.option("--memory", "memory", type=click.IntRange(0, 1 << 20), default=0, metavar="MIB",
+              help="The built-in guest's RAM in MiB (default: the profile's).")
 def lab_up(prefix: str, workdir: Path | None, profile: str, spec: Path | None, checkpoint_ms: int,
-           reprotect: str, sync_speed: int, devices: str, servers: int, insecure: bool) -> None:
+           reprotect: str, sync_speed: int, devices: str, servers: int, insecure: bool, protect: str,
+           memory: int) -> None:
     """Start both CoServers, sync the disk, enter COLO; return when protected.
 
     The witness is etcd over TLS with client-certificate authentication and a role per site (the
@@ -64,7 +70,7 @@ def lab_up(prefix: str, workdir: Path | None, profile: str, spec: Path | None, c
     the_lab = Lab(prefix, workdir)
     opts = LabOptions(prefix=prefix, workdir=workdir, profile=profile, spec=spec, checkpoint_ms=checkpoint_ms,
                       reprotect=reprotect, sync_speed_mib_s=sync_speed, devices=devices, servers=servers,
-                      insecure=insecure)
+                      insecure=insecure, protect=protect, memory_mib=memory)
     the_lab.validate(opts)  # bad input: one line before the workdir is made or written to
     log.configure("INFO", the_lab.workdir / "lab.log.jsonl") if _writable(the_lab.workdir) else None
     status = the_lab.up(opts, progress=lambda m: click.echo(f"  .. {m}", err=True))

@@ -1,18 +1,33 @@
 """The primary's COLO sequences: sync the disk, protect, fail over, report.
 
-Protection follows QEMU's "resume replication" procedure (docs/COLO-FT.txt),
-so first protection and re-protection are one path:
+First protection and re-protection are one path. Two orders enter COLO:
+
+live (the default; the order Lukas Straub's colod uses, with the disk switch
+moved into the migration's own pause):
   1. mirror the guest's disk into the secondary's NBD export (sync=full)
-     while the guest runs, until the job is ready (in step);
-  2. stop the guest, finish the mirror (block-job-cancel on a ready job
-     leaves an exact copy), drop the mirror target;
-  3. add the replication child (NBD, primary mode) to the quorum;
-  4. add the network proxy;
-  5. migrate with x-colo: QEMU resumes the guest after the first checkpoint.
-The guest stays stopped from 2 to 5: a write in between would reach only one
-disk and the copies would silently diverge. A failure anywhere undoes what
-was added and resumes the guest: the primary is left simplex, never half a
-pair.
+     while the guest runs, until the job is ready (in step); it stays
+     running, so every later write still reaches the secondary;
+  2. open the replication child (NBD, primary mode), not yet attached, and
+     add the network proxy with its filters switched off;
+  3. migrate with x-colo and pause-before-switchover: the RAM is copied with
+     the guest running (precopy);
+  4. in the pre-switchover pause (the guest is stopped by the migration):
+     finish the mirror, attach the replication child, switch the filters on,
+     migrate-continue; QEMU resumes the guest after the first checkpoint.
+  A write can never reach one disk only: until step 4 the mirror carries it,
+  after it the replication child; and a replication child attached before
+  COLO starts would drop writes (replication returns EIO to quorum, which
+  counts the other child's success), so it is attached only while stopped.
+  The guest stops for the final RAM pass and the few QMP commands of step 4,
+  not for the RAM copy.
+
+stopped (QEMU's "resume replication" procedure, docs/COLO-FT.txt; kept so the
+bench can compare): mirror until ready, stop the guest, finish the mirror,
+add the replication child and the proxy, migrate: the guest stays stopped for
+the whole RAM copy.
+
+A failure anywhere undoes what was added and resumes the guest: the primary
+is left simplex, never half a pair.
 """
 
 from __future__ import annotations
@@ -33,6 +48,9 @@ from coserver.qmp.session import QmpSession, event_data
 _log = log.get("colo.primary")
 
 SYNC_JOB = "colo-sync"
+#: max-bandwidth when the live RAM copy is not capped: QEMU's default (128 MiB/s) would
+#: make a 1 GiB guest take 8 s and never converge under a modest dirty rate.
+UNCAPPED_MIB_S = 100_000
 SYNC_TARGET_NODE = "colo-sync-target"
 #: The NBD client under the replication child: named, so failover can yank it. With the
 #: secondary unreachable (links cut, peer frozen) its requests never complete, and deleting
@@ -58,6 +76,14 @@ ProgressCallback = Callable[[SyncProgress], None]
 def _nbd(addr: str, ports: SyncPorts, tls: ColoTls | None) -> dict[str, Any]:
     return {"driver": "nbd", "server": {"type": "inet", "host": addr, "port": str(ports.nbd)},
             "export": NBD_EXPORT, **(tls.dialer(addr) if tls else {})}
+
+
+def _ram_left(info: dict[str, Any]) -> str:
+    """What a stuck live RAM copy has left, from query-migrate: for the one-line error."""
+    ram = info.get("ram") or {}
+    rate = ram.get("dirty-pages-rate", 0) * ram.get("page-size", 4096) / 2**20
+    return (f"{ram.get('remaining', 0) / 2**20:.0f} MiB left, guest dirtying {rate:.0f} MiB/s, "
+            f"copying {ram.get('mbps', 0) / 8:.0f} MB/s")
 
 
 class Primary:
@@ -115,38 +141,85 @@ class Primary:
         """Sync, then enter COLO with the secondary at secondary_addr; undo on failure."""
         objects = await self.steps.run("qom-list", {"path": "/objects"}, step="list QOM objects")
         rewriter = SECONDARY_REWRITER if any(o.get("name") == SECONDARY_REWRITER for o in objects) else None
+        live = self.settings.protect_order == "live"
         proxy = PrimaryProxy(self.node.sync_addr, ports, self.node.workdir, self.settings, insert_before=rewriter,
-                             tls=self.node.tls.listener() if self.node.tls else None)
+                             tls=self.node.tls.listener() if self.node.tls else None, start_off=live)
         stopped = False
         try:
             await self.sync_disk(secondary_addr, ports, progress)
-            await self.steps.run("stop", step="stop the guest for the switch into COLO")
-            stopped = True
-            await self.finish_sync()
-            await self.steps.run("blockdev-add", {"driver": "replication", "node-name": REPLICATION_NODE_PRIMARY,
-                                                  "mode": "primary",
-                                                  "file": {**_nbd(secondary_addr, ports, self.node.tls),
-                                                           "detect-zeroes": "on",
-                                                           "node-name": REPLICATION_NBD_NODE}},
-                                 step="add the replication child")
-            await self.steps.run("x-blockdev-change", {"parent": QUORUM_NODE, "node": REPLICATION_NODE_PRIMARY},
-                                 step="attach the replication child to the quorum")
-            await self.steps.run_all(proxy.add_commands(), step="add the network proxy")
-            await self.steps.run("migrate-set-capabilities",
-                                 {"capabilities": [{"capability": "x-colo", "state": True},
-                                                   {"capability": "events", "state": True}]},
-                                 step="enable x-colo and migration events")
-            await self.steps.run("migrate-set-parameters",
-                                 {"x-checkpoint-delay": self.settings.checkpoint_ms,
-                                  **(self.node.tls.dialer(secondary_addr) if self.node.tls else {})},
-                                 step="set the checkpoint period" + (" and TLS" if self.node.tls else ""))
-            await self.steps.run("migrate", {"uri": f"tcp:{secondary_addr}:{ports.migration}"},
-                                 step="start the COLO migration")
+            if live:
+                await self._enter_colo_live(secondary_addr, ports, proxy)
+            else:
+                await self.steps.run("stop", step="stop the guest for the switch into COLO")
+                stopped = True
+                await self.finish_sync()
+                await self._open_replication_child(secondary_addr, ports)
+                await self._attach_replication_child()
+                await self.steps.run_all(proxy.add_commands(), step="add the network proxy")
+                await self._start_migration(secondary_addr, ports, pause_before_switchover=False)
             await self.wait_colo()
         except BaseException as exc:
             _log.warning("colo.protect.failed", node=self.node.name, reason=str(exc))
             await self._undo_protect(proxy, resume=stopped)
             raise
+
+    async def _enter_colo_live(self, secondary_addr: str, ports: SyncPorts, proxy: PrimaryProxy) -> None:
+        """Steps 2-4 of the live order: the guest stops only in the migration's pre-switchover pause."""
+        await self._open_replication_child(secondary_addr, ports)
+        await self.steps.run_all(proxy.add_commands(), step="add the network proxy (filters off)")
+        with self.qmp.listen("MIGRATION") as migration:
+            await self._start_migration(secondary_addr, ports, pause_before_switchover=True)
+
+            def pre_switchover(ev: Any) -> bool:
+                return event_data(ev).get("status") in ("pre-switchover", "failed", "cancelled", "completed")
+
+            try:
+                ev = await migration.wait(deadline=self.settings.migrate_timeout_s, predicate=pre_switchover)
+            except Exception as exc:  # QmpEventTimeout and friends: one line, named step
+                info = await self.steps.run("query-migrate", step="copy the RAM (live)")
+                raise self.steps.fail("copy the RAM (live)",
+                                      f"{exc}; migration {info.get('status')}, "
+                                      f"{_ram_left(info)}") from exc
+        status = event_data(ev).get("status")
+        if status != "pre-switchover":
+            info = await self.steps.run("query-migrate", step="copy the RAM (live)")
+            raise self.steps.fail("copy the RAM (live)", f"migration {status}: "
+                                  f"{info.get('error-desc', 'no reason given')}")
+        # The guest is stopped now; every command below adds to its pause.
+        await self.finish_sync()
+        await self._attach_replication_child()
+        await self.steps.run_all(proxy.switch_on_commands(), step="switch the network proxy on")
+        await self.steps.run("migrate-continue", {"state": "pre-switchover"}, step="switch over into COLO")
+
+    async def _open_replication_child(self, secondary_addr: str, ports: SyncPorts) -> None:
+        await self.steps.run("blockdev-add", {"driver": "replication", "node-name": REPLICATION_NODE_PRIMARY,
+                                              "mode": "primary",
+                                              "file": {**_nbd(secondary_addr, ports, self.node.tls),
+                                                       "detect-zeroes": "on",
+                                                       "node-name": REPLICATION_NBD_NODE}},
+                             step="add the replication child")
+
+    async def _attach_replication_child(self) -> None:
+        await self.steps.run("x-blockdev-change", {"parent": QUORUM_NODE, "node": REPLICATION_NODE_PRIMARY},
+                             step="attach the replication child to the quorum")
+
+    async def _start_migration(self, secondary_addr: str, ports: SyncPorts, *, pause_before_switchover: bool) -> None:
+        s = self.settings
+        await self.steps.run("migrate-set-capabilities",
+                             {"capabilities": [{"capability": "x-colo", "state": True},
+                                               {"capability": "events", "state": True},
+                                               {"capability": "pause-before-switchover",
+                                                "state": pause_before_switchover}]},
+                             step="enable x-colo and migration events")
+        params: dict[str, Any] = {"x-checkpoint-delay": s.checkpoint_ms,
+                                  **(self.node.tls.dialer(secondary_addr) if self.node.tls else {})}
+        if pause_before_switchover:
+            params["downtime-limit"] = s.switchover_downtime_ms
+            params["max-bandwidth"] = (s.migrate_speed_mib_s or UNCAPPED_MIB_S) * 2**20
+        await self.steps.run("migrate-set-parameters", params,
+                             step="set the checkpoint period" + (" and TLS" if self.node.tls else ""))
+        await self.steps.run("migrate", {"uri": f"tcp:{secondary_addr}:{ports.migration}"},
+                             step="start the COLO migration")
 
     async def wait_colo(self) -> None:
         """Wait until the migration reaches the COLO state (or fails)."""

@@ -54,9 +54,16 @@ class PrimaryProxy:
     insert_before: str | None = None
     #: the listener options (ColoTls.listener) of the two chardevs the secondary connects to; None: plain
     tls: dict[str, Any] | None = None
+    #: Entering COLO live: the filters are made switched off (the guest's traffic passes as if
+    #: they were not there while its RAM is copied) and switch_on_commands() turns them on in the
+    #: migration's final pause, together with the disk switch.
+    start_off: bool = False
 
     def add_commands(self) -> list[tuple[str, dict[str, Any]]]:
-        place = {"insert": "before", "position": f"id={self.insert_before}"} if self.insert_before else {}
+        place: dict[str, Any] = ({"insert": "before", "position": f"id={self.insert_before}"}
+                                 if self.insert_before else {})
+        if self.start_off:
+            place["status"] = "off"
         compare0 = _unix(self.workdir / "compare0.sock")
         compare_out = _unix(self.workdir / "compare_out.sock")
         s = self.settings
@@ -82,6 +89,12 @@ class PrimaryProxy:
                             "expired_scan_cycle": s.expired_scan_cycle_ms,
                             "max_queue_size": s.max_queue_size}),
         ]
+
+    @staticmethod
+    def switch_on_commands() -> list[tuple[str, dict[str, Any]]]:
+        """Turn on filters made with start_off: mirror the client's packets, send the guest's to compare."""
+        return [("qom-set", {"path": f"/objects/{f}", "property": "status", "value": "on"})
+                for f in (MIRROR_ID, REDIRECT_IN_ID, REDIRECT_OUT_ID)]
 
     @staticmethod
     def remove_commands() -> list[tuple[str, dict[str, Any]]]:

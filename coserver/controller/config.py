@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 from coserver.colo.argv import Node
-from coserver.colo.settings import SyncPorts
+from coserver.colo.settings import PROTECT_ORDERS, SyncPorts
 from coserver.colo.tls import ColoTls
 from coserver.controller.errors import ConfigError
 from coserver.controller.policy import (
@@ -97,6 +97,7 @@ class ControllerConfig:
     ports: dict[str, int] = field(default_factory=dict)   # SyncPorts fields; default ports if empty
     reprotect: str = "auto"            # "auto" | "manual"
     sync_speed_mib_s: int = 0
+    protect_order: str = "live"        # colo.settings.PROTECT_ORDERS
     # the FT server's life (lifecycle.py): who starts it first, how it stops
     preferred: bool = False            # this host is the site's preferred CoServer (a first start runs here)
     stop_timeout_s: float = 60.0       # ACPI power button, then this long for the guest to power off, then quit
@@ -153,6 +154,9 @@ class ControllerConfig:
         if self.reprotect not in REPROTECT_POLICIES:
             raise ConfigError(f"controller config: reprotect must be one of {REPROTECT_POLICIES}, "
                               f"not {self.reprotect!r}")
+        if self.protect_order not in PROTECT_ORDERS:
+            raise ConfigError(f"controller config: protect_order must be one of {PROTECT_ORDERS}, "
+                              f"not {self.protect_order!r}")
         if self.sync_speed_mib_s < 0:
             raise ConfigError("controller config: sync_speed_mib_s must not be negative")
         for key in ("remote_control", "metrics"):

@@ -273,15 +273,17 @@ def check_chain(path: str | Path) -> ImageInfo:
     return info(p, backing_chain=True)
 
 
-def same_content(a: str | Path, b: str | Path, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
+def same_content(a: str | Path, b: str | Path, *, timeout: float = DEFAULT_TIMEOUT,
+                 force_share: bool = False) -> bool:
     """True if the two images show the guest the same bytes (`qemu-img compare`, formats may differ).
 
-    This is how a replicated disk is proved equal to its source, block by block.
+    This is how a replicated disk is proved equal to its source, block by block. force_share (-U)
+    reads images a running QEMU holds: only meaningful while the guest writes nothing.
     """
     pa, pb = Path(a), Path(b)
     for p in (pa, pb):
         _check_source(p)
-    cmd = [str(qemu_install().img), "compare", "-q", str(pa), str(pb)]
+    cmd = [str(qemu_install().img), "compare", "-q", *(["-U"] if force_share else []), str(pa), str(pb)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:

@@ -136,6 +136,9 @@ class LabOptions:
     checkpoint_ms: int = 2000
     reprotect: str = "auto"
     sync_speed_mib_s: int = 0
+    protect: str = "live"          # how the pair enters COLO (site key protect)
+    #: the built-in guest's RAM (MiB); 0: the spec's (256)
+    memory_mib: int = 0
     devices: str = "virtio"        # the built-in guest's NIC/disk: "virtio" or the profile's "emulated"
     #: `up` returns only after the pair stayed protected this long with checkpoints flowing
     #: (0: at least three checkpoint periods, and never under 5 s).
@@ -293,7 +296,8 @@ class Lab:
     def up(self, opts: LabOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
         say = progress or (lambda msg: None)
         self.validate(opts)  # bad input: one line, before anything is looked at or made
-        ColoSettings(checkpoint_ms=opts.checkpoint_ms, sync_speed_mib_s=opts.sync_speed_mib_s)  # one line if bad
+        ColoSettings(checkpoint_ms=opts.checkpoint_ms, sync_speed_mib_s=opts.sync_speed_mib_s,
+                     protect_order=opts.protect)  # one line if bad
         busy = self.net.existing()
         if busy or self.registry_file.exists():
             raise LabError(f"lab prefix {self.prefix!r} is in use ({', '.join(busy) or self.registry_file}); "
@@ -376,6 +380,8 @@ class Lab:
         else:
             if opts.servers != 1:
                 raise LabError("--servers goes with the built-in guest; with --spec the lab runs that one server")
+            if opts.memory_mib:
+                raise LabError("--memory goes with the built-in guest; with --spec the spec says memory_mib")
             if not opts.spec.is_file():
                 raise LabError(f"spec {opts.spec}: " + ("not a regular file" if opts.spec.exists() else "no such file"))
             load_spec(opts.spec)  # its schema: one SpecError line naming file and key
@@ -414,7 +420,8 @@ class Lab:
             if not disks["cs1"].exists():
                 guest.new_data_disk(disks["cs1"])
             out.append(write_lab_spec(self.workdir / f"{name}.toml", prefix=self.prefix, profile=opts.profile,
-                                      guest=guest, disks=disks, devices=opts.devices, index=index))
+                                      guest=guest, disks=disks, devices=opts.devices, index=index,
+                                      memory_mib=opts.memory_mib))
         return out
 
     def _guest_of(self, spec: FTServerSpec) -> dict[str, Any]:
@@ -440,7 +447,7 @@ class Lab:
         text = sitefile.site_text(self.net, checkpoint_ms=opts.checkpoint_ms, reprotect=opts.reprotect,
                                   accel=accel, boot_grace_s=opts.boot_grace_s, stop_timeout_s=opts.stop_timeout_s,
                                   sync_speed_mib_s=opts.sync_speed_mib_s, alert_command=opts.alert_command,
-                                  insecure=opts.insecure)
+                                  insecure=opts.insecure, protect=opts.protect)
         sitefile.install_site(etc, text)
         for path in spec_paths:
             sitefile.install_spec(etc, path)

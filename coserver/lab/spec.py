@@ -62,9 +62,10 @@ def guest_devices(profile: str, devices: str) -> tuple[str, str]:
 
 
 def write_lab_spec(path: Path, *, prefix: str, profile: str, guest: LabGuest,
-                   disks: dict[str, Path], devices: str = "virtio", index: int = 0, name: str | None = None) -> Path:
+                   disks: dict[str, Path], devices: str = "virtio", index: int = 0, name: str | None = None,
+                   memory_mib: int = 0) -> Path:
     """Write the spec for built-in journal guest number `index` under `profile` (called `name`,
-    default journal, journal2, ...); return its path."""
+    default journal, journal2, ...), with `memory_mib` of RAM (0: the profile's); return its path."""
     serial, uuid = lab_identity(prefix, index)
     address, mac = lab_guest_address(index), lab_guest_mac(index)
     name = name or lab_server_name(index)
@@ -76,6 +77,7 @@ profile = "{profile}"
 coservers = {json.dumps(list(HOSTS))}
 serial = "{serial}"
 uuid = "{uuid}"
+{f"memory_mib = {memory_mib}" if memory_mib else ""}
 
 [[disks]]
 bus = "{disk_bus}"

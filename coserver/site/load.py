@@ -15,6 +15,9 @@ The site file is the same on both CoServers. Schema (``*`` = required; unknown k
     boot_grace_s = 20                # a freshly started guest boots this long before it is protected
     stop_timeout_s = 60              # `server stop`: power button, then this long before QEMU is quit
     sync_speed_mib_s = 0             # cap of the initial disk sync (0: as fast as the links go)
+    protect = "live"                 # entering COLO: "live" (RAM copied with the guest running, a pause
+                                     # of tens of ms) | "stopped" (QEMU's documented order: the guest
+                                     # stopped for the whole RAM copy; for comparison)
     lease_patience_s = 3.5           # never two primaries (README "What the controllers do"): how long a
     fence_after_s = 1.0              # denied promotion retries; how long a primary without its lease
     promote_margin_s = 0.7           # keeps COLO before it fences; the promotion's wait beyond the fence bound
@@ -72,6 +75,7 @@ from coserver.site.model import (
     DEFAULT_STATE_DIR,
     HOST_PLACEHOLDER,
     LAB_SITE_PREFIX,
+    PROTECT_ORDERS,
     REPROTECT_POLICIES,
     CoServer,
     Site,
@@ -323,6 +327,7 @@ class _SiteReader:
             boot_grace_s=top.integer("boot_grace_s", 20, minimum=0, maximum=3600),
             stop_timeout_s=top.integer("stop_timeout_s", 60, minimum=1, maximum=3600),
             sync_speed_mib_s=top.integer("sync_speed_mib_s", 0, minimum=0, maximum=100_000),
+            protect=top.string("protect", "live", choices=PROTECT_ORDERS),
             lease_patience_s=top.custom("lease_patience_s", _seconds, None),
             fence_after_s=top.custom("fence_after_s", _seconds, None),
             promote_margin_s=top.custom("promote_margin_s", _seconds, None),

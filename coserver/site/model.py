@@ -23,6 +23,7 @@ LAB_SITE_PREFIX = "lab-"
 DEFAULT_BASE_PORT = 7400
 DEFAULT_BRIDGE = "br-lan"
 REPROTECT_POLICIES = ("auto", "manual")
+PROTECT_ORDERS = ("live", "stopped")   # colo.settings.PROTECT_ORDERS: how a pair enters COLO
 ACCELS = ("kvm", "tcg")
 
 
@@ -114,6 +115,7 @@ class Site:
     boot_grace_s: int = 20
     stop_timeout_s: int = 60
     sync_speed_mib_s: int = 0
+    protect: str = "live"            # how the pair enters COLO (colo.primary): "live" | "stopped"
     # the never-two-primaries numbers (controller.policy.Thresholds); None: the controller's defaults
     lease_patience_s: float | None = None
     fence_after_s: float | None = None

@@ -285,3 +285,11 @@ def test_the_controller_refuses_unusable_witness_files_with_one_line(tmp_path: P
         HostController.from_config(cfg, key=b"k" * 32)
     assert str(ei.value) == ("witness 198.51.100.21:2379: TLS key /etc/coserver/pki/cs1/client-key.pem: "
                              "cannot read: No such file or directory")
+
+
+def test_the_protect_order_comes_from_the_site(tmp_path: Path) -> None:
+    """protect: live by default (the RAM copied with the guest running), stopped when the site says so."""
+    assert controller_config_for(load_site(EXAMPLE_SITE), EXAMPLE_SPEC, "cs1").protect_order == "live"
+    path = tmp_path / "site.toml"
+    path.write_text(EXAMPLE_SITE.read_text().replace('protect = "live"', 'protect = "stopped"'))
+    assert controller_config_for(load_site(path), EXAMPLE_SPEC, "cs1").protect_order == "stopped"

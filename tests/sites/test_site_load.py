@@ -95,6 +95,8 @@ BAD = {
     "wrong type": ((("base_port = 7400", 'base_port = "7400"'),), 'key base_port: must be an integer'),
     "wrong type reprotect": ((('reprotect = "auto"', 'reprotect = "sometimes"'),),
                              "key reprotect: must be one of auto, manual"),
+    "unknown protect order": ((('protect = "live"', 'protect = "fast"'),),
+                              "key protect: must be one of live, stopped"),
     "missing key": ((('preferred = "cs1"', ""),), "key preferred: required key is missing"),
     "bad IP": ((('management = "198.51.100.1"', 'management = "198.51.100.300"'),),
                'key coservers.cs1.management: must be an IP address like 10.0.1.1, got "198.51.100.300"'),
