@@ -314,3 +314,16 @@ def test_the_promotion_is_published_then_waits_before_running_alone(tmp_path: Pa
     assert took and took[0] - t0 >= 0.3
     assert any(p["state"] == "failing_over" for p in heartbeats.published)   # heard before the wait
     assert controller.sm.state == FtState.SIMPLEX
+
+
+def test_qemu_released_from_libvirts_hook_is_recorded_and_decides_nothing(tmp_path: Path, arun) -> None:
+    controller, witness, _ = primary_controller(tmp_path)
+    state = controller.sm.state
+    reply = arun(controller.handle({"cmd": "qemu-released", "name": "journal", "domain": "journal",
+                                    "role": "primary", "epoch": 1, "reason": "libvirt: release end -"}))
+    assert reply == {"ok": True, "host": "cs1"}
+    assert controller.sm.state == state and not witness.released   # no action: the next tick decides
+    status = arun(controller.status())
+    assert status["qemu_released"]["reason"] == "libvirt: release end -"
+    other = arun(controller.handle({"cmd": "qemu-released", "name": "web", "reason": "x"}))
+    assert other["ok"] is False and "journal" in other["error"]
