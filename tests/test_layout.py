@@ -30,7 +30,7 @@ FLOORS: dict[str, int] = {
     "sys": 1,
     "qmp": 2,
     "machine": 3,
-    "colo": 4, "images": 4, "hardware": 4, "site": 4, "monitoring": 4,
+    "colo": 4, "images": 4, "hardware": 4, "site": 4, "monitoring": 4, "libvirt": 4,
     "controller": 5,
     "pair": 6,
     "lab": 7, "doctor": 7,

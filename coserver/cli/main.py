@@ -41,6 +41,7 @@ def _register() -> None:
     from coserver.cli.hardware import hardware
     from coserver.cli.image import image
     from coserver.cli.lab import lab
+    from coserver.cli.libvirt import libvirt_group
     from coserver.cli.pair import host, pair, reprotect, switchover
     from coserver.cli.server import server
     from coserver.cli.site import site
@@ -48,7 +49,7 @@ def _register() -> None:
     from coserver.cli.web import web
 
     for command in (doctor, qemu, hardware, image, lab, failover, switchover, reprotect, pair, host, server, site,
-                    status, web):
+                    status, web, libvirt_group):
         main.add_command(command)
     from coserver.cli.bench import bench  # the benchmarks sit above the controller: registered here, last
     main.add_command(bench)

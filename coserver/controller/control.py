@@ -31,6 +31,8 @@ class Command(StrEnum):
     START = "start"              # the operator wants the FT server running (server start)
     STOP = "stop"                # ... stopped: guest shut down, both sides stopped, no failover (server stop)
     ENABLE = "enable"            # {"on": bool}: start it when the host boots (server enable/disable)
+    QEMU_RELEASED = "qemu-released"  # {"name", "reason", "domain", "role", "epoch"}: libvirt's hook says this
+                                     # FT server's QEMU is gone (coserver.libvirt.hook; recorded, decides nothing)
 
 
 async def serve(path: str | Path, handle: Handler) -> asyncio.Server:

@@ -64,7 +64,7 @@ from coserver.controller.roles import QemuHealth, Role
 from coserver.controller.siteconfig import controller_config_for
 from coserver.controller.statemachine import RUNNING, FtState, FtStateMachine
 from coserver.controller.witness import Witness, WitnessTls
-from coserver.errors import CoserverBug, CoserverError
+from coserver.errors import CoserverBug, CoserverError, clip
 from coserver.machine.launcher import QemuProcess, last_words
 from coserver.qmp.errors import QmpError
 from coserver.qmp.session import QmpListener, QmpSession
@@ -168,6 +168,7 @@ class HostController:
         self.maintenance = cfg.maintenance_flag.exists()  # out of the pair on purpose (survives restarts)
         self.failure: BaseException | None = None          # the bug that stopped this controller
         self.decisions: deque[dict[str, Any]] = deque(maxlen=32)
+        self.qemu_released: dict[str, Any] | None = None   # libvirt's hook's last "QEMU gone" (control.Command)
         self.started_at = time.time()
         self._started_boot = boottime()                 # the start-up grace (a wall-clock step must not end it)
         self._last_decision: tuple[str, str] | None = None
@@ -1161,6 +1162,7 @@ class HostController:
             "witness": asdict(self.witness_view) | {"held": self.witness.held is not None},
             "history": [t.as_json() for t in self.sm.history],  # {at, from, to, reason}, as the tests read it
             "decisions": list(self.decisions),
+            "qemu_released": self.qemu_released,
             "reprotect": {"policy": self.cfg.reprotect, "maintenance": self.maintenance,
                           "busy": bool(self.busy and not self.busy.done()), "note": self.rejoin_note,
                           "failed_attempts": self.attempts.failures, "last_failure": self.attempts.last_reason,
@@ -1216,7 +1218,26 @@ class HostController:
         if cmd == Command.ENABLE:
             return self._ask(enabled=bool(request.get("on", True)), why="server enable" if request.get(
                 "on", True) else "server disable")
+        if cmd == Command.QEMU_RELEASED:
+            return self._qemu_released(request)
         return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def _qemu_released(self, request: dict[str, Any]) -> dict[str, Any]:
+        """libvirt's hook: the QEMU of this FT server's domain is gone (the libvirt backend's word).
+
+        Logged and recorded (status: qemu_released) only. The decide loop ticks every TICK_S and
+        observe() finds a dead QEMU by itself, so nothing is gained by acting on the hook's word,
+        which comes from whoever can write the 0600 socket and may arrive after the fact."""
+        name = request.get("name")
+        if name != self.cfg.ftserver:
+            return {"ok": False, "error": f"this controller serves {self.cfg.ftserver!r}, not {clip(str(name), quote=repr)}"}
+        self.qemu_released = {"at": time.time(), "reason": clip(str(request.get("reason", "")), 200),
+                              "domain": clip(str(request.get("domain", name)), 80), "role": request.get("role"),
+                              "epoch": request.get("epoch")}
+        _log.warning("controller.qemu.released", host=self.cfg.host, ftserver=self.cfg.ftserver,
+                     reason=self.qemu_released["reason"], role=self.role.value,
+                     qemu_alive=bool(self.qemu and self.qemu.alive()))
+        return {"ok": True, "host": self.cfg.host}
 
     async def _maintenance(self, on: bool) -> dict[str, Any]:
         """Take this CoServer out on purpose (its secondary stops quietly), or bring it back."""

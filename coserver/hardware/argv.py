@@ -72,26 +72,39 @@ def smp_value(config: MachineConfig) -> str:
     return value + (f",maxcpus={slots}" if c.vcpus < slots else "")
 
 
-def smbios_args(config: MachineConfig) -> list[str]:
-    """-smbios options for types 0, 1, (2), 3, 4 and 17."""
+#: One SMBIOS structure as QEMU's -smbios takes it: its type and (key, value) pairs; a None value is
+#: left out, "" is given (it hides QEMU's default, e.g. the machine type as a version).
+SmbiosTable = tuple[int, tuple[tuple[str, str | None], ...]]
+
+
+def smbios_tables(config: MachineConfig) -> list[SmbiosTable]:
+    """Types 0, 1, (2), 3, 4 and 17 with every key the guest's identity sets: the one list both
+    smbios_args() and the libvirt backend's <sysinfo> (coserver.libvirt.domainxml) are made of,
+    so the guest sees the same identity under either."""
     s = config.smbios
-    args = [
-        "-smbios", _opts("type=0", ("vendor", s.bios_vendor), ("version", s.bios_version),
-                         ("date", s.bios_date), ("release", s.bios_release)),
-        "-smbios", _opts("type=1", ("manufacturer", s.manufacturer), ("product", s.product),
-                         ("version", s.version), ("serial", s.serial), ("uuid", s.uuid),
-                         ("sku", s.sku), ("family", s.family)),
+    tables: list[SmbiosTable] = [
+        (0, (("vendor", s.bios_vendor), ("version", s.bios_version), ("date", s.bios_date),
+             ("release", s.bios_release))),
+        (1, (("manufacturer", s.manufacturer), ("product", s.product), ("version", s.version),
+             ("serial", s.serial), ("uuid", s.uuid), ("sku", s.sku), ("family", s.family))),
     ]
     if s.board:
-        args += ["-smbios", _opts("type=2", ("manufacturer", s.board_manufacturer),
-                                  ("product", s.board_product), ("version", ""),
-                                  ("serial", s.board_serial), ("asset", s.asset_tag))]
-    args += [
-        "-smbios", _opts("type=3", ("manufacturer", s.chassis_manufacturer), ("version", ""),
-                         ("serial", s.chassis_serial), ("asset", s.asset_tag)),
-        "-smbios", _opts("type=4", ("manufacturer", s.processor_manufacturer), ("version", "")),
-        "-smbios", _opts("type=17", ("manufacturer", s.memory_manufacturer)),
+        tables.append((2, (("manufacturer", s.board_manufacturer), ("product", s.board_product),
+                           ("version", ""), ("serial", s.board_serial), ("asset", s.asset_tag))))
+    tables += [
+        (3, (("manufacturer", s.chassis_manufacturer), ("version", ""), ("serial", s.chassis_serial),
+             ("asset", s.asset_tag))),
+        (4, (("manufacturer", s.processor_manufacturer), ("version", ""))),
+        (17, (("manufacturer", s.memory_manufacturer),)),
     ]
+    return tables
+
+
+def smbios_args(config: MachineConfig) -> list[str]:
+    """-smbios options for types 0, 1, (2), 3, 4 and 17."""
+    args: list[str] = []
+    for kind, pairs in smbios_tables(config):
+        args += ["-smbios", _opts(f"type={kind}", *pairs)]
     return args
 
 

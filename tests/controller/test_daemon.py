@@ -365,3 +365,16 @@ def test_a_qemu_whose_colo_stream_moves_is_busy_not_hung(tmp_path: Path, arun) -
         dialled.close()     # the drain ends on EOF and closes its end
         threads[1].join()
         server.close()
+
+
+def test_qemu_released_from_libvirts_hook_is_recorded_and_decides_nothing(tmp_path: Path, arun) -> None:
+    controller, witness, _ = primary_controller(tmp_path)
+    state = controller.sm.state
+    reply = arun(controller.handle({"cmd": "qemu-released", "name": "journal", "domain": "journal",
+                                    "role": "primary", "epoch": 1, "reason": "libvirt: release end -"}))
+    assert reply == {"ok": True, "host": "cs1"}
+    assert controller.sm.state == state and not witness.released   # no action: the next tick decides
+    status = arun(controller.status())
+    assert status["qemu_released"]["reason"] == "libvirt: release end -"
+    other = arun(controller.handle({"cmd": "qemu-released", "name": "web", "reason": "x"}))
+    assert other["ok"] is False and "journal" in other["error"]
