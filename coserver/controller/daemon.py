@@ -93,8 +93,11 @@ HEALTH_INTERVAL_S = 0.25
 #: A QEMU whose COLO stream moves while its QMP misses deadlines is in a long checkpoint (QEMU
 #: saves and loads the RAM holding its main loop): busy, not hung, for at most this long.
 CHECKPOINT_BUSY_LIMIT_S = 30.0
-#: How long the COLO stream is watched for movement once a QMP deadline was missed.
+#: How long the COLO stream and QEMU's CPU time are watched once a QMP probe missed its deadline.
 STREAM_SAMPLE_S = 0.1
+#: The health probe's deadline (query-status, a probe: missing it keeps the session). A healthy
+#: QEMU answers in about a millisecond; what a miss means is then decided by _classify_miss.
+PROBE_DEADLINE_S = 0.3
 WITNESS_POLL_S = 0.5
 JOURNAL_EVERY_S = 5.0
 #: While the journal cannot be saved (a full disk): how often a tick tries again.
@@ -137,6 +140,7 @@ class HostController:
         self.replica_off_epoch = 0    # our copy (a secondary) saw the guest power itself off in this epoch
         self._peer_was_heard = True   # _announce_if_peer_returned: the peer's silence ended
         self._peer_hung_since: float | None = None   # when the peer began reporting its QEMU HUNG
+        self._cpu_moved = True   # _checkpoint_busy's last sample: QEMU used CPU while QMP was late
         self._peer_qemu_was_running = False   # _announce_if_peer_returned: the peer's QEMU stopped
         self._well_at: float | None = None   # last tick at which the pair was seen in COLO, both QEMUs alive
         self.guest_off_ignored = 0    # a peer's guest_off at or below this is history (the operator started since)
@@ -420,16 +424,18 @@ class HostController:
             self.health.polls += 1
             try:
                 qmp = self.qmp if self.qmp is not None and self.qmp.healthy else await self._reconnect()
-                await qmp.execute("query-status", deadline=self.cfg.qmp_deadline_s)
+                await qmp.probe("query-status", deadline=min(PROBE_DEADLINE_S, self.cfg.qmp_deadline_s))
                 ms = 1000 * (time.monotonic() - t0)
                 self.health.last_latency_ms = round(ms, 1)
                 self.health.max_latency_ms = round(max(self.health.max_latency_ms, ms), 1)
                 self.health.hung_since = None
+                self.health.stuck = False
                 self._end_busy()
             except QmpError as exc:
                 self.health.missed += 1
                 if await self._checkpoint_busy(t0):
                     continue
+                self.health.stuck = not self._cpu_moved   # set by _checkpoint_busy's sample
                 if self.health.hung_since is None:
                     self.health.hung_since = t0
                     _log.warning("controller.qmp.missed", host=self.cfg.host, reason=str(exc))
@@ -441,14 +447,19 @@ class HostController:
         filled 768 MiB in one period. Bytes the kernel counts on the migration connection in
         STREAM_SAMPLE_S say it is busy; a stopped or deadlocked QEMU moves none (at most what fills
         the socket buffers). At most CHECKPOINT_BUSY_LIMIT_S in a row; then it is a hang again."""
+        self._cpu_moved = True
         if self.role not in (Role.PRIMARY, Role.SECONDARY) or not self.cfg.peer_repl_addr:
             return False
         if self.health.busy_since is not None and t0 - self.health.busy_since >= CHECKPOINT_BUSY_LIMIT_S:
             return False
         ports = {"colo": self.cfg.sync_ports.migration}
+        cpu_before = self._qemu_cpu_ticks()
         before = await stream_bytes_async(ports, peer=self.cfg.peer_repl_addr)
         await asyncio.sleep(STREAM_SAMPLE_S)
         after = await stream_bytes_async(ports, peer=self.cfg.peer_repl_addr)
+        cpu_after = self._qemu_cpu_ticks()
+        # None (no /proc entry: it just died, observe() reports DEAD) counts as moved: never "stuck"
+        self._cpu_moved = cpu_before is None or cpu_after is None or cpu_after > cpu_before
         if before is None or after is None or after["colo"] == before["colo"] or after["colo"] == StreamBytes():
             return False
         if self.health.busy_since is None:
@@ -457,6 +468,15 @@ class HostController:
                       "a long checkpoint, not a hang")
         self.health.hung_since = None
         return True
+
+    def _qemu_cpu_ticks(self) -> int | None:
+        """The QEMU process's CPU time so far (utime + stime of all its threads, in clock ticks)."""
+        try:
+            stat = Path(f"/proc/{self.qemu.pid}/stat").read_text() if self.qemu else ""
+        except OSError:
+            return None
+        fields = stat[stat.rfind(")") + 2:].split()   # after "pid (comm) ": state is field 3
+        return int(fields[11]) + int(fields[12]) if len(fields) > 12 else None
 
     def _end_busy(self) -> None:
         if self.health.busy_since is not None:
@@ -528,6 +548,7 @@ class HostController:
             node=self.cfg.host, role=self.role, epoch=self.epoch, qemu=qemu,
             links=self.heartbeats.links_alive(), witness=self._witness_for_policy(),
             state=self.sm.state.value, qemu_hung_for=hung_for,
+            qemu_stuck=qemu == QemuHealth.HUNG and self.health.stuck,
             colo_exit_error=bool(exit_ and exit_.get("reason") == "error"),
             peer_qemu=QemuHealth(peer.qemu) if peer is not None else None,
             peer_qemu_hung_for=self._peer_hung_for(peer.qemu if peer is not None else None),

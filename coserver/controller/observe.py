@@ -55,6 +55,9 @@ class QmpHealth:
     #: QEMU's main loop (busy, not hung; daemon._checkpoint_busy)
     busy_since: float | None = None
     busy_max_s: float = 0.0          # the longest such stretch since the controller started
+    #: the last missed probe found QEMU using no CPU and its COLO stream still: stopped or deadlocked,
+    #: not slow (policy: killed at once where a peer can take over)
+    stuck: bool = False
 
 
 @dataclass

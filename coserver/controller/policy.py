@@ -48,6 +48,8 @@ is heard):
   prim/simp lease lost, witness reachable                      RENEW (re-claim E; the rows below
                                                                never let it go simplex meanwhile)
   any       local QEMU dead                                    KILL_LOCAL_QEMU (reap, release)
+  prim/sec  local QEMU stuck (hung, no CPU, no COLO bytes),   KILL_LOCAL_QEMU (at once: stopped or
+            peer heard                                         deadlocked, not slow)
   prim/sec  local QEMU hung >= kill_hung_after, peer heard     KILL_LOCAL_QEMU (then release; with
                                                                the peer lost, the rows below decide)
   simplex   local QEMU hung >= kill_hung_after                 ALERT (nobody to take over)
@@ -197,6 +199,9 @@ class Observation:
     witness: WitnessView
     state: str = FtState.PROTECTED.value  # our FtState: a syncing secondary never takes over
     qemu_hung_for: float = 0.0  # seconds since QMP first missed a deadline (if HUNG)
+    #: HUNG, and the last missed probe saw QEMU use no CPU and move no COLO bytes: stopped or
+    #: deadlocked (a slow QEMU uses CPU; a long checkpoint moves bytes)
+    qemu_stuck: bool = False
     colo_exit_error: bool = False  # COLO_EXIT with reason "error" seen locally
     peer_qemu: QemuHealth | None = None  # the peer's own report (latest heartbeat)
     #: how long the peer has been reporting its QEMU HUNG without a break (0 unless it does)
@@ -403,6 +408,9 @@ def _decide(obs: Observation, limits: Thresholds) -> Decision:
     # then the peer-lost rows below decide (the failover yanks the stalled stream first).
     hung_peer_lost = not obs.peer_heard and role in (Role.PRIMARY, Role.SECONDARY)
     if obs.qemu == QemuHealth.HUNG and not hung_peer_lost:
+        if obs.qemu_stuck and role in (Role.PRIMARY, Role.SECONDARY):
+            return Decision(Action.KILL_LOCAL_QEMU, f"local QEMU ({role}) stuck: QMP silent, no CPU used and no "
+                                                    "COLO bytes moved: kill it so the peer takes over")
         if obs.qemu_hung_for < limits.kill_hung_after:
             return Decision(Action.NONE, f"local QEMU hung for {obs.qemu_hung_for:.1f} s "
                                          f"(< {limits.kill_hung_after} s): waiting")

@@ -247,6 +247,15 @@ class QmpSession:
         """
         return await self._call(cmd, args, deadline, cmd)
 
+    async def probe(self, cmd: str, *, deadline: float) -> Any:
+        """A liveness probe: a query-* command whose effect is nothing, so missing its deadline leaves
+        the session healthy (the late reply is dropped by its unknown id, as QMP asks of clients).
+        What a watchdog polls with a short deadline without tearing the session down at every slow
+        moment (a reconnect would lose the events that arrive meanwhile)."""
+        if not cmd.startswith("query-"):
+            raise ValueError(f"probe {cmd!r}: only query-* commands are side-effect free")
+        return await self._call(cmd, None, deadline, cmd, _probe=True)
+
     async def hmp(self, command_line: str, *, deadline: float | None = None) -> str:
         """Run an HMP command via human-monitor-command; returns its text output.
 
@@ -257,7 +266,7 @@ class QmpSession:
         return str(out)
 
     async def _call(self, cmd: str, args: Mapping[str, object] | None,
-                    deadline: float | None, label: str, **log_fields: Any) -> Any:
+                    deadline: float | None, label: str, _probe: bool = False, **log_fields: Any) -> Any:
         limit = self.default_deadline if deadline is None else float(deadline)
         t0 = time.monotonic()
         outcome, extra = "cancelled", dict(log_fields)
@@ -269,7 +278,8 @@ class QmpSession:
             return result
         except TimeoutError:
             outcome = "timeout"
-            self._missed_deadline = True
+            if not _probe:
+                self._missed_deadline = True
             raise QmpTimeout(self.path, label, limit) from None
         except ExecuteError as exc:
             outcome, extra["error_class"] = "error", exc.error_class

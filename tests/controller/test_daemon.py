@@ -378,3 +378,34 @@ def test_qemu_released_from_libvirts_hook_is_recorded_and_decides_nothing(tmp_pa
     assert status["qemu_released"]["reason"] == "libvirt: release end -"
     other = arun(controller.handle({"cmd": "qemu-released", "name": "web", "reason": "x"}))
     assert other["ok"] is False and "journal" in other["error"]
+
+
+def test_a_stopped_qemu_is_stuck_and_a_busy_one_is_not(tmp_path: Path, arun) -> None:
+    """After a missed probe the controller samples QEMU's CPU time: a stopped process (SIGSTOP, a
+    deadlock) used none, so it is stuck (killed at once); one that computes is only slow."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    class Proc:   # the launcher's view of a live QEMU: its pid
+        def __init__(self, pid: int) -> None:
+            self.pid = pid
+
+        def alive(self) -> bool:
+            return True
+
+    stopped = subprocess.Popen(["sleep", "60"])
+    spinning = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        stopped.send_signal(signal.SIGSTOP)
+        controller, _, _ = primary_controller(tmp_path, peer_repl_addr="127.0.0.1", ports={"migration": 1})
+        controller.qemu = Proc(stopped.pid)  # type: ignore[assignment]
+        assert not arun(controller._checkpoint_busy(time.monotonic())) and not controller._cpu_moved
+        time.sleep(0.3)   # the interpreter has started and computes
+        controller.qemu = Proc(spinning.pid)  # type: ignore[assignment]
+        assert not arun(controller._checkpoint_busy(time.monotonic())) and controller._cpu_moved
+    finally:
+        for p in (stopped, spinning):
+            p.kill()
+            p.wait()
