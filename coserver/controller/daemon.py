@@ -89,15 +89,17 @@ GUEST_OFF_HOLD_S = 5.0
 #: announce-self when a silent peer is heard again while we run alone: rounds over ~2 s, so a frame its
 #: resuming QEMU sends before it is stopped cannot leave the LAN switch pointing at it.
 ANNOUNCE_AGAIN = {"initial": 100, "max": 550, "rounds": 6, "step": 100}
-HEALTH_INTERVAL_S = 0.25
+HEALTH_INTERVAL_S = 0.2
 #: A QEMU whose COLO stream moves while its QMP misses deadlines is in a long checkpoint (QEMU
 #: saves and loads the RAM holding its main loop): busy, not hung, for at most this long.
 CHECKPOINT_BUSY_LIMIT_S = 30.0
 #: How long the COLO stream and QEMU's CPU time are watched once a QMP probe missed its deadline.
-STREAM_SAMPLE_S = 0.1
+STREAM_SAMPLE_S = 0.05
 #: The health probe's deadline (query-status, a probe: missing it keeps the session). A healthy
 #: QEMU answers in about a millisecond; what a miss means is then decided by _classify_miss.
-PROBE_DEADLINE_S = 0.3
+PROBE_DEADLINE_S = 0.25
+#: QEMU events the decide loop acts on at once (a COLO exit is a failover's first word).
+WAKE_EVENTS = frozenset({"COLO_EXIT", "SHUTDOWN", "BLOCK_IO_ERROR", "QUORUM_REPORT_BAD"})
 WITNESS_POLL_S = 0.5
 JOURNAL_EVERY_S = 5.0
 #: While the journal cannot be saved (a full disk): how often a tick tries again.
@@ -128,7 +130,8 @@ class HostController:
         self.events = ColoEvents(checkpoints=entry.checkpoints if entry else 0)
         self.sm = FtStateMachine.resume(cfg.ftserver, entry.state if entry else FtState.STARTING)
         self.role = entry.role if entry else Role.NONE
-        self.qemu: QemuProcess | None = None
+        self._qemu: QemuProcess | None = None
+        self._exit_fd: int | None = None   # a pidfd of _qemu, watched by the loop (_watch_exit)
         self.qmp: QmpSession | None = None
         self.listener: QmpListener | None = None
         self.health = QmpHealth()
@@ -141,6 +144,7 @@ class HostController:
         self._peer_was_heard = True   # _announce_if_peer_returned: the peer's silence ended
         self._peer_hung_since: float | None = None   # when the peer began reporting its QEMU HUNG
         self._cpu_moved = True   # _checkpoint_busy's last sample: QEMU used CPU while QMP was late
+        self._woken = asyncio.Event()   # set by a watcher: the decide loop ticks now, not at its next TICK_S
         self._peer_qemu_was_running = False   # _announce_if_peer_returned: the peer's QEMU stopped
         self._well_at: float | None = None   # last tick at which the pair was seen in COLO, both QEMUs alive
         self.guest_off_ignored = 0    # a peer's guest_off at or below this is history (the operator started since)
@@ -343,6 +347,7 @@ class HostController:
         """Stop every task, heartbeats and the witness's keep-alive first (a controller that stops,
         or failed, must fall silent so its peer may take over), then the rest; each step on its own,
         so one that fails does not skip the others. QEMU is never touched: it runs on."""
+        self._unwatch_exit()
         for task in self._tasks:
             task.cancel()
         steps: list[tuple[str, Any]] = [
@@ -406,10 +411,49 @@ class HostController:
             pass
 
     # ---- watching -----------------------------------------------------------------------
+    @property
+    def qemu(self) -> QemuProcess | None:
+        """The local QEMU; setting it arms a watch on its exit (_watch_exit)."""
+        return self._qemu
+
+    @qemu.setter
+    def qemu(self, proc: QemuProcess | None) -> None:
+        self._qemu = proc
+        self._watch_exit(proc)
+
+    def _watch_exit(self, proc: QemuProcess | None) -> None:
+        """Tick the moment the QEMU process ends (a pidfd becomes readable), not at the next TICK_S:
+        a killed primary's controller reports it dead sooner, and the peer promotes sooner."""
+        self._unwatch_exit()
+        if proc is None or proc.pid is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+            fd = os.pidfd_open(proc.pid)
+        except (RuntimeError, OSError):   # no loop yet (resumed at start), or the process is gone
+            return
+        self._exit_fd = fd
+        loop.add_reader(fd, self._qemu_exited)
+
+    def _qemu_exited(self) -> None:
+        self._unwatch_exit()
+        self._woken.set()
+
+    def _unwatch_exit(self) -> None:
+        if self._exit_fd is not None:
+            fd, self._exit_fd = self._exit_fd, None
+            try:
+                asyncio.get_running_loop().remove_reader(fd)
+            except RuntimeError:
+                pass
+            os.close(fd)
+
     async def _event_loop(self, listener: QmpListener) -> None:
         try:
             async for ev in listener:
                 self.events.record(ev, self.role, self.cfg.host)
+                if ev.get("event") in WAKE_EVENTS:
+                    self._woken.set()
         except QmpError:
             return
 
@@ -436,6 +480,8 @@ class HostController:
                 if await self._checkpoint_busy(t0):
                     continue
                 self.health.stuck = not self._cpu_moved   # set by _checkpoint_busy's sample
+                if self.health.stuck:
+                    self._woken.set()   # a stuck QEMU is acted on now: every 0.1 s counts for the client
                 if self.health.hung_since is None:
                     self.health.hung_since = t0
                     _log.warning("controller.qmp.missed", host=self.cfg.host, reason=str(exc))
@@ -580,7 +626,11 @@ class HostController:
     # ---- deciding and acting ------------------------------------------------------------
     async def _decide_loop(self) -> None:
         while True:
-            await asyncio.sleep(TICK_S)
+            try:   # every TICK_S, or at once when a watcher found something to act on (_woken)
+                await asyncio.wait_for(self._woken.wait(), TICK_S)
+            except TimeoutError:
+                pass
+            self._woken.clear()
             try:
                 await self.tick()
             except CoserverError as exc:  # the world's fault (a peer, QMP, a disk): next tick tries again

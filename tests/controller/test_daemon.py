@@ -409,3 +409,33 @@ def test_a_stopped_qemu_is_stuck_and_a_busy_one_is_not(tmp_path: Path, arun) -> 
         for p in (stopped, spinning):
             p.kill()
             p.wait()
+
+
+def test_the_decide_loop_is_woken_the_moment_qemu_exits(tmp_path: Path, arun) -> None:
+    """A pidfd watch on the local QEMU: its death wakes the decide loop at once (not at the next
+    tick), so a killed primary is reported dead, and its peer promotes, sooner."""
+    import asyncio
+    import subprocess
+
+    class Proc:
+        def __init__(self, pid: int) -> None:
+            self.pid = pid
+
+    child = subprocess.Popen(["sleep", "60"])
+    controller, _, _ = primary_controller(tmp_path)
+
+    async def go() -> float:
+        controller.qemu = Proc(child.pid)  # type: ignore[assignment]
+        assert controller._exit_fd is not None
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        child.kill()
+        await asyncio.wait_for(controller._woken.wait(), 2.0)
+        return loop.time() - t0
+
+    try:
+        assert arun(go()) < 0.1
+        assert controller._exit_fd is None   # one wake per process: the watch is gone
+    finally:
+        child.kill()
+        child.wait()
