@@ -83,6 +83,7 @@ from coserver.site import keygen
 from coserver.site.errors import SiteError
 from coserver.site.keygen import KeyRing, key_id
 from coserver.sys import netns
+from coserver.sys.aio import sleep_to_grid
 from coserver.sys.proc import boot_id
 
 _log = log.get("heartbeat")
@@ -118,6 +119,8 @@ _SAVE_OFFSET_MOVE = 0.05
 #: IP precedence "network control" (CS6) and a high socket priority: a qdisc
 #: that honours them sends heartbeats ahead of bulk migration traffic.
 _STR_STATUS = frozenset({"role", "state", "qemu", "site", "qemu_version"})
+#: Status fields that change in normal running (every checkpoint): no reason for an extra round.
+_COUNTERS = frozenset({"checkpoints"})
 _TOS_CS6 = 0xC0
 _SO_PRIORITY = 6
 
@@ -530,20 +533,19 @@ class Heartbeats:
         await self.close()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
         while True:
             self.send_once()
             self.check()
-            # Fixed-rate schedule: a slow round does not stretch the period.
-            next_at = max(next_at + self.interval, loop.time())
-            await asyncio.sleep(next_at - loop.time())
+            # Fixed-rate, on the loop's common grid (sys.aio): a slow round does not stretch the
+            # period, and the daemon's tick wakes at the same instants, so both share one wake-up.
+            await sleep_to_grid(self.interval)
 
     # -- sending ----------------------------------------------------------
 
     def update_local(self, **changes: Any) -> None:
         """Change what the next heartbeats say about us (epoch, role, state, qemu, checkpoints, site,
-        qemu_version, guest_off, replica_off)."""
+        qemu_version, guest_off, replica_off). Once started, a change of anything but the checkpoint
+        count goes out at once, in an extra round."""
         cur = dict(self._local_fields)
         unknown = set(changes) - set(cur)
         if unknown:
@@ -551,8 +553,13 @@ class Heartbeats:
         cur.update({k: str(v) if k in _STR_STATUS else int(v) for k, v in changes.items()})
         if cur == self._local_fields:   # the daemon publishes every tick; most ticks change nothing
             return
+        said = {k for k, v in cur.items() if v != self._local_fields[k]} - _COUNTERS
         self._local = LocalStatus(**cur)
         self._local_fields = cur
+        if said and self._task is not None:
+            # what the peer decides on changed (a dead QEMU, a new epoch, a state): it hears it now,
+            # not at the next round (which shares the tick's wake-up and may run just before it)
+            self.send_once()
 
     @property
     def local(self) -> LocalStatus:
