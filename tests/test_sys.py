@@ -54,3 +54,45 @@ def test_a_process_record_is_loaded_only_while_that_process_runs(tmp_path) -> No
     path.write_text(json.dumps({"pid": me.pid, "starttime": me.starttime + 1, "boot": me.boot}))
     assert load_record(path) is None  # the pid was reused by another process
     assert load_record(tmp_path / "missing.json") is None
+
+
+def test_periodic_loops_wake_on_a_shared_grid_never_later_than_their_period() -> None:
+    import random
+
+    from coserver.sys.aio import next_on_grid
+
+    rng = random.Random(7)
+    shared = 0
+    for _ in range(20000):
+        now = rng.uniform(0, 1e6)
+        for period in (0.05, 0.1, 0.25, 0.5, 0.02, 0.13):
+            assert now < next_on_grid(now, period) <= now + period + 1e-6
+        tick, poll = next_on_grid(now, 0.1), next_on_grid(now, 0.25)
+        if abs(tick - poll) < 1e-6:   # the same instant: the very same float, so one timer wake-up serves both
+            assert tick == poll
+            shared += 1
+    assert shared > 2000   # every other 250 ms poll falls on a 100 ms tick
+
+
+def test_sleep_to_grid_ends_early_when_its_event_is_set() -> None:
+    """The decide loop's sleep: to the next grid point, or at once when a watcher sets the event."""
+    import asyncio
+
+    from coserver.sys.aio import sleep_to_grid
+
+    async def go() -> tuple[float, float, float]:
+        loop = asyncio.get_running_loop()
+        ev = asyncio.Event()
+        t0 = loop.time()
+        await sleep_to_grid(0.5, until=ev)
+        full = loop.time() - t0
+        loop.call_later(0.05, ev.set)
+        t0 = loop.time()
+        await sleep_to_grid(5.0, until=ev)
+        cut = loop.time() - t0
+        t0 = loop.time()
+        await sleep_to_grid(5.0, until=ev)   # still set: returns at once
+        return full, cut, loop.time() - t0
+
+    full, cut, again = asyncio.run(go())
+    assert 0 < full <= 0.52 and 0.04 <= cut < 0.3 and again < 0.01

@@ -74,6 +74,7 @@ from coserver.site.local import this_host
 from coserver.site.pki import check_pki_dir
 from coserver.site.servers import find_server, spec_names
 from coserver.sys import netns
+from coserver.sys.aio import sleep_to_grid
 from coserver.sys.clock import boottime
 from coserver.sys.proc import boot_id
 from coserver.sys.tcpstats import StreamBytes, stream_bytes_async
@@ -459,7 +460,7 @@ class HostController:
 
     async def _health_loop(self) -> None:
         while True:
-            await asyncio.sleep(HEALTH_INTERVAL_S)
+            await sleep_to_grid(HEALTH_INTERVAL_S)
             if self.qemu is None or self.role == Role.NONE:
                 continue
             if not self.qemu.alive():
@@ -549,7 +550,7 @@ class HostController:
                 view = WitnessView(reachable=False)
             if generation == self._witness_generation:  # no claim or release happened meanwhile
                 self.witness_view = view
-            await asyncio.sleep(WITNESS_POLL_S)
+            await sleep_to_grid(WITNESS_POLL_S)
 
     def _witness_changed(self, view: WitnessView) -> None:
         """Our own claim or release: what we know now beats any poll already under way."""
@@ -626,10 +627,9 @@ class HostController:
     # ---- deciding and acting ------------------------------------------------------------
     async def _decide_loop(self) -> None:
         while True:
-            try:   # every TICK_S, or at once when a watcher found something to act on (_woken)
-                await asyncio.wait_for(self._woken.wait(), TICK_S)
-            except TimeoutError:
-                pass
+            # with the heartbeats' rounds (one wake-up for both), or at once when a watcher found
+            # something to act on (_woken)
+            await sleep_to_grid(TICK_S, until=self._woken)
             self._woken.clear()
             try:
                 await self.tick()

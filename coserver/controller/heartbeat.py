@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import hmac
 import json
 import os
@@ -84,6 +83,7 @@ from coserver.site import keygen
 from coserver.site.errors import SiteError
 from coserver.site.keygen import KeyRing, key_id
 from coserver.sys import netns
+from coserver.sys.aio import sleep_to_grid
 from coserver.sys.proc import boot_id
 
 _log = log.get("heartbeat")
@@ -119,6 +119,8 @@ _SAVE_OFFSET_MOVE = 0.05
 #: IP precedence "network control" (CS6) and a high socket priority: a qdisc
 #: that honours them sends heartbeats ahead of bulk migration traffic.
 _STR_STATUS = frozenset({"role", "state", "qemu", "site", "qemu_version"})
+#: Status fields that change in normal running (every checkpoint): no reason for an extra round.
+_COUNTERS = frozenset({"checkpoints"})
 _TOS_CS6 = 0xC0
 _SO_PRIORITY = 6
 
@@ -246,13 +248,31 @@ class Heartbeat:
     echo_held: float = 0.0
 
     def encode(self, key: bytes) -> bytes:
-        payload = json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
-        kid = key_id(key).encode()
-        mac = hmac.new(key, MAGIC + kid + payload, hashlib.sha256).digest()
+        payload = _CANONICAL.encode({name: getattr(self, name) for name in _HEARTBEAT_FIELDS}).encode()
+        kid = _key_id(key).encode()
+        mac = hmac.digest(key, MAGIC + kid + payload, "sha256")
         return MAGIC + kid + mac + payload
 
     def key_ids(self) -> set[str]:
         return set(self.keys.split(",")) if self.keys else set()
+
+
+#: The payload's JSON: sorted keys, no spaces (what json.dumps(sort_keys=True, separators=(",", ":"))
+#: makes), one encoder for every message instead of a new one per call (20 messages a second).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+_HEARTBEAT_FIELDS = tuple(f.name for f in fields(Heartbeat))
+
+
+@functools.lru_cache(maxsize=8)
+def _key_id(key: bytes) -> str:
+    """keygen.key_id, remembered: a SHA-256 per message (sent or received) for the same two keys."""
+    return key_id(key)
+
+
+@functools.lru_cache(maxsize=8)
+def _ring_by_id(ring: KeyRing) -> dict[str, bytes]:
+    """ring.by_id(), remembered per ring (a KeyRing is frozen: its keys never change)."""
+    return {_key_id(k): k for k in ring.keys()}
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -290,10 +310,10 @@ def decode(data: bytes, key: bytes | KeyRing) -> Heartbeat | Drop:
     kid = data[len(MAGIC):len(MAGIC) + KEY_ID_LEN]
     mac = data[len(MAGIC) + KEY_ID_LEN:head]
     payload = data[head:]
-    k = KeyRing.of(key).by_id().get(kid.decode("ascii", "replace"))
+    k = _ring_by_id(KeyRing.of(key)).get(kid.decode("ascii", "replace"))
     if k is None:
         return Drop.BAD_MAC
-    want = hmac.new(k, MAGIC + kid + payload, hashlib.sha256).digest()
+    want = hmac.digest(k, MAGIC + kid + payload, "sha256")
     if not hmac.compare_digest(mac, want):
         return Drop.BAD_MAC
     try:
@@ -449,6 +469,7 @@ class Heartbeats:
         self._protocols: dict[str, HeartbeatLink] = {}
         self._seq = 0
         self._local = LocalStatus(site=site, qemu_version=qemu_version)
+        self._local_fields = asdict(self._local)   # what every heartbeat carries of it, made once per change
         self._peer: Heartbeat | None = None
         self._peer_up = False
         self._marks: dict[str, PeerMark] = {}   # per peer node: highest generation, freshness baseline
@@ -512,26 +533,33 @@ class Heartbeats:
         await self.close()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
         while True:
             self.send_once()
             self.check()
-            # Fixed-rate schedule: a slow round does not stretch the period.
-            next_at = max(next_at + self.interval, loop.time())
-            await asyncio.sleep(next_at - loop.time())
+            # Fixed-rate, on the loop's common grid (sys.aio): a slow round does not stretch the
+            # period, and the daemon's tick wakes at the same instants, so both share one wake-up.
+            await sleep_to_grid(self.interval)
 
     # -- sending ----------------------------------------------------------
 
     def update_local(self, **changes: Any) -> None:
         """Change what the next heartbeats say about us (epoch, role, state, qemu, checkpoints, site,
-        qemu_version, guest_off, replica_off)."""
-        cur = asdict(self._local)
+        qemu_version, guest_off, replica_off). Once started, a change of anything but the checkpoint
+        count goes out at once, in an extra round."""
+        cur = dict(self._local_fields)
         unknown = set(changes) - set(cur)
         if unknown:
             raise HeartbeatError(f"heartbeats for pair {self.pair}: unknown status fields {sorted(unknown)}")
         cur.update({k: str(v) if k in _STR_STATUS else int(v) for k, v in changes.items()})
+        if cur == self._local_fields:   # the daemon publishes every tick; most ticks change nothing
+            return
+        said = {k for k, v in cur.items() if v != self._local_fields[k]} - _COUNTERS
         self._local = LocalStatus(**cur)
+        self._local_fields = cur
+        if said and self._task is not None:
+            # what the peer decides on changed (a dead QEMU, a new epoch, a state): it hears it now,
+            # not at the next round (which shares the tick's wake-up and may run just before it)
+            self.send_once()
 
     @property
     def local(self) -> LocalStatus:
@@ -548,7 +576,7 @@ class Heartbeats:
             echo_ts, held = (st.ts, max(0.0, ts - st.last_valid)) if st.last_valid is not None else (0.0, 0.0)
             hb = Heartbeat(pair=self.pair, link=name, node=self.node, generation=self.generation, seq=self._seq,
                            ts=ts, sent=now, keys=self._key_ids, echo_ts=echo_ts, echo_held=held,
-                           **asdict(self._local))
+                           **self._local_fields)
             proto.send(hb.encode(key))
 
     def _send_key(self) -> bytes:

@@ -29,6 +29,7 @@ and filter matching, history, never-ending iteration); see listen().
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -96,6 +97,15 @@ class _Client(QMPClient):
         writer = self._writer
         if writer is not None:
             writer.transport.abort()
+
+    # qemu.qmp's hooks log every message at DEBUG, but build the text first (a pretty-printed JSON
+    # dump of it) whether or not DEBUG is on: the controller's 4 polls a second and every event
+    # paid for lines nobody sees. Its own hooks, run only when their lines are kept.
+    def _cb_outbound(self, msg: Message) -> Message:
+        return super()._cb_outbound(msg) if self.logger.isEnabledFor(logging.DEBUG) else msg
+
+    def _cb_inbound(self, msg: Message) -> Message:
+        return super()._cb_inbound(msg) if self.logger.isEnabledFor(logging.DEBUG) else msg
 
 
 class QmpListener(EventListener):

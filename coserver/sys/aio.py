@@ -8,6 +8,7 @@ awaitable to unwind, however long that takes) would hang the controller with it.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -50,3 +51,48 @@ def forget(task: asyncio.Future[Any]) -> None:
     """Abandon a task: retrieve its outcome when it ends, so asyncio never warns "never retrieved"."""
     if not task.cancelled():
         task.exception()
+
+
+#: The time grid periodic loops wake on (seconds, on the event loop's clock). Each wake-up of a
+#: process costs tens of microseconds of CPU however little it then does (more on a VM); loops whose
+#: periods are multiples of it wake at the same instants (the controller's 100 ms tick, its 100 ms
+#: heartbeats, its 250 ms QMP poll, its 500 ms witness poll) and share one wake-up there.
+GRID_S = 0.05
+
+
+def next_on_grid(now: float, period: float) -> float:
+    """The first multiple of `period` after `now`, counted on GRID_S (a period that is no multiple
+    of GRID_S: on multiples of itself). Never more than `period` after `now`: a loop that sleeps
+    until it runs at a fixed rate, never slower than one that sleeps `period` after each round."""
+    steps = round(period / GRID_S)
+    unit = GRID_S
+    if steps < 1 or abs(steps * GRID_S - period) > 1e-9:
+        unit, steps = period, 1
+    # integers, then one multiplication: two loops on the same grid point get the same float
+    k = (math.floor(now / unit) // steps + 1) * steps
+    return k * unit
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def sleep_to_grid(period: float, *, until: asyncio.Event | None = None) -> None:
+    """Sleep until next_on_grid(now, period) on the running loop's clock (monotonic: a suspend
+    only lengthens it, as with asyncio.sleep), or until `until` is set (not cleared here)."""
+    if until is not None and until.is_set():
+        return
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    handle = loop.call_at(next_on_grid(loop.time(), period), _wake, fut)
+    waiter = None
+    if until is not None:
+        waiter = asyncio.ensure_future(until.wait())
+        waiter.add_done_callback(lambda _task: _wake(fut))
+    try:
+        await fut
+    finally:
+        handle.cancel()
+        if waiter is not None:
+            waiter.cancel()

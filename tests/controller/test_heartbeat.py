@@ -521,3 +521,25 @@ def test_a_peer_one_release_older_without_the_echo_is_still_heard(arun, links):
             await b.close()
 
     arun(main())
+
+
+def test_a_status_change_goes_out_at_once_a_checkpoint_count_waits_for_the_round(arun, links):
+    """Once started, what the peer decides on (state, role, epoch, QEMU) is sent in an extra round when it
+    changes, not up to one interval later; the checkpoint counter changes all the time and waits."""
+    async def main():
+        a = Heartbeats(pair="ft1", node="cs1", key=KEY, links=[links["sync1"][0]], interval=0.5, timeout=2.0)
+        await a.start()
+        try:
+            await until(lambda: a.stats()["sync1"].get("sent", 0) >= 1)   # the first round, at start
+            # no await from here on: the periodic rounds cannot run in between
+            sent = a.stats()["sync1"]["sent"]
+            a.update_local(checkpoints=5)
+            assert a.stats()["sync1"]["sent"] == sent
+            a.update_local(state="protected", qemu="alive", checkpoints=5)
+            assert a.stats()["sync1"]["sent"] == sent + 1
+            a.update_local(state="protected", qemu="alive", checkpoints=5)   # unchanged: nothing
+            assert a.stats()["sync1"]["sent"] == sent + 1
+        finally:
+            await a.close()
+
+    arun(main())
