@@ -123,6 +123,7 @@ def test_config_quick_values_and_the_prefix():
 
 class FakeLab:
     made: list[FakeLab] = []
+    ups: list[tuple[str, int]] = []
 
     def __init__(self, prefix, workdir):
         self.prefix, self.opts, self.downs = prefix, None, 0
@@ -130,15 +131,18 @@ class FakeLab:
 
     def up(self, opts):
         self.opts = opts
+        FakeLab.ups.append((opts.protect, opts.memory_mib))
         if opts.memory_mib == 1024 and opts.protect == "stopped":
             raise CoserverError("not protected after 180 s")
+        if opts.memory_mib == 1024 and FakeLab.ups.count(("live", 1024)) == 1:
+            raise CoserverError("broken pipe")
 
     def down(self):
         self.downs += 1
 
 
 def test_run_alternates_orders_records_failures_and_always_downs_its_labs(tmp_path, monkeypatch):
-    FakeLab.made = []
+    FakeLab.made, FakeLab.ups = [], []
     calls: list[tuple[str, int, int]] = []
 
     def trial(lab, *, memload_mib, dirty_mib_s, interval):
@@ -153,15 +157,20 @@ def test_run_alternates_orders_records_failures_and_always_downs_its_labs(tmp_pa
     monkeypatch.setattr(protect, "run_protect_trial", trial)
     said: list[str] = []
     out = protect.run(tmp_path, "bne", 2, 2000, said.append)
-    labs = [(lab.opts.protect, lab.opts.memory_mib) for lab in FakeLab.made if lab.opts]
-    assert labs == [("stopped", 256), ("live", 256), ("live", 1024), ("stopped", 1024)]
+    # the first order alternates per size; a lab that does not come up is made once more
+    assert FakeLab.ups == [("stopped", 256), ("live", 256), ("live", 1024), ("live", 1024), ("stopped", 1024),
+                           ("stopped", 1024)]
+    assert [(r["order"], r["memory_mib"], r["attempt"]) for r in out["labs"]] == [
+        ("stopped", 256, 1), ("live", 256, 1), ("live", 1024, 2)]
     assert all(lab.opts.reprotect == "manual" for lab in FakeLab.made if lab.opts)
     assert all(lab.downs >= 1 for lab in FakeLab.made if lab.opts)
     # the 256 MiB stopped lab: trial 1 ran, trial 2 raised and ended that lab's trials; the run went on
     assert calls == [("stopped", 256, 144), ("stopped", 256, 144), ("live", 256, 144), ("live", 256, 144),
                      ("live", 1024, 768), ("live", 1024, 768)]
     assert out["problems"] == ["256 MiB stopped trial 2: not protected again after 300 s",
-                               "1024 MiB stopped: lab up: not protected after 180 s"]
+                               "1024 MiB live: lab up: broken pipe (attempt 1 of 2)",
+                               "1024 MiB stopped: lab up: not protected after 180 s (attempt 1 of 2)",
+                               "1024 MiB stopped: lab up: not protected after 180 s (attempt 2 of 2)"]
     s256, s1024 = out["by_size"]
     assert s256["stopped"]["trials"] == 1 and s256["stopped"]["failed"] == 1 and s256["live"]["trials"] == 2
     assert (s1024["stopped"]["trials"], s1024["stopped"]["failed"], s1024["stopped"]["entry_gap_s"]) == (0, 2, None)
