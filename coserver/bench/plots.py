@@ -144,11 +144,12 @@ def protect_vs_ram(protect: dict[str, Any], path: Path) -> Path:
                 for s in by_size:
                     ys = [v * scale for v in s.get(order, {}).get(f"{key}_all_s", []) if v is not None]
                     ax.scatter([s["memory_mib"]] * len(ys), ys, s=14, color=color, alpha=0.5, zorder=3)
-                for x, y in pts:
+                for x, y in pts:  # labels outside the lines: left of the first size, right of the others
+                    first = x == min(xs_all)
                     ax.annotate(f"{y:.0f} ms" if key == "entry_gap" and y < 1000 else
                                 f"{y / 1000:.1f} s" if key == "entry_gap" else f"{y:.1f} s",
-                                (x, y), textcoords="offset points", xytext=(7, -3 if order == "live" else 3),
-                                fontsize=7, color=color)
+                                (x, y), textcoords="offset points", xytext=(-8 if first else 8, -3),
+                                ha="right" if first else "left", fontsize=7, color=color)
     goal = protect.get("goal_entry_gap_s")
     if goal:
         ax1.axhline(goal * 1000, color="tab:gray", linestyle=":", linewidth=1,

@@ -457,7 +457,8 @@ def readme_excerpt(data: dict[str, Any], plot: str = "docs/bench/outage_ft_vs_re
                  + " and ".join(f"{v:.1f}" for v in o["controller_cpu_s_per_min"]) + " CPU s per minute.")
     p = sec.get("protect", {})
     if p.get("by_size"):
-        L += ["", f"Entering COLO with the guest's RAM in use (dirtied at {p['dirty_mib_s']} MiB/s) while a client "
+        L += [""] if L[-1] else []
+        L += [f"Entering COLO with the guest's RAM in use (dirtied at {p['dirty_mib_s']} MiB/s) while a client "
               "appends every 10 ms: the client's pause and the time to protect, QEMU's order (guest stopped for the "
               f"RAM copy) against the live one, medians of {p['trials_per_order']} trial(s):", ""]
         L += _table(PROTECT_HEAD, protect_rows(p)) + ["", f"![{PLOTS['protect_vs_ram.png']}]({protect_plot})"]
@@ -472,7 +473,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m coserver.bench.report [--readme] BENCH_JSON", file=sys.stderr)
         return 2
     path = Path(args[0])
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"coserver.bench.report: error: cannot read {path}: {exc}", file=sys.stderr)
+        return 2
     if readme:
         print(readme_excerpt(data), end="")
     else:
