@@ -80,8 +80,8 @@ test-faults: setup
 	$(VENV)/bin/python -m coserver.lab.trials --profiles all
 
 # Benchmarks on the lab (README "Benchmarks"): failover gap, cost of protection, the restart
-# baseline, time to protect, controller overhead -> $(BENCH_OUT)/report.md, bench.json and PNG
-# plots. About 20 min on 2 cores; `make bench BENCH_ARGS=--quick` is the < 5 min smoke run.
+# baseline, time to protect, controller overhead, TLS, entering COLO in both orders ->
+# $(BENCH_OUT)/report.md, bench.json and PNG plots. About 30 min on 2 cores; `make bench BENCH_ARGS=--quick` is the ~10 min smoke run.
 BENCH_OUT ?= bench-results
 BENCH_ARGS ?=
 bench: setup

@@ -1,7 +1,7 @@
 """Benchmarks: what fault tolerance costs and what it saves, against the alternatives, in one run.
 
 `coserver bench [--quick] [--out DIR]` (and `make bench`) runs, on the
-one-machine lab, five sections, each in its own module:
+one-machine lab, seven sections, each in its own module:
 
   failover  kill -9 of the primary / the secondary QEMU with a client appending
             every 10 ms: client-visible gap, detection, promotion, acked writes lost;
@@ -10,7 +10,10 @@ one-machine lab, five sections, each in its own module:
   restart   the "clustering" alternative: disk replicated synchronously but no
             lock-step; kill the guest and boot it again on the survivor;
   sync      time to protect a 1 GiB disk against a raw copy over the same path;
-  overhead  CPU used by the controllers of an idle protected pair.
+  overhead  CPU used by the controllers of an idle protected pair;
+  tls       (tlscost.py) the same protected pair in plain TCP and with TLS;
+  protect   entering COLO with the guest's RAM in use, QEMU's stopped order against
+            the live one, at 256 MiB and 1 GiB: the client's pause, the time to protect.
 
 run.py drives them and writes bench.json (every raw figure), report.md and
 PNG plots (report.py, plots.py). Nothing here passes or fails on a time: the

@@ -4,7 +4,9 @@ failover_gaps.png        outage, detection and promotion of every failover trial
 cost_vs_period.png       throughput and latency, unprotected and protected, against the
                          checkpoint period;
 outage_ft_vs_restart.png the client-visible outage of each fault and of the restart
-                         baseline (log scale), with the acked writes lost.
+                         baseline (log scale), with the acked writes lost;
+protect_vs_ram.png       entering COLO, stopped and live order, against guest RAM: the client's
+                         pause (log scale, with the goal) and the time to protect.
 """
 
 from __future__ import annotations
@@ -124,6 +126,62 @@ def outage_ft_vs_restart(failover: dict[str, Any] | None, restart: dict[str, Any
     return _save(fig, path)
 
 
+ORDER_STYLE = {"stopped": ("tab:orange", "s--", "stopped (QEMU's order)"), "live": ("tab:green", "o-", "live")}
+
+
+def protect_vs_ram(protect: dict[str, Any], path: Path) -> Path:
+    """Left: the entry pause (ms, log) against guest RAM per order, each trial a dot, the median a
+    line, the goal dashed; right: the time to protect, the same way."""
+    by_size = protect["by_size"]
+    xs_all = [s["memory_mib"] for s in by_size]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for order, (color, style, name) in ORDER_STYLE.items():
+        for ax, key, scale in ((ax1, "entry_gap", 1000.0), (ax2, "protect", 1.0)):
+            pts = [(s["memory_mib"], s[order][f"{key}_s"] * scale) for s in by_size
+                   if s.get(order, {}).get(f"{key}_s") is not None]
+            if pts:
+                ax.plot([x for x, _ in pts], [y for _, y in pts], style, color=color, label=name)
+                for s in by_size:
+                    ys = [v * scale for v in s.get(order, {}).get(f"{key}_all_s", []) if v is not None]
+                    ax.scatter([s["memory_mib"]] * len(ys), ys, s=14, color=color, alpha=0.5, zorder=3)
+                for x, y in pts:  # labels outside the lines: left of the first size, right of the others
+                    first = x == min(xs_all)
+                    ax.annotate(f"{y:.0f} ms" if key == "entry_gap" and y < 1000 else
+                                f"{y / 1000:.1f} s" if key == "entry_gap" else f"{y:.1f} s",
+                                (x, y), textcoords="offset points", xytext=(-8 if first else 8, -3),
+                                ha="right" if first else "left", fontsize=7, color=color)
+    goal = protect.get("goal_entry_gap_s")
+    if goal:
+        ax1.axhline(goal * 1000, color="tab:gray", linestyle=":", linewidth=1,
+                    label=f"goal ≤ {goal * 1000:.0f} ms")
+    ax1.set_yscale("log")
+    lo_, hi_ = ax1.get_ylim()
+    ax1.set_ylim(lo_ / 1.5, hi_ * 2.5)  # room for the labels and the legend
+    lo_, hi_ = ax1.get_ylim()
+    ticks = [t for t in (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000) if lo_ <= t <= hi_]
+    ax1.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    ax1.set_ylabel("client's pause entering COLO, ms")
+    ax2.set_ylabel("time to protect, s")
+    ax2.set_ylim(bottom=0, top=max(ax2.get_ylim()[1], 1.0) * 1.15)
+    loads = {s["memory_mib"]: s["memload_mib"] for s in by_size}
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs_all, [f"{x} MiB\n({loads[x]} in use)" for x in xs_all], fontsize=8)
+        ax.minorticks_off()
+        ax.set_xlim(min(xs_all) / 1.6, max(xs_all) * 1.6)
+        ax.set_xlabel("guest RAM")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Entering COLO with the RAM in use (dirtied at {protect['dirty_mib_s']} MiB/s), a client "
+                 f"appending every {protect['client_interval_s'] * 1000:.0f} ms; medians of "
+                 f"{protect['trials_per_order']} trial(s)", fontsize=9)
+    return _save(fig, path)
+
+
+def _has_protect(protect: dict[str, Any]) -> bool:
+    return any(s.get(o, {}).get("trials") for s in protect.get("by_size", []) for o in ORDER_STYLE)
+
+
 def make_all(data: dict[str, Any], out: Path) -> list[Path]:
     sec = data.get("sections", {})
     made = []
@@ -133,4 +191,6 @@ def make_all(data: dict[str, Any], out: Path) -> list[Path]:
         made.append(cost_vs_period(sec["cost"], out / "cost_vs_period.png"))
     if "by_fault" in sec.get("failover", {}) or "outage_s" in sec.get("restart", {}):
         made.append(outage_ft_vs_restart(sec.get("failover"), sec.get("restart"), out / "outage_ft_vs_restart.png"))
+    if _has_protect(sec.get("protect", {})):
+        made.append(protect_vs_ram(sec["protect"], out / "protect_vs_ram.png"))
     return made

@@ -14,13 +14,16 @@ from typing import Any
 
 from coserver.bench.failover import FAULTS
 
-SECTIONS = ("failover", "cost", "restart", "sync", "overhead", "tls")
+SECTIONS = ("failover", "cost", "restart", "sync", "overhead", "tls", "protect")
 FAULT_TITLES = {"kill-primary-qemu": "kill -9 primary QEMU → secondary takes over",
                 "kill-secondary-qemu": "kill -9 secondary QEMU → primary goes on alone"}
 RESTART_TITLE = "restart baseline: kill -9 the guest, boot it on the disk replica"
 PLOTS = {"failover_gaps.png": "Failover: client-visible gap, detection and promotion per trial",
          "cost_vs_period.png": "Cost of protection against the checkpoint period",
-         "outage_ft_vs_restart.png": "Outage: coserver failover against restart on a replicated disk"}
+         "outage_ft_vs_restart.png": "Outage: coserver failover against restart on a replicated disk",
+         "protect_vs_ram.png": "Entering COLO: the client's pause and the time to protect against guest RAM, "
+                               "stopped vs live order"}
+ORDER_TITLES = {"stopped": "stopped (QEMU's order)", "live": "live"}
 
 
 # ---- checks ------------------------------------------------------------------------------
@@ -60,6 +63,13 @@ def incomplete(data: dict[str, Any]) -> list[str]:
         for mode in ("plaintext", "tls"):
             if mode not in sec["tls"]:
                 out.append(f"tls: no {mode} run")
+    if "protect" in sec and "by_size" in sec["protect"]:
+        want = sec["protect"].get("trials_per_order", 1)
+        for size in sec["protect"]["by_size"]:
+            for order in ORDER_TITLES:
+                n = size.get(order, {}).get("trials", 0)
+                if n < want:
+                    out.append(f"protect {size['memory_mib']} MiB {order}: {n} of {want} trials measured")
     return out
 
 
@@ -69,6 +79,8 @@ def losses(data: dict[str, Any]) -> dict[str, int]:
     out = {f: v.get("lost", 0) for f, v in sec.get("failover", {}).get("by_fault", {}).items()}
     if "lost" in sec.get("restart", {}):
         out["restart-baseline"] = sec["restart"]["lost"]
+    if "by_size" in sec.get("protect", {}):
+        out["protect"] = sum(one.get(o, {}).get("lost", 0) for one in sec["protect"]["by_size"] for o in ORDER_TITLES)
     return out
 
 
@@ -177,7 +189,7 @@ def render(data: dict[str, Any], out_dir: Path | None = None) -> str:
         L += ["", f"**The machine was shared:** {shared} QEMU process(es) of something else ran at some point "
               "between the bench's own runs; figures measured then include that load (see `machine` and "
               "`machine_before` in the JSON)."]
-    L += ["", "All five parts ran on one machine: the two CoServers are network namespaces, each guest "
+    L += ["", "Every part ran on one machine: the two CoServers are network namespaces, each guest "
           "copy a QEMU process; both hosts share the same CPUs, so every figure includes that contention.", ""]
     L += ["## Key figures: outage and acked writes lost, per fault", ""] + key_table(data) + [""]
     bad = incomplete(data)
@@ -286,6 +298,7 @@ def render(data: dict[str, Any], out_dir: Path | None = None) -> str:
         L += [f"Not measured: {o['error']}", ""]
 
     L += tls_section(sec.get("tls", {}))
+    L += protect_section(sec.get("protect", {}))
     L += ["## Sections' run times", ""]
     L += _table(["section", "seconds"], [[k, f"{v:.0f}"] for k, v in data.get("section_seconds", {}).items()])
     L += ["", f"Every raw figure: `{data.get('json_name', 'bench.json')}`.", ""]
@@ -318,9 +331,95 @@ def tls_section(t: dict[str, Any]) -> list[str]:
     return L
 
 
-def readme_excerpt(data: dict[str, Any], plot: str = "docs/bench/outage_ft_vs_restart.png") -> str:
+def _yes(v: bool | None) -> str:
+    return "–" if v is None else ("yes" if v else "**no**")
+
+
+def _ratio(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1f}×" if v >= 10 else f"{v:.2f}×"
+
+
+def protect_rows(p: dict[str, Any]) -> list[list[str]]:
+    """Per RAM size: the entry pause and the time to protect, stopped → live, and the ratios."""
+    rows = []
+    for size in p.get("by_size", []):
+        a, b = size.get("stopped", {}), size.get("live", {})
+        rows.append([f"{size['memory_mib']} MiB ({size['memload_mib']} MiB in use)",
+                     f"{_dur(a.get('entry_gap_s'))} → {_dur(b.get('entry_gap_s'))} ({_ratio(size.get('entry_gap_ratio'))})",
+                     f"{_s(a.get('protect_s'), 1)} → {_s(b.get('protect_s'), 1)} ({_ratio(size.get('protect_ratio'))})"])
+    return rows
+
+
+PROTECT_HEAD = ["guest RAM", "pause entering COLO, stopped → live (ratio)", "time to protect, stopped → live (ratio)"]
+
+
+def protect_section(p: dict[str, Any]) -> list[str]:
+    """Section 7: entering COLO in both orders against guest RAM, side by side, and the ratios."""
+    L = ["## 7. Entering COLO: the pause and the time to protect against guest RAM", ""]
+    if "by_size" in p:
+        cp = p["checkpoint_ms"]
+        L += ["The two orders of entering COLO (site key `protect`): **stopped**, QEMU's documented order (the guest "
+              "stopped for the whole RAM copy), and **live** (the RAM copied while the guest runs; it stops only for "
+              f"the switchover). Per guest RAM size and order a fresh lab pair (checkpoint period {cp} ms, "
+              f"re-protection manual), {p['trials_per_order']} re-protection(s) each, the order that goes first "
+              "alternating from one size to the next. Each: the secondary's QEMU killed, the guest fills part of its "
+              f"RAM and keeps dirtying it at {p['dirty_mib_s']} MiB/s, then `pair reprotect` while a client appends "
+              f"every {p['client_interval_s'] * 1000:.0f} ms (5 s timeout, reconnecting). **Entry pause**: the "
+              "client's longest wait between two acks that began between the rejoin request and 0.5 s after both "
+              f"controllers said protected (the goal: ≤ {p['goal_entry_gap_s'] * 1000:.0f} ms). **Largest gap**: "
+              "the same over the whole window, which also holds the first periodic checkpoints. **Time to "
+              "protect**: the rejoin request until both controllers said protected. Disks identical: both hosts' "
+              "disks compared block by block after a quiet period. Medians over the trials.", ""]
+        rows = []
+        for size in p["by_size"]:
+            for order in ORDER_TITLES:
+                a = size.get(order)
+                if a is None:
+                    continue
+                rows.append([f"{size['memory_mib']} MiB ({size['memload_mib']} MiB in use)", ORDER_TITLES[order],
+                             _dur(a["entry_gap_s"]), _dur(a["largest_gap_s"]), _s(a["protect_s"], 1), str(a["lost"]),
+                             _yes(a["disks_identical"]), str(a["reconnects"]),
+                             f"{a['trials']}" + (f" ({a['failed']} failed)" if a.get("failed") else "")])
+        L += _table(["guest RAM", "order", "entry pause p50", "largest gap p50", "time to protect p50",
+                     "acked lost", "disks identical", "client reconnects", "trials"], rows) + [""]
+        L += _table(PROTECT_HEAD, protect_rows(p)) + [""]
+        live = [(size["memory_mib"], size["live"]["entry_gap_s"]) for size in p["by_size"]
+                if size.get("live", {}).get("entry_gap_s") is not None]
+        if live:
+            goal = p["goal_entry_gap_s"]
+            L += [f"Live order against the goal (≤ {goal * 1000:.0f} ms): "
+                  + ", ".join(f"{m} MiB {_dur(g)} ({'within' if g <= goal else 'over'})" for m, g in live) + ".", ""]
+        broke = [f"{size['memory_mib']} MiB {order} {size[order]['reconnects']}" for size in p["by_size"]
+                 for order in ORDER_TITLES if size.get(order, {}).get("reconnects")]
+        if broke:
+            L += ["The client's connection broke and it reconnected (the guest stopped for longer than its 5 s "
+                  "timeout; the pause then includes the reconnection): " + ", ".join(broke) + " time(s).", ""]
+        L += ["<details><summary>every trial</summary>", ""]
+        trial_rows = []
+        for r in p.get("runs", []):
+            gaps = ", ".join(f"{g * 1000:.0f} ms at {t:.1f} s" if g < 1 else f"{g:.1f} s at {t:.1f} s"
+                             for t, g in r.get("gaps", []))
+            trial_rows.append([f"{r['memory_mib']} MiB", r["order"], str(r.get("trial")), _dur(r.get("entry_gap_s")),
+                               _dur(r.get("largest_gap_s")), _s(r.get("protect_s"), 1), str(r.get("acked", "–")),
+                               str(r.get("lost", "–")), str(r.get("reconnects", "–")), _yes(r.get("disks_identical")),
+                               gaps or "–", r.get("error") or "; ".join(r.get("problems", []))])
+        L += _table(["guest RAM", "order", "#", "entry pause", "largest gap", "time to protect", "acked", "lost",
+                     "reconnects", "disks identical", "client gaps > 100 ms (after the rejoin request)",
+                     "problems"], trial_rows)
+        L += ["", "</details>", ""]
+    elif "error" in p:
+        L += [f"Not measured: {p['error']}", ""]
+    for prob in p.get("problems", []):
+        L.append(f"- problem: {prob}")
+    if p.get("problems"):
+        L.append("")
+    return L
+
+
+def readme_excerpt(data: dict[str, Any], plot: str = "docs/bench/outage_ft_vs_restart.png",
+                   protect_plot: str = "docs/bench/protect_vs_ram.png") -> str:
     """The README's copy of a run: its command and machine, the key table, one plot, the cost in
-    short, time to protect and the controllers' CPU."""
+    short, time to protect, the controllers' CPU, and entering COLO in both orders (with its plot)."""
     m, sec = data.get("machine", {}), data.get("sections", {})
     L = [f"`{data.get('command')}` on {m.get('date_utc', '?')[:10]}: {m.get('cpu_model')} × {m.get('cpus')} "
          f"({m.get('virtualization') or 'bare metal'}; both CoServers share these cores), "
@@ -356,6 +455,13 @@ def readme_excerpt(data: dict[str, Any], plot: str = "docs/bench/outage_ft_vs_re
     if o.get("controller_cpu_s_per_min"):
         L.append("Controllers of an idle protected pair: "
                  + " and ".join(f"{v:.1f}" for v in o["controller_cpu_s_per_min"]) + " CPU s per minute.")
+    p = sec.get("protect", {})
+    if p.get("by_size"):
+        L += [""] if L[-1] else []
+        L += [f"Entering COLO with the guest's RAM in use (dirtied at {p['dirty_mib_s']} MiB/s) while a client "
+              "appends every 10 ms: the client's pause and the time to protect, QEMU's order (guest stopped for the "
+              f"RAM copy) against the live one, medians of {p['trials_per_order']} trial(s):", ""]
+        L += _table(PROTECT_HEAD, protect_rows(p)) + ["", f"![{PLOTS['protect_vs_ram.png']}]({protect_plot})"]
     return "\n".join(L) + "\n"
 
 
@@ -367,7 +473,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m coserver.bench.report [--readme] BENCH_JSON", file=sys.stderr)
         return 2
     path = Path(args[0])
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"coserver.bench.report: error: cannot read {path}: {exc}", file=sys.stderr)
+        return 2
     if readme:
         print(readme_excerpt(data), end="")
     else:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from coserver.bench import cost, failover, machine, overhead, report, restart, sync, tlscost
+from coserver.bench import cost, failover, machine, overhead, protect, report, restart, sync, tlscost
 from coserver.errors import CoserverError
 from coserver.lab.lab import Lab
 
@@ -40,20 +40,23 @@ class BenchConfig:
     sync_repeats: int = 3
     overhead_window_s: float = 60.0
     tls_rounds: int = 3
+    protect_trials: int = 3
+    protect_checkpoint_ms: int = 2000
 
     @classmethod
     def make(cls, out: Path, quick: bool, **overrides: Any) -> BenchConfig:
         base = cls(out=out, quick=quick)
         if quick:
             base = cls(out=out, quick=True, trials=3, periods_ms=[1000], cost_rounds=1, append_s=5.0, probe_s=3.0,
-                       restart_trials=1, sync_repeats=1, overhead_window_s=20.0, tls_rounds=1)
+                       restart_trials=1, sync_repeats=1, overhead_window_s=20.0, tls_rounds=1,
+                       protect_trials=1)
         for k, v in overrides.items():
             if v is not None:
                 setattr(base, k, v)
         return base
 
     def prefixes(self) -> list[str]:
-        return [f"{self.prefix}{s}" for s in ("f", "p", "u", "r", "s", "o", "t")]
+        return [f"{self.prefix}{s}" for s in ("f", "p", "u", "r", "s", "o", "t", "e")]
 
 
 def clean_leftovers(cfg: BenchConfig) -> None:
@@ -83,6 +86,7 @@ def run(cfg: BenchConfig, say: Callable[[str], None], command: str = "coserver b
         "overhead": lambda: overhead.run(base, f"{p}o", cfg.overhead_window_s, cfg.failover_checkpoint_ms, say),
         "tls": lambda: tlscost.run(base, f"{p}t", cfg.tls_rounds, cfg.failover_checkpoint_ms, cfg.append_s,
                                    cfg.probe_s, say),
+        "protect": lambda: protect.run(base, f"{p}e", cfg.protect_trials, cfg.protect_checkpoint_ms, say),
     }
     try:
         for name in cfg.sections:

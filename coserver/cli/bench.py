@@ -37,7 +37,8 @@ def _sections(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 @click.command("bench")
 @click.option("--quick", is_flag=True,
-              help="3 trials per fault, one checkpoint period, one round, short windows (< 5 min).")
+              help="3 trials per fault, one checkpoint period, one round, one re-protection per order and RAM "
+                   "size, short windows.")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"),
               show_default=True, help="Where bench.json, report.md and the PNG plots go.")
 @click.option("--trials", type=click.IntRange(1, 1000), default=None,
@@ -48,11 +49,12 @@ def _sections(ctx: click.Context, param: click.Parameter, value: str | None) -> 
               help=f"Run only these sections: {', '.join(SECTIONS)}.")
 @click.option("--prefix", default="bn", show_default=True,
               help="Lab prefix root; the sections use <prefix>f, <prefix>p, <prefix>u, <prefix>r, <prefix>s, "
-                   "<prefix>o, <prefix>t.")
+                   "<prefix>o, <prefix>t, <prefix>e.")
 def bench(quick: bool, out: Path, trials: int | None, periods: list[int] | None, sections: list[str] | None,
           prefix: str) -> None:
     """Benchmarks on the one-machine lab: failover gap, cost of protection, restart baseline,
-    time to protect, controller overhead. Writes OUT/bench.json, OUT/report.md and PNG plots.
+    time to protect, controller overhead, TLS, entering COLO (stopped vs live order against guest
+    RAM). Writes OUT/bench.json, OUT/report.md and PNG plots.
 
     Exit status 1 if a section could not be measured or an acknowledged write was lost;
     never because of a time."""

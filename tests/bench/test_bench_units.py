@@ -52,3 +52,13 @@ def test_quick_config_is_small_and_overrides_win():
     assert (q.trials, q.periods_ms, q.cost_rounds) == (3, [1000], 1)
     full = BenchConfig.make(None, False, trials=4)
     assert full.trials == 4 and full.periods_ms == [200, 1000, 5000]
+
+
+def test_report_of_a_missing_or_broken_json_is_one_line(tmp_path, capsys):
+    from coserver.bench.report import main
+
+    bad = tmp_path / "bench.json"
+    bad.write_text("{")
+    assert main([str(tmp_path / "none.json")]) == 2 and main([str(bad)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(e.startswith("coserver.bench.report: error: cannot read") for e in err)
