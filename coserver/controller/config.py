@@ -84,7 +84,7 @@ class ControllerConfig:
     checkpoint_ms: int = 2000
     qmp_deadline_s: float = 1.0
     kill_hung_after_s: float = DEFAULT_KILL_HUNG_AFTER  # policy.py says why 1.5 s
-    heartbeat_interval_s: float = 0.1
+    heartbeat_interval_s: float = 0.2
     heartbeat_timeout_s: float = 1.0
     # never two primaries (policy.Thresholds proves promote wait > fence bound; checked below)
     lease_patience_s: float = DEFAULT_LEASE_PATIENCE   # a denied promotion retries this long (>= lease TTL)

@@ -90,7 +90,14 @@ GUEST_OFF_HOLD_S = 5.0
 #: announce-self when a silent peer is heard again while we run alone: rounds over ~2 s, so a frame its
 #: resuming QEMU sends before it is stopped cannot leave the LAN switch pointing at it.
 ANNOUNCE_AGAIN = {"initial": 100, "max": 550, "rounds": 6, "step": 100}
-HEALTH_INTERVAL_S = 0.2
+#: The health loop's cadence: QEMU's CPU time is read (one /proc read) on the decide loop's grid.
+HEALTH_INTERVAL_S = 0.1
+#: A QMP probe (query-status) at least this often ...
+PROBE_INTERVAL_S = 1.0
+#: ... and at once when QEMU used no CPU for this long (a running guest's QEMU always does under
+#: TCG; an idle KVM guest's may not, and is then probed every HEALTH_INTERVAL_S, which costs it
+#: nothing but a QMP round trip). What a stopped or deadlocked QEMU shows first.
+CPU_STALL_S = 0.2
 #: A QEMU whose COLO stream moves while its QMP misses deadlines is in a long checkpoint (QEMU
 #: saves and loads the RAM holding its main loop): busy, not hung, for at most this long.
 CHECKPOINT_BUSY_LIMIT_S = 30.0
@@ -459,6 +466,8 @@ class HostController:
             return
 
     async def _health_loop(self) -> None:
+        last_probe = last_moved = -math.inf
+        last_ticks: int | None = None
         while True:
             await sleep_to_grid(HEALTH_INTERVAL_S)
             if self.qemu is None or self.role == Role.NONE:
@@ -466,6 +475,13 @@ class HostController:
             if not self.qemu.alive():
                 continue  # observe() reports DEAD
             t0 = time.monotonic()
+            ticks = self._qemu_cpu_ticks()
+            if ticks is None or ticks != last_ticks:
+                last_ticks, last_moved = ticks, t0
+            if (t0 - last_probe < PROBE_INTERVAL_S and t0 - last_moved < CPU_STALL_S
+                    and self.health.hung_since is None and (self.qmp is None or self.qmp.healthy)):
+                continue   # QEMU computes and was answering: the next probe is due later
+            last_probe = t0
             self.health.polls += 1
             try:
                 qmp = self.qmp if self.qmp is not None and self.qmp.healthy else await self._reconnect()
@@ -542,6 +558,16 @@ class HostController:
     async def _witness_loop(self) -> None:
         while True:
             generation = self._witness_generation
+            held = self.witness.held
+            if held is not None:
+                # While we hold the lease the policy reads the keep-alive's word (_witness_for_policy),
+                # not this view; the view follows it without an RPC (a poll costs ~0.3 CPU s/min in
+                # gRPC), so that when the lease is lost the view is what a poll just before would have
+                # said, and polling resumes at the next round.
+                self.witness_view = WitnessView(reachable=bool(self.witness.reachable), owner=held.node,
+                                                epoch=held.epoch, alive=True)
+                await sleep_to_grid(WITNESS_POLL_S)
+                continue
             try:
                 owner = await self.witness.current()
                 view = WitnessView(reachable=True, owner=owner.node if owner else None,
