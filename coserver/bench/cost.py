@@ -13,11 +13,17 @@ latency probe). For B the bench also reads, per phase:
     (the disk writes) and on the packet mirror, from the kernel's TCP counters;
   * the controllers' own checkpoint count, as a cross-check.
 Both sides: CPU seconds used by the QEMU process(es) during the window.
+
+Two placements (`placements`): "shared", the QEMUs wherever the kernel runs them (on this one
+machine both CoServers then compete for the same cores, which two hosts never do), and "pinned",
+each CoServer's QEMU on a core of its own (the primary's and the unprotected guest's on core 0,
+the secondary's on core 1), as on two hosts; the controllers and the client are not pinned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from pathlib import Path
@@ -33,6 +39,7 @@ from coserver.lab.lab import Lab
 from coserver.lab.net import GUEST_ADDRESS
 from coserver.lab.spec import GUEST_PORT
 from coserver.qmp.session import QmpSession
+from coserver.sys.proc import pin_threads
 
 SETTLE_S = 2.0
 
@@ -42,13 +49,20 @@ def _phases(ns: str, append_s: float, probe_s: float, tag: str) -> list[tuple[st
             ("probe", lambda: workload.probe_phase(ns, GUEST_ADDRESS, GUEST_PORT, probe_s))]
 
 
-def unprotected_run(base: Path, prefix: str, append_s: float, probe_s: float, tag: str) -> dict[str, Any]:
+PRIMARY_CORE, SECONDARY_CORE = 0, 1
+PLACEMENTS = ("shared", "pinned")
+
+
+def unprotected_run(base: Path, prefix: str, append_s: float, probe_s: float, tag: str,
+                    pinned: bool = False) -> dict[str, Any]:
     site = Site(prefix, fresh_dir(base, prefix))
     try:
         site.create()
         assert site.guest is not None
         site.guest.new_data_disk(site.disk("cs1"))
         proc = site.start_simplex("cs1")
+        if pinned and proc.pid:
+            pin_threads(proc.pid, {PRIMARY_CORE})
         boot = site.wait_guest(proc)
         time.sleep(SETTLE_S)
         cpu0 = workload.cpu_seconds(proc.pid)
@@ -98,7 +112,7 @@ async def _measure_protected(lab: Lab, ctl: Path, pids: list[int], append_s: flo
 
 
 def protected_run(base: Path, prefix: str, period_ms: int, append_s: float, probe_s: float,
-                  tag: str, insecure: bool = False) -> dict[str, Any]:
+                  tag: str, insecure: bool = False, pinned: bool = False) -> dict[str, Any]:
     workdir = fresh_dir(base, prefix)
     lab = Lab(prefix, workdir)
     try:
@@ -107,6 +121,12 @@ def protected_run(base: Path, prefix: str, period_ms: int, append_s: float, prob
         up_s = time.monotonic() - t0
         st = lab.status()
         primary = lab.qemu(st["primary"])
+        if pinned:
+            for role, core in (("primary", PRIMARY_CORE), ("secondary", SECONDARY_CORE)):
+                pid = st["hosts"][st[role]].get("qemu_pid")
+                if not pid:
+                    raise CoserverError(f"the {role}'s QEMU has no pid to pin")
+                pin_threads(pid, {core})
         pids = [e["qemu_pid"] for e in st["hosts"].values() if e.get("qemu_pid")]
         out = asyncio.run(_measure_protected(lab, primary.ctl_path, pids, append_s, probe_s, tag))
         after = lab.status()
@@ -146,36 +166,53 @@ def phase_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(base: Path, prefix: str, periods: list[int], rounds: int, append_s: float, probe_s: float,
-        say: Callable[[str], None]) -> dict[str, Any]:
+        say: Callable[[str], None], placements: tuple[str, ...] = PLACEMENTS) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     problems: list[str] = []
+    if "pinned" in placements and len(os.sched_getaffinity(0)) < 2:
+        problems.append("pinned: not measured, this machine offers fewer than 2 CPUs to pin the two QEMUs to")
+        placements = tuple(p for p in placements if p != "pinned")
     try:
         for period in periods:
             for r in range(rounds):
                 order = ("unprotected", "protected") if r % 2 == 0 else ("protected", "unprotected")
-                for mode in order:
-                    tag = f"cost-{period}-{r}-{mode[0]}"
-                    others = machine.busy()  # between runs: every QEMU seen is someone else's
-                    try:
-                        if mode == "unprotected":
-                            run_ = unprotected_run(base, f"{prefix}u", append_s, probe_s, tag)
-                        else:
-                            run_ = protected_run(base, f"{prefix}p", period, append_s, probe_s, tag)
-                    except CoserverError as exc:
-                        problems.append(f"period {period} ms round {r + 1} {mode}: {exc}")
-                        say(f"cost: {problems[-1]}")
-                        continue
-                    run_.update(period_block_ms=period, round=r + 1, machine_before=others)
-                    runs.append(run_)
-                    ap, pr = run_["phases"]["appends"], run_["phases"]["probe"]
-                    say(f"cost {period} ms round {r + 1} {mode}: {ap['ops_per_s']:.0f} appends/s, append p50 "
-                        f"{percentile(ap['latency_ms'], 50) or 0:.1f} ms, probe p50 "
-                        f"{percentile(pr['latency_ms'], 50) or 0:.1f} ms"
-                        + (f", {ap['checkpoints'] + pr['checkpoints']} checkpoints" if mode == "protected" else ""))
+                for placement in placements:
+                    for mode in order:
+                        tag = f"cost-{period}-{r}-{placement[0]}{mode[0]}"
+                        others = machine.busy()  # between runs: every QEMU seen is someone else's
+                        pinned = placement == "pinned"
+                        try:
+                            if mode == "unprotected":
+                                run_ = unprotected_run(base, f"{prefix}u", append_s, probe_s, tag, pinned=pinned)
+                            else:
+                                run_ = protected_run(base, f"{prefix}p", period, append_s, probe_s, tag,
+                                                     pinned=pinned)
+                        except CoserverError as exc:
+                            problems.append(f"period {period} ms round {r + 1} {placement} {mode}: {exc}")
+                            say(f"cost: {problems[-1]}")
+                            continue
+                        run_.update(period_block_ms=period, round=r + 1, machine_before=others, placement=placement)
+                        runs.append(run_)
+                        ap, pr = run_["phases"]["appends"], run_["phases"]["probe"]
+                        say(f"cost {period} ms round {r + 1} {placement} {mode}: {ap['ops_per_s']:.0f} appends/s, "
+                            f"append p50 {percentile(ap['latency_ms'], 50) or 0:.1f} ms, probe p50 "
+                            f"{percentile(pr['latency_ms'], 50) or 0:.1f} ms"
+                            + (f", {ap['checkpoints'] + pr['checkpoints']} checkpoints" if mode == "protected" else ""))
     finally:
         for p in (f"{prefix}u", f"{prefix}p"):
             Lab(p, base / p).down()
             shutil.rmtree(base / p, ignore_errors=True)
+    out: dict[str, Any] = {"periods_ms": periods, "rounds": rounds, "append_s": append_s, "probe_s": probe_s,
+                           "probe_interval_s": 0.01, "placements": list(placements), "runs": runs,
+                           "problems": problems}
+    for placement in placements:
+        key = "by_period" if placement == "shared" else f"{placement}_by_period"
+        out[key] = _by_period([r for r in runs if r.get("placement", "shared") == placement], periods)
+    return out
+
+
+def _by_period(runs: list[dict[str, Any]], periods: list[int]) -> list[dict[str, Any]]:
+    """Per period: each side's summary and the protected/unprotected ratios (the tail's too)."""
     by_period = []
     for period in periods:
         a = [r for r in runs if r["period_block_ms"] == period and r["mode"] == "unprotected"]
@@ -185,7 +222,7 @@ def run(base: Path, prefix: str, periods: list[int], rounds: int, append_s: floa
             "checkpoint_ms": period, "unprotected": sa, "protected": sb,
             "throughput_ratio": ratio(sb["appends_per_s"], sa["appends_per_s"]),
             "append_p50_ratio": ratio(sb["append_latency_ms"]["p50"], sa["append_latency_ms"]["p50"]),
+            "append_p99_ratio": ratio(sb["append_latency_ms"]["p99"], sa["append_latency_ms"]["p99"]),
             "probe_p50_ratio": ratio(sb["probe_latency_ms"]["p50"], sa["probe_latency_ms"]["p50"]),
         })
-    return {"periods_ms": periods, "rounds": rounds, "append_s": append_s, "probe_s": probe_s,
-            "probe_interval_s": 0.01, "runs": runs, "by_period": by_period, "problems": problems}
+    return by_period

@@ -144,6 +144,21 @@ def key_table(data: dict[str, Any]) -> list[str]:
     return _table(["fault", "client-visible outage p50 / p90 / max", "acked writes lost", "trials"], rows)
 
 
+def _placement_lines(cost: dict[str, Any]) -> list[str]:
+    """Shared against pinned, per period: the throughput ratio and the append p99 ratio side by side."""
+    pinned = {p["checkpoint_ms"]: p for p in cost.get("pinned_by_period", [])}
+    rows = []
+    for s in cost.get("by_period", []):
+        p = pinned.get(s["checkpoint_ms"])
+        if p is None:
+            continue
+        rows.append([f"{s['checkpoint_ms']} ms",
+                     f"{_num(s['throughput_ratio'], '.2f')}× → {_num(p['throughput_ratio'], '.2f')}×",
+                     f"{_num(s.get('append_p99_ratio'), '.1f')}× → {_num(p.get('append_p99_ratio'), '.1f')}×"])
+    return _table(["checkpoint period", "protected/unprotected appends/s, shared → pinned",
+                   "protected/unprotected append p99, shared → pinned"], rows) if rows else []
+
+
 def _cost_table(cost: dict[str, Any]) -> list[str]:
     rows = []
     for p in cost["by_period"]:
@@ -235,7 +250,13 @@ def render(data: dict[str, Any], out_dir: Path | None = None) -> str:
               f"{c['probe_interval_s'] * 1000:.0f} ms). Checkpoints and the guest's pause per checkpoint come "
               "from the primary QEMU's own events (MIGRATION_PASS, STOP/RESUME); bytes per checkpoint from the "
               "kernel's byte counters of the migration connection; NBD per append from the NBD connection's.", ""]
-        L += _cost_table(c) + [""]
+        L += (["**Shared cores** (the QEMUs wherever the kernel runs them: on this one machine both CoServers "
+               "compete for the same cores):", ""] if c.get("pinned_by_period") else []) + _cost_table(c) + [""]
+        if c.get("pinned_by_period"):
+            L += ["**Pinned** (each CoServer's QEMU on a core of its own, as on two hosts: the primary's and the "
+                  "unprotected guest's on core 0, the secondary's on core 1; controllers and client not pinned):", ""]
+            L += _cost_table({"by_period": c["pinned_by_period"]}) + [""]
+            L += _placement_lines(c) + [""]
         if c.get("problems"):
             L += ["Runs that failed: " + "; ".join(c["problems"]), ""]
     elif "error" in c:
@@ -446,6 +467,9 @@ def readme_excerpt(data: dict[str, Any], plot: str = "docs/bench/outage_ft_vs_re
                          _num(mig / 2**20, ".1f", " MiB") if mig else "–"])
         L += _table(["checkpoint period", "fsync'ed appends/s unprotected → protected",
                      "append latency p50 / p99 ms", "pause per checkpoint", "sent per checkpoint"], rows) + [""]
+        if c.get("pinned_by_period"):
+            L += ["Each CoServer's QEMU on a core of its own (as on two hosts) against shared cores:", ""]
+            L += _placement_lines(c) + [""]
     s, o = sec.get("sync", {}), sec.get("overhead", {})
     if s.get("ratio") is not None:
         L.append(f"Time to protect a {s['disk_bytes'] / 2**30:.0f} GiB disk: initial sync {_s(s['sync_s'])} "

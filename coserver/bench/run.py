@@ -34,6 +34,8 @@ class BenchConfig:
     prefix: str = "bn"
     failover_checkpoint_ms: int = 1000
     cost_rounds: int = 3
+    #: the cost section's QEMU placements: shared cores, and each CoServer's QEMU on a core of its own
+    cost_placements: list[str] = field(default_factory=lambda: list(cost.PLACEMENTS))
     append_s: float = 15.0
     probe_s: float = 8.0
     restart_trials: int = 3
@@ -80,7 +82,8 @@ def run(cfg: BenchConfig, say: Callable[[str], None], command: str = "coserver b
     p = cfg.prefix
     jobs: dict[str, Callable[[], dict[str, Any]]] = {
         "failover": lambda: failover.run(base, f"{p}f", cfg.trials, cfg.failover_checkpoint_ms, say),
-        "cost": lambda: cost.run(base, p, cfg.periods_ms, cfg.cost_rounds, cfg.append_s, cfg.probe_s, say),
+        "cost": lambda: cost.run(base, p, cfg.periods_ms, cfg.cost_rounds, cfg.append_s, cfg.probe_s, say,
+                                 tuple(cfg.cost_placements)),
         "restart": lambda: restart.run(base, f"{p}r", cfg.restart_trials, say),
         "sync": lambda: sync.run(base, f"{p}s", cfg.sync_repeats, say),
         "overhead": lambda: overhead.run(base, f"{p}o", cfg.overhead_window_s, cfg.failover_checkpoint_ms, say),

@@ -45,6 +45,10 @@ def test_quick_bench_report_is_complete_and_nothing_was_lost(tmp_path):
     (period,) = sections["cost"]["by_period"]
     assert period["unprotected"]["appends_per_s"] > 0 and period["protected"]["appends_per_s"] > 0
     assert period["throughput_ratio"] is not None
+    # ... and with each CoServer's QEMU pinned to a core of its own, as on two hosts
+    (pinned,) = sections["cost"]["pinned_by_period"]
+    assert pinned["throughput_ratio"] is not None and pinned["protected"]["appends"]["checkpoints"] > 0
+    assert {r["placement"] for r in sections["cost"]["runs"]} == {"shared", "pinned"}
     assert period["protected"]["appends"]["checkpoints"] > 0
     assert period["protected"]["appends"]["pause_ms"]["n"] > 0
     assert period["protected"]["appends"]["migration_bytes_per_checkpoint"] > 0

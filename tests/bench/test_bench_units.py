@@ -62,3 +62,43 @@ def test_report_of_a_missing_or_broken_json_is_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "none.json")]) == 2 and main([str(bad)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all(e.startswith("coserver.bench.report: error: cannot read") for e in err)
+
+
+def test_pin_threads_moves_every_thread_of_a_real_process():
+    """The bench's pinned placement: every thread of the process on the given core."""
+    import os
+    import subprocess
+    import sys
+
+    from coserver.sys.proc import ProcessError, pin_threads
+
+    code = "import threading, time\nfor _ in range(3): threading.Thread(target=time.sleep, args=(30,)).start()\ntime.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        import time
+        deadline = time.monotonic() + 10
+        while len(os.listdir(f"/proc/{proc.pid}/task")) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        core = min(os.sched_getaffinity(0))
+        assert pin_threads(proc.pid, {core}) == 4
+        assert all(os.sched_getaffinity(int(t)) == {core} for t in os.listdir(f"/proc/{proc.pid}/task"))
+    finally:
+        proc.kill()
+        proc.wait()
+    with pytest.raises(ProcessError, match="cannot list its threads"):
+        pin_threads(proc.pid, {0})
+
+
+def _period(ratio_: float, p99: float) -> dict:
+    side = {"appends_per_s": 100.0, "append_latency_ms": summary([1.0, p99]), "probe_latency_ms": summary([1.0]),
+            "qemu_cpu_s_per_s": 1.0}
+    return {"checkpoint_ms": 1000, "unprotected": side, "protected": side, "throughput_ratio": ratio_,
+            "append_p50_ratio": 1.0, "append_p99_ratio": p99, "probe_p50_ratio": 1.0}
+
+
+def test_the_cost_report_puts_shared_and_pinned_side_by_side():
+    cost = {"rounds": 1, "append_s": 5.0, "probe_s": 3.0, "probe_interval_s": 0.01, "placements": ["shared", "pinned"],
+            "by_period": [_period(0.29, 12.0)], "pinned_by_period": [_period(0.61, 2.5)], "runs": [], "problems": []}
+    text = render(_data(cost=cost))
+    assert "**Pinned**" in text and "**Shared cores**" in text
+    assert "0.29× → 0.61×" in text and "12.0× → 2.5×" in text
