@@ -63,6 +63,7 @@ from coserver.hardware.spec import (
 )
 from coserver.libvirt import spectext
 from coserver.libvirt.errors import ImportRefused, LibvirtError
+from coserver.libvirt.metadata import domain_root
 
 #: libvirt's memory units -> bytes.
 UNITS = {"b": 1, "bytes": 1, "k": 1024, "KiB": 1024, "KB": 1000, "M": 1024**2, "MiB": 1024**2, "MB": 1000**2,
@@ -670,12 +671,7 @@ def import_domain(domain_xml: str, *, coservers: Sequence[str] = ("cs1", "cs2"),
     coservers: the site's two CoServers (the spec names them). networks: libvirt network name ->
     its bridge, for <interface type='network'> (the caller asks libvirt; the importer never does).
     """
-    try:
-        root = ET.fromstring(domain_xml)
-    except ET.ParseError as exc:
-        raise LibvirtError(f"domain XML: not well-formed ({exc})") from None
-    if root.tag != "domain":
-        raise LibvirtError(f"domain XML: the root element is <{clip(str(root.tag))}>, not <domain>")
+    root = domain_root(domain_xml)
     hosts = tuple(coservers)
     if len(hosts) != 2 or hosts[0] == hosts[1] or not all(re.fullmatch(HOST_NAME, h) for h in hosts):
         raise LibvirtError(f"coservers {', '.join(hosts)}: give two different CoServer names ([a-z0-9-])")

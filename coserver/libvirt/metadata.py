@@ -101,16 +101,22 @@ def find(domain: ET.Element) -> ServerTag | None:
                      token=attrs.get("token"))
 
 
-def parse(domain_xml: str | bytes) -> ServerTag | None:
-    """coserver's tag in a domain's XML text; None without one; MetadataError if the XML is not a
-    domain or the tag is malformed."""
+def domain_root(domain_xml: str | bytes) -> ET.Element:
+    """A domain's XML text parsed; MetadataError (a LibvirtError) in one line if it is not
+    well-formed or not a <domain>."""
     try:
         root = ET.fromstring(domain_xml)
     except ET.ParseError as exc:
         raise MetadataError(f"domain XML: not well-formed ({exc})") from None
     if root.tag != "domain":
-        raise MetadataError(f"domain XML: the root element is <{clip(root.tag)}>, not <domain>")
-    return find(root)
+        raise MetadataError(f"domain XML: the root element is <{clip(str(root.tag))}>, not <domain>")
+    return root
+
+
+def parse(domain_xml: str | bytes) -> ServerTag | None:
+    """coserver's tag in a domain's XML text; None without one; MetadataError if the XML is not a
+    domain or the tag is malformed."""
+    return find(domain_root(domain_xml))
 
 
 def register_prefixes() -> None:

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from coserver.errors import CoserverError
 from coserver.hardware import check_spec
 from coserver.hardware.profile import PROFILES_DIR, load_family
+from coserver.libvirt.spectext import string as toml_string  # the spec writer `libvirt import` uses
 
 from .conftest import GOOD_SPEC, LAB
 
@@ -51,19 +52,6 @@ FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
 
 
 # -- writing TOML (inline form: tables as {...}, arrays of tables as [{...}], same parsed data) ----
-
-def toml_string(text: str) -> str:
-    """A TOML basic string: quote, backslash and control characters (DEL included) escaped."""
-    out = []
-    for c in text:
-        if c in '"\\':
-            out.append("\\" + c)
-        elif ord(c) < 0x20 or ord(c) == 0x7F:
-            out.append(f"\\u{ord(c):04x}")
-        else:
-            out.append(c)
-    return '"' + "".join(out) + '"'
-
 
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
