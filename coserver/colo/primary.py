@@ -145,6 +145,8 @@ class Primary:
         proxy = PrimaryProxy(self.node.sync_addr, ports, self.node.workdir, self.settings, insert_before=rewriter,
                              tls=self.node.tls.listener() if self.node.tls else None, start_off=live)
         stopped = False
+        st = await self.steps.run("query-status", step="check the guest runs")
+        was_running = bool(st.get("running"))
         try:
             await self.sync_disk(secondary_addr, ports, progress)
             if live:
@@ -160,7 +162,9 @@ class Primary:
             await self.wait_colo()
         except BaseException as exc:
             _log.warning("colo.protect.failed", node=self.node.name, reason=str(exc))
-            await self._undo_protect(proxy, resume=stopped)
+            # stopped: we stopped it; live: the migration may have (pre-switchover, or a QEMU that
+            # finished a plain migration and left its guest in postmigrate)
+            await self._undo_protect(proxy, resume=stopped or (live and was_running))
             raise
 
     async def _enter_colo_live(self, secondary_addr: str, ports: SyncPorts, proxy: PrimaryProxy) -> None:
@@ -227,6 +231,10 @@ class Primary:
         async def in_colo() -> bool:
             info = await self.steps.run("query-migrate", step="wait for COLO")
             status = info.get("status")
+            if status == "completed" and self.settings.protect_order == "live":
+                raise self.steps.fail("wait for COLO", "QEMU finished a plain migration instead of entering COLO "
+                                      "after pause-before-switchover (a QEMU without 'migration: Fix transition to "
+                                      "COLO state from precopy', in 10.2.0 and 10.0.7, cannot enter COLO live)")
             if status in ("failed", "cancelled", "completed"):
                 raise self.steps.fail("wait for COLO", f"migration {status}: {info.get('error-desc', 'no reason given')}")
             return bool(status == "colo")

@@ -55,8 +55,11 @@ def test_doctor_fails_on_debian_72_with_the_deadlock_in_bounded_time():
     rc, out, took = doctor("--qemu", str(DEBIAN_QEMU))
     st = out["selftest"]
     assert (rc, out["result"]) == (1, "FAIL")
-    assert st["step"].startswith("run 10 checkpoints") and "hung" in st["reason"], st
-    assert st["checkpoints"] < 10
+    # Entering COLO live (the default order), 7.2 finishes a plain migration instead (it lacks the
+    # DEVICE -> COLO transition fix); in QEMU's stopped order it enters COLO and deadlocks at the first
+    # checkpoints. Either way: refused, with the reason, in bounded time.
+    assert ((st["step"].startswith("run 10 checkpoints") and "hung" in st["reason"] and st["checkpoints"] < 10)
+            or (st["step"].startswith("enter COLO") and "plain migration instead of entering COLO" in st["reason"])), st
     assert took < 180
 
 
