@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import asdict
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,17 @@ CHECKPOINT_BUSY_LIMIT_S = 30.0
 STREAM_SAMPLE_S = 0.05
 #: The health probe's deadline (query-status, a probe: missing it keeps the session). A healthy
 #: QEMU answers in about a millisecond; what a miss means is then decided by _classify_miss.
+
 PROBE_DEADLINE_S = 0.25
+
+
+class Miss(StrEnum):
+    """What a missed health probe means (_classify_miss)."""
+
+    BUSY = "busy"     # the COLO stream moves: a long checkpoint holds QEMU's main loop
+    SLOW = "slow"     # QEMU uses CPU but does not answer: killed after kill_hung_after
+    STUCK = "stuck"   # neither: stopped or deadlocked, killed at once where the peer can take over
+
 #: QEMU events the decide loop acts on at once (a COLO exit is a failover's first word).
 WAKE_EVENTS = frozenset({"COLO_EXIT", "SHUTDOWN", "BLOCK_IO_ERROR", "QUORUM_REPORT_BAD"})
 WITNESS_POLL_S = 0.5
@@ -151,7 +162,6 @@ class HostController:
         self.replica_off_epoch = 0    # our copy (a secondary) saw the guest power itself off in this epoch
         self._peer_was_heard = True   # _announce_if_peer_returned: the peer's silence ended
         self._peer_hung_since: float | None = None   # when the peer began reporting its QEMU HUNG
-        self._cpu_moved = True   # _checkpoint_busy's last sample: QEMU used CPU while QMP was late
         self._woken = asyncio.Event()   # set by a watcher: the decide loop ticks now, not at its next TICK_S
         self._peer_qemu_was_running = False   # _announce_if_peer_returned: the peer's QEMU stopped
         self._well_at: float | None = None   # last tick at which the pair was seen in COLO, both QEMUs alive
@@ -472,14 +482,14 @@ class HostController:
             await sleep_to_grid(HEALTH_INTERVAL_S)
             if self.qemu is None or self.role == Role.NONE:
                 continue
-            if not self.qemu.alive():
-                continue  # observe() reports DEAD
+            ticks = self.qemu.cpu_ticks()
+            if ticks is None:
+                continue  # gone: observe() reports DEAD
             t0 = time.monotonic()
-            ticks = self._qemu_cpu_ticks()
-            if ticks is None or ticks != last_ticks:
+            if ticks != last_ticks:
                 last_ticks, last_moved = ticks, t0
             if (t0 - last_probe < PROBE_INTERVAL_S and t0 - last_moved < CPU_STALL_S
-                    and self.health.hung_since is None and (self.qmp is None or self.qmp.healthy)):
+                    and self.health.hung_since is None and self.qmp is not None and self.qmp.healthy):
                 continue   # QEMU computes and was answering: the next probe is due later
             last_probe = t0
             self.health.polls += 1
@@ -494,52 +504,44 @@ class HostController:
                 self._end_busy()
             except QmpError as exc:
                 self.health.missed += 1
-                if await self._checkpoint_busy(t0):
+                miss = await self._classify_miss(t0)
+                if miss == Miss.BUSY:
                     continue
-                self.health.stuck = not self._cpu_moved   # set by _checkpoint_busy's sample
+                self.health.stuck = miss == Miss.STUCK
                 if self.health.stuck:
                     self._woken.set()   # a stuck QEMU is acted on now: every 0.1 s counts for the client
                 if self.health.hung_since is None:
                     self.health.hung_since = t0
                     _log.warning("controller.qmp.missed", host=self.cfg.host, reason=str(exc))
 
-    async def _checkpoint_busy(self, t0: float) -> bool:
-        """QMP missed its deadline: is the COLO stream moving? A checkpoint of much dirty RAM holds
-        QEMU's main loop for seconds on both sides (the primary saves, the secondary loads, each under
-        the BQL) while its bytes flow; calling that a hang killed both QEMUs of a pair whose guest
-        filled 768 MiB in one period. Bytes the kernel counts on the migration connection in
-        STREAM_SAMPLE_S say it is busy; a stopped or deadlocked QEMU moves none (at most what fills
-        the socket buffers). At most CHECKPOINT_BUSY_LIMIT_S in a row; then it is a hang again."""
-        self._cpu_moved = True
-        if self.role not in (Role.PRIMARY, Role.SECONDARY) or not self.cfg.peer_repl_addr:
-            return False
+    async def _classify_miss(self, t0: float) -> Miss:
+        """QMP missed its deadline: busy, slow or stuck? A checkpoint of much dirty RAM holds QEMU's
+        main loop for seconds on both sides (the primary saves, the secondary loads, each under the
+        BQL) while its bytes flow; calling that a hang killed both QEMUs of a pair whose guest filled
+        768 MiB in one period. Bytes the kernel counts on the migration connection in
+        STREAM_SAMPLE_S say it is busy (at most CHECKPOINT_BUSY_LIMIT_S in a row; then it is a hang
+        again); a stopped or deadlocked QEMU moves none (at most what fills the socket buffers) and
+        uses no CPU: stuck. One that uses CPU is slow."""
+        if self.qemu is None or self.role not in (Role.PRIMARY, Role.SECONDARY) or not self.cfg.peer_repl_addr:
+            return Miss.SLOW
         if self.health.busy_since is not None and t0 - self.health.busy_since >= CHECKPOINT_BUSY_LIMIT_S:
-            return False
+            return Miss.SLOW
         ports = {"colo": self.cfg.sync_ports.migration}
-        cpu_before = self._qemu_cpu_ticks()
+        cpu_before = self.qemu.cpu_ticks()
         before = await stream_bytes_async(ports, peer=self.cfg.peer_repl_addr)
         await asyncio.sleep(STREAM_SAMPLE_S)
         after = await stream_bytes_async(ports, peer=self.cfg.peer_repl_addr)
-        cpu_after = self._qemu_cpu_ticks()
-        # None (no /proc entry: it just died, observe() reports DEAD) counts as moved: never "stuck"
-        self._cpu_moved = cpu_before is None or cpu_after is None or cpu_after > cpu_before
+        cpu_after = self.qemu.cpu_ticks()
         if before is None or after is None or after["colo"] == before["colo"] or after["colo"] == StreamBytes():
-            return False
+            # None (no /proc entry: it just died, observe() reports DEAD) counts as CPU used: never stuck
+            moved = cpu_before is None or cpu_after is None or cpu_after > cpu_before
+            return Miss.SLOW if moved else Miss.STUCK
         if self.health.busy_since is None:
             self.health.busy_since = t0
             _log.info("controller.qmp.busy", host=self.cfg.host, why="QMP late while the COLO stream moves: "
                       "a long checkpoint, not a hang")
         self.health.hung_since = None
-        return True
-
-    def _qemu_cpu_ticks(self) -> int | None:
-        """The QEMU process's CPU time so far (utime + stime of all its threads, in clock ticks)."""
-        try:
-            stat = Path(f"/proc/{self.qemu.pid}/stat").read_text() if self.qemu else ""
-        except OSError:
-            return None
-        fields = stat[stat.rfind(")") + 2:].split()   # after "pid (comm) ": state is field 3
-        return int(fields[11]) + int(fields[12]) if len(fields) > 12 else None
+        return Miss.BUSY
 
     def _end_busy(self) -> None:
         if self.health.busy_since is not None:
@@ -1322,9 +1324,10 @@ class HostController:
     def _qemu_released(self, request: dict[str, Any]) -> dict[str, Any]:
         """libvirt's hook: the QEMU of this FT server's domain is gone (the libvirt backend's word).
 
-        Logged and recorded (status: qemu_released) only. The decide loop ticks every TICK_S and
-        observe() finds a dead QEMU by itself, so nothing is gained by acting on the hook's word,
-        which comes from whoever can write the 0600 socket and may arrive after the fact."""
+        Logged and recorded (status: qemu_released) only. A pidfd on the QEMU wakes the decide loop
+        the moment it ends (_watch_exit) and observe() finds it dead by itself, so nothing is gained
+        by acting on the hook's word, which comes from whoever can write the 0600 socket and may
+        arrive after the fact."""
         name = request.get("name")
         if name != self.cfg.ftserver:
             return {"ok": False, "error": f"this controller serves {self.cfg.ftserver!r}, not {clip(str(name), quote=repr)}"}

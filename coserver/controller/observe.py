@@ -52,7 +52,7 @@ class QmpHealth:
     last_latency_ms: float | None = None
     hung_since: float | None = None  # monotonic time of the first missed deadline in a row
     #: since when QMP misses its deadlines while the COLO stream keeps moving: a checkpoint holding
-    #: QEMU's main loop (busy, not hung; daemon._checkpoint_busy)
+    #: QEMU's main loop (busy, not hung; daemon._classify_miss)
     busy_since: float | None = None
     busy_max_s: float = 0.0          # the longest such stretch since the controller started
     #: the last missed probe found QEMU using no CPU and its COLO stream still: stopped or deadlocked,

@@ -176,9 +176,13 @@ class QemuProcess:
 
     def alive(self) -> bool:
         """True while the QEMU we started (same pid AND start time) runs."""
+        return self.cpu_ticks() is not None
+
+    def cpu_ticks(self) -> int | None:
+        """The CPU time our QEMU has used (clock ticks, all threads); None once it is gone."""
         if self._popen is not None:
             self._popen.poll()  # reap a zombie child
-        return self._record is not None and self._record.alive()
+        return self._record.cpu_ticks() if self._record is not None else None
 
     def build_argv(self) -> list[str]:
         """The full command line start() runs."""

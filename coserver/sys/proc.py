@@ -38,8 +38,9 @@ def boot_id() -> str:
 _STAT_MAX = 4096
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, starttime) of pid from /proc/<pid>/stat, None if no such process.
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, starttime, CPU ticks: utime + stime of all its threads) of pid from /proc/<pid>/stat,
+    None if no such process.
 
     Plain os.open/os.read: the controller checks its QEMU this way about 25 times a second, and
     Path.read_text's text layer costs five more system calls per read (fstat, ioctl, lseek...)."""
@@ -55,7 +56,7 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
         os.close(fd)
     # comm (field 2) may contain spaces and ')': fields 3.. follow the last ')'.
     rest = data[data.rindex(")") + 2:].split()
-    return rest[0], int(rest[22 - 3])
+    return rest[0], int(rest[22 - 3]), int(rest[14 - 3]) + int(rest[15 - 3])
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,14 @@ class ProcessRecord:
     def alive(self) -> bool:
         """Still our process and not a zombie."""
         return self.state() not in (None, "Z", "X")
+
+    def cpu_ticks(self) -> int | None:
+        """CPU time it has used so far (user + system, all threads, in clock ticks); None unless it
+        is still our process and alive. One read: a watcher's liveness check and CPU sample at once."""
+        stat = _proc_stat(self.pid)
+        if stat is None or stat[1] != self.starttime or self.boot != boot_id() or stat[0] in ("Z", "X"):
+            return None
+        return stat[2]
 
     def signal(self, sig: int) -> bool:
         """Send sig if the pid still is our process; False (nothing sent) otherwise."""

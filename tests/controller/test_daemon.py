@@ -106,6 +106,9 @@ class DeadQemu:
     def alive(self) -> bool:
         return False
 
+    def cpu_ticks(self) -> int | None:
+        return None
+
     def kill(self) -> bool:
         raise AssertionError("a dead QEMU is not killed again")
 
@@ -349,14 +352,14 @@ def test_a_qemu_whose_colo_stream_moves_is_busy_not_hung(tmp_path: Path, arun) -
     for t in threads:
         t.start()
     try:
-        assert not arun(controller._checkpoint_busy(time.monotonic()))   # a still stream: hung
+        assert arun(controller._classify_miss(time.monotonic())) != daemon.Miss.BUSY   # a still stream: hung
         sending.set()
         t0 = time.monotonic()
-        assert arun(controller._checkpoint_busy(t0))
+        assert arun(controller._classify_miss(t0)) == daemon.Miss.BUSY
         assert controller.health.busy_since == t0 and controller.health.hung_since is None
-        assert arun(controller._checkpoint_busy(t0 + 1))                  # still busy, since t0
+        assert arun(controller._classify_miss(t0 + 1)) == daemon.Miss.BUSY   # still busy, since t0
         assert controller.replication_late_for() == 0.0
-        assert not arun(controller._checkpoint_busy(t0 + daemon.CHECKPOINT_BUSY_LIMIT_S))  # too long: a hang
+        assert arun(controller._classify_miss(t0 + daemon.CHECKPOINT_BUSY_LIMIT_S)) != daemon.Miss.BUSY  # too long
         controller._end_busy()
         assert controller.health.busy_since is None and controller.health.busy_max_s > 0
     finally:
@@ -388,12 +391,19 @@ def test_a_stopped_qemu_is_stuck_and_a_busy_one_is_not(tmp_path: Path, arun) -> 
     import sys
     import time
 
-    class Proc:   # the launcher's view of a live QEMU: its pid
+    from coserver.controller.daemon import Miss
+    from coserver.sys.proc import ProcessRecord
+
+    class Proc:   # the launcher's view of a live QEMU: its pid and the CPU time it used
         def __init__(self, pid: int) -> None:
             self.pid = pid
+            self.record = ProcessRecord.of(pid)
 
         def alive(self) -> bool:
             return True
+
+        def cpu_ticks(self) -> int | None:
+            return self.record.cpu_ticks()
 
     stopped = subprocess.Popen(["sleep", "60"])
     spinning = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -401,10 +411,10 @@ def test_a_stopped_qemu_is_stuck_and_a_busy_one_is_not(tmp_path: Path, arun) -> 
         stopped.send_signal(signal.SIGSTOP)
         controller, _, _ = primary_controller(tmp_path, peer_repl_addr="127.0.0.1", ports={"migration": 1})
         controller.qemu = Proc(stopped.pid)  # type: ignore[assignment]
-        assert not arun(controller._checkpoint_busy(time.monotonic())) and not controller._cpu_moved
+        assert arun(controller._classify_miss(time.monotonic())) == Miss.STUCK
         time.sleep(0.3)   # the interpreter has started and computes
         controller.qemu = Proc(spinning.pid)  # type: ignore[assignment]
-        assert not arun(controller._checkpoint_busy(time.monotonic())) and controller._cpu_moved
+        assert arun(controller._classify_miss(time.monotonic())) == Miss.SLOW
     finally:
         for p in (stopped, spinning):
             p.kill()
