@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV := .venv
 CS := $(VENV)/bin/coserver
 PYTEST := $(VENV)/bin/pytest
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 
 # Debian 12 packages: QEMU (system copy, firmware, qemu-img), the QEMU build's
 # dependencies, the lab guest's parts, namespaces, etcd (the witness) and etcdctl (etcd-client: the

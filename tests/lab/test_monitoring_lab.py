@@ -174,7 +174,9 @@ def test_prometheus_scrapes_both_the_hook_hears_each_change_and_status_check_fai
         # the survivor went simplex (for less than a scrape, so counted, not sampled), then protected
         went = _query(wns, 'increase(coserver_state_changes_total{state="simplex"}[5m])')
         assert any(float(r["value"][1]) >= 0.9 for r in went), went
-        assert _value(wns, 'sum(increase(coserver_state_changes_total{state="protected"}[5m]))') >= 0.9
+        # status says protected before Prometheus's next scrape (1 s) has counted it
+        _until("the change to protected scraped", 15, lambda: (v := _value(
+            wns, 'sum(increase(coserver_state_changes_total{state="protected"}[5m]))')) is not None and v >= 0.9)
         _until("protected again in Prometheus", 30,
                lambda: _value(wns, 'sum(coserver_ft_state{state="protected"})') == 2.0)
 
