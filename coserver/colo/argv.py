@@ -53,6 +53,9 @@ class Node:
     netns: str | None = None  # network namespace the QEMU runs in (the lab's hosts)
     overlay_dir: Path | None = None  # where the secondary's active/hidden go (tmpfs if possible)
     tls: ColoTls | None = None       # TLS on every stream to the peer (None: plain TCP, the lab's --insecure)
+    #: the guest NIC's netdev id, which the COLO filters attach to: ours ("hn0") when coserver writes the
+    #: -netdev, libvirt's ("hostnet0") when libvirt makes the tap (the libvirt backend)
+    netdev_id: str = NETDEV_ID
 
     @property
     def _overlay_home(self) -> tuple[Path, str]:
@@ -109,37 +112,54 @@ def common_args(node: Node, hw: GuestHardware, accel: str) -> list[str]:
         "-chardev", f"socket,id=serial0,path={qemu_opt_value(node.workdir / 'serial.sock')},server=on,wait=off,"
                     f"logfile={qemu_opt_value(node.serial_log)},logappend=on",
         "-serial", "chardev:serial0",
-        "-netdev", f"tap,id={NETDEV_ID},ifname={node.tap},script=no,downscript=no,vhost=off",
-        *hw.nic_device_args(NETDEV_ID, node.mac),
-        *(node.tls.object_args() if node.tls else []),
+        "-netdev", f"tap,id={node.netdev_id},ifname={node.tap},script=no,downscript=no,vhost=off",
+        *hw.nic_device_args(node.netdev_id, node.mac),
+        *tls_args(node),
     ]
+
+
+def tls_args(node: Node) -> list[str]:
+    """The TLS credentials object every stream to the peer uses (none on an insecure site)."""
+    return node.tls.object_args() if node.tls else []
 
 
 def primary_args(node: Node, hw: GuestHardware, accel: str, *, start_paused: bool = False) -> list[str]:
     """A primary that runs simplex until colo.primary protects it."""
-    args = common_args(node, hw, accel)
-    args += _blockdev(_qcow2(LOCAL_DISK_NODE, node.disk))
-    args += _blockdev({"driver": "quorum", "node-name": QUORUM_NODE, "read-pattern": "fifo",
-                       "vote-threshold": 1, "children": [LOCAL_DISK_NODE]})
-    args += hw.disk_device_args(QUORUM_NODE)
+    args = common_args(node, hw, accel) + primary_disk_args(node, hw)
     if start_paused:
         args.append("-S")
     return args
 
 
+def primary_disk_args(node: Node, hw: GuestHardware) -> list[str]:
+    """The primary's block graph (its own disk under a one-child quorum) and the guest's disk on it."""
+    args = _blockdev(_qcow2(LOCAL_DISK_NODE, node.disk))
+    args += _blockdev({"driver": "quorum", "node-name": QUORUM_NODE, "read-pattern": "fifo",
+                       "vote-threshold": 1, "children": [LOCAL_DISK_NODE]})
+    return args + hw.disk_device_args(QUORUM_NODE)
+
+
 def secondary_args(node: Node, hw: GuestHardware, accel: str, *, primary_sync_addr: str,
                    ports: SyncPorts, qemu_version: tuple[int, ...]) -> list[str]:
     """A secondary waiting for the primary's migration (-incoming defer)."""
+    return common_args(node, hw, accel) + secondary_colo_args(node, hw, primary_sync_addr=primary_sync_addr,
+                                                              ports=ports, qemu_version=qemu_version)
+
+
+def secondary_colo_args(node: Node, hw: GuestHardware, *, primary_sync_addr: str, ports: SyncPorts,
+                        qemu_version: tuple[int, ...]) -> list[str]:
+    """What makes a machine a secondary: its proxy on the guest NIC's netdev, its replication chain
+    and disk, -incoming defer (the machine, console and NIC come before it, from us or libvirt)."""
     rc = _reconnect_option(qemu_version)
     if node.tls:
         rc += "," + node.tls.chardev_client_opt()
-    args = common_args(node, hw, accel)
-    args += [
+    net = node.netdev_id
+    args = [
         "-chardev", f"socket,id=red0,host={primary_sync_addr},port={ports.mirror},{rc}",
         "-chardev", f"socket,id=red1,host={primary_sync_addr},port={ports.compare},{rc}",
-        "-object", f"filter-redirector,id=f1,netdev={NETDEV_ID},queue=tx,indev=red0,vnet_hdr_support=on",
-        "-object", f"filter-redirector,id=f2,netdev={NETDEV_ID},queue=rx,outdev=red1,vnet_hdr_support=on",
-        "-object", f"filter-rewriter,id=rew0,netdev={NETDEV_ID},queue=all,vnet_hdr_support=on",
+        "-object", f"filter-redirector,id=f1,netdev={net},queue=tx,indev=red0,vnet_hdr_support=on",
+        "-object", f"filter-redirector,id=f2,netdev={net},queue=rx,outdev=red1,vnet_hdr_support=on",
+        "-object", f"filter-rewriter,id=rew0,netdev={net},queue=all,vnet_hdr_support=on",
     ]
     args += _blockdev(_qcow2(PARENT_NODE, node.disk))
     args += _blockdev({

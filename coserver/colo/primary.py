@@ -143,7 +143,8 @@ class Primary:
         rewriter = SECONDARY_REWRITER if any(o.get("name") == SECONDARY_REWRITER for o in objects) else None
         live = self.settings.protect_order == "live"
         proxy = PrimaryProxy(self.node.sync_addr, ports, self.node.workdir, self.settings, insert_before=rewriter,
-                             tls=self.node.tls.listener() if self.node.tls else None, start_off=live)
+                             tls=self.node.tls.listener() if self.node.tls else None, start_off=live,
+                             netdev_id=self.node.netdev_id)
         stopped = False
         st = await self.steps.run("query-status", step="check the guest runs")
         was_running = bool(st.get("running"))

@@ -43,7 +43,7 @@ def _unix(path: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class PrimaryProxy:
-    """The commands that insert (and remove) the primary's proxy on netdev hn0."""
+    """The commands that insert (and remove) the primary's proxy on the guest NIC's netdev."""
 
     listen_addr: str      # the primary's address on the sync link
     ports: SyncPorts
@@ -58,6 +58,8 @@ class PrimaryProxy:
     #: they were not there while its RAM is copied) and switch_on_commands() turns them on in the
     #: migration's final pause, together with the disk switch.
     start_off: bool = False
+    #: the guest NIC's netdev (colo.argv.Node.netdev_id)
+    netdev_id: str = NETDEV_ID
 
     def add_commands(self) -> list[tuple[str, dict[str, Any]]]:
         place: dict[str, Any] = ({"insert": "before", "position": f"id={self.insert_before}"}
@@ -74,11 +76,11 @@ class PrimaryProxy:
             _socket_chardev("compare0-0", compare0, server=False),
             _socket_chardev("compare_out", compare_out, server=True),
             _socket_chardev("compare_out0", compare_out, server=False),
-            ("object-add", {"qom-type": "filter-mirror", "id": MIRROR_ID, "netdev": NETDEV_ID,
+            ("object-add", {"qom-type": "filter-mirror", "id": MIRROR_ID, "netdev": self.netdev_id,
                             "queue": "tx", "outdev": "mirror0", "vnet_hdr_support": True, **place}),
-            ("object-add", {"qom-type": "filter-redirector", "id": REDIRECT_IN_ID, "netdev": NETDEV_ID,
+            ("object-add", {"qom-type": "filter-redirector", "id": REDIRECT_IN_ID, "netdev": self.netdev_id,
                             "queue": "rx", "indev": "compare_out", "vnet_hdr_support": True, **place}),
-            ("object-add", {"qom-type": "filter-redirector", "id": REDIRECT_OUT_ID, "netdev": NETDEV_ID,
+            ("object-add", {"qom-type": "filter-redirector", "id": REDIRECT_OUT_ID, "netdev": self.netdev_id,
                             "queue": "rx", "outdev": "compare0", "vnet_hdr_support": True, **place}),
             ("object-add", {"qom-type": "iothread", "id": IOTHREAD_ID}),
             ("object-add", {"qom-type": "colo-compare", "id": COMPARE_ID,

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
-from coserver.colo.argv import Node
+from coserver.colo.argv import NETDEV_ID, Node
 from coserver.colo.settings import PROTECT_ORDERS, SyncPorts
 from coserver.colo.tls import ColoTls
 from coserver.controller.errors import ConfigError
@@ -23,6 +23,7 @@ from coserver.controller.policy import (
     Thresholds,
 )
 from coserver.errors import CoserverError
+from coserver.libvirt.guestprocess import NETDEV_ID as LIBVIRT_NETDEV_ID
 
 REPROTECT_POLICIES = ("auto", "manual")
 _LINK_KEYS = ("name", "local_ip", "peer_ip", "port")
@@ -113,6 +114,10 @@ class ControllerConfig:
     # issue 14: this host's certificate directory (QEMU's tls-creds-x509 layout); "": plain TCP between
     # the QEMUs (an insecure site, the lab's --insecure)
     tls_dir: str = ""
+    # issue 16: who runs this copy's QEMU: "qemu" (this controller) | "libvirt" (the local libvirtd, a
+    # domain named as the FT server); the libvirtd's URI
+    backend: str = "qemu"
+    libvirt_uri: str = "qemu:///system"
 
     def __post_init__(self) -> None:
         for name in ("host", "peer", "ftserver", "qemu_workdir", "qemu_name", "control_socket", "log_file",
@@ -154,6 +159,8 @@ class ControllerConfig:
         if self.reprotect not in REPROTECT_POLICIES:
             raise ConfigError(f"controller config: reprotect must be one of {REPROTECT_POLICIES}, "
                               f"not {self.reprotect!r}")
+        if self.backend not in ("qemu", "libvirt"):
+            raise ConfigError(f"controller config: backend must be qemu or libvirt, not {self.backend!r}")
         if self.protect_order not in PROTECT_ORDERS:
             raise ConfigError(f"controller config: protect_order must be one of {PROTECT_ORDERS}, "
                               f"not {self.protect_order!r}")
@@ -212,4 +219,5 @@ class ControllerConfig:
         overlay_dir = n.get("overlay_dir")
         return Node(name=self.host, workdir=Path(self.qemu_workdir), sync_addr=n["sync_addr"], tap=n["tap"],
                     disk=Path(n["disk"]), mac=n["mac"], overlay_dir=Path(overlay_dir) if overlay_dir else None,
-                    tls=ColoTls(Path(self.tls_dir), self.peer) if self.tls_dir else None)
+                    tls=ColoTls(Path(self.tls_dir), self.peer) if self.tls_dir else None,
+                    netdev_id=LIBVIRT_NETDEV_ID if self.backend == "libvirt" else NETDEV_ID)

@@ -66,6 +66,7 @@ from coserver.controller.siteconfig import controller_config_for
 from coserver.controller.statemachine import RUNNING, FtState, FtStateMachine
 from coserver.controller.witness import Witness, WitnessTls
 from coserver.errors import CoserverBug, CoserverError, clip
+from coserver.libvirt.guestprocess import LibvirtQemu
 from coserver.machine.launcher import QemuProcess, last_words
 from coserver.qmp.errors import QmpError
 from coserver.qmp.session import QmpListener, QmpSession
@@ -235,7 +236,8 @@ class HostController:
     # ---- start-up: re-attach to what runs ---------------------------------------------
     async def _attach(self) -> None:
         try:
-            self.qemu = QemuProcess.attach(self.cfg.qemu_workdir, self.cfg.qemu_name)
+            kind = LibvirtQemu if self.cfg.backend == "libvirt" else QemuProcess
+            self.qemu = kind.attach(self.cfg.qemu_workdir, self.cfg.qemu_name)
         except CoserverError as exc:
             _log.warning("controller.qemu.absent", host=self.cfg.host, reason=str(exc))
             self.qemu = None
@@ -992,10 +994,7 @@ class HostController:
                 return
             self.epoch = epoch
             self._witness_changed(WitnessView(True, self.cfg.host, epoch, True))
-            args = await asyncio.to_thread(actions.simplex_argv, self.cfg)
-            proc = QemuProcess(self.cfg.qemu_name, args, self.cfg.qemu_workdir)
-            await asyncio.to_thread(proc.start)
-            self.qemu = proc
+            self.qemu = await asyncio.to_thread(actions.start_simplex, self.cfg, epoch)
             await self._open_qmp(drop_old_first=True)
             self.role = Role.SIMPLEX
             self.health = QmpHealth()
@@ -1174,10 +1173,8 @@ class HostController:
             self.attempts.start("secondary")
             if self.qemu is not None and self.qemu.alive():
                 self.qemu.kill()
-            args = await asyncio.to_thread(actions.secondary_argv, self.cfg)
-            proc = QemuProcess(self.cfg.qemu_name, args, self.cfg.qemu_workdir)
-            await asyncio.to_thread(proc.start)
-            self.qemu = proc
+            self.qemu = await asyncio.to_thread(actions.start_secondary, self.cfg,
+                                                max(self.epoch, peer.epoch if peer else 0))
             self._killed_local = False
             qmp = await self._open_qmp(drop_old_first=True)  # the old session leads to a QEMU that is gone
             await Secondary(qmp, self.cfg.colo_node(), self.settings).prepare(self.cfg.sync_ports)
@@ -1436,7 +1433,7 @@ def prepare_host(cfg: ControllerConfig) -> None:
     overlay = cfg.node.get("overlay_dir")
     for d in (Path(cfg.qemu_workdir), Path(cfg.control_socket).parent, *([Path(overlay)] if overlay else [])):
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if bridge:
+    if bridge and cfg.backend != "libvirt":   # libvirtd makes its own tap on the bridge
         try:
             netns.ensure_tap(cfg.node["tap"], bridge)
         except CoserverError as exc:

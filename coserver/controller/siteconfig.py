@@ -117,6 +117,6 @@ def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str 
         remote_control={"address": me.management, "port": ports.control}, site_digest=digest,
         metrics={"address": me.management, "port": metrics_port} if metrics_port else {},
         alert_command=list(site.alert_command),
-        tls_dir=str(site.tls_dir(me.name) or ""),
+        tls_dir=str(site.tls_dir(me.name) or ""), backend=site.backend, libvirt_uri=site.libvirt_uri,
         **{k: v for k, v in (("lease_patience_s", site.lease_patience_s), ("fence_after_s", site.fence_after_s),
                              ("promote_margin_s", site.promote_margin_s)) if v is not None})

@@ -18,6 +18,9 @@ The site file is the same on both CoServers. Schema (``*`` = required; unknown k
     protect = "live"                 # entering COLO: "live" (RAM copied with the guest running, a pause
                                      # of tens of ms) | "stopped" (QEMU's documented order: the guest
                                      # stopped for the whole RAM copy; for comparison)
+    backend = "qemu"                 # "qemu": the controller runs each QEMU | "libvirt": libvirtd does (each
+                                     # copy a libvirt domain named as its FT server; README "libvirt")
+    libvirt_uri = "qemu:///system"   # the local libvirtd (backend = "libvirt")
     lease_patience_s = 3.5           # never two primaries (README "What the controllers do"): how long a
     fence_after_s = 1.0              # denied promotion retries; how long a primary without its lease
     promote_margin_s = 0.7           # keeps COLO before it fences; the promotion's wait beyond the fence bound
@@ -65,6 +68,7 @@ from coserver.hardware.spec import HOST_NAME, NAME
 from coserver.site.errors import SiteError
 from coserver.site.model import (
     ACCELS,
+    BACKENDS,
     DEFAULT_BASE_PORT,
     DEFAULT_BRIDGE,
     DEFAULT_KEY_FILE,
@@ -89,6 +93,8 @@ ENV = "COSERVER_SITE"
 IFNAME = r"(?!\.\.?$)[A-Za-z0-9_.-]{1,15}"
 IFNAME_WHAT = "a Linux interface name (1-15 of [A-Za-z0-9_.-])"
 ENDPOINT = r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})"
+#: A local libvirtd's URI: the system or session QEMU driver, optionally with a socket path.
+LIBVIRT_URI = r"qemu:///(system|session)(\?socket=/[A-Za-z0-9_./-]+)?"
 #: Ports a slot may use reach at most this.
 MAX_PORT = 65535
 
@@ -328,6 +334,9 @@ class _SiteReader:
             stop_timeout_s=top.integer("stop_timeout_s", 60, minimum=1, maximum=3600),
             sync_speed_mib_s=top.integer("sync_speed_mib_s", 0, minimum=0, maximum=100_000),
             protect=top.string("protect", "live", choices=PROTECT_ORDERS),
+            backend=top.string("backend", "qemu", choices=BACKENDS),
+            libvirt_uri=top.string("libvirt_uri", "qemu:///system", pattern=LIBVIRT_URI,
+                                   what="a local libvirt URI (qemu:///system or qemu:///session)"),
             lease_patience_s=top.custom("lease_patience_s", _seconds, None),
             fence_after_s=top.custom("fence_after_s", _seconds, None),
             promote_margin_s=top.custom("promote_margin_s", _seconds, None),

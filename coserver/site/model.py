@@ -25,6 +25,7 @@ DEFAULT_BRIDGE = "br-lan"
 REPROTECT_POLICIES = ("auto", "manual")
 PROTECT_ORDERS = ("live", "stopped")   # colo.settings.PROTECT_ORDERS: how a pair enters COLO
 ACCELS = ("kvm", "tcg")
+BACKENDS = ("qemu", "libvirt")   # who runs each copy's QEMU: the controller itself, or libvirtd
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,8 @@ class Site:
     stop_timeout_s: int = 60
     sync_speed_mib_s: int = 0
     protect: str = "live"            # how the pair enters COLO (colo.primary): "live" | "stopped"
+    backend: str = "qemu"            # who runs each copy's QEMU: "qemu" (the controller) | "libvirt" (libvirtd)
+    libvirt_uri: str = "qemu:///system"   # the local libvirtd the libvirt backend talks to
     # the never-two-primaries numbers (controller.policy.Thresholds); None: the controller's defaults
     lease_patience_s: float | None = None
     fence_after_s: float | None = None
