@@ -66,7 +66,7 @@ from coserver.controller.siteconfig import controller_config_for
 from coserver.controller.statemachine import RUNNING, FtState, FtStateMachine
 from coserver.controller.witness import Witness, WitnessTls
 from coserver.errors import CoserverBug, CoserverError, clip
-from coserver.libvirt.guestprocess import LibvirtQemu
+from coserver.libvirt.guestprocess import attach_qemu
 from coserver.machine.launcher import QemuProcess, last_words
 from coserver.qmp.errors import QmpError
 from coserver.qmp.session import QmpListener, QmpSession
@@ -236,8 +236,7 @@ class HostController:
     # ---- start-up: re-attach to what runs ---------------------------------------------
     async def _attach(self) -> None:
         try:
-            kind = LibvirtQemu if self.cfg.backend == "libvirt" else QemuProcess
-            self.qemu = kind.attach(self.cfg.qemu_workdir, self.cfg.qemu_name)
+            self.qemu = attach_qemu(self.cfg.qemu_workdir, self.cfg.qemu_name)
         except CoserverError as exc:
             _log.warning("controller.qemu.absent", host=self.cfg.host, reason=str(exc))
             self.qemu = None

@@ -56,6 +56,7 @@ from coserver.lab.diskfault import fail_disk
 from coserver.lab.hostexec import host_argv
 from coserver.lab.net import GUEST_ADDRESS, HOSTS, LabNet
 from coserver.lab.spec import DEVICE_SETS, GUEST_PORT, lab_server_name, write_lab_spec
+from coserver.libvirt.guestprocess import attach_qemu
 from coserver.machine.launcher import QemuProcess, last_words
 from coserver.pair.summary import host_entry, summarize
 from coserver.paths import qemu_install
@@ -258,7 +259,7 @@ class Lab:
     def qemu(self, host: str, server: str | None = None) -> QemuProcess:
         """The running QEMU of `server` on `host` (CoserverError if none)."""
         name = self._server(server)
-        return QemuProcess.attach(self.server_dir(host, name), name)
+        return attach_qemu(self.server_dir(host, name), name)   # either backend's (the record says)
 
     def qemu_log(self, host: str, server: str | None = None) -> Path:
         name = self._server(server)

@@ -40,7 +40,7 @@ def site_name(prefix: str) -> str:
 
 def site_text(net: LabNet, *, checkpoint_ms: int, reprotect: str, accel: str, boot_grace_s: float,
               stop_timeout_s: float, sync_speed_mib_s: int, alert_command: tuple[str, ...] = (),
-              insecure: bool = False, protect: str = "live") -> str:
+              insecure: bool = False, protect: str = "live", backend: str = "qemu") -> str:
     """The lab's site.toml (the same on both hosts): the QEMUs and the witness over TLS with each
     host's own certificates (/etc/coserver/pki/<host>/, as on a real site), or (insecure) plain TCP
     between the QEMUs and plain http to the witness."""
@@ -57,6 +57,7 @@ def site_text(net: LabNet, *, checkpoint_ms: int, reprotect: str, accel: str, bo
         f"stop_timeout_s = {max(1, round(stop_timeout_s))}",
         f"sync_speed_mib_s = {sync_speed_mib_s}",
         f'protect = "{protect}"',
+        f'backend = "{backend}"',
         *([f"alert_command = {json.dumps(list(alert_command))}"] if alert_command else []),
         *(["insecure = true   # `lab up --insecure`: plain TCP between the QEMUs"] if insecure else []),
         "",

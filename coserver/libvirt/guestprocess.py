@@ -256,3 +256,15 @@ class LibvirtQemu(QemuProcess):
 
     def __repr__(self) -> str:
         return f"<LibvirtQemu {self.domain} pid={self.pid} uri={self.uri}>"
+
+
+def attach_qemu(workdir: str | Path, name: str) -> QemuProcess:
+    """The running QEMU a launcher record <workdir>/<name>.json names, whichever backend started it
+    (the record says: the lab's faults and a restarted controller need not know the site's backend)."""
+    try:
+        backend = json.loads((Path(workdir) / f"{name}.json").read_text()).get("backend")
+    except (OSError, ValueError, AttributeError):
+        backend = None   # QemuProcess.attach says what is wrong with it, in one line
+    if backend == "libvirt":
+        return LibvirtQemu.attach(workdir, name)
+    return QemuProcess.attach(workdir, name)
