@@ -702,12 +702,16 @@ class Lab:
                 entry["error"] = str(exc)
                 rec = self.controller_process(host, name)
                 entry["controller_pid"] = rec.pid if rec else None
+            if self.libvirt_root(host).is_dir():   # the libvirt backend's daemon: None when it is down
+                lv = self.libvirtd(host).process()
+                entry["libvirtd_pid"] = lv.pid if lv else None
             hosts[host] = entry
         pair = summarize(hosts, syncing=st.state in ("starting", "syncing"))
         return {"witness": self._witness_summary(hosts), "state": pair["state"], "prefix": self.prefix, "workdir": str(self.workdir), "primary": pair["primary"],
                 "secondary": pair["secondary"], "checkpoints": pair["checkpoints"], "checkpoint_ms": st.checkpoint_ms,
                 "accel": st.accel, "profile": st.profile, "spec": st.spec, "ftserver": name,
                 "servers": st.servers or [st.ftserver], "devices": st.devices, "alert": pair["alert"],
+                "backend": st.backend,
                 "hosts": hosts, "guest": st.guests.get(name, st.guest), "site": str(self.etc_dir(HOSTS[0]) / "site.toml")}
 
     def _witness_summary(self, hosts: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ not packaged there). It is started without libvirt-daemon-system (its postinst w
 init system, and would start the machine's own libvirtd), so the lab writes the configuration the
 package would have, fitted to a lab host:
 
-- libvirtd.conf: the sockets root's alone (0700, no polkit: auth none), log lines to stderr, which
+- libvirtd.conf: the sockets root's alone (0600, no polkit: auth none), log lines to stderr, which
   the lab keeps in <host>/libvirtd.out;
 - qemu.conf: QEMU runs as root (``+0``) with no security driver, no private /dev (``namespaces``)
   and no ownership changes: the lab's disks and kernels are root's files in root's directories;
@@ -70,9 +70,9 @@ LIBVIRTD_CONF = """\
 # Written by coserver's lab (coserver/lab/libvirtd.py) for one lab CoServer's libvirtd.
 # Only root reaches the sockets (no polkit on a lab host, so no other authentication).
 unix_sock_group = "root"
-unix_sock_ro_perms = "0700"
-unix_sock_rw_perms = "0700"
-unix_sock_admin_perms = "0700"
+unix_sock_ro_perms = "0600"
+unix_sock_rw_perms = "0600"
+unix_sock_admin_perms = "0600"
 auth_unix_ro = "none"
 auth_unix_rw = "none"
 # warnings and errors to stderr: the lab keeps it in <host>/libvirtd.out
@@ -242,17 +242,21 @@ class HostLibvirtd:
         recorded: this is `lab down`, the guests' data is the disks'), then the daemon (SIGTERM, then
         SIGKILL). Idempotent; returns what was stopped."""
         gone: list[str] = []
+        killed: list[ProcessRecord] = []
         for name, pid in sorted(self.domain_pids().items()):
             try:
                 rec = ProcessRecord.of(pid)
             except CoserverError:
                 continue
             if _is_qemu(pid) and rec.signal(signal.SIGKILL):
+                killed.append(rec)
                 gone.append(f"libvirt domain {self.host}/{name} (qemu pid {pid})")
+        deadline = time.monotonic() + 5
+        while any(r.alive() for r in killed) and time.monotonic() < deadline:
+            time.sleep(0.05)
         if labproc.stop(self.host_dir, PROC_NAME):
             gone.append(f"libvirtd {self.host}")
-        for pidfile in (self.dir("run") / "libvirtd.pid",):
-            pidfile.unlink(missing_ok=True)
+        (self.dir("run") / "libvirtd.pid").unlink(missing_ok=True)   # a killed daemon's
         return gone
 
     # ---- talking to it --------------------------------------------------------------------------

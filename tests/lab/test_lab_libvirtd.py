@@ -38,6 +38,7 @@ from coserver.libvirt.metadata import ServerTag
 from coserver.paths import qemu_install
 from coserver.qmp.session import QmpSession
 from coserver.sys import netns
+from coserver.sys.proc import ProcessRecord
 
 PREFIX = f"lv{os.getpid() % 10000}"
 NAME = "journal"
@@ -138,7 +139,7 @@ def test_a_libvirtd_per_host_runs_the_ft_server_domain_on_cs1_only() -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"cs-{PREFIX}-", dir="/tmp"))   # short: unix socket paths
     lab = Lab(PREFIX, workdir)
     cgroups_before = _cgroup_dirs()
-    ours: list[int] = []   # every libvirtd and QEMU pid this test saw
+    ours: list[ProcessRecord] = []   # every libvirtd and QEMU this test saw
     t0 = time.monotonic()
 
     def mark(what: str) -> None:
@@ -152,14 +153,14 @@ def test_a_libvirtd_per_host_runs_the_ft_server_domain_on_cs1_only() -> None:
         cs1, cs2 = lab.libvirtd("cs1"), lab.libvirtd("cs2")
         p1, p2 = cs1.process(), cs2.process()
         assert p1 is not None and p2 is not None and p1.pid != p2.pid
-        ours += [p1.pid, p2.pid]
+        ours += [p1, p2]
         for lv in (cs1, cs2):   # the host's own config and hook, in the host's own /etc/libvirt
             hook = lv.dir("etc") / "hooks" / "qemu.d" / "50-coserver"
             assert hook.is_file() and os.access(hook, os.X_OK)
             assert "'/run/coserver'" in hook.read_text()
             assert 'cgroup_controllers = []' in (lv.dir("etc") / "qemu.conf").read_text()
             assert (lv.dir("run") / "libvirt-sock").exists()
-            assert (lv.dir("run") / "libvirt-sock").stat().st_mode & 0o777 == 0o700
+            assert (lv.dir("run") / "libvirt-sock").stat().st_mode & 0o777 == 0o600
         assert not Path("/run/libvirt/libvirt-sock").exists()   # the machine's own /run has none
 
         # the lab's FT server spec (as lab up writes it), its disk a copy of the lab guest's
@@ -197,7 +198,7 @@ def test_a_libvirtd_per_host_runs_the_ft_server_domain_on_cs1_only() -> None:
         info = cs1.virsh_ok("dominfo", NAME)
         assert "running" in info and f"Name:           {NAME}" in info, info
         qemu_pid = cs1.domain_pids()[NAME]
-        ours.append(qemu_pid)
+        ours.append(ProcessRecord.of(qemu_pid))
         qmp = run1 / QMP_IN_VIEW.name
         # libvirt starts QEMU with umask 002, so the socket itself is 0775: what keeps it root's
         # alone is the host's run directory (0700, root's), as with every socket in it
@@ -224,7 +225,7 @@ def test_a_libvirtd_per_host_runs_the_ft_server_domain_on_cs1_only() -> None:
         assert os.path.exists(f"/proc/{qemu_pid}")
         assert asyncio.run(_qmp_status(qmp)) == "running"
         t_re = time.monotonic()
-        ours.append(cs1.start().pid)
+        ours.append(cs1.start())
         print(f"libvirtd restarted and answering: {time.monotonic() - t_re:.1f} s")
         assert cs1.virsh_ok("list", "--name").split() == [NAME]
         assert cs1.domain_pids()[NAME] == qemu_pid
@@ -240,11 +241,19 @@ def test_a_libvirtd_per_host_runs_the_ft_server_domain_on_cs1_only() -> None:
         assert not os.path.exists(f"/proc/{qemu_pid}")
         assert cs1.domain_log(NAME).is_file()
         mark("destroyed")
+
+        # started once more and left running: lab down must end its QEMU too (libvirtd would not)
+        define(starttoken.issue(run1, NAME))
+        cs1.virsh_ok("start", NAME, timeout=120)
+        starttoken.withdraw(run1, NAME)
+        ours.append(ProcessRecord.of(cs1.domain_pids()[NAME]))
+        mark("started again for lab down")
     finally:
         removed = lab.down()
         print(f"lab down: {removed}; the whole test {time.monotonic() - t0:.1f} s")
+    assert any(r.startswith(f"libvirt domain cs1/{NAME} (qemu pid ") for r in removed), removed
     assert not [n for n in netns.list_namespaces(f"{PREFIX}-")]
-    assert not [pid for pid in ours if os.path.exists(f"/proc/{pid}")]
+    assert not [rec.pid for rec in ours if rec.alive()]   # a zombie awaiting PID 1 counts as gone
     assert _processes_naming(str(workdir)) == []
     assert not [m for m in _mounts() if str(workdir) in m or "coserver-lab-" + PREFIX in m]
     assert _cgroup_dirs() == cgroups_before
