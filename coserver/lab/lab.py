@@ -597,9 +597,9 @@ class Lab:
                                                             no_kvm=no_kvm))
 
     def start_libvirtds(self, timeout: float = 60.0) -> dict[str, float]:
-        """A libvirtd on each host (its directories, configuration and hook first), answering;
-        returns the seconds each took. The lab network must exist. On failure the daemons already
-        started are stopped again and the error names the host."""
+        """A libvirtd on each host (its directories, configuration and hook first), both started at
+        once, then each waited for until it answers; returns the seconds from start to answer. The lab
+        network must exist. On failure every daemon is stopped again and the error names the host."""
         if not self.net.existing():
             raise LabError(f"lab {self.prefix!r}: no network to start libvirtd in")
         took: dict[str, float] = {}
@@ -608,10 +608,12 @@ class Lab:
                 for d in (self.host_dir(host), self.etc_dir(host), self.lib_dir(host)):
                     d.mkdir(mode=0o700 if d == self.host_dir(host) else 0o755, parents=True, exist_ok=True)
                 make_overlay_dir(self.prefix, host)
-                lv = self.libvirtd(host)
-                t0 = time.monotonic()
-                lv.prepare()
-                lv.start(timeout)
+                self.libvirtd(host).prepare()
+            t0 = time.monotonic()
+            for host in HOSTS:
+                self.libvirtd(host).launch()
+            for host in HOSTS:
+                self.libvirtd(host).wait_ready(timeout)
                 took[host] = time.monotonic() - t0
         except BaseException as exc:
             for host in HOSTS:

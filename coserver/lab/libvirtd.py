@@ -166,6 +166,17 @@ class HostLibvirtd:
     def start(self, timeout: float = READY_TIMEOUT_S) -> ProcessRecord:
         """Start the host's libvirtd (its directories must be prepared) and wait until it answers.
         On failure it is stopped again and the error names the daemon's last log line."""
+        rec = self.launch()
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            labproc.stop(self.host_dir, PROC_NAME)
+            raise
+        return rec
+
+    def launch(self) -> ProcessRecord:
+        """Start the daemon without waiting for it (Lab starts both hosts' at once: each spends
+        seconds probing QEMU's capabilities before it answers); then wait_ready()."""
         if self.process() is not None:
             raise LibvirtdError(f"libvirtd of {self.host} is already running")
         if not (self.dir("etc") / "qemu.conf").is_file():
@@ -173,15 +184,9 @@ class HostLibvirtd:
         argv = self.view([str(self.binary), "--config", "/etc/libvirt/libvirtd.conf",
                           "--pid-file", "/run/libvirt/libvirtd.pid"])
         try:
-            rec = labproc.start(PROC_NAME, argv, self.host_dir)
+            return labproc.start(PROC_NAME, argv, self.host_dir)
         except CoserverError as exc:
             raise LibvirtdError(f"libvirtd of {self.host} did not start: {exc}") from exc
-        try:
-            self.wait_ready(timeout)
-        except BaseException:
-            labproc.stop(self.host_dir, PROC_NAME)
-            raise
-        return rec
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
         """Wait until `virsh version` in the host's view gets an answer; returns the seconds it took."""

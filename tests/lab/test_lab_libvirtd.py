@@ -130,8 +130,7 @@ def _wait_journal(ns: str, timeout: float) -> dict:
 
 
 @pytest.mark.qemu
-@pytest.mark.netns
-@pytest.mark.slow
+@pytest.mark.netns   # not slow: about 35 s here (two libvirtds 5 s each, the guest's boot 12-14 s)
 def test_a_libvirtd_per_host_runs_the_ft_server_domain_on_cs1_only() -> None:
     if not all(os.access(p, os.X_OK) for p in (lablv.LIBVIRTD, lablv.VIRSH)):
         pytest.skip("libvirtd is not installed (make setup)")
