@@ -21,6 +21,12 @@ APT_PACKAGES := procps qemu-system-x86 qemu-utils seabios busybox-static musl-to
 	libglib2.0-dev libpixman-1-dev libslirp-dev flex bison libfdt-dev device-tree-compiler \
 	zlib1g-dev libgnutls28-dev ninja-build dpkg-dev mmdebstrap syslinux syslinux-common mtools dosfstools prometheus \
 	chromium
+# The lab's libvirtd per CoServer (`lab up --backend libvirt`, coserver/lab/libvirtd.py): the monolithic
+# libvirtd with its QEMU driver, and virsh. Without recommends (they pull in the Xen, LXC and VirtualBox
+# drivers, lvm2, swtpm), and without libvirt-daemon-system, whose postinst wants polkitd and an init
+# system and would start the machine's own libvirtd; the user it would make (libvirt-qemu, which libvirt
+# resolves before reading qemu.conf) is made here instead.
+LIBVIRT_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
 
 .PHONY: setup apt venv qemu guest lab lab-down doctor lint test test-faults bench clean-venv
 
@@ -33,6 +39,15 @@ apt:
 	    echo "apt: installing" $$missing; \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else echo "apt: all packages present"; fi
+	@missing=$$(for p in $(LIBVIRT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "apt: installing (no recommends)" $$missing; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@getent group libvirt-qemu >/dev/null || addgroup --quiet --system libvirt-qemu
+	@getent passwd libvirt-qemu >/dev/null || adduser --quiet --system --ingroup libvirt-qemu --no-create-home \
+	    --home /var/lib/libvirt --disabled-login --disabled-password --gecos "Libvirt Qemu" libvirt-qemu
 
 venv: $(VENV)/.installed
 

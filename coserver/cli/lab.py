@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from coserver import log
-from coserver.lab.lab import DEFAULT_PREFIX, DEFAULT_PROFILE, FAULTS, MAX_SERVERS, Lab, LabError, LabOptions
+from coserver.lab.lab import BACKENDS, DEFAULT_PREFIX, DEFAULT_PROFILE, FAULTS, MAX_SERVERS, Lab, LabError, LabOptions
 from coserver.lab.net import HOSTS
 from coserver.lab.spec import DEVICE_SETS
 
@@ -58,9 +58,12 @@ def lab() -> None:
                    "stopped (QEMU's documented order: the guest stopped for the whole RAM copy; for comparison).")
 @click.option("--memory", "memory", type=click.IntRange(0, 1 << 20), default=0, metavar="MIB",
               help="The built-in guest's RAM in MiB (default: the profile's).")
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default="qemu", show_default=True,
+              help="libvirt: also a libvirtd on each host (its own /etc/libvirt, /run/libvirt, ...; the coserver "
+                   "hook installed), started before the controllers, which do not use it yet.")
 def lab_up(prefix: str, workdir: Path | None, profile: str, spec: Path | None, checkpoint_ms: int,
            reprotect: str, sync_speed: int, devices: str, servers: int, insecure: bool, protect: str,
-           memory: int) -> None:
+           memory: int, backend: str) -> None:
     """Start both CoServers, sync the disk, enter COLO; return when protected.
 
     The witness is etcd over TLS with client-certificate authentication and a role per site (the
@@ -70,7 +73,7 @@ def lab_up(prefix: str, workdir: Path | None, profile: str, spec: Path | None, c
     the_lab = Lab(prefix, workdir)
     opts = LabOptions(prefix=prefix, workdir=workdir, profile=profile, spec=spec, checkpoint_ms=checkpoint_ms,
                       reprotect=reprotect, sync_speed_mib_s=sync_speed, devices=devices, servers=servers,
-                      insecure=insecure, protect=protect, memory_mib=memory)
+                      insecure=insecure, protect=protect, memory_mib=memory, backend=backend)
     the_lab.validate(opts)  # bad input: one line before the workdir is made or written to
     log.configure("INFO", the_lab.workdir / "lab.log.jsonl") if _writable(the_lab.workdir) else None
     status = the_lab.up(opts, progress=lambda m: click.echo(f"  .. {m}", err=True))
@@ -107,7 +110,9 @@ def lab_fault(kind: str, prefix: str, host: str | None, link: int | None, server
     then); cut-witness|heal-witness --host H; witness-down|witness-up; stall-replication|heal-replication
     (replication blackholed, heartbeats flowing); cut-link|heal-link --link N; cut-all-links|heal-all-links;
     disk-error --host H (that QEMU's disk fails writes from now on: the primary's local copy, or the
-    secondary's replica); fill-disk|heal-disk --host H (the host's /var/lib/coserver full, then freed)."""
+    secondary's replica); fill-disk|heal-disk --host H (the host's /var/lib/coserver full, then freed);
+    kill-libvirtd|start-libvirtd --host H (a lab up --backend libvirt: its libvirtd SIGKILLed, its domains
+    left running; started again, it reconnects to them)."""
     done = Lab(prefix).fault(kind, host, link, server, seconds)
     if as_json:
         click.echo(json.dumps(done))

@@ -16,6 +16,10 @@ failed: never half a pair.
 On the machine, host H's directories are <workdir>/H/etc, <workdir>/H/lib and
 <overlay base>/coserver-lab-<prefix>/H (tmpfs: control sockets and overlays).
 
+`up` with the libvirt backend (LabOptions.backend = "libvirt") also starts a libvirtd on each host
+before the controllers (lab.libvirtd: its own /etc/libvirt, /run/libvirt, ... from <workdir>/H/libvirt,
+the coserver hook installed); the controllers do not use it yet (the backend is another change).
+
 `lab status` asks both controllers; `lab down` removes every namespace,
 process, socket and temp file the lab made, also after a crash (it finds
 what is left by the lab prefix and the records in the workdir). Guest disks
@@ -54,6 +58,7 @@ from coserver.lab import sitefile
 from coserver.lab import witness as labwitness
 from coserver.lab.diskfault import fail_disk
 from coserver.lab.hostexec import host_argv
+from coserver.lab.libvirtd import HostLibvirtd, check_installed
 from coserver.lab.net import GUEST_ADDRESS, HOSTS, LabNet
 from coserver.lab.spec import DEVICE_SETS, GUEST_PORT, lab_server_name, write_lab_spec
 from coserver.libvirt.guestprocess import attach_qemu
@@ -89,7 +94,11 @@ FAULTS: dict[str, tuple[bool, bool]] = {
     "witness-down": (False, False), "witness-up": (False, False),
     "stall-replication": (False, False), "heal-replication": (False, False),
     "disk-error": (True, False), "fill-disk": (True, False), "heal-disk": (True, False),
+    "kill-libvirtd": (True, False), "start-libvirtd": (True, False),
 }
+#: LabOptions.backend: how the hosts run QEMU ("libvirt": a libvirtd per host; the controllers' use of
+#: it is not there yet, so today it only adds the daemons).
+BACKENDS = ("qemu", "libvirt")
 #: Each lab host's /var/lib/coserver is a tmpfs this big (fill-disk fills it).
 STATE_FS_SIZE = "128m"
 FILLER = "lab-fill-disk.bin"
@@ -159,6 +168,8 @@ class LabOptions:
     #: says insecure = true, twice); by default TLS everywhere: the QEMUs admit only each other, the
     #: witness wants client certificates and has a role per site (lab.witness). For comparison only.
     insecure: bool = False
+    #: "libvirt": a libvirtd on each host too, started before the controllers (lab.libvirtd)
+    backend: str = "qemu"
 
     def confirm_window_s(self) -> float:
         return self.confirm_s or max(5.0, 3 * self.checkpoint_ms / 1000)
@@ -183,6 +194,7 @@ class LabState:
     accel: str = "tcg"
     guest: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    backend: str = "qemu"
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -236,6 +248,18 @@ class Lab:
     def run_dir(self, host: str) -> Path:
         """The host's /run/coserver (tmpfs when the machine has /dev/shm): control sockets, overlays."""
         return overlay_dir(self.prefix, host)
+
+    def libvirt_root(self, host: str) -> Path:
+        """The host's libvirt directories (etc, run, lib, log, cache: /etc/libvirt, /run/libvirt, ...);
+        only a lab with the libvirt backend has them."""
+        return self.host_dir(host) / "libvirt"
+
+    def libvirtd(self, host: str) -> HostLibvirtd:
+        """The host's libvirtd (running or not)."""
+        if host not in HOSTS:
+            raise LabError(f"host must be one of {', '.join(HOSTS)}, got {host!r}")
+        return HostLibvirtd(host=host, root=self.libvirt_root(host), host_dir=self.host_dir(host),
+                            view=lambda command: self.controller_argv(host, command))
 
     def servers(self) -> list[str]:
         """The lab's FT servers, the main one (what status and faults mean by default) first."""
@@ -304,7 +328,8 @@ class Lab:
             raise LabError(f"lab prefix {self.prefix!r} is in use ({', '.join(busy) or self.registry_file}); "
                            f"run `coserver lab down --prefix {self.prefix}` first")
         self._check_workdir()
-        state = LabState(prefix=self.prefix, workdir=str(self.workdir), checkpoint_ms=opts.checkpoint_ms)
+        state = LabState(prefix=self.prefix, workdir=str(self.workdir), checkpoint_ms=opts.checkpoint_ms,
+                         backend=opts.backend)
         step = "prepare"
         try:
             step = "build the lab guest"
@@ -337,6 +362,10 @@ class Lab:
             step = "start the witness (etcd)"
             say(step)
             self._start_witness()
+            if opts.backend == "libvirt":
+                step = "start a libvirtd on each host"
+                say(step)
+                self.start_libvirtds()
             step = "start the controllers"
             say(step)
             for host in HOSTS:
@@ -374,6 +403,13 @@ class Lab:
         spec file. up() runs it first, so bad input never touches the workdir or the network."""
         if not 1 <= opts.servers <= MAX_SERVERS:
             raise LabError(f"--servers must be 1 to {MAX_SERVERS}, got {opts.servers}")
+        if opts.backend not in BACKENDS:
+            raise LabError(f"--backend must be one of {', '.join(BACKENDS)}, got {opts.backend!r}")
+        if opts.backend == "libvirt":
+            try:
+                check_installed()
+            except CoserverError as exc:
+                raise LabError(f"--backend libvirt: {exc}") from exc
         if opts.spec is None:
             get_profile(opts.profile)  # unknown profile: one line naming the known ones
             if opts.devices not in DEVICE_SETS:
@@ -549,9 +585,44 @@ class Lab:
         self._run_controller(host, server)
 
     def controller_argv(self, host: str, command: list[str]) -> list[str]:
-        """`command` as run on `host`: its network namespace, its own /etc, /var/lib, /run coserver."""
+        """`command` as run on `host`: its network namespace, its own /etc, /var/lib, /run coserver
+        (and, when the lab made them, its own libvirt directories, /dev/kvm hidden unless the lab
+        runs its guests on KVM: a TCG lab never touches it, libvirt's probes included)."""
+        libvirt = self.libvirt_root(host) if self.libvirt_root(host).is_dir() else None
+        no_kvm = False
+        if libvirt is not None:
+            st = LabState.load(self.state_file) if self.state_file.exists() else None
+            no_kvm = st is None or st.accel != "kvm"
         return netns.exec_argv(self.net.ns(host), host_argv(self.etc_dir(host), self.lib_dir(host),
-                                                            self.run_dir(host), command))
+                                                            self.run_dir(host), command, libvirt=libvirt,
+                                                            no_kvm=no_kvm))
+
+    def start_libvirtds(self, timeout: float = 60.0) -> dict[str, float]:
+        """A libvirtd on each host (its directories, configuration and hook first), both started at
+        once, then each waited for until it answers; returns the seconds from start to answer. The lab
+        network must exist. On failure every daemon is stopped again and the error names the host."""
+        if not self.net.existing():
+            raise LabError(f"lab {self.prefix!r}: no network to start libvirtd in")
+        took: dict[str, float] = {}
+        try:
+            for host in HOSTS:
+                for d in (self.host_dir(host), self.etc_dir(host), self.lib_dir(host)):
+                    d.mkdir(mode=0o700 if d == self.host_dir(host) else 0o755, parents=True, exist_ok=True)
+                make_overlay_dir(self.prefix, host)
+                self.libvirtd(host).prepare()
+            t0 = time.monotonic()
+            for host in HOSTS:
+                self.libvirtd(host).launch()
+            for host in HOSTS:
+                self.libvirtd(host).wait_ready(timeout)
+                took[host] = time.monotonic() - t0
+        except BaseException as exc:
+            for host in HOSTS:
+                self.libvirtd(host).stop()
+            if isinstance(exc, CoserverError):
+                raise LabError(str(exc)) from exc
+            raise
+        return took
 
     def _run_controller(self, host: str, server: str) -> None:
         """The host's controller of `server` under its supervisor (the lab's systemd), as a real host
@@ -634,12 +705,16 @@ class Lab:
                 entry["error"] = str(exc)
                 rec = self.controller_process(host, name)
                 entry["controller_pid"] = rec.pid if rec else None
+            if self.libvirt_root(host).is_dir():   # the libvirt backend's daemon: None when it is down
+                lv = self.libvirtd(host).process()
+                entry["libvirtd_pid"] = lv.pid if lv else None
             hosts[host] = entry
         pair = summarize(hosts, syncing=st.state in ("starting", "syncing"))
         return {"witness": self._witness_summary(hosts), "state": pair["state"], "prefix": self.prefix, "workdir": str(self.workdir), "primary": pair["primary"],
                 "secondary": pair["secondary"], "checkpoints": pair["checkpoints"], "checkpoint_ms": st.checkpoint_ms,
                 "accel": st.accel, "profile": st.profile, "spec": st.spec, "ftserver": name,
                 "servers": st.servers or [st.ftserver], "devices": st.devices, "alert": pair["alert"],
+                "backend": st.backend,
                 "hosts": hosts, "guest": st.guests.get(name, st.guest), "site": str(self.etc_dir(HOSTS[0]) / "site.toml")}
 
     def _witness_summary(self, hosts: dict[str, Any]) -> dict[str, Any]:
@@ -720,6 +795,15 @@ class Lab:
         elif kind in ("fill-disk", "heal-disk"):
             assert host is not None
             out["bytes"] = self._fill_state_fs(host, full=kind == "fill-disk")
+        elif kind in ("kill-libvirtd", "start-libvirtd"):
+            assert host is not None
+            if not self.libvirt_root(host).is_dir():
+                raise LabError(f"fault {kind}: lab {self.prefix!r} has no libvirtd (up --backend libvirt)")
+            lv = self.libvirtd(host)
+            try:
+                out["pid"] = lv.kill() if kind == "kill-libvirtd" else lv.start().pid
+            except CoserverError as exc:
+                raise LabError(f"fault {kind}: {exc}") from exc
         _log.warning("lab.fault", **{k: v for k, v in out.items() if k != "at"})
         return out
 
@@ -857,6 +941,9 @@ class Lab:
             for server in servers:
                 removed += self._stop_controller(host, server)
                 removed += self._stop_qemu(host, server)
+        for host in HOSTS:   # its domains' QEMUs, then the daemon (before the sweep: by their own records)
+            if self.libvirt_root(host).is_dir():
+                removed += self.libvirtd(host).stop()
         if labproc.stop(self.witness_dir, "etcd"):
             removed.append("witness etcd")
         for ns in self.net.existing():
