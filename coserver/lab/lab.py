@@ -94,10 +94,10 @@ FAULTS: dict[str, tuple[bool, bool]] = {
     "witness-down": (False, False), "witness-up": (False, False),
     "stall-replication": (False, False), "heal-replication": (False, False),
     "disk-error": (True, False), "fill-disk": (True, False), "heal-disk": (True, False),
-    "kill-libvirtd": (True, False), "start-libvirtd": (True, False),
+    "kill-libvirtd": (True, False), "start-libvirtd": (True, False), "destroy-domain": (True, False),
 }
-#: LabOptions.backend: how the hosts run QEMU ("libvirt": a libvirtd per host; the controllers' use of
-#: it is not there yet, so today it only adds the daemons).
+#: LabOptions.backend: how the hosts run QEMU ("libvirt": a libvirtd per host, which the controllers
+#: ask to run their QEMUs as domains; the site file's `backend`).
 BACKENDS = ("qemu", "libvirt")
 #: Each lab host's /var/lib/coserver is a tmpfs this big (fill-disk fills it).
 STATE_FS_SIZE = "128m"
@@ -484,7 +484,7 @@ class Lab:
         text = sitefile.site_text(self.net, checkpoint_ms=opts.checkpoint_ms, reprotect=opts.reprotect,
                                   accel=accel, boot_grace_s=opts.boot_grace_s, stop_timeout_s=opts.stop_timeout_s,
                                   sync_speed_mib_s=opts.sync_speed_mib_s, alert_command=opts.alert_command,
-                                  insecure=opts.insecure, protect=opts.protect)
+                                  insecure=opts.insecure, protect=opts.protect, backend=opts.backend)
         sitefile.install_site(etc, text)
         for path in spec_paths:
             sitefile.install_spec(etc, path)
@@ -795,6 +795,15 @@ class Lab:
         elif kind in ("fill-disk", "heal-disk"):
             assert host is not None
             out["bytes"] = self._fill_state_fs(host, full=kind == "fill-disk")
+        elif kind == "destroy-domain":   # `virsh destroy` of the FT server's domain on that host
+            assert host is not None
+            if not self.libvirt_root(host).is_dir():
+                raise LabError(f"fault {kind}: lab {self.prefix!r} has no libvirtd (up --backend libvirt)")
+            out["server"] = server = self._server(server)
+            try:
+                self.libvirtd(host).virsh_ok("destroy", server)
+            except CoserverError as exc:
+                raise LabError(f"fault {kind}: {exc}") from exc
         elif kind in ("kill-libvirtd", "start-libvirtd"):
             assert host is not None
             if not self.libvirt_root(host).is_dir():
@@ -918,6 +927,11 @@ class Lab:
             if qemu is not None and qemu.alive() and qemu.pid is not None:
                 killed.append(qemu.pid)
                 qemu.kill()
+        if self.libvirt_root(host).is_dir():   # the libvirt backend's daemon goes down with the host
+            lv = self.libvirtd(host).process()
+            if lv is not None and lv.alive():
+                lv.signal(signal.SIGKILL)
+                killed.append(lv.pid)
         (self.host_dir(host) / "powered-off").write_text(f"{time.time()}\n")
         return killed
 
@@ -928,6 +942,11 @@ class Lab:
         if not marker.exists():
             raise LabError(f"fault power-on: {host} was not powered off")
         self.net.set_host_links(host, up=True)
+        if self.libvirt_root(host).is_dir():   # boots before the controllers, as systemd orders them
+            try:
+                self.libvirtd(host).start()
+            except CoserverError as exc:
+                raise LabError(f"fault power-on: {exc}") from exc
         for server in self.servers():
             self._run_controller(host, server)
         marker.unlink()

@@ -61,6 +61,9 @@ FAULTS: dict[str, tuple[str, str | None, int | None, bool, str | None]] = {
     "stall-replication": ("stall-replication", None, None, True, "heal-replication"),
     "disk-error-primary": ("disk-error", "primary", None, True, None),
     "disk-error-secondary": ("disk-error", "secondary", None, True, None),
+    # the libvirt backend (lab up --backend libvirt): an operator's `virsh destroy`, libvirtd restarted
+    "destroy-primary-domain": ("destroy-domain", "primary", None, True, None),
+    "restart-libvirtd-primary": ("sequence", "primary", None, False, None),
     # two faults in a row (SEQUENCES): the combinations that could make two primaries
     "cut-witness-then-kill-secondary": ("sequence", "primary", None, True, "heal-witness"),
     "witness-down-then-kill-primary": ("sequence", None, None, True, None),
@@ -78,7 +81,22 @@ SEQUENCES: dict[str, list[tuple[str, str | None, float, int | None]]] = {
                                        ("witness-up", None, 0.0, None)],
     # the secondary's state/log file system is full: it keeps watching, and still takes over
     "fill-disk-secondary-then-kill-primary": [("fill-disk", "secondary", 2.0, 1), ("kill-qemu", "primary", 0.0, None)],
+    # libvirtd dies on the primary and comes back: the QEMUs are not libvirtd's children; nothing moves
+    "restart-libvirtd-primary": [("kill-libvirtd", "primary", 1.0, 2), ("start-libvirtd", "primary", 0.0, None)],
 }
+#: The faults that need the libvirt backend (lab up --backend libvirt).
+LIBVIRT_FAULTS = ("destroy-primary-domain", "restart-libvirtd-primary")
+#: What `--backend libvirt` runs unless --faults says: libvirt's own faults and the ones whose handling
+#: the backend changes (who sees a QEMU die, who kills it, what a power cut takes with it).
+LIBVIRT_DEFAULT_FAULTS = ("kill-primary-qemu", "kill-secondary-qemu", "hang-primary-qemu", *LIBVIRT_FAULTS,
+                          "power-off-primary")
+
+
+def default_faults(backend: str) -> list[str]:
+    """The faults a trial run on `backend` covers by default."""
+    if backend == "libvirt":
+        return list(LIBVIRT_DEFAULT_FAULTS)
+    return [n for n in FAULTS if n not in LIBVIRT_FAULTS]
 #: How long, after the pair settled, the LAN switch is watched for frames from both CoServers.
 UPLINK_WINDOW_S = 2.0
 
@@ -425,7 +443,10 @@ def table(results: list[TrialResult]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coserver-fault-trials", description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1)
-    parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated subset of: " + ", ".join(FAULTS))
+    parser.add_argument("--faults", default=None, help="comma-separated subset of: " + ", ".join(FAULTS)
+                        + " (default: every fault the backend has)")
+    parser.add_argument("--backend", default="qemu", choices=("qemu", "libvirt"),
+                        help="who runs the QEMUs (libvirt: a libvirtd per lab host)")
     parser.add_argument("--prefix", default="ft")
     parser.add_argument("--checkpoint-ms", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=None, help="also write every result here")
@@ -438,10 +459,15 @@ def main(argv: list[str] | None = None) -> int:
     log.configure("ERROR")
     if args.profiles:
         return _profile_trials(args)
-    names = [f.strip() for f in args.faults.split(",") if f.strip()]
+    names = ([f.strip() for f in args.faults.split(",") if f.strip()] if args.faults
+             else default_faults(args.backend))
     bad = [n for n in names if n not in FAULTS]
     if bad:
         print(f"coserver-fault-trials: error: unknown fault(s) {', '.join(bad)}", file=sys.stderr)
+        return 2
+    needs_libvirt = [n for n in names if n in LIBVIRT_FAULTS and args.backend != "libvirt"]
+    if needs_libvirt:
+        print(f"coserver-fault-trials: error: {', '.join(needs_libvirt)} need --backend libvirt", file=sys.stderr)
         return 2
     lab = Lab(args.prefix)
     results: list[TrialResult] = []
@@ -449,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         for _round in range(args.trials):
             for name in names:
                 lab.down()
-                lab.up(LabOptions(prefix=args.prefix, checkpoint_ms=args.checkpoint_ms))
+                lab.up(LabOptions(prefix=args.prefix, checkpoint_ms=args.checkpoint_ms, backend=args.backend))
                 r = run_trial(lab, name, say=lambda m: print(f"  .. {m}", file=sys.stderr, flush=True))
                 results.append(r)
                 print(table([r]).splitlines()[1], flush=True)

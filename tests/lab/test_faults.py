@@ -17,7 +17,7 @@ import time
 import pytest
 
 from coserver.lab.lab import Lab, LabOptions
-from coserver.lab.trials import FAULTS, expected_survivor, run_trial, table
+from coserver.lab.trials import FAULTS, default_faults, expected_survivor, run_trial, table
 
 from .labutil import coserver
 
@@ -47,7 +47,7 @@ def protected(lab: Lab, timeout: float = 90.0) -> dict:
     pytest.fail(f"the lab did not re-protect itself within {timeout:.0f} s: {lab.status()['state']}")
 
 
-@pytest.mark.parametrize("name", list(FAULTS))
+@pytest.mark.parametrize("name", default_faults("qemu"))
 def test_fault(lab, name):
     before = protected(lab)
     r = run_trial(lab, name)
