@@ -40,6 +40,8 @@ from coserver.qmp.session import QmpSession
 from coserver.sys import netns
 from coserver.sys.proc import ProcessRecord
 
+from .labutil import coserver, status
+
 PREFIX = f"lv{os.getpid() % 10000}"
 NAME = "journal"
 #: the controller's own QMP monitor, as the host's view names it (its /run/coserver)
@@ -257,3 +259,49 @@ def test_a_libvirtd_per_host_runs_the_ft_server_domain_on_cs1_only() -> None:
     assert not [m for m in _mounts() if str(workdir) in m or "coserver-lab-" + PREFIX in m]
     assert _cgroup_dirs() == cgroups_before
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.mark.qemu
+@pytest.mark.netns
+@pytest.mark.slow
+def test_lab_up_backend_libvirt_runs_a_libvirtd_per_host_beside_the_protected_pair(tmp_path: Path) -> None:
+    """The whole lab through its CLI: `lab up --backend libvirt` protects the pair as ever (the controllers
+    still run QEMU themselves) with a libvirtd on each host, reachable with `lab exec HOST -- virsh`,
+    killed and started again by `lab fault`, shown by `lab status`, and gone after `lab down`."""
+    if not all(os.access(p, os.X_OK) for p in (lablv.LIBVIRTD, lablv.VIRSH)):
+        pytest.skip("libvirtd is not installed (make setup)")
+    prefix = f"lu{os.getpid() % 10000}"
+    workdir = tmp_path / "lab"
+    t0 = time.monotonic()
+    pids: dict[str, int] = {}
+    try:
+        coserver("lab", "up", "--prefix", prefix, "--workdir", str(workdir), "--backend", "libvirt", "--insecure",
+                 "--checkpoint-ms", "1000")
+        print(f"\nlab up --backend libvirt: protected in {time.monotonic() - t0:.1f} s")
+        st = status(prefix)
+        assert st["state"] == "protected" and st["backend"] == "libvirt"
+        pids.update({h: st["hosts"][h]["libvirtd_pid"] for h in HOSTS})
+        assert all(pids.values()) and pids["cs1"] != pids["cs2"]
+        for host in HOSTS:
+            out = coserver("lab", "exec", host, "--prefix", prefix, "--", "virsh", "-c", "qemu:///system",
+                           "uri").stdout
+            assert out.strip() == "qemu:///system"
+            hook = coserver("lab", "exec", host, "--prefix", prefix, "--", "cat",
+                            "/etc/libvirt/hooks/qemu.d/50-coserver").stdout
+            assert "coserver.libvirt.hook" in hook
+        killed = coserver("lab", "fault", "kill-libvirtd", "--host", "cs1", "--prefix", prefix, "--json").stdout
+        assert f'"pid": {pids["cs1"]}' in killed
+        down = coserver("lab", "exec", "cs1", "--prefix", prefix, "--", "virsh", "-c", "qemu:///system", "uri",
+                        check=False)
+        assert down.returncode != 0
+        again = coserver("lab", "fault", "kill-libvirtd", "--host", "cs1", "--prefix", prefix, check=False)
+        assert again.returncode == 1 and again.stderr.strip().endswith("libvirtd of cs1 is not running")
+        coserver("lab", "fault", "start-libvirtd", "--host", "cs1", "--prefix", prefix)
+        st = status(prefix)
+        assert st["state"] == "protected" and st["hosts"]["cs1"]["libvirtd_pid"] not in (None, pids["cs1"])
+        pids["cs1b"] = st["hosts"]["cs1"]["libvirtd_pid"]
+    finally:
+        coserver("lab", "down", "--prefix", prefix, check=False)
+        print(f"the whole test {time.monotonic() - t0:.1f} s")
+    assert not netns.list_namespaces(f"{prefix}-")
+    assert not [p for p in pids.values() if os.path.exists(f"/proc/{p}/exe")]   # a zombie has no exe
