@@ -105,14 +105,15 @@ def lab_status(prefix: str, server: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
 def lab_fault(kind: str, prefix: str, host: str | None, link: int | None, server: str | None,
               seconds: float | None, as_json: bool) -> None:
-    """Inject a fault: kill-qemu|hang-qemu|resume-qemu|kill-controller|power-off|power-on --host H;
+    """Inject a fault: kill-qemu|term-qemu|hang-qemu|resume-qemu|kill-controller|power-off|power-on --host H;
     freeze --host H [--seconds N] (controllers and QEMUs SIGSTOPped together, resumed after N; returns
     then); cut-witness|heal-witness --host H; witness-down|witness-up; stall-replication|heal-replication
     (replication blackholed, heartbeats flowing); cut-link|heal-link --link N; cut-all-links|heal-all-links;
     disk-error --host H (that QEMU's disk fails writes from now on: the primary's local copy, or the
     secondary's replica); fill-disk|heal-disk --host H (the host's /var/lib/coserver full, then freed);
     kill-libvirtd|start-libvirtd --host H (a lab up --backend libvirt: its libvirtd SIGKILLed, its domains
-    left running; started again, it reconnects to them)."""
+    left running; started again, it reconnects to them); destroy-domain --host H (`virsh destroy` of the
+    FT server's domain there)."""
     done = Lab(prefix).fault(kind, host, link, server, seconds)
     if as_json:
         click.echo(json.dumps(done))

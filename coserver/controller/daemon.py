@@ -437,6 +437,8 @@ class HostController:
 
     @qemu.setter
     def qemu(self, proc: QemuProcess | None) -> None:
+        if proc is not self._qemu:
+            self.events.qemu_ending = None   # said by the QEMU that was watched before, not by this one
         self._qemu = proc
         self._watch_exit(proc)
 
@@ -589,7 +591,8 @@ class HostController:
     def qemu_health(self) -> tuple[QemuHealth, float]:
         if self.qemu is None:
             return QemuHealth.NONE, 0.0
-        if not self.qemu.alive():  # killed, crashed or fenced: the peer must hear "dead"
+        if not self.qemu.alive() or self.events.qemu_ending is not None:
+            # killed, crashed or fenced, or quitting on the host's word: the peer must hear "dead"
             return QemuHealth.DEAD, 0.0
         if self.role == Role.NONE:
             return QemuHealth.NONE, 0.0
@@ -997,10 +1000,8 @@ class HostController:
             await self._open_qmp(drop_old_first=True)
             self.role = Role.SIMPLEX
             self.health = QmpHealth()
-            self.events.guest_shutdown = None
             self.replica_off_epoch = 0
-            self.events.forget_colo()
-            self.events.last_checkpoint = None
+            self.events.new_qemu()
             self.guest_started_at = time.monotonic()
             self._to(FtState.SIMPLEX, f"guest started alone in epoch {epoch}; {self.cfg.peer} joins as its secondary")
         except (CoserverError, OSError) as exc:
@@ -1180,10 +1181,8 @@ class HostController:
             self.role = Role.SECONDARY
             self.epoch = max(self.epoch, peer.epoch if peer else 0)
             self.health = QmpHealth()
-            self.events.guest_shutdown = None
             self.replica_off_epoch = 0
-            self.events.forget_colo()
-            self.events.last_checkpoint = None
+            self.events.new_qemu()
             self._to(FtState.SYNCING, "secondary ready: waiting for the survivor's sync")
         except (CoserverError, OSError) as exc:
             _log.error("controller.rejoin.failed", host=self.cfg.host, reason=str(exc))

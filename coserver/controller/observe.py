@@ -42,6 +42,10 @@ def colo_window(checkpoint_ms: int) -> float:
     return 1.5 * min(checkpoint_ms / 1000, MAX_CHECKPOINT_GAP_S) + 0.5
 
 
+#: SHUTDOWN reasons (guest: false) after which QEMU exits whatever -no-shutdown says (QEMU's
+#: qemu_system_killed, the quit command): the host ends it, not the guest.
+HOST_ENDINGS = ("host-signal", "host-qmp-quit", "host-error", "host-ui")
+
 @dataclass
 class QmpHealth:
     """QMP responsiveness since this controller started (the health loop's findings)."""
@@ -76,6 +80,10 @@ class ColoEvents:
     replica_disk_error: dict[str, Any] | None = None
     #: the guest powered itself off (SHUTDOWN, guest: true, reason guest-shutdown) in the QEMU we watch
     guest_shutdown: dict[str, Any] | None = None
+    #: the QEMU we watch is quitting on the host's word (SHUTDOWN, guest: false: a SIGTERM, e.g.
+    #: `virsh destroy`, a QMP quit, a host error): it is gone in a moment, and what it reports on its
+    #: way out (a COLO_EXIT "error" on a primary) is not the peer's fault. Cleared for a new QEMU.
+    qemu_ending: dict[str, Any] | None = None
     guest_resets: int = 0   # the guest rebooted itself (RESET, guest: true)
     _stopped_at: float | None = None
     #: called once with each new pause, in seconds (the metrics' histogram: controller.metrics)
@@ -116,6 +124,8 @@ class ColoEvents:
             _log.warning("controller.guest.shutdown", host=host, **data)
             if data.get("guest") and data.get("reason") == "guest-shutdown":
                 self.guest_shutdown = {"reason": data.get("reason"), "at": time.time()}
+            elif not data.get("guest") and data.get("reason") in HOST_ENDINGS:
+                self.qemu_ending = {"reason": data.get("reason"), "at": time.time()}
         elif name == "RESET":
             if data.get("guest"):
                 self.guest_resets += 1
@@ -126,6 +136,12 @@ class ColoEvents:
             self.local_disk_error = self.local_disk_error or {
                 "node": data.get("node-name") or data.get("device"), "type": data.get("operation"),
                 "error": data.get("reason"), "at": time.time()}
+
+    def new_qemu(self) -> None:
+        """A new QEMU is watched: what the last one said about its own end is history."""
+        self.guest_shutdown = self.qemu_ending = None
+        self.forget_colo()
+        self.last_checkpoint = None
 
     def forget_colo(self) -> None:
         """A new COLO (fresh replica, fresh replication child), a failover out of it or a new QEMU: how

@@ -61,7 +61,7 @@ from coserver.lab.hostexec import host_argv
 from coserver.lab.libvirtd import HostLibvirtd, check_installed
 from coserver.lab.net import GUEST_ADDRESS, HOSTS, LabNet
 from coserver.lab.spec import DEVICE_SETS, GUEST_PORT, lab_server_name, write_lab_spec
-from coserver.libvirt.guestprocess import attach_qemu
+from coserver.libvirt.guestprocess import LibvirtQemu, attach_qemu
 from coserver.machine.launcher import QemuProcess, last_words
 from coserver.pair.summary import host_entry, summarize
 from coserver.paths import qemu_install
@@ -86,8 +86,8 @@ REGISTRY = Path("/run/coserver/labs")
 MAX_SERVERS = 4
 #: fault -> (needs --host, needs --link)
 FAULTS: dict[str, tuple[bool, bool]] = {
-    "kill-qemu": (True, False), "hang-qemu": (True, False), "resume-qemu": (True, False),
-    "kill-controller": (True, False), "cut-link": (False, True), "heal-link": (False, True),
+    "kill-qemu": (True, False), "term-qemu": (True, False), "hang-qemu": (True, False),
+    "resume-qemu": (True, False), "kill-controller": (True, False), "cut-link": (False, True), "heal-link": (False, True),
     "cut-all-links": (False, False), "heal-all-links": (False, False),
     "power-off": (True, False), "power-on": (True, False),
     "freeze": (True, False), "cut-witness": (True, False), "heal-witness": (True, False),
@@ -745,15 +745,16 @@ class Lab:
             raise LabError(f"fault {kind}: --link must be one of "
                            f"{', '.join(map(str, labnet.SYNC_SUBNETS))}, got {link!r}")
         out: dict[str, Any] = {"fault": kind, "host": host, "link": link, "at": time.time()}
-        if kind in ("kill-qemu", "hang-qemu", "resume-qemu", "kill-controller", "disk-error"):
+        if kind in ("kill-qemu", "term-qemu", "hang-qemu", "resume-qemu", "kill-controller", "disk-error"):
             out["server"] = server = self._server(server)
         if kind == "disk-error":
             assert host is not None
             out.update(fail_disk(self._running_qemu(kind, host, server).ctl_path, host))
-        elif kind in ("kill-qemu", "hang-qemu", "resume-qemu"):
+        elif kind in ("kill-qemu", "term-qemu", "hang-qemu", "resume-qemu"):
             assert host is not None
             proc = self._running_qemu(kind, host, server)
-            {"kill-qemu": proc.kill, "hang-qemu": proc.pause, "resume-qemu": proc.resume}[kind]()
+            {"kill-qemu": proc.kill, "term-qemu": lambda: proc.kill(signal.SIGTERM), "hang-qemu": proc.pause,
+             "resume-qemu": proc.resume}[kind]()
             out["pid"] = proc.pid
         elif kind == "kill-controller":
             assert host is not None
@@ -1011,7 +1012,13 @@ class Lab:
             proc = self.qemu(host, server)
         except CoserverError:
             return []
-        proc.stop(timeout=5.0)
+        if isinstance(proc, LibvirtQemu) and self.libvirt_root(host).is_dir():
+            # its libvirtd answers in the host's view only (this process is outside it): virsh there
+            try:
+                self.libvirtd(host).virsh("destroy", server, timeout=15)
+            except CoserverError:
+                pass   # libvirtd is down: stop() signals the QEMU itself
+        proc.stop(timeout=5.0)   # gone by now; else signals
         return [f"qemu {host}/{server} (pid {proc.pid})"]
 
 

@@ -45,6 +45,8 @@ from coserver.lab.spec import DEVICE_SETS
 FAULTS: dict[str, tuple[str, str | None, int | None, bool, str | None]] = {
     "kill-primary-qemu": ("kill-qemu", "primary", None, True, None),
     "kill-secondary-qemu": ("kill-qemu", "secondary", None, True, None),
+    # SIGTERM (an operator's kill, a service manager): QEMU says SHUTDOWN and COLO_EXIT on its way out
+    "term-primary-qemu": ("term-qemu", "primary", None, True, None),
     "hang-primary-qemu": ("hang-qemu", "primary", None, True, None),
     "hang-secondary-qemu": ("hang-qemu", "secondary", None, True, None),
     "cut-link-1": ("cut-link", None, 1, False, "heal-link"),
@@ -82,7 +84,7 @@ SEQUENCES: dict[str, list[tuple[str, str | None, float, int | None]]] = {
     # the secondary's state/log file system is full: it keeps watching, and still takes over
     "fill-disk-secondary-then-kill-primary": [("fill-disk", "secondary", 2.0, 1), ("kill-qemu", "primary", 0.0, None)],
     # libvirtd dies on the primary and comes back: the QEMUs are not libvirtd's children; nothing moves
-    "restart-libvirtd-primary": [("kill-libvirtd", "primary", 1.0, 2), ("start-libvirtd", "primary", 0.0, None)],
+    "restart-libvirtd-primary": [("kill-libvirtd", "primary", 1.0, 1), ("start-libvirtd", "primary", 0.0, None)],
 }
 #: The faults that need the libvirt backend (lab up --backend libvirt).
 LIBVIRT_FAULTS = ("destroy-primary-domain", "restart-libvirtd-primary")
@@ -268,7 +270,7 @@ def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 
 
 #: Who serves the guest after a sequence (single faults: see expected_survivor).
 SEQUENCE_SURVIVOR = {"cut-witness-then-kill-secondary": "primary", "witness-down-then-kill-primary": "secondary",
-                     "fill-disk-secondary-then-kill-primary": "secondary"}
+                     "fill-disk-secondary-then-kill-primary": "secondary", "restart-libvirtd-primary": "primary"}
 
 
 def expected_survivor(name: str) -> str:

@@ -219,33 +219,50 @@ class LibvirtQemu(QemuProcess):
     def stop(self, timeout: float = 10.0) -> StopHow:
         """libvirt's graceful destroy (SIGTERM, libvirt waits for it), then destroy (SIGKILL).
 
-        The domain stays defined (shut off): it is the FT server's copy on this host."""
+        The domain stays defined (shut off): it is the FT server's copy on this host. Where libvirtd
+        cannot do it (it is down, or has lost the domain) the same signals go to the recorded QEMU
+        directly: a controller must be able to end its QEMU whatever state libvirtd is in."""
         how: StopHow = "gone"
         if self.alive():
             self.kill(signal.SIGCONT)   # a stopped QEMU acts on no SIGTERM
             lv = _libvirt()
-            conn = self._connect()
             try:
-                dom = self._lookup(conn)
-                steps: tuple[tuple[StopHow, int], ...] = (("term", lv.VIR_DOMAIN_DESTROY_GRACEFUL), ("kill", 0))
-                for step, flags in steps:
-                    try:
-                        if dom is not None and dom.isActive():
-                            dom.destroyFlags(flags)
-                    except lv.libvirtError as exc:
-                        _log.info("libvirt.destroy.failed", domain=self.domain, step=step, error=_message(exc))
-                    if self._wait_exit(timeout / 2 if step == "term" else 5.0):
+                conn = self._connect()
+            except LaunchError as exc:
+                _log.warning("libvirt.unreachable", domain=self.domain, error=str(exc))
+                conn = None
+            try:
+                dom = self._lookup(conn) if conn is not None else None
+                steps: tuple[tuple[StopHow, int, int, float], ...] = (
+                    ("term", lv.VIR_DOMAIN_DESTROY_GRACEFUL, signal.SIGTERM, timeout / 2),
+                    ("kill", 0, signal.SIGKILL, 5.0))
+                for step, flags, sig, grace in steps:
+                    if not self._destroy(dom, flags):
+                        self.kill(sig)
+                    if self._wait_exit(grace):
                         how = step
                         break
-                    if dom is None:   # libvirtd lost it: signal the process ourselves
-                        self.kill(signal.SIGTERM if step == "term" else signal.SIGKILL)
                 else:
                     raise LaunchError(f"{self.domain}: pid {self.pid} survived destroy (stuck in the kernel?)")
             finally:
-                conn.close()
+                if conn is not None:
+                    conn.close()
         self._remove_files()
         _log.info("qemu.stopped", name=self.name, domain=self.domain, pid=self.pid, how=how, backend="libvirt")
         return how
+
+    def _destroy(self, dom: Any | None, flags: int) -> bool:
+        """libvirt's destroy of the domain; False if libvirt could not (the caller signals instead)."""
+        if dom is None:
+            return False
+        lv = _libvirt()
+        try:
+            if dom.isActive():
+                dom.destroyFlags(flags)
+            return True
+        except lv.libvirtError as exc:
+            _log.info("libvirt.destroy.failed", domain=self.domain, error=_message(exc))
+            return False
 
     def _remove_files(self) -> None:
         for path in (self.record_path, self.qmp_path):

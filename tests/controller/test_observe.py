@@ -57,3 +57,22 @@ def test_the_checkpoint_window():
 def test_a_long_period_does_not_stretch_the_window():
     """At a 10-minute period the primary nudges a checkpoint every 4 s: the window stays 6.5 s."""
     assert colo_window(600_000) == colo_window(4000) == 6.5
+
+
+def _shutdown(guest: bool, reason: str) -> dict[str, object]:
+    return {"event": "SHUTDOWN", "data": {"guest": guest, "reason": reason}}
+
+
+def test_a_qemu_ended_by_the_host_is_ending_not_the_guest_powering_off():
+    # `virsh destroy` (SIGTERM), a QMP quit: the QEMU is on its way out; what it reports next (a
+    # primary's COLO_EXIT "error") must not read as the replica failing
+    for reason in ("host-signal", "host-qmp-quit", "host-error"):
+        ev = ColoEvents()
+        ev.record(_shutdown(False, reason), Role.PRIMARY, "cs1")
+        assert ev.qemu_ending and ev.qemu_ending["reason"] == reason and ev.guest_shutdown is None
+    ev = ColoEvents()
+    ev.record(_shutdown(True, "guest-shutdown"), Role.PRIMARY, "cs1")
+    assert ev.guest_shutdown and ev.qemu_ending is None
+    ev.record(_shutdown(False, "host-signal"), Role.PRIMARY, "cs1")
+    ev.new_qemu()   # a new QEMU: both are history
+    assert ev.guest_shutdown is None and ev.qemu_ending is None
