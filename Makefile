@@ -86,12 +86,14 @@ lint: venv
 test: setup lint
 	$(PYTEST) $(PYTEST_ARGS)
 
-# N trials of every fault on the lab (fresh pair per trial), a table of gaps and losses; then every
+# N trials of every fault on the lab (fresh pair per trial), a table of gaps and losses; the libvirt
+# backend's faults (kill -9, SIGSTOP, virsh destroy, libvirtd restarted, power cut) the same way; then every
 # hardware profile with each device set (virtio, and its emulated e1000/e1000e + megasas) kept
 # protected under load for 20 checkpoints, then its primary killed, nothing lost.
 TRIALS ?= 3
 test-faults: setup
 	$(VENV)/bin/python -m coserver.lab.trials --trials $(TRIALS)
+	$(VENV)/bin/python -m coserver.lab.trials --trials $(TRIALS) --backend libvirt
 	$(VENV)/bin/python -m coserver.lab.trials --profiles all
 
 # Benchmarks on the lab (README "Benchmarks"): failover gap, cost of protection, the restart

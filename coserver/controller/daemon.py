@@ -66,7 +66,7 @@ from coserver.controller.siteconfig import controller_config_for
 from coserver.controller.statemachine import RUNNING, FtState, FtStateMachine
 from coserver.controller.witness import Witness, WitnessTls
 from coserver.errors import CoserverBug, CoserverError, clip
-from coserver.libvirt.guestprocess import attach_qemu
+from coserver.libvirt.guestprocess import LibvirtQemu, attach_qemu
 from coserver.machine.launcher import QemuProcess, last_words
 from coserver.qmp.errors import QmpError
 from coserver.qmp.session import QmpListener, QmpSession
@@ -120,6 +120,8 @@ class Miss(StrEnum):
 
 #: QEMU events the decide loop acts on at once (a COLO exit is a failover's first word).
 WAKE_EVENTS = frozenset({"COLO_EXIT", "SHUTDOWN", "BLOCK_IO_ERROR", "QUORUM_REPORT_BAD"})
+#: How long a tick that finds the local QEMU gone waits for its QMP connection to end (its last events read).
+LAST_WORDS_S = 0.2
 WITNESS_POLL_S = 0.5
 JOURNAL_EVERY_S = 5.0
 #: While the journal cannot be saved (a full disk): how often a tick tries again.
@@ -151,6 +153,7 @@ class HostController:
         self.sm = FtStateMachine.resume(cfg.ftserver, entry.state if entry else FtState.STARTING)
         self.role = entry.role if entry else Role.NONE
         self._qemu: QemuProcess | None = None
+        self._domain_tag: tuple[str, int] | None = None   # (role, epoch) the libvirt domain's metadata says
         self._exit_fd: int | None = None   # a pidfd of _qemu, watched by the loop (_watch_exit)
         self.qmp: QmpSession | None = None
         self.listener: QmpListener | None = None
@@ -671,6 +674,7 @@ class HostController:
 
     async def tick(self) -> None:
         async with self._acting:
+            await self._read_last_words()
             self._follow_guest_power_off()
             if not self.desired.run:  # server stop: shut down, never fail over
                 await self._stopping_step()
@@ -698,6 +702,18 @@ class HostController:
             self._publish()
             if self._journal_due():
                 self._save_journal("periodic" if self.journal_error is None else "retry after a failed save")
+
+    async def _read_last_words(self) -> None:
+        """A QEMU that exits writes its last events just before (SHUTDOWN: the guest powered itself
+        off, or the host ended it); its exit can wake this loop before the event task has read them.
+        Why it is gone decides what follows (a planned stop on both hosts, or a failover), so read them
+        first: until its QMP connection ends (at most 0.2 s), then let the event task run."""
+        qmp, proc = self.qmp, self.qemu
+        if qmp is None or proc is None or not qmp.connected or proc.alive():
+            return
+        await qmp.wait_lost(LAST_WORDS_S)
+        for _ in range(3):
+            await asyncio.sleep(0)
 
     async def nudge_checkpoint(self, now: float | None = None) -> bool:
         """Primary in COLO with a checkpoint period above MAX_CHECKPOINT_GAP_S: ask QEMU for a checkpoint
@@ -892,6 +908,25 @@ class HostController:
                 self.attempts.close()
         self._save_journal(reason)
         self._publish()
+        self._retag_domain()
+
+    def _retag_domain(self) -> None:
+        """libvirt backend: the domain's <metadata> names the copy's role and epoch as they are now
+        (in the background: libvirt calls block, a slow libvirtd must not hold the controller)."""
+        proc = self.qemu
+        key = (self.role.value, self.epoch)
+        if not isinstance(proc, LibvirtQemu) or self.role == Role.NONE or key == self._domain_tag:
+            return
+        self._domain_tag = key
+
+        async def retag() -> None:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(proc.retag, self.cfg.witness["site"], *key), 5.0)
+            except (CoserverError, TimeoutError) as exc:
+                self._domain_tag = None   # tried again at the next change
+                _log.warning("controller.libvirt.retag.failed", host=self.cfg.host, reason=str(exc) or "timeout")
+
+        self._spawn(retag(), "retag")
 
     def _publish(self) -> None:
         qemu, _ = self.qemu_health()

@@ -753,8 +753,14 @@ class Lab:
         elif kind in ("kill-qemu", "term-qemu", "hang-qemu", "resume-qemu"):
             assert host is not None
             proc = self._running_qemu(kind, host, server)
-            {"kill-qemu": proc.kill, "term-qemu": lambda: proc.kill(signal.SIGTERM), "hang-qemu": proc.pause,
-             "resume-qemu": proc.resume}[kind]()
+            if kind == "kill-qemu":
+                proc.kill()
+            elif kind == "term-qemu":
+                proc.kill(signal.SIGTERM)
+            elif kind == "hang-qemu":
+                proc.pause()
+            else:
+                proc.resume()
             out["pid"] = proc.pid
         elif kind == "kill-controller":
             assert host is not None

@@ -27,6 +27,7 @@ import json
 import os
 import signal
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,25 @@ class LibvirtQemu(QemuProcess):
         proc._record = record
         _log.info("qemu.attached", name=name, domain=proc.domain, pid=record.pid, backend="libvirt")
         return proc
+
+    def retag(self, site: str, role: str, epoch: int) -> None:
+        """Say the copy's current role and epoch in its <metadata> (live and in the definition), so
+        `virsh dumpxml` on either host shows what each copy is after a failover. Best effort: a
+        libvirtd that is down is told at the next change; LaunchError in one line otherwise."""
+        lv = _libvirt()
+        tag = metadata.ServerTag(site=site, name=self.domain, role=role, epoch=epoch)
+        conn = self._connect()
+        try:
+            dom = self._lookup(conn)
+            if dom is None:
+                return
+            text = ET.tostring(metadata.element(tag), encoding="unicode")
+            flags = lv.VIR_DOMAIN_AFFECT_CONFIG | (lv.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0)
+            dom.setMetadata(lv.VIR_DOMAIN_METADATA_ELEMENT, text, metadata.PREFIX, metadata.NAMESPACE, flags)
+        except lv.libvirtError as exc:
+            raise LaunchError(f"libvirt domain {self.domain}: cannot update its metadata ({_message(exc)})") from None
+        finally:
+            conn.close()
 
     # -- stop -------------------------------------------------------------------------------
 

@@ -233,6 +233,15 @@ class QmpSession:
             await self._client.runstate_changed()
         self._lost.set()
 
+    async def wait_lost(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for the connection to end (QEMU exited: everything it wrote before,
+        its last events included, has been read and dispatched by then); whether it ended."""
+        try:
+            await asyncio.wait_for(self._lost.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     # -- state ----------------------------------------------------------------------
 
     @property

@@ -73,6 +73,7 @@ def test_protected_seen_by_virsh_on_both_hosts_with_the_spec_identity(lab):
         # the controller's QEMU is the domain's: the pid libvirt recorded
         assert lab.libvirtd(host).domain_pids()[SERVER] == st["hosts"][host]["qemu_pid"]
     assert _role_in_libvirt(lab, st["secondary"]) == "secondary"
+    assert _role_in_libvirt(lab, st["primary"]) == "primary"   # started simplex, retagged when protected
     # the guest sees the machine it sees under the qemu backend (tests/lab/test_identity.py): the real
     # box's names, the spec's serial and UUID
     g = st["guest"]
@@ -91,7 +92,12 @@ def test_the_primary_lost_fails_over_with_nothing_lost_and_virsh_shows_it(lab, f
     assert after["primary"] == before["secondary"]
     for host in ("cs1", "cs2"):
         assert _virsh_state(lab, host) == "running", host
-    assert _role_in_libvirt(lab, before["primary"]) == "secondary"
+    # each domain's metadata says what the copy is now: the promoted one primary, the new one secondary
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _role_in_libvirt(lab, after["primary"]) != "primary":
+        time.sleep(0.5)
+    assert _role_in_libvirt(lab, after["primary"]) == "primary"
+    assert _role_in_libvirt(lab, after["secondary"]) == "secondary"
 
 
 def test_libvirtd_restarted_under_the_primary_moves_nothing(lab):
