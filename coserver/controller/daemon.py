@@ -709,7 +709,7 @@ class HostController:
         Why it is gone decides what follows (a planned stop on both hosts, or a failover), so read them
         first: until its QMP connection ends (at most 0.2 s), then let the event task run."""
         qmp, proc = self.qmp, self.qemu
-        if qmp is None or proc is None or not qmp.connected or proc.alive():
+        if qmp is None or proc is None or proc.alive() or not qmp.connected:
             return
         await qmp.wait_lost(LAST_WORDS_S)
         for _ in range(3):
