@@ -91,14 +91,21 @@ GUEST_OFF_HOLD_S = 5.0
 #: announce-self when a silent peer is heard again while we run alone: rounds over ~2 s, so a frame its
 #: resuming QEMU sends before it is stopped cannot leave the LAN switch pointing at it.
 ANNOUNCE_AGAIN = {"initial": 100, "max": 550, "rounds": 6, "step": 100}
-#: The health loop's cadence: QEMU's CPU time is read (one /proc read) on the decide loop's grid.
+#: The health loop's cadence: QEMU's state and CPU time are sampled on the decide loop's grid (one
+#: wake-up for both: on this kind of VM a wake-up of the process costs ~0.2 ms of CPU by itself).
 HEALTH_INTERVAL_S = 0.1
 #: A QMP probe (query-status) at least this often ...
 PROBE_INTERVAL_S = 1.0
-#: ... and at once when QEMU used no CPU for this long (a running guest's QEMU always does under
-#: TCG; an idle KVM guest's may not, and is then probed every HEALTH_INTERVAL_S, which costs it
-#: nothing but a QMP round trip). What a stopped or deadlocked QEMU shows first.
-CPU_STALL_S = 0.2
+#: ... and at once when QEMU is stopped (SIGSTOP: its /proc state), or used no CPU at all since the
+#: previous sample (what a deadlocked QEMU shows): a probe at most 0.2 s after it stops computing.
+#: CPU time is read from QEMU's CPU-time clock in ns (sys.proc.cpu_clock_ns): a running guest's QEMU
+#: always uses some in 0.1 s under TCG (an idle lab guest's: at least 0.5 ms, measured); an idle KVM
+#: guest's may not, and is then probed every HEALTH_INTERVAL_S, which costs it nothing but a QMP
+#: round trip. (Read in /proc's 10 ms ticks, an idle TCG guest's CPU time stood still for most
+#: samples, and it was probed up to 10 times a second.)
+_STOPPED = frozenset({"T", "t"})   # /proc states of a stopped (SIGSTOP) or traced process
+
+
 #: A QEMU whose COLO stream moves while its QMP misses deadlines is in a long checkpoint (QEMU
 #: saves and loads the RAM holding its main loop): busy, not hung, for at most this long.
 CHECKPOINT_BUSY_LIMIT_S = 30.0
@@ -476,19 +483,21 @@ class HostController:
             return
 
     async def _health_loop(self) -> None:
-        last_probe = last_moved = -math.inf
-        last_ticks: int | None = None
+        last_probe = -math.inf
+        last_cpu: int | None = None
         while True:
             await sleep_to_grid(HEALTH_INTERVAL_S)
             if self.qemu is None or self.role == Role.NONE:
+                last_cpu = None
                 continue
-            ticks = self.qemu.cpu_ticks()
-            if ticks is None:
+            state = self.qemu.proc_state()   # one /proc read: our process still, and stopped or not
+            cpu = self.qemu.cpu_ns()
+            if state is None or state in ("Z", "X") or cpu is None:
+                last_cpu = None
                 continue  # gone: observe() reports DEAD
             t0 = time.monotonic()
-            if ticks != last_ticks:
-                last_ticks, last_moved = ticks, t0
-            if (t0 - last_probe < PROBE_INTERVAL_S and t0 - last_moved < CPU_STALL_S
+            stalled, last_cpu = cpu == last_cpu or state in _STOPPED, cpu
+            if (t0 - last_probe < PROBE_INTERVAL_S and not stalled
                     and self.health.hung_since is None and self.qmp is not None and self.qmp.healthy):
                 continue   # QEMU computes and was answering: the next probe is due later
             last_probe = t0

@@ -109,6 +109,12 @@ class DeadQemu:
     def cpu_ticks(self) -> int | None:
         return None
 
+    def cpu_ns(self) -> int | None:
+        return None
+
+    def proc_state(self) -> str | None:
+        return None
+
     def kill(self) -> bool:
         raise AssertionError("a dead QEMU is not killed again")
 
