@@ -75,15 +75,17 @@ def test_periodic_loops_wake_on_a_shared_grid_never_later_than_their_period() ->
     assert shared > 2000   # every other 250 ms poll falls on a 100 ms tick
 
 
-def test_sleep_to_grid_ends_early_when_its_event_is_set() -> None:
-    """The decide loop's sleep: to the next grid point, or at once when a watcher sets the event."""
+@pytest.mark.parametrize("kind", ["event", "wake"])
+def test_sleep_to_grid_ends_early_when_its_event_is_set(kind: str) -> None:
+    """The decide loop's sleep: to the next grid point, or at once when a watcher sets the event
+    (an asyncio.Event, or the task-free Wake the daemon uses)."""
     import asyncio
 
-    from coserver.sys.aio import sleep_to_grid
+    from coserver.sys.aio import Wake, sleep_to_grid
 
     async def go() -> tuple[float, float, float]:
         loop = asyncio.get_running_loop()
-        ev = asyncio.Event()
+        ev = asyncio.Event() if kind == "event" else Wake()
         t0 = loop.time()
         await sleep_to_grid(0.5, until=ev)
         full = loop.time() - t0

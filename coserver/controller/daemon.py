@@ -75,7 +75,7 @@ from coserver.site.local import this_host
 from coserver.site.pki import check_pki_dir
 from coserver.site.servers import find_server, spec_names
 from coserver.sys import netns
-from coserver.sys.aio import sleep_to_grid
+from coserver.sys.aio import Wake, sleep_to_grid
 from coserver.sys.clock import boottime
 from coserver.sys.proc import boot_id
 from coserver.sys.tcpstats import StreamBytes, stream_bytes_async
@@ -169,7 +169,7 @@ class HostController:
         self.replica_off_epoch = 0    # our copy (a secondary) saw the guest power itself off in this epoch
         self._peer_was_heard = True   # _announce_if_peer_returned: the peer's silence ended
         self._peer_hung_since: float | None = None   # when the peer began reporting its QEMU HUNG
-        self._woken = asyncio.Event()   # set by a watcher: the decide loop ticks now, not at its next TICK_S
+        self._woken = Wake()   # set by a watcher: the decide loop ticks now, not at its next TICK_S
         self._peer_qemu_was_running = False   # _announce_if_peer_returned: the peer's QEMU stopped
         self._well_at: float | None = None   # last tick at which the pair was seen in COLO, both QEMUs alive
         self.guest_off_ignored = 0    # a peer's guest_off at or below this is history (the operator started since)
