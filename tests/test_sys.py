@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -74,15 +75,17 @@ def test_periodic_loops_wake_on_a_shared_grid_never_later_than_their_period() ->
     assert shared > 2000   # every other 250 ms poll falls on a 100 ms tick
 
 
-def test_sleep_to_grid_ends_early_when_its_event_is_set() -> None:
-    """The decide loop's sleep: to the next grid point, or at once when a watcher sets the event."""
+@pytest.mark.parametrize("kind", ["event", "wake"])
+def test_sleep_to_grid_ends_early_when_its_event_is_set(kind: str) -> None:
+    """The decide loop's sleep: to the next grid point, or at once when a watcher sets the event
+    (an asyncio.Event, or the task-free Wake the daemon uses)."""
     import asyncio
 
-    from coserver.sys.aio import sleep_to_grid
+    from coserver.sys.aio import Wake, sleep_to_grid
 
     async def go() -> tuple[float, float, float]:
         loop = asyncio.get_running_loop()
-        ev = asyncio.Event()
+        ev = asyncio.Event() if kind == "event" else Wake()
         t0 = loop.time()
         await sleep_to_grid(0.5, until=ev)
         full = loop.time() - t0
@@ -96,3 +99,32 @@ def test_sleep_to_grid_ends_early_when_its_event_is_set() -> None:
 
     full, cut, again = asyncio.run(go())
     assert 0 < full <= 0.52 and 0.04 <= cut < 0.3 and again < 0.01
+
+
+def test_cpu_clock_ns_moves_with_a_running_process_stands_still_when_stopped_and_ends_with_it() -> None:
+    """The health loop's CPU sample: a spinning process moves in every 50 ms, a SIGSTOPped one not
+    at all, and a reaped one has no clock (None); it agrees with /proc's ticks."""
+    import signal
+    import subprocess
+    import time
+
+    from coserver.sys.proc import ProcessRecord, cpu_clock_ns
+
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        a = cpu_clock_ns(spin.pid)
+        time.sleep(0.05)
+        b = cpu_clock_ns(spin.pid)
+        assert a is not None and b is not None and b > a
+        ticks = ProcessRecord.of(spin.pid).cpu_ticks()
+        assert ticks is not None and abs(ticks * 10**9 // os.sysconf("SC_CLK_TCK") - b) < 10**9 // 2
+        spin.send_signal(signal.SIGSTOP)
+        time.sleep(0.05)
+        c = cpu_clock_ns(spin.pid)
+        time.sleep(0.1)
+        assert cpu_clock_ns(spin.pid) == c
+    finally:
+        spin.kill()
+        spin.wait()
+    assert cpu_clock_ns(spin.pid) is None

@@ -76,7 +76,7 @@ from coserver.site.local import this_host
 from coserver.site.pki import check_pki_dir
 from coserver.site.servers import find_server, spec_names
 from coserver.sys import netns
-from coserver.sys.aio import sleep_to_grid
+from coserver.sys.aio import Wake, sleep_to_grid
 from coserver.sys.clock import boottime
 from coserver.sys.proc import boot_id
 from coserver.sys.tcpstats import StreamBytes, stream_bytes_async
@@ -92,14 +92,21 @@ GUEST_OFF_HOLD_S = 5.0
 #: announce-self when a silent peer is heard again while we run alone: rounds over ~2 s, so a frame its
 #: resuming QEMU sends before it is stopped cannot leave the LAN switch pointing at it.
 ANNOUNCE_AGAIN = {"initial": 100, "max": 550, "rounds": 6, "step": 100}
-#: The health loop's cadence: QEMU's CPU time is read (one /proc read) on the decide loop's grid.
+#: The health loop's cadence: QEMU's state and CPU time are sampled on the decide loop's grid (one
+#: wake-up for both: on this kind of VM a wake-up of the process costs ~0.2 ms of CPU by itself).
 HEALTH_INTERVAL_S = 0.1
 #: A QMP probe (query-status) at least this often ...
 PROBE_INTERVAL_S = 1.0
-#: ... and at once when QEMU used no CPU for this long (a running guest's QEMU always does under
-#: TCG; an idle KVM guest's may not, and is then probed every HEALTH_INTERVAL_S, which costs it
-#: nothing but a QMP round trip). What a stopped or deadlocked QEMU shows first.
-CPU_STALL_S = 0.2
+#: ... and at once when QEMU is stopped (SIGSTOP: its /proc state), or used no CPU at all since the
+#: previous sample (what a deadlocked QEMU shows): a probe at most 0.2 s after it stops computing.
+#: CPU time is read from QEMU's CPU-time clock in ns (sys.proc.cpu_clock_ns): a running guest's QEMU
+#: always uses some in 0.1 s under TCG (an idle lab guest's: at least 0.5 ms, measured); an idle KVM
+#: guest's may not, and is then probed every HEALTH_INTERVAL_S, which costs it nothing but a QMP
+#: round trip. (Read in /proc's 10 ms ticks, an idle TCG guest's CPU time stood still for most
+#: samples, and it was probed up to 10 times a second.)
+_STOPPED = frozenset({"T", "t"})   # /proc states of a stopped (SIGSTOP) or traced process
+
+
 #: A QEMU whose COLO stream moves while its QMP misses deadlines is in a long checkpoint (QEMU
 #: saves and loads the RAM holding its main loop): busy, not hung, for at most this long.
 CHECKPOINT_BUSY_LIMIT_S = 30.0
@@ -166,7 +173,7 @@ class HostController:
         self.replica_off_epoch = 0    # our copy (a secondary) saw the guest power itself off in this epoch
         self._peer_was_heard = True   # _announce_if_peer_returned: the peer's silence ended
         self._peer_hung_since: float | None = None   # when the peer began reporting its QEMU HUNG
-        self._woken = asyncio.Event()   # set by a watcher: the decide loop ticks now, not at its next TICK_S
+        self._woken = Wake()   # set by a watcher: the decide loop ticks now, not at its next TICK_S
         self._peer_qemu_was_running = False   # _announce_if_peer_returned: the peer's QEMU stopped
         self._well_at: float | None = None   # last tick at which the pair was seen in COLO, both QEMUs alive
         self.guest_off_ignored = 0    # a peer's guest_off at or below this is history (the operator started since)
@@ -456,8 +463,20 @@ class HostController:
             fd = os.pidfd_open(proc.pid)
         except (RuntimeError, OSError):   # no loop yet (resumed at start), or the process is gone
             return
+        if not proc.alive():   # a zombie already, or not our process: _qemu_alive must not trust the fd
+            os.close(fd)
+            return
         self._exit_fd = fd
         loop.add_reader(fd, self._qemu_exited)
+
+    def _qemu_alive(self) -> bool:
+        """Our QEMU runs: known without reading /proc while its exit watch is armed and has not fired
+        (the kernel makes the pidfd readable the moment the process exits; the loop runs _qemu_exited
+        in its next round); else QemuProcess.alive(). The ticks asked /proc twice each (two system
+        calls to reap, three to read): a tenth of an idle primary's controller's CPU."""
+        if self._exit_fd is not None:
+            return True
+        return self.qemu is not None and self.qemu.alive()
 
     def _qemu_exited(self) -> None:
         self._unwatch_exit()
@@ -482,19 +501,21 @@ class HostController:
             return
 
     async def _health_loop(self) -> None:
-        last_probe = last_moved = -math.inf
-        last_ticks: int | None = None
+        last_probe = -math.inf
+        last_cpu: int | None = None
         while True:
             await sleep_to_grid(HEALTH_INTERVAL_S)
             if self.qemu is None or self.role == Role.NONE:
+                last_cpu = None
                 continue
-            ticks = self.qemu.cpu_ticks()
-            if ticks is None:
+            state = self.qemu.proc_state()   # one /proc read: our process still, and stopped or not
+            cpu = self.qemu.cpu_ns()
+            if state is None or state in ("Z", "X") or cpu is None:
+                last_cpu = None
                 continue  # gone: observe() reports DEAD
             t0 = time.monotonic()
-            if ticks != last_ticks:
-                last_ticks, last_moved = ticks, t0
-            if (t0 - last_probe < PROBE_INTERVAL_S and t0 - last_moved < CPU_STALL_S
+            stalled, last_cpu = cpu == last_cpu or state in _STOPPED, cpu
+            if (t0 - last_probe < PROBE_INTERVAL_S and not stalled
                     and self.health.hung_since is None and self.qmp is not None and self.qmp.healthy):
                 continue   # QEMU computes and was answering: the next probe is due later
             last_probe = t0
@@ -594,7 +615,7 @@ class HostController:
     def qemu_health(self) -> tuple[QemuHealth, float]:
         if self.qemu is None:
             return QemuHealth.NONE, 0.0
-        if not self.qemu.alive() or self.events.qemu_ending is not None:
+        if not self._qemu_alive() or self.events.qemu_ending is not None:
             # killed, crashed or fenced, or quitting on the host's word: the peer must hear "dead"
             return QemuHealth.DEAD, 0.0
         if self.role == Role.NONE:
@@ -709,7 +730,7 @@ class HostController:
         Why it is gone decides what follows (a planned stop on both hosts, or a failover), so read them
         first: until its QMP connection ends (at most 0.2 s), then let the event task run."""
         qmp, proc = self.qmp, self.qemu
-        if qmp is None or proc is None or proc.alive() or not qmp.connected:
+        if qmp is None or proc is None or self._qemu_alive() or not qmp.connected:
             return
         await qmp.wait_lost(LAST_WORDS_S)
         for _ in range(3):

@@ -47,7 +47,7 @@ from coserver.machine.qemuopts import qemu_opt_value
 from coserver.paths import QemuInstall, qemu_install
 from coserver.qmp.session import QmpSession
 from coserver.sys.netns import exec_argv
-from coserver.sys.proc import ProcessError, ProcessRecord
+from coserver.sys.proc import ProcessError, ProcessRecord, cpu_clock_ns
 
 T = TypeVar("T")
 StopHow = Literal["gone", "quit", "term", "kill"]
@@ -183,6 +183,18 @@ class QemuProcess:
         if self._popen is not None:
             self._popen.poll()  # reap a zombie child
         return self._record.cpu_ticks() if self._record is not None else None
+
+    def proc_state(self) -> str | None:
+        """Our QEMU's /proc state letter (R, S, T when stopped, Z...), None once it is not our process."""
+        if self._popen is not None:
+            self._popen.poll()  # reap a zombie child
+        return self._record.state() if self._record is not None else None
+
+    def cpu_ns(self) -> int | None:
+        """The CPU time our QEMU has used, in ns (sys.proc.cpu_clock_ns: one clock_gettime, fine
+        enough to see an idle guest's QEMU move in every 0.1 s). No identity or zombie check: a watcher
+        that acts on it checks proc_state() too. None when no QEMU was started or it is reaped."""
+        return cpu_clock_ns(self._record.pid) if self._record is not None else None
 
     def build_argv(self) -> list[str]:
         """The full command line start() runs."""

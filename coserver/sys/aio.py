@@ -78,7 +78,39 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-async def sleep_to_grid(period: float, *, until: asyncio.Event | None = None) -> None:
+class Wake:
+    """A flag that ends a sleep_to_grid early: set(), is_set(), clear(), as asyncio.Event has, but
+    a sleep waits on it without a task of its own (with an Event, sleep_to_grid made one per sleep
+    and cancelled it after: two more rounds of the event loop at every tick)."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._sleepers: set[asyncio.Future[None]] = set()
+
+    def set(self) -> None:
+        self._set = True
+        for fut in self._sleepers:
+            _wake(fut)
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        """Until set (at once if it is), as asyncio.Event.wait."""
+        if self._set:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.add(fut)
+        try:
+            await fut
+        finally:
+            self._sleepers.discard(fut)
+
+
+async def sleep_to_grid(period: float, *, until: asyncio.Event | Wake | None = None) -> None:
     """Sleep until next_on_grid(now, period) on the running loop's clock (monotonic: a suspend
     only lengthens it, as with asyncio.sleep), or until `until` is set (not cleared here)."""
     if until is not None and until.is_set():
@@ -87,12 +119,16 @@ async def sleep_to_grid(period: float, *, until: asyncio.Event | None = None) ->
     fut: asyncio.Future[None] = loop.create_future()
     handle = loop.call_at(next_on_grid(loop.time(), period), _wake, fut)
     waiter = None
-    if until is not None:
+    if isinstance(until, Wake):
+        until._sleepers.add(fut)
+    elif until is not None:
         waiter = asyncio.ensure_future(until.wait())
         waiter.add_done_callback(lambda _task: _wake(fut))
     try:
         await fut
     finally:
         handle.cancel()
+        if isinstance(until, Wake):
+            until._sleepers.discard(fut)
         if waiter is not None:
             waiter.cancel()

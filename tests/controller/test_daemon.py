@@ -109,6 +109,12 @@ class DeadQemu:
     def cpu_ticks(self) -> int | None:
         return None
 
+    def cpu_ns(self) -> int | None:
+        return None
+
+    def proc_state(self) -> str | None:
+        return None
+
     def kill(self) -> bool:
         raise AssertionError("a dead QEMU is not killed again")
 
@@ -431,6 +437,9 @@ def test_the_decide_loop_is_woken_the_moment_qemu_exits(tmp_path: Path, arun) ->
         def __init__(self, pid: int) -> None:
             self.pid = pid
 
+        def alive(self) -> bool:   # asked when the watch is armed, and once it has fired
+            return child.poll() is None
+
     child = subprocess.Popen(["sleep", "60"])
     controller, _, _ = primary_controller(tmp_path)
 
@@ -446,6 +455,7 @@ def test_the_decide_loop_is_woken_the_moment_qemu_exits(tmp_path: Path, arun) ->
     try:
         assert arun(go()) < 0.1
         assert controller._exit_fd is None   # one wake per process: the watch is gone
+        assert not controller._qemu_alive()  # and /proc is asked again: the process is gone
     finally:
         child.kill()
         child.wait()
