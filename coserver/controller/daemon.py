@@ -929,11 +929,11 @@ class HostController:
                 self.attempts.close()
         self._save_journal(reason)
         self._publish()
-        self._retag_domain()
 
     def _retag_domain(self) -> None:
-        """libvirt backend: the domain's <metadata> names the copy's role and epoch as they are now
-        (in the background: libvirt calls block, a slow libvirtd must not hold the controller)."""
+        """libvirt backend: the domain's <metadata> names the copy's role and epoch as they are now,
+        checked at each publish (a role may change after its state's transition); written in the
+        background only when they changed (libvirt calls block: a slow libvirtd must not hold us)."""
         proc = self.qemu
         key = (self.role.value, self.epoch)
         if not isinstance(proc, LibvirtQemu) or self.role == Role.NONE or key == self._domain_tag:
@@ -943,8 +943,7 @@ class HostController:
         async def retag() -> None:
             try:
                 await asyncio.wait_for(asyncio.to_thread(proc.retag, self.cfg.witness["site"], *key), 5.0)
-            except (CoserverError, TimeoutError) as exc:
-                self._domain_tag = None   # tried again at the next change
+            except (CoserverError, TimeoutError) as exc:   # tried again at the next change, not every tick
                 _log.warning("controller.libvirt.retag.failed", host=self.cfg.host, reason=str(exc) or "timeout")
 
         self._spawn(retag(), "retag")
@@ -956,6 +955,7 @@ class HostController:
                                      qemu=qemu.value, checkpoints=self.events.checkpoints,
                                      guest_off=self.guest_off_epoch, replica_off=self.replica_off_epoch)
         self.metrics.update(self._metrics_snapshot())
+        self._retag_domain()
 
     def _metrics_snapshot(self) -> Snapshot:
         """What a scrape shows, taken now without awaiting anything (metrics reads only this)."""

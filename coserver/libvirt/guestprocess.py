@@ -226,7 +226,11 @@ class LibvirtQemu(QemuProcess):
             dom = self._lookup(conn)
             if dom is None:
                 return
-            text = ET.tostring(metadata.element(tag), encoding="unicode")
+            # libvirt puts the element into the namespace given as `uri` itself (with `key` as its
+            # prefix) and refuses one that already declares it: the element goes in bare
+            element = metadata.element(tag)
+            element.tag = metadata.ELEMENT
+            text = ET.tostring(element, encoding="unicode")
             flags = lv.VIR_DOMAIN_AFFECT_CONFIG | (lv.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0)
             dom.setMetadata(lv.VIR_DOMAIN_METADATA_ELEMENT, text, metadata.PREFIX, metadata.NAMESPACE, flags)
         except lv.libvirtError as exc:

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from coserver.images.errors import JournalError
 from coserver.images.guestclient import Writer, connect_journal, missing_acks
 from coserver.lab.lab import DEFAULT_PROFILE, Lab, LabOptions
 from coserver.lab.trials import run_trial, table
@@ -141,5 +142,13 @@ def test_virsh_shutdown_is_a_planned_stop_on_both_hosts(lab):
         assert _virsh_state(lab, host) == "shut off", host
     coserver("server", "start", SERVER, "--prefix", PREFIX, "--json", timeout=300)
     st = _protected()
-    with connect_journal(g["client_netns"], g["address"], g["port"]) as c:
-        assert missing_acks(c, acked) == []
+    deadline = time.monotonic() + 60   # protected once booted; its journal service may answer a moment later
+    while True:
+        try:
+            with connect_journal(g["client_netns"], g["address"], g["port"], timeout=5) as c:
+                assert missing_acks(c, acked) == []
+            break
+        except JournalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
