@@ -87,6 +87,7 @@ def start_simplex(cfg: ControllerConfig, epoch: int) -> QemuProcess:
     """Start the guest alone on this host with the site's backend; returns its running QEMU."""
     if cfg.backend != "libvirt":
         return QemuProcess(cfg.qemu_name, simplex_argv(cfg), cfg.qemu_workdir).start()
+    _simplex_node(cfg)   # its disk checked
     return _start_domain(cfg, "simplex", epoch)
 
 
@@ -105,12 +106,12 @@ def domain_xml_for(cfg: ControllerConfig, role: str, epoch: int, token: str | No
     node = cfg.colo_node()
     config = _machine(cfg)
     hw = ConfigGuestHardware(config)
+    qemu = qemu_install()
     if role == "secondary":
         colo = secondary_colo_args(node, hw, primary_sync_addr=cfg.peer_repl_addr, ports=cfg.sync_ports,
-                                   qemu_version=version_tuple(qemu_install().version))
+                                   qemu_version=version_tuple(qemu.version))
     else:
         colo = primary_disk_args(node, hw)
-    qemu = qemu_install()
     tag = ServerTag(site=cfg.witness["site"], name=cfg.ftserver, role=role, epoch=epoch, token=token)
     return domain_xml(config, tag, qmp_socket=qmp_socket, accel=cfg.accel, disks=False, emulator=qemu.system,
                       qemu_args=[*qemu.firmware_args(), *tls_args(node), *colo])
@@ -118,8 +119,6 @@ def domain_xml_for(cfg: ControllerConfig, role: str, epoch: int, token: str | No
 
 def _start_domain(cfg: ControllerConfig, role: str, epoch: int) -> QemuProcess:
     """Start the domain under a token valid for this one start (the hook refuses any other start)."""
-    if role == "simplex":
-        _simplex_node(cfg)
     run_dir = Path(cfg.control_socket).parent
     proc = LibvirtQemu(cfg.qemu_name, cfg.qemu_workdir, domain=cfg.ftserver, uri=cfg.libvirt_uri)
     token = starttoken.issue(run_dir, cfg.ftserver)

@@ -24,6 +24,7 @@ from coserver.controller.policy import (
 )
 from coserver.errors import CoserverError
 from coserver.libvirt.guestprocess import NETDEV_ID as LIBVIRT_NETDEV_ID
+from coserver.site.model import BACKENDS
 
 REPROTECT_POLICIES = ("auto", "manual")
 _LINK_KEYS = ("name", "local_ip", "peer_ip", "port")
@@ -159,8 +160,9 @@ class ControllerConfig:
         if self.reprotect not in REPROTECT_POLICIES:
             raise ConfigError(f"controller config: reprotect must be one of {REPROTECT_POLICIES}, "
                               f"not {self.reprotect!r}")
-        if self.backend not in ("qemu", "libvirt"):
-            raise ConfigError(f"controller config: backend must be qemu or libvirt, not {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"controller config: backend must be one of {', '.join(BACKENDS)}, "
+                              f"not {self.backend!r}")
         if self.protect_order not in PROTECT_ORDERS:
             raise ConfigError(f"controller config: protect_order must be one of {PROTECT_ORDERS}, "
                               f"not {self.protect_order!r}")

@@ -66,6 +66,7 @@ from coserver.machine.launcher import QemuProcess, last_words
 from coserver.pair.summary import host_entry, summarize
 from coserver.paths import qemu_install
 from coserver.site import Site, load_site
+from coserver.site.model import BACKENDS
 from coserver.site.ports import server_ports
 from coserver.site.witnessauth import key_prefix, role_name
 from coserver.sys import netns
@@ -96,9 +97,6 @@ FAULTS: dict[str, tuple[bool, bool]] = {
     "disk-error": (True, False), "fill-disk": (True, False), "heal-disk": (True, False),
     "kill-libvirtd": (True, False), "start-libvirtd": (True, False), "destroy-domain": (True, False),
 }
-#: LabOptions.backend: how the hosts run QEMU ("libvirt": a libvirtd per host, which the controllers
-#: ask to run their QEMUs as domains; the site file's `backend`).
-BACKENDS = ("qemu", "libvirt")
 #: Each lab host's /var/lib/coserver is a tmpfs this big (fill-disk fills it).
 STATE_FS_SIZE = "128m"
 FILLER = "lab-fill-disk.bin"

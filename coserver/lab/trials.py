@@ -38,7 +38,7 @@ from coserver import log
 from coserver.errors import CoserverError
 from coserver.hardware import profile_names
 from coserver.images.guestclient import Writer, connect_journal, missing_acks
-from coserver.lab.lab import Lab, LabOptions
+from coserver.lab.lab import BACKENDS, Lab, LabOptions
 from coserver.lab.spec import DEVICE_SETS
 
 #: name -> (lab fault, which host: "primary"|"secondary"|None, link, failover expected, undo fault)
@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=1)
     parser.add_argument("--faults", default=None, help="comma-separated subset of: " + ", ".join(FAULTS)
                         + " (default: every fault the backend has)")
-    parser.add_argument("--backend", default="qemu", choices=("qemu", "libvirt"),
+    parser.add_argument("--backend", default="qemu", choices=BACKENDS,
                         help="who runs the QEMUs (libvirt: a libvirtd per lab host)")
     parser.add_argument("--prefix", default="ft")
     parser.add_argument("--checkpoint-ms", type=int, default=1000)

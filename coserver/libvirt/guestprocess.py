@@ -189,16 +189,11 @@ class LibvirtQemu(QemuProcess):
         raise LaunchError(f"{self.domain}: the controller's QMP monitor {self.qmp_path} did not answer "
                           f"within {self.start_timeout:.0f} s")
 
-    def _write_record(self) -> None:
-        """The launcher's record (pid, start time, boot id) plus which libvirt domain it is."""
+    def _record_data(self) -> dict[str, Any]:
+        """The launcher's record (pid, start time, boot id) and which libvirt domain it is."""
         assert self._record is not None
-        data = {"pid": self._record.pid, "starttime": self._record.starttime, "boot_id": self._record.boot,
+        return {"pid": self._record.pid, "starttime": self._record.starttime, "boot_id": self._record.boot,
                 "backend": "libvirt", "domain": self.domain, "uri": self.uri}
-        tmp = self.record_path.with_suffix(".json.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, self.record_path)
 
     @classmethod
     def attach(cls, workdir: str | Path, name: str) -> LibvirtQemu:

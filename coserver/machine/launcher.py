@@ -328,11 +328,15 @@ class QemuProcess:
             return None
         return int(text) if text.isdigit() else None  # may be caught half-written
 
-    def _write_record(self) -> None:
+    def _record_data(self) -> dict[str, Any]:
+        """What N.json says of this QEMU: its identity (pid, start time, boot) and how it was run."""
         assert self._record is not None
-        data = {"pid": self._record.pid, "starttime": self._record.starttime,
+        return {"pid": self._record.pid, "starttime": self._record.starttime,
                 "boot_id": self._record.boot, "argv": self.argv, "args": self.args,
                 "netns": self.netns}
+
+    def _write_record(self) -> None:
+        data = self._record_data()
         tmp = self.record_path.with_suffix(".json.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
