@@ -17,7 +17,8 @@ from coserver.libvirt import metadata
 from coserver.libvirt.domainxml import QEMU_NAMESPACE
 from coserver.site import load_site
 from coserver.site.errors import SiteError
-from tests.controller.test_siteconfig import EXAMPLE_SPEC, _site
+
+from .test_siteconfig import EXAMPLE_SPEC, _site
 
 QEMU_ARG = f"{{{QEMU_NAMESPACE}}}arg"
 
