@@ -11,40 +11,33 @@ CS := $(VENV)/bin/coserver
 PYTEST := $(VENV)/bin/pytest
 PYTEST_ARGS ?= --durations=25
 
-# Debian 12 packages: QEMU (system copy, firmware, qemu-img), the QEMU build's
-# dependencies, the lab guest's parts, namespaces, etcd (the witness) and etcdctl (etcd-client: the
-# witness's roles and users), libvirt-python's build,
-# the disk-booted Debian test guest's (mmdebstrap, SYSLINUX, FAT tools), and promtool (prometheus: the
-# alert rules' tests, tests/monitoring).
-APT_PACKAGES := procps qemu-system-x86 qemu-utils seabios busybox-static musl-tools e2fsprogs cpio \
-	iproute2 etcd-server etcd-client libvirt-dev pkg-config gcc make python3-venv python3-dev xz-utils patch \
-	libglib2.0-dev libpixman-1-dev libslirp-dev flex bison libfdt-dev device-tree-compiler \
-	zlib1g-dev libgnutls28-dev ninja-build dpkg-dev mmdebstrap syslinux syslinux-common mtools dosfstools prometheus \
-	chromium
-# The lab's libvirtd per CoServer (`lab up --backend libvirt`, coserver/lab/libvirtd.py): the monolithic
-# libvirtd with its QEMU driver, and virsh. Without recommends (they pull in the Xen, LXC and VirtualBox
-# drivers, lvm2, swtpm), and without libvirt-daemon-system, whose postinst wants polkitd and an init
-# system and would start the machine's own libvirtd; the user it would make (libvirt-qemu, which libvirt
-# resolves before reading qemu.conf) is made here instead.
-LIBVIRT_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+# Debian 12 packages, one list per purpose in deps/ (the Vagrant box builder reads the same files):
+# apt-setup.txt what `make setup` needs (QEMU and its build, the lab guest, etcd, the venv's builds),
+# apt-libvirt.txt the libvirt backend (installed without recommends), apt-test.txt what only the tests
+# use (promtool, chromium), apt-vagrant.txt the Vagrant lab's host side.
+apt_list = $(shell sed -e 's/\#.*//' deps/$(1) | tr -s ' \n' ' ')
+APT_PACKAGES := $(call apt_list,apt-setup.txt)
+LIBVIRT_PACKAGES := $(call apt_list,apt-libvirt.txt)
+APT_TEST_PACKAGES := $(call apt_list,apt-test.txt)
+APT_VAGRANT_PACKAGES := $(call apt_list,apt-vagrant.txt)
 
-.PHONY: setup apt venv qemu guest lab lab-down doctor lint test test-faults bench clean-venv
+# apt_install(packages, extra apt-get options): install those not installed yet.
+define apt_install
+	@missing=$$(for p in $(1); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "apt: installing" $$missing; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(2) $$missing; \
+	else echo "apt: all packages present"; fi
+endef
+
+.PHONY: setup apt apt-test venv qemu guest lab lab-down doctor lint test test-faults bench clean-venv
 
 setup: apt venv qemu guest
 
 apt:
-	@missing=$$(for p in $(APT_PACKAGES); do \
-	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	    echo "apt: installing" $$missing; \
-	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
-	else echo "apt: all packages present"; fi
-	@missing=$$(for p in $(LIBVIRT_PACKAGES); do \
-	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	    echo "apt: installing (no recommends)" $$missing; \
-	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
-	fi
+	$(call apt_install,$(APT_PACKAGES),)
+	$(call apt_install,$(LIBVIRT_PACKAGES),--no-install-recommends)
 	@getent group libvirt-qemu >/dev/null || addgroup --quiet --system libvirt-qemu
 	@getent passwd libvirt-qemu >/dev/null || adduser --quiet --system --ingroup libvirt-qemu --no-create-home \
 	    --home /var/lib/libvirt --disabled-login --disabled-password --gecos "Libvirt Qemu" libvirt-qemu
@@ -83,7 +76,10 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: setup lint
+apt-test:
+	$(call apt_install,$(APT_TEST_PACKAGES),)
+
+test: setup apt-test lint
 	$(PYTEST) $(PYTEST_ARGS)
 
 # N trials of every fault on the lab (fresh pair per trial), a table of gaps and losses; the libvirt

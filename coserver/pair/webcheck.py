@@ -3,7 +3,7 @@
 Why: the page is drawn by JavaScript from /status.json; only a browser running it proves the
 picture says what the controllers say (e.g. "cs2 PRIMARY" after a failover). The unit tests
 and the lab's tests both call render_check() on a served page; it needs Debian's `chromium`
-(Makefile APT_PACKAGES) and never shells out (argv lists, each run bounded by a timeout).
+(deps/apt-test.txt) and never shells out (argv lists, each run bounded by a timeout).
 
 The DOM markers read here are the page's contract (pair.web's PAGE):
     <g class="role" data-server=S data-host=H data-role=primary|secondary|simplex|stopped|unknown data-health=...>

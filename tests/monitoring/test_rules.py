@@ -1,6 +1,6 @@
 """The shipped alert rules, checked and unit-tested by Prometheus's own promtool (an argv, no shell).
 
-CI installs promtool (Debian package prometheus, in the Makefile's APT_PACKAGES); without it these
+CI installs promtool (Debian package prometheus, in deps/apt-test.txt); without it these
 skip, saying so.
 """
 

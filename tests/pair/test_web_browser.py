@@ -15,7 +15,7 @@ from coserver.pair.webcheck import find_browser, render_check
 from .webfake import constant, failed_over, serving
 
 pytestmark = pytest.mark.skipif(find_browser() is None,
-                                reason="no chromium binary (apt-get install chromium; Makefile APT_PACKAGES has it)")
+                                reason="no chromium binary (apt-get install chromium; deps/apt-test.txt has it)")
 
 
 def test_the_browser_draws_cs2_primary_after_a_failover(tmp_path: Path) -> None:
