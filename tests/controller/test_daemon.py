@@ -250,6 +250,13 @@ class LiveQemu:
     def alive(self) -> bool:
         return self.killed_at is None
 
+    def proc_state(self) -> str | None:
+        """No /proc entry of its own (a made-up pid): the health loop leaves it to alive()."""
+        return None
+
+    def cpu_ns(self) -> int | None:
+        return None
+
     def kill(self) -> bool:
         self.killed_at = time.monotonic()
         return True

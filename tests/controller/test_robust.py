@@ -77,6 +77,13 @@ class LiveQemu:
     def alive(self) -> bool:
         return True
 
+    def proc_state(self) -> str | None:
+        """No /proc entry of its own (a made-up pid): the health loop leaves it to alive()."""
+        return None
+
+    def cpu_ns(self) -> int | None:
+        return None
+
     def kill(self) -> bool:
         raise AssertionError("QEMU must never be killed by the controller's own failure")
 
