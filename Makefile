@@ -31,7 +31,7 @@ define apt_install
 	else echo "apt: all packages present"; fi
 endef
 
-.PHONY: setup apt apt-test venv qemu guest lab lab-down doctor lint test test-faults bench clean-venv
+.PHONY: setup apt apt-test apt-vagrant vagrant-setup vagrant-up vagrant-down vagrant-test venv qemu guest lab lab-down doctor lint test test-faults bench clean-venv
 
 setup: apt venv qemu guest
 
@@ -79,7 +79,7 @@ lint: venv
 apt-test:
 	$(call apt_install,$(APT_TEST_PACKAGES),)
 
-test: setup apt-test lint
+test: setup apt-test apt-vagrant lint
 	$(PYTEST) $(PYTEST_ARGS)
 
 # N trials of every fault on the lab (fresh pair per trial), a table of gaps and losses; the libvirt
@@ -91,6 +91,24 @@ test-faults: setup
 	$(VENV)/bin/python -m coserver.lab.trials --trials $(TRIALS)
 	$(VENV)/bin/python -m coserver.lab.trials --trials $(TRIALS) --backend libvirt
 	$(VENV)/bin/python -m coserver.lab.trials --profiles all
+
+# The Vagrant lab (README "The Vagrant lab"): cs1, cs2 and the witness as three machines of their own,
+# with their own libvirtd in a network namespace of their own. vagrant-up builds the box (cached), brings
+# the machines up and the FT server protected; vagrant-down leaves no domain, network or volume;
+# vagrant-test runs the fault list on them (kill the primary's QEMU, cut one sync link, power cut).
+apt-vagrant:
+	$(call apt_install,$(APT_VAGRANT_PACKAGES),--no-install-recommends)
+
+vagrant-setup: setup apt-vagrant
+
+vagrant-up: vagrant-setup
+	$(CS) vagrant up
+
+vagrant-down: venv
+	$(CS) vagrant down
+
+vagrant-test: vagrant-setup
+	$(VENV)/bin/python -m coserver.lab.vagranttrials
 
 # Benchmarks on the lab (README "Benchmarks"): failover gap, cost of protection, the restart
 # baseline, time to protect, controller overhead, TLS, entering COLO in both orders ->

@@ -46,10 +46,11 @@ def _register() -> None:
     from coserver.cli.server import server
     from coserver.cli.site import site
     from coserver.cli.status import status
+    from coserver.cli.vagrant import vagrant_group
     from coserver.cli.web import web
 
     for command in (doctor, qemu, hardware, image, lab, failover, switchover, reprotect, pair, host, server, site,
-                    status, web, libvirt_group):
+                    status, web, libvirt_group, vagrant_group):
         main.add_command(command)
     from coserver.cli.bench import bench  # the benchmarks sit above the controller: registered here, last
     main.add_command(bench)

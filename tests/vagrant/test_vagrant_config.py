@@ -1,0 +1,71 @@
+"""The Vagrant lab's files agree with each other, and bad input gets one line (no machine is made)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from coserver.cli.main import main
+from coserver.lab.vagrantlab import (
+    COSERVERS,
+    GUEST_ADDRESS,
+    VAGRANT_DIR,
+    WITNESS_ADDRESS,
+    VagrantLab,
+    VagrantLabError,
+    site_text,
+)
+from coserver.site.load import load_site
+
+VAGRANTFILE = VAGRANT_DIR / "Vagrantfile"
+
+
+def test_the_site_file_parses_and_names_the_vagrantfiles_addresses(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(site_text(checkpoint_ms=2000, accel="tcg"))
+    site = load_site(path)
+    text = VAGRANTFILE.read_text()
+    assert f'"{WITNESS_ADDRESS}"' in text
+    assert [f"{e}" for e in site.witness.endpoints] == [f"{WITNESS_ADDRESS}:2379"]
+    for n, host in enumerate(COSERVERS, start=1):
+        cs = site.coservers[host]
+        assert cs.management == f"10.210.1.1{n}"          # the Vagrantfile's "10.210.1.1#{n}"
+        assert [link.device for link in cs.links] == ["eth3", "eth4"]   # eth0 vagrant's, eth1 mgmt, eth2 LAN
+    assert '"10.210.1.1#{n}"' in text and "cs-lan" in text
+    assert GUEST_ADDRESS.rsplit(".", 1)[0] == "10.210.2"
+
+
+def test_the_vagrantfile_is_valid_ruby_and_its_provisioning_scripts_exist() -> None:
+    assert subprocess.run(["ruby", "-c", str(VAGRANTFILE)], capture_output=True, check=False).returncode == 0
+    for script in re.findall(r'path: "([^"]+)"', VAGRANTFILE.read_text()):
+        path = VAGRANT_DIR / script
+        assert path.is_file() and path.stat().st_mode & 0o111, script
+        assert subprocess.run(["bash", "-n", str(path)], check=False).returncode == 0, script
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"cs_memory_mib": 512}, "at least 1024 MiB"),
+    ({"witness_memory_mib": 64}, "at least 256 MiB"),
+    ({"cs_memory_mib": 10_000_000}, "too little memory"),
+])
+def test_bad_sizes_are_one_line_before_anything_is_made(tmp_path: Path, kwargs: dict[str, int], words: str) -> None:
+    if "too little" in words and subprocess.run(["which", "vagrant"], capture_output=True).returncode != 0:
+        pytest.skip("vagrant is not installed (make apt-vagrant): the tool checks come first")
+    lab = VagrantLab(tmp_path / "w", **kwargs)
+    with pytest.raises(VagrantLabError, match=words) as err:
+        lab.check()
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "w").exists()
+
+
+def test_the_cli_says_it_in_one_line_with_exit_1(tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["vagrant", "up", "--workdir", str(tmp_path / "w"), "--cs-memory", "100"])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines() == [
+        "coserver: error: --cs-memory 100: a CoServer needs at least 1024 MiB (its controller, QEMU and the guest's "
+        "256 MiB)"]
+    assert "Traceback" not in res.output
