@@ -11,6 +11,7 @@ Both use the steps here:
     signature, two partitions); partition 1 FAT16 (active) made with ``mkfs.fat --offset``,
     SYSLINUX installed with ``syslinux --offset``, the kernel, initrd and syslinux.cfg copied in
     with mtools; partition 2 ext4 filled from the tree with ``mkfs.ext4 -d -E offset=``;
+  * make_disk(): those two for one tree, with the facts a manifest records (DiskFacts);
   * packages(), tree_size(), tree_hashes(): what a manifest and a cache key record.
 
 A Layout says the disk's size, the boot partition's place and size, and the file systems'
@@ -206,6 +207,45 @@ def write_disk(raw: Path, work: Path, layout: Layout, *, rootfs: Path, vmlinuz: 
               str(root_blocks)], "root filesystem", timeout=1800)
     with open(raw, "r+b") as f:
         f.write(mbr(mbr_code, disk_sig, layout))
+
+
+@dataclass(frozen=True)
+class DiskFacts:
+    """What make_disk() made: the kernel it boots, its command line, what the root file system holds."""
+
+    release: str
+    cmdline: str
+    root_uuid: str
+    packages: dict[str, str]
+    rootfs_bytes: int
+    vmlinuz_bytes: int
+    initrd_bytes: int
+    layout: Layout
+
+    def manifest(self, kernel_package: str) -> dict[str, Any]:
+        """The manifest entries both builders write: kernel, cmdline, root_uuid, rootfs_bytes, packages, layout."""
+        return {"kernel": {"package": kernel_package, "release": self.release,
+                           "vmlinuz_bytes": self.vmlinuz_bytes, "initrd_bytes": self.initrd_bytes},
+                "cmdline": self.cmdline, "root_uuid": self.root_uuid, "rootfs_bytes": self.rootfs_bytes,
+                "packages": self.packages, "layout": self.layout.describe(self.root_uuid)}
+
+
+def make_disk(raw: Path, rootfs: Path, layout: Layout, *, cmdline: Sequence[str], root_uuid: str, disk_sig: int,
+              label: str, comment: str, what: str, say: Progress) -> DiskFacts:
+    """The raw disk of rootfs (write_disk), SYSLINUX booting its one kernel with root=UUID=root_uuid + cmdline.
+
+    Temporary files go next to raw; rootfs is only read.
+    """
+    release, vmlinuz, initrd = kernel_files(rootfs, what)
+    line = " ".join([f"root=UUID={root_uuid}", *cmdline])
+    pkgs = packages(rootfs, what)
+    rootfs_bytes = tree_size(rootfs)
+    say(f"making the {layout.size >> 20} MiB disk (SYSLINUX + ext4 root, {rootfs_bytes >> 20} MiB of files)")
+    write_disk(raw, raw.parent, layout, rootfs=rootfs, vmlinuz=vmlinuz, initrd=initrd,
+               syslinux_config=syslinux_cfg(line, label=label, comment=comment), disk_sig=disk_sig,
+               root_uuid=root_uuid, what=what)
+    return DiskFacts(release=release, cmdline=line, root_uuid=root_uuid, packages=pkgs, rootfs_bytes=rootfs_bytes,
+                     vmlinuz_bytes=vmlinuz.stat().st_size, initrd_bytes=initrd.stat().st_size, layout=layout)
 
 
 def packages(rootfs: Path, what: str) -> dict[str, str]:

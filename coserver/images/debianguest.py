@@ -363,19 +363,11 @@ def _build(tmp: Path, inputs: DebianInputs, key: str, journal: Path, say: Progre
     root_uuid = _derived_uuid(key, "root")
     say("installing the journal service, units and identity")
     _customize(rootfs, journal, key, inputs.net, root_uuid)
-    release, vmlinuz, initrd = bootdisk.kernel_files(rootfs, WHAT)
-    cmdline = " ".join([f"root=UUID={root_uuid}", *BASE_CMDLINE, *inputs.net.cmdline_params()])
-    packages = bootdisk.packages(rootfs, WHAT)
-    rootfs_bytes = bootdisk.tree_size(rootfs)
-    say(f"making the {DISK_SIZE >> 20} MiB disk (SYSLINUX + ext4 root, "
-        f"{rootfs_bytes >> 20} MiB of files)")
     raw = work / "disk.raw"
-    bootdisk.write_disk(raw, work, LAYOUT, rootfs=rootfs, vmlinuz=vmlinuz, initrd=initrd,
-                        syslinux_config=bootdisk.syslinux_cfg(cmdline, label="debian",
-                                                              comment="coserver Debian guest"),
-                        disk_sig=bootdisk.disk_id("cs-debian", key), root_uuid=root_uuid, what=WHAT)
+    facts = bootdisk.make_disk(raw, rootfs, LAYOUT, cmdline=[*BASE_CMDLINE, *inputs.net.cmdline_params()],
+                               root_uuid=root_uuid, disk_sig=bootdisk.disk_id("cs-debian", key), label="debian",
+                               comment="coserver Debian guest", what=WHAT, say=say)
     qemu_img.convert(raw, tmp / "disk.qcow2", "qcow2", src_fmt="raw")
-    vmlinuz_size, initrd_size = vmlinuz.stat().st_size, initrd.stat().st_size
     shutil.rmtree(work)
     disk = tmp / "disk.qcow2"
     manifest = {
@@ -384,13 +376,7 @@ def _build(tmp: Path, inputs: DebianInputs, key: str, journal: Path, say: Progre
         "mmdebstrap_seconds": round(t_strap, 1),
         "inputs": inputs.material(),
         "net": inputs.net.__dict__,
-        "kernel": {"package": str(inputs.kernel), "release": release,
-                   "vmlinuz_bytes": vmlinuz_size, "initrd_bytes": initrd_size},
-        "cmdline": cmdline,
-        "root_uuid": root_uuid,
-        "rootfs_bytes": rootfs_bytes,
-        "packages": packages,
-        "layout": LAYOUT.describe(root_uuid),
+        **facts.manifest(str(inputs.kernel)),
         "journal": {"port": inputs.net.port, "file": f"/{DATA_DIR}/{JOURNAL_FILE}"},
         "disk": {"name": disk.name, "format": "qcow2", "size": disk.stat().st_size,
                  "sha256": sha256_file(disk)},
