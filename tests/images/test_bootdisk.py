@@ -1,4 +1,4 @@
-"""The disk pieces the disk-image builders share (coserver.images.bootdisk): the MBR bytes, the
+"""The disk pieces both disk-image builders share (coserver.images.bootdisk): the MBR bytes, the
 layouts, SYSLINUX's configuration, mmdebstrap's dpkg path rules and the source hashes."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import pytest
 
 from coserver.images import bootdisk
 from coserver.images import debianguest as dg
+from coserver.images import vagrantbox as vb
 from coserver.images.errors import GuestBuildError
 
 
-@pytest.mark.parametrize("layout", [dg.LAYOUT], ids=["debian-guest"])
+@pytest.mark.parametrize("layout", [dg.LAYOUT, vb.LAYOUT], ids=["debian-guest", "vagrant-box"])
 def test_mbr_has_an_active_fat_partition_then_linux(layout):
     total = layout.size // bootdisk.SECTOR
     mbr = bootdisk.mbr(b"\xeb\x63" + bytes(100), 0x12345678, layout)
@@ -26,12 +27,13 @@ def test_mbr_has_an_active_fat_partition_then_linux(layout):
     assert parts[2][2] == parts[3][2] == 0
 
 
-def test_the_debian_guest_layout():
+def test_the_two_layouts():
     assert (dg.LAYOUT.size, dg.LAYOUT.boot_start, dg.LAYOUT.boot_sectors) == (1 << 30, 2048, 64 * 2048)
     assert dg.LAYOUT.root_start == dg.ROOT_START and dg.LAYOUT.mkfs_ext4 == dg.MKFS_EXT4
-    d = dg.LAYOUT.describe("u-u-i-d")
-    assert [p["start"] for p in d["partitions"]] == [2048, 65 * 2048]
-    assert d["partitions"][1]["uuid"] == "u-u-i-d" and d["size"] == 1 << 30
+    assert vb.LAYOUT.size == 16 << 30 and vb.LAYOUT.root_sectors == (16 << 30) // 512 - 129 * 2048
+    d = vb.LAYOUT.describe("u-u-i-d")
+    assert [p["start"] for p in d["partitions"]] == [2048, 129 * 2048]
+    assert d["partitions"][1]["uuid"] == "u-u-i-d" and d["size"] == 16 << 30
 
 
 def test_mbr_code_longer_than_440_bytes_is_refused():
