@@ -35,33 +35,27 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import os
 import shutil
-import struct
 import time
-import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from coserver import log
-from coserver.images import debpkg, qemu_img
+from coserver.images import bootdisk, debpkg, qemu_img
 from coserver.images.cache import cached_build
 from coserver.images.errors import GuestBuildError, ImageError
 from coserver.images.labguest import JOURNAL_PORT, build_lab_guest
 from coserver.paths import cache_dir
 from coserver.sys.files import sha256_file
-from coserver.sys.run import run
 
 _log = log.get("images.debianguest")
 
 #: Bump when the build code changes what it produces (the key then changes).
 BUILD_VERSION = "1"
-SUITE = "bookworm"
-SOURCES = (f"deb http://deb.debian.org/debian {SUITE} main",
-           f"deb http://deb.debian.org/debian {SUITE}-updates main",
-           f"deb http://deb.debian.org/debian-security {SUITE}-security main")
+SUITE = bootdisk.SUITE
+SOURCES = bootdisk.SOURCES
 PACKAGES = ("systemd-sysv", "udev", "iproute2", "linux-image-amd64", "initramfs-tools")
 KERNEL_PACKAGE = "linux-image-amd64"
 SRC = Path(__file__).resolve().parent / "debian"
@@ -76,8 +70,7 @@ MODULES_KEPT = (
     "drivers/scsi/scsi_common.ko", "drivers/scsi/megaraid/*", "drivers/ata/*",
     "fs/ext4/*", "fs/jbd2/*", "fs/mbcache.ko", "lib/*", "crypto/*", "arch/x86/crypto/*",
 )
-DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*",
-                 "/usr/share/locale/*", "/usr/share/lintian/*")
+DPKG_EXCLUDES = bootdisk.DPKG_EXCLUDES
 #: Units masked: periodic jobs that would write to the disk behind the application's back, and
 #: binfmt_misc's automount (its module is left out of the image).
 MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer",
@@ -87,15 +80,15 @@ ENABLED_UNITS = ("coserver-net.service", "coserver-journal.service")
 DATA_DIR = "var/lib/coserver-journal"
 JOURNAL_FILE = "journal.log"
 
-SECTOR = 512
+SECTOR = bootdisk.SECTOR
 DISK_SIZE = 1024 * 1024 * 1024
 BOOT_START = 2048                     # sectors: partition 1 at 1 MiB
 BOOT_SECTORS = 64 * 2048              # 64 MiB FAT16
 ROOT_START = BOOT_START + BOOT_SECTORS
 MKFS_EXT4 = ("-b", "4096", "-m", "1", "-L", "csroot",
              "-E", "lazy_itable_init=0,lazy_journal_init=0")
-SYSLINUX_DIR = Path("/usr/lib/syslinux")
-MBR_BIN = SYSLINUX_DIR / "mbr" / "mbr.bin"
+LAYOUT = bootdisk.Layout(DISK_SIZE, BOOT_START, BOOT_SECTORS, "CSBOOT", MKFS_EXT4).checked()
+WHAT = "Debian guest"
 #: Kernel command line besides root=, cs.*: serial console, no IPv6 (colo-compare is
 #: IPv4-only), eth0 as the NIC's name, no fsck (the image is made clean; saves boot time).
 BASE_CMDLINE = ("rw", "console=ttyS0", "quiet", "loglevel=3", "ipv6.disable=1", "net.ifnames=0",
@@ -173,17 +166,7 @@ class DebianInputs:
 
     def source_hashes(self) -> dict[str, str]:
         """sha256 and mode of every file under src_dir, by relative path."""
-        if not self.src_dir.is_dir():
-            raise GuestBuildError(f"Debian guest sources {self.src_dir}: not a directory")
-        out: dict[str, str] = {}
-        for p in sorted(self.src_dir.rglob("*")):
-            rel = p.relative_to(self.src_dir)
-            if p.is_dir() or any(part.startswith(".") or part == "__pycache__"
-                                 for part in rel.parts):
-                continue
-            mode = "x" if os.access(p, os.X_OK) else "-"
-            out[rel.as_posix()] = f"{mode}{hashlib.sha256(p.read_bytes()).hexdigest()}"
-        return out
+        return bootdisk.tree_hashes(self.src_dir, WHAT)
 
     def material(self) -> dict[str, Any]:
         return {"build_version": self.build_version, "kernel": str(self.kernel),
@@ -198,7 +181,7 @@ def debian_key(inputs: DebianInputs) -> str:
 
 
 def _derived_uuid(key: str, what: str) -> str:
-    return str(uuidlib.UUID(hashlib.sha256(f"cs-debian-{what}-{key}".encode()).hexdigest()[:32]))
+    return bootdisk.derived_uuid("cs-debian", key, what)
 
 
 # ---------------------------------------------------------------- the built guest
@@ -331,36 +314,15 @@ port = {guest.net.port}
 # ---------------------------------------------------------------- build steps
 
 
-def _run(argv: list[str], what: str, timeout: float = 900.0, **kw: Any) -> str:
-    return run(argv, what, timeout=timeout, error=GuestBuildError, **kw).stdout
-
-
-def _tool(name: str, package: str) -> str:
-    found = shutil.which(name) or next((str(p) for p in (Path("/usr/sbin") / name,
-                                                          Path("/sbin") / name) if p.exists()), None)
-    if not found:
-        raise GuestBuildError(f"Debian guest: {name} not found (apt-get install {package})")
-    return found
-
-
 def _mmdebstrap(target: Path, say: Progress) -> None:
     """Debian minbase + our packages into target (which must not exist), as root (chroot)."""
-    argv = [_tool("mmdebstrap", "mmdebstrap"), "--variant=minbase", "--mode=root",
-            "--include=" + ",".join(PACKAGES), "--aptopt=Acquire::Retries=3"]
-    for pat in DPKG_EXCLUDES:
-        argv.append(f"--dpkgopt=path-exclude={pat}")
-    argv.append("--dpkgopt=path-include=/usr/share/locale/locale.alias")
+    options = bootdisk.dpkg_path_options(DPKG_EXCLUDES)
     for base in ("/lib/modules", "/usr/lib/modules"):
-        argv.append(f"--dpkgopt=path-exclude={base}/*/kernel/*")
-        argv += [f"--dpkgopt=path-include={base}/*/kernel/{m}" for m in MODULES_KEPT]
+        options.append(f"--dpkgopt=path-exclude={base}/*/kernel/*")
+        options += [f"--dpkgopt=path-include={base}/*/kernel/{m}" for m in MODULES_KEPT]
     # initramfs-tools settings must be in place before the kernel's postinst makes the initrd
-    argv.append(f"--setup-hook=sync-in {SRC / 'setup'} /")
-    argv += [SUITE, str(target), *SOURCES]
-    say("mmdebstrap: Debian minbase + " + ", ".join(PACKAGES))
-    if os.geteuid() != 0:
-        raise GuestBuildError("Debian guest: building the root filesystem needs root "
-                              "(mmdebstrap --mode=root)")
-    _run(argv, f"Debian guest root filesystem {target}", timeout=1800)
+    options.append(f"--setup-hook=sync-in {SRC / 'setup'} /")
+    bootdisk.mmdebstrap(target, PACKAGES, what=WHAT, say=say, options=options)
 
 
 def _customize(rootfs: Path, journal: Path, key: str, net: NetConfig, root_uuid: str) -> None:
@@ -391,92 +353,6 @@ def _customize(rootfs: Path, journal: Path, key: str, net: NetConfig, root_uuid:
     (rootfs / "etc/machine-id").write_text(_derived_uuid(key, "machine").replace("-", "") + "\n")
 
 
-def _kernel_files(rootfs: Path) -> tuple[str, Path, Path]:
-    vmlinuzes = sorted((rootfs / "boot").glob("vmlinuz-*"))
-    if len(vmlinuzes) != 1:
-        raise GuestBuildError(f"Debian guest: {len(vmlinuzes)} kernels in /boot (want 1)")
-    release = vmlinuzes[0].name[len("vmlinuz-"):]
-    initrd = rootfs / "boot" / f"initrd.img-{release}"
-    if not initrd.is_file():
-        raise GuestBuildError(f"Debian guest: no {initrd.name} in /boot (initramfs-tools failed?)")
-    return release, vmlinuzes[0], initrd
-
-
-def _mbr(mbr_code: bytes, disk_id: int, total_sectors: int) -> bytes:
-    """SYSLINUX's MBR code, a disk signature and two partitions: FAT16 (active), Linux."""
-    def entry(active: bool, ptype: int, start: int, count: int) -> bytes:
-        chs = b"\xfe\xff\xff"  # beyond CHS: BIOSes and SYSLINUX use the LBA fields
-        return struct.pack("<B3sB3sII", 0x80 if active else 0, chs, ptype, chs, start, count)
-    if len(mbr_code) > 440:
-        raise GuestBuildError(f"{MBR_BIN}: {len(mbr_code)} bytes of MBR code (at most 440)")
-    table = entry(True, 0x0E, BOOT_START, BOOT_SECTORS) + \
-        entry(False, 0x83, ROOT_START, total_sectors - ROOT_START) + bytes(32)
-    return mbr_code.ljust(440, b"\0") + struct.pack("<IH", disk_id, 0) + table + b"\x55\xaa"
-
-
-def _syslinux_cfg(cmdline: str) -> str:
-    return ("# coserver Debian guest: boot at once, messages on the serial port\n"
-            "SERIAL 0 115200\nDEFAULT debian\nPROMPT 0\nTIMEOUT 0\n\n"
-            "LABEL debian\n  LINUX /vmlinuz\n  INITRD /initrd.img\n"
-            f"  APPEND {cmdline}\n")
-
-
-def _disk(raw: Path, work: Path, rootfs: Path, vmlinuz: Path, initrd: Path, cmdline: str,
-          key: str, root_uuid: str) -> None:
-    """The raw disk: MBR, FAT boot partition with SYSLINUX, ext4 root filled from rootfs."""
-    if not MBR_BIN.is_file():
-        raise GuestBuildError(f"Debian guest: {MBR_BIN} not found (apt-get install "
-                              f"syslinux-common)")
-    mbr_code = MBR_BIN.read_bytes()[:440]
-    total = DISK_SIZE // SECTOR
-    with open(raw, "wb") as f:
-        f.truncate(DISK_SIZE)
-    disk_id = int(hashlib.sha256(f"cs-debian-disk-{key}".encode()).hexdigest()[:8], 16)
-    boot_off = BOOT_START * SECTOR
-    # partition 1: FAT16, written in place at its offset (no loop device, no mount)
-    _run([_tool("mkfs.fat", "dosfstools"), "-F", "16", "-n", "CSBOOT", "-i", f"{disk_id:08x}",
-          "-h", str(BOOT_START), "--offset", str(BOOT_START), str(raw),
-          str(BOOT_SECTORS * SECTOR // 1024)], "boot partition")
-    cfg = work / "syslinux.cfg"
-    cfg.write_text(_syslinux_cfg(cmdline))
-    _run([_tool("syslinux", "syslinux"), "--offset", str(boot_off), "--install", str(raw)],
-         "SYSLINUX on the boot partition")
-    img = f"{raw}@@{boot_off}"
-    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
-    for src, name in ((vmlinuz, "vmlinuz"), (initrd, "initrd.img"), (cfg, "syslinux.cfg")):
-        _run([_tool("mcopy", "mtools"), "-o", "-i", img, str(src), f"::/{name}"],
-             f"boot partition: {name}", env=env)
-    # partition 2: ext4 filled from the tree (mkfs.ext4 -d), also in place
-    root_blocks = (total - ROOT_START) * SECTOR // 4096
-    _run([_tool("mkfs.ext4", "e2fsprogs"), "-F", "-q", "-t", "ext4", *MKFS_EXT4, "-U", root_uuid,
-          "-E", f"offset={ROOT_START * SECTOR}", "-d", str(rootfs), str(raw), str(root_blocks)],
-         "root filesystem")
-    with open(raw, "r+b") as f:
-        f.write(_mbr(mbr_code, disk_id, total))
-
-
-def _packages(rootfs: Path) -> dict[str, str]:
-    out = _run(["dpkg-query", f"--admindir={rootfs / 'var/lib/dpkg'}", "-W",
-                "-f=${Package}\t${Version}\t${db:Status-Abbrev}\n"], "Debian guest packages")
-    pkgs = {}
-    for line in out.splitlines():
-        name, version, status = (line.split("\t") + ["", ""])[:3]
-        if status.startswith("ii"):
-            pkgs[name] = version
-    return pkgs
-
-
-def _tree_size(root: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 def _build(tmp: Path, inputs: DebianInputs, key: str, journal: Path, say: Progress) -> None:
     work = tmp / "work"
     work.mkdir()
@@ -487,16 +363,11 @@ def _build(tmp: Path, inputs: DebianInputs, key: str, journal: Path, say: Progre
     root_uuid = _derived_uuid(key, "root")
     say("installing the journal service, units and identity")
     _customize(rootfs, journal, key, inputs.net, root_uuid)
-    release, vmlinuz, initrd = _kernel_files(rootfs)
-    cmdline = " ".join([f"root=UUID={root_uuid}", *BASE_CMDLINE, *inputs.net.cmdline_params()])
-    packages = _packages(rootfs)
-    rootfs_bytes = _tree_size(rootfs)
-    say(f"making the {DISK_SIZE >> 20} MiB disk (SYSLINUX + ext4 root, "
-        f"{rootfs_bytes >> 20} MiB of files)")
     raw = work / "disk.raw"
-    _disk(raw, work, rootfs, vmlinuz, initrd, cmdline, key, root_uuid)
+    facts = bootdisk.make_disk(raw, rootfs, LAYOUT, cmdline=[*BASE_CMDLINE, *inputs.net.cmdline_params()],
+                               root_uuid=root_uuid, disk_sig=bootdisk.disk_id("cs-debian", key), label="debian",
+                               comment="coserver Debian guest", what=WHAT, say=say)
     qemu_img.convert(raw, tmp / "disk.qcow2", "qcow2", src_fmt="raw")
-    vmlinuz_size, initrd_size = vmlinuz.stat().st_size, initrd.stat().st_size
     shutil.rmtree(work)
     disk = tmp / "disk.qcow2"
     manifest = {
@@ -505,20 +376,7 @@ def _build(tmp: Path, inputs: DebianInputs, key: str, journal: Path, say: Progre
         "mmdebstrap_seconds": round(t_strap, 1),
         "inputs": inputs.material(),
         "net": inputs.net.__dict__,
-        "kernel": {"package": str(inputs.kernel), "release": release,
-                   "vmlinuz_bytes": vmlinuz_size, "initrd_bytes": initrd_size},
-        "cmdline": cmdline,
-        "root_uuid": root_uuid,
-        "rootfs_bytes": rootfs_bytes,
-        "packages": packages,
-        "layout": {"sector": SECTOR, "size": DISK_SIZE,
-                   "partitions": [{"n": 1, "type": "FAT16", "start": BOOT_START,
-                                   "sectors": BOOT_SECTORS, "bootable": True,
-                                   "files": ["ldlinux.sys", "ldlinux.c32", "syslinux.cfg",
-                                             "vmlinuz", "initrd.img"]},
-                                  {"n": 2, "type": "ext4", "start": ROOT_START,
-                                   "sectors": DISK_SIZE // SECTOR - ROOT_START,
-                                   "uuid": root_uuid}]},
+        **facts.manifest(str(inputs.kernel)),
         "journal": {"port": inputs.net.port, "file": f"/{DATA_DIR}/{JOURNAL_FILE}"},
         "disk": {"name": disk.name, "format": "qcow2", "size": disk.stat().st_size,
                  "sha256": sha256_file(disk)},

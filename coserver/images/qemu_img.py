@@ -217,8 +217,11 @@ def create(path: str | Path, size: int | str | None = None, fmt: str = "qcow2", 
 
 
 def convert(src: str | Path, dst: str | Path, fmt: str = "qcow2", *, src_fmt: str | None = None,
-            overwrite: bool = False) -> ImageInfo:
-    """Copy src into a new standalone image dst (backing chain flattened, zeros left sparse)."""
+            overwrite: bool = False, compress: bool = False, timeout: float = DEFAULT_TIMEOUT) -> ImageInfo:
+    """Copy src into a new standalone image dst (backing chain flattened, zeros left sparse).
+
+    compress: qcow2 clusters compressed (-c; read as any other, rewritten uncompressed).
+    """
     s, d = Path(src), Path(dst)
     _check_source(s)
     _check_fmt(fmt, d)
@@ -226,10 +229,12 @@ def convert(src: str | Path, dst: str | Path, fmt: str = "qcow2", *, src_fmt: st
     _check_target(d, overwrite)
     if s.absolute() == d.absolute():
         raise ImageError(f"image {d}: convert source and target are the same file")
-    argv = ["convert", "-q", "-O", fmt]
+    if compress and fmt != "qcow2":
+        raise ImageError(f"image {d}: only qcow2 can be compressed, not {fmt}")
+    argv = ["convert", "-q", "-O", fmt, *(["-c"] if compress else [])]
     if src_fmt:
         argv += ["-f", src_fmt]
-    _run([*argv, str(s), str(d)], d)
+    _run([*argv, str(s), str(d)], d, timeout=timeout)
     return info(d)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import struct
 import subprocess
 import time
 from pathlib import Path
@@ -72,18 +71,6 @@ def test_net_config_refuses(kw, words):
 def test_net_config_on_the_kernel_command_line():
     assert dg.NetConfig(ADDRESS, 24, "10.201.0.1", 7000).cmdline_params() == [
         "cs.ip=10.201.0.10/24", "cs.gw=10.201.0.1", "cs.port=7000"]
-
-
-def test_mbr_has_an_active_fat_partition_then_linux():
-    total = dg.DISK_SIZE // dg.SECTOR
-    mbr = dg._mbr(b"\xeb\x63" + bytes(100), 0x12345678, total)
-    assert len(mbr) == 512 and mbr[510:] == b"\x55\xaa" and mbr[:2] == b"\xeb\x63"
-    assert struct.unpack_from("<I", mbr, 440)[0] == 0x12345678
-    parts = [struct.unpack_from("<B3sB3sII", mbr, 446 + 16 * i) for i in range(4)]
-    (a1, _, t1, _, s1, n1), (a2, _, t2, _, s2, n2) = parts[:2]
-    assert (a1, t1, s1, n1) == (0x80, 0x0E, dg.BOOT_START, dg.BOOT_SECTORS)
-    assert (a2, t2, s2) == (0, 0x83, dg.BOOT_START + dg.BOOT_SECTORS) and s2 + n2 == total
-    assert parts[2][2] == parts[3][2] == 0
 
 
 def fake_guest(tmp_path: Path) -> dg.DebianGuest:

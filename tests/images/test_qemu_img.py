@@ -164,6 +164,21 @@ def test_convert(tmp_path: Path):
     assert one_line(ei) == f"image {tmp_path / 'missing.qcow2'}: does not exist"
 
 
+def test_convert_compressed(tmp_path: Path):
+    raw = tmp_path / "a.raw"
+    with open(raw, "wb") as f:
+        f.write(b"coserver " * 200_000)  # compresses well
+        f.truncate(8 * MiB)
+    plain = qemu_img.convert(raw, tmp_path / "plain.qcow2", src_fmt="raw")
+    small = qemu_img.convert(raw, tmp_path / "small.qcow2", src_fmt="raw", compress=True)
+    assert small.virtual_size == plain.virtual_size == 8 * MiB
+    assert small.path.stat().st_size < plain.path.stat().st_size
+    assert qemu_img.same_content(small.path, raw)
+    with pytest.raises(ImageError) as ei:
+        qemu_img.convert(raw, tmp_path / "c.raw", "raw", compress=True)
+    assert one_line(ei) == f"image {tmp_path / 'c.raw'}: only qcow2 can be compressed, not raw"
+
+
 def test_resize_checks(tmp_path: Path):
     p = tmp_path / "a.qcow2"
     qemu_img.create(p, "16M")
