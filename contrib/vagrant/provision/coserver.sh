@@ -91,6 +91,10 @@ cd /opt/coserver
 PIP_NO_INDEX=1 PIP_FIND_LINKS="$stage/wheels" make setup
 ln -sf /opt/coserver/.venv/bin/coserver /usr/local/bin/coserver
 
+# Debian's etcd-server (in make setup's packages: the namespace lab's witness) starts an etcd on
+# localhost; a CoServer is no witness member.
+systemctl disable --now etcd >/dev/null 2>&1 || true
+
 # ---- 3-5. the site file, the key, the certificates, the spec, the disks -------------------------
 say "site: /etc/coserver/site.toml, pair.key, pki/$host, servers/journal.toml, disks"
 install -d -m 0700 /etc/coserver /etc/coserver/servers /etc/coserver/pki
