@@ -1,6 +1,8 @@
-"""The Vagrant lab on real machines (CI's part of `make vagrant-test`): the box is built, the Vagrantfile
-validates, the three machines come up provisioned by the README's commands, `coserver site check` passes
-on both CoServers, and `down` leaves no domain, network or volume behind."""
+"""The Vagrant lab. In CI: the box is built, the lab's own libvirtd comes up in its namespace, vagrant
+takes the box and validates the Vagrantfile, and `down` leaves nothing behind (~5 min on a clean machine).
+With COSERVER_VAGRANT_FULL=1 (`make vagrant-test` brings the lab up anyway): the three machines come up
+provisioned by the README's commands and `coserver site check` passes on both CoServers (~20 min here:
+three machines booting under TCG, too long for CI's budget)."""
 
 from __future__ import annotations
 
@@ -34,6 +36,25 @@ def vagrant_lab(tmp_path: Path):
         shutil.rmtree(lab.workdir, ignore_errors=True)
 
 
+def test_the_box_is_taken_the_vagrantfile_validates_and_down_leaves_nothing(vagrant_lab: VagrantLab) -> None:
+    from coserver.images.vagrantbox import build_vagrant_box
+
+    lab = vagrant_lab
+    lab.check()
+    lab.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lab.start_host()
+    lab.add_box(build_vagrant_box().box)
+    assert "coserver/debian12" in lab.vagrant("box", "list").stdout
+    assert "validated successfully" in lab.vagrant("validate").stdout
+    status = lab.vagrant("status").stdout
+    assert all(f"{m} " in status and "not created" in status for m in MACHINES), status
+    lab.down()
+    assert not netns.exists(NETNS)
+    assert not (lab.workdir / "libvirt").exists() and not (lab.workdir / "vagrant.d").exists()
+
+
+@pytest.mark.skipif(os.environ.get("COSERVER_VAGRANT_FULL") != "1",
+                    reason="three machines under TCG take ~20 min: COSERVER_VAGRANT_FULL=1 (make vagrant-test runs them)")
 def test_three_machines_come_up_and_both_coservers_pass_site_check(vagrant_lab: VagrantLab) -> None:
     lab = vagrant_lab
     result = lab.up(start_server=False)

@@ -46,7 +46,7 @@ export ETCDCTL_CACERT=$stage/pki/user.root/ca-cert.pem
 export ETCDCTL_CERT=$stage/pki/user.root/client-cert.pem ETCDCTL_KEY=$stage/pki/user.root/client-key.pem
 site=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$stage/site.toml" | head -1)
 for i in $(seq 60); do etcdctl endpoint health >/dev/null 2>&1 && break; sleep 1; done
-if ! etcdctl auth status 2>/dev/null | grep -q "Authentication Status: true"; then
+if ! etcdctl user get cs2 >/dev/null 2>&1; then   # set up once (etcdctl 3.4 has no `auth status`)
   etcdctl user add root --no-password >/dev/null 2>&1 || true
   etcdctl user grant-role root root >/dev/null
   etcdctl role add "coserver-$site" >/dev/null 2>&1 || true
@@ -57,5 +57,5 @@ if ! etcdctl auth status 2>/dev/null | grep -q "Authentication Status: true"; th
   done
   etcdctl auth enable
 fi
-etcdctl auth status
+etcdctl user get cs1
 say "done"
