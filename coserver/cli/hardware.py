@@ -125,12 +125,31 @@ def show_cmd(name: str, as_json: bool) -> None:
     click.echo("\n".join(lines))
 
 
+def _this_coserver() -> list[str] | None:
+    """[this CoServer] when a site file is here and names one of this machine's addresses: on a real
+    CoServer the spec's other host (same paths, its own disks) is not this machine's to measure.
+    None (both hosts local) otherwise, e.g. on a machine with no site file."""
+    from coserver.site.load import load_site, site_path
+    from coserver.site.local import find_host, interface_addresses
+
+    try:
+        path = site_path()
+        if not path.is_file():
+            return None
+        site = load_site(path)
+        host = find_host(site, set().union(*interface_addresses().values()))
+    except CoserverError:
+        return None
+    return [host] if host else None
+
+
 @hardware.command("check")
 @click.argument("spec_or_profile")
 @click.option("--json", "as_json", is_flag=True, help="JSON report on stdout.")
 @click.option("--host", "hosts", multiple=True, metavar="NAME",
-              help="A CoServer of the spec that runs on this machine (repeatable; default: "
-                   "both, as in the one-machine lab).")
+              help="A CoServer of the spec that runs on this machine (repeatable; default: this "
+                   "CoServer when the site file names this machine's addresses, else both, as in the "
+                   "one-machine lab).")
 @click.option("--no-files", is_flag=True,
               help="Do not read the ISO/kernel/initrd files (they are not here yet).")
 @_one_line_errors()
@@ -138,7 +157,7 @@ def check_cmd(spec_or_profile: str, as_json: bool, hosts: tuple[str, ...],
               no_files: bool) -> None:
     """Check a spec file (or a profile name) before anything starts."""
     if Path(spec_or_profile).exists() or spec_or_profile.endswith(".toml"):
-        report = check_spec(spec_or_profile, local_hosts=list(hosts) or None,
+        report = check_spec(spec_or_profile, local_hosts=list(hosts) or _this_coserver(),
                             measure_files=not no_files)
     else:
         if hosts or no_files:
