@@ -102,6 +102,7 @@ install -m 0644 "$stage/site.toml" /etc/coserver/site.toml
 install -m 0600 "$stage/pair.key" /etc/coserver/pair.key
 rm -rf "/etc/coserver/pki/$host"
 cp -rp "$stage/pki/$host" /etc/coserver/pki/
+chown -R root:root "/etc/coserver/pki/$host"    # the stage arrives as the vagrant user's files
 install -m 0644 "$stage/servers/journal.toml" /etc/coserver/servers/journal.toml
 install -d -m 0755 /var/lib/coserver/images/journal /var/lib/coserver/disks
 install -m 0644 "$stage/guest/vmlinuz" "$stage/guest/initrd.img" /var/lib/coserver/images/journal/
