@@ -222,7 +222,7 @@ class VagrantLab:
     # ---- the lab's host: namespace and libvirtd ---------------------------------------------------
     def start_host(self) -> None:
         """The namespace (loopback up) and its libvirtd, if not already there."""
-        for d in self._host_dirs().values():
+        for d in [*self._host_dirs().values(), self.stage_dir]:   # vagrant validates the synced stage's path
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not netns.exists(NETNS):
             netns.create(NETNS)
