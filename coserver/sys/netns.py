@@ -85,6 +85,23 @@ def add_bridge(ns: str, bridge: str, address: str | None = None) -> None:
     if address:
         ip("addr", "add", address, "dev", bridge, ns=ns)
     ip("link", "set", bridge, "up", ns=ns)
+    bridge_frames_skip_netfilter(ns)
+
+
+#: Once br_netfilter is loaded on the machine (a libvirtd, docker, ...), every new namespace starts with
+#: these at 1: frames a bridge forwards go through that namespace's iptables/arptables (and conntrack)
+#: as if routed. A lab namespace's bridge is a switch; the per-bridge setting can only add to these.
+BRIDGE_NF_SYSCTLS = ("net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables",
+                     "net.bridge.bridge-nf-call-arptables")
+
+
+def bridge_frames_skip_netfilter(ns: str) -> None:
+    """In namespace `ns` (one the lab made), bridged frames skip netfilter; nothing to do without br_netfilter."""
+    if not Path("/proc/sys/net/bridge").is_dir():
+        return
+    for key in BRIDGE_NF_SYSCTLS:
+        subprocess.run(exec_argv(ns, ["sysctl", "-q", "-w", f"{key}=0"]), capture_output=True, timeout=10,
+                       check=False)
 
 
 def add_tap(ns: str, tap: str, bridge: str | None = None) -> None:
