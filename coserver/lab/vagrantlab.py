@@ -42,6 +42,7 @@ from coserver.lab.spec import write_lab_spec
 from coserver.paths import cache_dir, qemu_install
 from coserver.sys import netns
 from coserver.sys.files import sha256_file
+from coserver.sys.run import last_line
 
 REPO = Path(__file__).resolve().parents[2]
 VAGRANT_DIR = REPO / "contrib" / "vagrant"
@@ -244,7 +245,7 @@ class VagrantLab:
             res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=self.env())
         if check and res.returncode != 0:
             raise VagrantLabError(f"vagrant {' '.join(args)}: exit {res.returncode}: "
-                                  f"{_last(res.stderr or res.stdout)}")
+                                  f"{last_line(res)}")
         return res
 
     def add_box(self, box: Path) -> None:
@@ -266,7 +267,7 @@ class VagrantLab:
                              check=False)
         if check and res.returncode != 0:
             raise VagrantLabError(f"{machine}: {' '.join(argv)}: exit {res.returncode}: "
-                                  f"{_last(res.stderr or res.stdout)}")
+                                  f"{last_line(res)}")
         return res
 
     def ssh_config(self, machine: str) -> Path:
@@ -282,7 +283,7 @@ class VagrantLab:
     def virsh(self, *args: str, timeout: float = 60.0, check: bool = True) -> str:
         res = self.libvirtd.virsh(*args, timeout=timeout)
         if check and res.returncode != 0:
-            raise VagrantLabError(f"virsh {' '.join(args)}: {_last(res.stderr or res.stdout)}")
+            raise VagrantLabError(f"virsh {' '.join(args)}: {last_line(res)}")
         return res.stdout
 
     # ---- the whole lab ------------------------------------------------------------------------------
@@ -297,8 +298,7 @@ class VagrantLab:
         times["stage_s"] = round(time.monotonic() - t0, 1)
         t = time.monotonic()
         self.start_host()
-        from coserver.images.vagrantbox import build_vagrant_box
-        self.add_box(build_vagrant_box().box)
+        self.add_box(Path(staged["box"]))
         self.vagrant("validate")
         times["host_s"] = round(time.monotonic() - t, 1)
         for machine in MACHINES:
@@ -327,7 +327,7 @@ class VagrantLab:
         try:
             data = json.loads(res.stdout)
         except ValueError:
-            return {"ok": False, "failed": _last(res.stderr or res.stdout), "checks": []}
+            return {"ok": False, "failed": last_line(res), "checks": []}
         bad = [f"{c['name']}: {c['detail']}" for c in data.get("checks", []) if not c.get("ok")]
         return {"ok": res.returncode == 0 and not bad, "failed": "; ".join(bad), "checks": data.get("checks", [])}
 
@@ -336,7 +336,7 @@ class VagrantLab:
         try:
             return dict(json.loads(res.stdout))
         except ValueError:
-            return {"error": _last(res.stderr or res.stdout)}
+            return {"error": last_line(res)}
 
     def down(self) -> list[str]:
         """Destroy the machines, stop the lab's libvirtd, delete its namespace and directories."""
@@ -391,29 +391,29 @@ def build_wheels(progress: Progress | None = None) -> Path:
     <cache>/vagrant-wheels/<key>, key = pyproject.toml and this Python; built from PyPI once."""
     import hashlib
 
-    say = progress or (lambda _m: None)
+    from coserver.images.cache import cached_build
+
     key = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + sys.version.encode()).hexdigest()[:16]
-    root = cache_dir() / "vagrant-wheels"
-    out = root / key
-    if (out / ".complete").is_file():
-        return out
-    tmp = root / f".{key}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    say(f"pip wheel -> {out}")
+    return cached_build(cache_dir() / "vagrant-wheels", key, load=_load_wheels, build=_pip_wheels,
+                        what="Python wheels", say=progress or (lambda _m: None))
+
+
+def _load_wheels(directory: Path) -> Path:
+    from coserver.images.errors import GuestBuildError
+
+    if not any(directory.glob("*.whl")):
+        raise GuestBuildError(f"Python wheels {directory}: none built")
+    return directory
+
+
+def _pip_wheels(tmp: Path) -> None:
     for args in (["pip", "setuptools", "wheel"], [f"{REPO}[test,bench]"]):
         res = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(tmp), *args],
                              capture_output=True, text=True, timeout=1800, check=False, cwd=REPO)
         if res.returncode != 0:
-            raise VagrantLabError(f"pip wheel {' '.join(args)}: {_last(res.stderr or res.stdout)}")
+            raise VagrantLabError(f"pip wheel {' '.join(args)}: {last_line(res)}")
     for own in tmp.glob("coserver-*.whl"):
         own.unlink()     # the machines install the synced checkout itself (pip install -e)
-    (tmp / ".complete").write_text("")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
 
 
 def _mem_available_mib() -> int:
@@ -428,8 +428,3 @@ def _unmount_under(path: Path) -> None:
     mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
     for m in sorted((m for m in mounts if m.startswith(str(path) + "/") or m == str(path)), reverse=True):
         subprocess.run(["umount", "-l", m], check=False, capture_output=True, timeout=30)
-
-
-def _last(text: str) -> str:
-    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "(no output)"
