@@ -86,9 +86,16 @@ DEFAULT_DEADLINE = 1.0
 
 #: gRPC reconnects quickly after the witness comes back (its default backoff
 #: grows to two minutes: a long blind spot for a failover decision).
+#: min_reconnect_backoff is ALSO the shortest time gRPC gives one connection
+#: attempt (subchannel.cc: the attempt's deadline is the later of the next
+#: backoff and now + that minimum). At 100 ms a TCP + TLS handshake slower than
+#: ~0.5 s (a far witness, a loaded host: 2 s in the Vagrant lab's nested VMs)
+#: was abandoned every time and the witness never became reachable. 5 s lets a
+#: slow handshake finish in the background, across calls that time out; a
+#: refused or reset connection still retries after the short backoff.
 _CHANNEL_OPTIONS = {
     "grpc.initial_reconnect_backoff_ms": 100,
-    "grpc.min_reconnect_backoff_ms": 100,
+    "grpc.min_reconnect_backoff_ms": 5000,
     "grpc.max_reconnect_backoff_ms": 500,
 }
 

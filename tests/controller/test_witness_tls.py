@@ -275,3 +275,63 @@ def test_unusable_files_are_one_line_at_construction(files: Path, tmp_path: Path
     garbage.write_text("not a key")
     garbage.chmod(0o600)
     assert "not an unencrypted PEM private key" in refused(WitnessTls(good.ca, good.cert, garbage))
+
+
+class _SlowLink:
+    """A TCP relay that holds each chunk from etcd back `delay` seconds: a far or busy witness, whose
+    TCP + TLS + HTTP/2 set-up (two of its flights) takes about 2 x delay."""
+
+    def __init__(self, upstream_port: int, delay: float) -> None:
+        self.upstream_port, self.delay = upstream_port, delay
+        self.server: asyncio.base_events.Server | None = None
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self._relay, ADDRESS, 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection(ADDRESS, self.upstream_port)
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, delay: float) -> None:
+            try:
+                while chunk := await r.read(65536):
+                    if delay:
+                        await asyncio.sleep(delay)
+                    w.write(chunk)
+                    await w.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pump(client_r, up_w, 0.0), pump(up_r, client_w, self.delay))
+
+
+def test_a_slow_tls_handshake_completes_across_calls_that_time_out(arun, tls_etcd: TlsEtcd):
+    """Found in the Vagrant lab (nested VMs: a 2 s handshake): gRPC gives one connection attempt only
+    max(backoff, min_reconnect_backoff); at 100 ms every slow handshake was cut off and the witness
+    stayed unreachable for good. Here each etcd flight arrives 0.6 s late, so the set-up needs > 1.2 s
+    while each call, once connected, answers in ~0.6 s, within the 1.5 s deadline."""
+    async def main():
+        async with _SlowLink(tls_etcd.port, delay=0.6) as port:
+            w = Witness("ft-slow", site="blue", host=ADDRESS, port=port, tls=tls_of(tls_etcd.pki / "cs1"),
+                        deadline=1.5)
+            try:
+                t0, errors = time.monotonic(), []
+                while time.monotonic() - t0 < 20:
+                    try:
+                        assert await w.current() is None
+                        break
+                    except WitnessUnreachable as exc:
+                        errors.append(one_line(exc))
+                else:
+                    raise AssertionError(f"never reached through a slow link: {errors[-3:]}")
+                assert w.reachable is True
+                assert (await w.claim("cs1", 1)).granted
+            finally:
+                await w.close()
+    arun(main())
