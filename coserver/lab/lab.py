@@ -96,6 +96,7 @@ FAULTS: dict[str, tuple[bool, bool]] = {
     "stall-replication": (False, False), "heal-replication": (False, False),
     "disk-error": (True, False), "fill-disk": (True, False), "heal-disk": (True, False),
     "kill-libvirtd": (True, False), "start-libvirtd": (True, False), "destroy-domain": (True, False),
+    "reset-proxy": (False, False),
 }
 #: Each lab host's /var/lib/coserver is a tmpfs this big (fill-disk fills it).
 STATE_FS_SIZE = "128m"
@@ -797,6 +798,9 @@ class Lab:
             self._start_witness(fresh=False)
         elif kind in ("stall-replication", "heal-replication"):
             self._set_replication(kind == "heal-replication")
+        elif kind == "reset-proxy":
+            out["server"] = server = self._server(server)
+            out["reset"] = self._reset_proxy(server)
         elif kind in ("fill-disk", "heal-disk"):
             assert host is not None
             out["bytes"] = self._fill_state_fs(host, full=kind == "fill-disk")
@@ -910,6 +914,20 @@ class Lab:
                 self.net.add_repl_routes(host)
             else:
                 netns.ip("route", "add", "blackhole", target, ns=self.net.ns(host))
+
+    def _reset_proxy(self, server: str) -> int:
+        """The COLO proxy's two streams between the hosts (client packets mirrored to the secondary,
+        its replies back to colo-compare) reset, as a switch port flap or a firewall's state flush does:
+        `ss -K` closes them on the secondary's side (the primary gets an RST). The secondary's chardevs
+        reconnect within a second. Returns how many connections were closed."""
+        ports = self.sync_ports(server)
+        closed = 0
+        for host in HOSTS:
+            for port in (ports.mirror, ports.compare):
+                res = run(netns.exec_argv(self.net.ns(host), ["ss", "-K", "-t", "-n", "dport", "=", f":{port}"]),
+                          "fault reset-proxy: ss -K", error=LabError, timeout=10)
+                closed += sum(1 for line in res.stdout.splitlines()[1:] if line.strip())
+        return closed
 
     def _power_off(self, host: str) -> list[int]:
         """A power cut of one CoServer: its links go dark first (so no FIN or RST of the dying host
