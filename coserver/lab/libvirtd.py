@@ -52,6 +52,7 @@ from coserver.lab.hostexec import LIBVIRT_MOUNTS
 from coserver.sys import proc as labproc
 from coserver.sys.files import write_new
 from coserver.sys.proc import ProcessRecord
+from coserver.sys.run import last_line
 
 LIBVIRTD = Path("/usr/sbin/libvirtd")
 VIRSH = Path("/usr/bin/virsh")
@@ -156,7 +157,7 @@ class HostLibvirtd:
         res = subprocess.run(self.view(["coserver", "libvirt", "install-hook"]), capture_output=True, text=True,
                              timeout=60, check=False)
         if res.returncode != 0:
-            raise LibvirtdError(f"installing the libvirt hook on {self.host}: {_last(res.stderr or res.stdout)}")
+            raise LibvirtdError(f"installing the libvirt hook on {self.host}: {last_line(res)}")
 
     # ---- the process ----------------------------------------------------------------------------
     def process(self) -> ProcessRecord | None:
@@ -203,7 +204,7 @@ class HostLibvirtd:
             if res is not None and res.returncode == 0:
                 return time.monotonic() - t0
             if time.monotonic() > deadline:
-                why = _last(res.stderr) if res is not None else "virsh did not answer"
+                why = last_line(res) if res is not None else "virsh did not answer"
                 raise LibvirtdError(f"libvirtd of {self.host} did not answer within {timeout:g} s ({why}; "
                                     f"its log: {labproc.last_line(self.output)})")
             time.sleep(0.2)
@@ -277,7 +278,7 @@ class HostLibvirtd:
         """virsh(), whose failure is a LibvirtdError with virsh's own last line; returns its stdout."""
         res = self.virsh(*args, timeout=timeout)
         if res.returncode != 0:
-            raise LibvirtdError(f"virsh {' '.join(args[:2])} on {self.host}: {_last(res.stderr or res.stdout)}")
+            raise LibvirtdError(f"virsh {' '.join(args[:2])} on {self.host}: {last_line(res)}")
         return res.stdout
 
 
@@ -288,8 +289,3 @@ def _is_qemu(pid: int) -> bool:
     except OSError:
         return False
     return "qemu-system" in os.path.basename(exe)
-
-
-def _last(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"
