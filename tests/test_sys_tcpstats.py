@@ -24,3 +24,25 @@ def test_each_stream_sums_its_connections_at_either_end_and_other_ports_do_not_c
 def test_a_peer_filter_keeps_that_peers_connections_only() -> None:
     assert parse_ss(SS, PORTS, peer="10.201.9.2")["migration"] == StreamBytes(1100, 456)
     assert parse_ss("", PORTS) == {name: StreamBytes() for name in PORTS}
+
+
+def test_an_ss_that_ends_as_it_times_out_is_no_error(tmp_path, monkeypatch):
+    """Found in the Vagrant lab: `ss` outlived its deadline, then exited before the kill; asyncio's kill
+    of a finished process raised ProcessLookupError and stopped the controller's health task."""
+    import asyncio
+    import os
+
+    from coserver.sys import tcpstats
+
+    fake = tmp_path / "ss"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+
+    async def late(aw, _timeout):      # the deadline passes while ss exits and its pipes close
+        aw.close()
+        await asyncio.sleep(0.5)
+        raise TimeoutError
+
+    monkeypatch.setattr(tcpstats.asyncio, "wait_for", late)
+    assert asyncio.run(tcpstats.stream_bytes_async({"colo": 8155})) is None
