@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from coserver.sys import netns
+from coserver.sys.proc import ProcessError, ProcessRecord
+
 #: Lines kept from the end of each log.
 _TAIL = 12
 
@@ -27,14 +30,14 @@ def _run(argv: list[str]) -> str:
 
 
 def _proc(pid: int) -> str:
-    """State and CPU seconds of one process, from /proc."""
+    """State and CPU seconds of one process (coserver.sys.proc's own /proc reading)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        rec = ProcessRecord.of(pid)
+    except ProcessError:
         return f"pid {pid}: gone"
-    fields = stat[stat.rindex(")") + 2:].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return f"pid {pid}: state {fields[0]} utime {int(fields[11]) / tick:.1f}s stime {int(fields[12]) / tick:.1f}s"
+    ticks = rec.cpu_ticks()
+    cpu = f"{ticks / os.sysconf('SC_CLK_TCK'):.1f}s" if ticks is not None else "?"
+    return f"pid {pid}: state {rec.state()} CPU {cpu}"
 
 
 def _logs(pid: int) -> list[str]:
@@ -58,7 +61,7 @@ def _logs(pid: int) -> list[str]:
 def lab_snapshot() -> str:
     """The load, and each lab namespace's QEMUs: state, CPU, TCP connections, log tails."""
     lines = [f"loadavg {Path('/proc/loadavg').read_text().strip()}"]
-    for ns in sorted(n.split()[0] for n in _run(["ip", "netns", "list"]).splitlines() if n.strip()):
+    for ns in netns.list_namespaces():
         pids = [int(p) for p in _run(["ip", "netns", "pids", ns]).split()]
         qemus = [p for p in pids if "qemu" in _comm(p)]
         lines.append(f"netns {ns}: {len(pids)} processes, QEMU {qemus}")
