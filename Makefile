@@ -85,12 +85,14 @@ test: setup apt-test apt-vagrant lint
 # N trials of every fault on the lab (fresh pair per trial), a table of gaps and losses; the libvirt
 # backend's faults (kill -9, SIGSTOP, virsh destroy, libvirtd restarted, power cut) the same way; then every
 # hardware profile with each device set (virtio, and its emulated e1000/e1000e + megasas) kept
-# protected under load for 20 checkpoints, then its primary killed, nothing lost.
+# protected under load for 20 checkpoints, then its primary killed, nothing lost; then the whole quick
+# bench as a test (CI runs it with one trial per fault and without its protect section).
 TRIALS ?= 3
 test-faults: setup
 	$(VENV)/bin/python -m coserver.lab.trials --trials $(TRIALS)
 	$(VENV)/bin/python -m coserver.lab.trials --trials $(TRIALS) --backend libvirt
 	$(VENV)/bin/python -m coserver.lab.trials --profiles all
+	COSERVER_BENCH_QUICK_FULL=1 $(PYTEST) -q tests/bench/test_bench_quick.py
 
 # The Vagrant lab (README "The Vagrant lab"): cs1, cs2 and the witness as three machines of their own,
 # with their own libvirtd in a network namespace of their own. vagrant-up builds the box (cached), brings

@@ -18,8 +18,10 @@ import pytest
 from coserver.sys import netns
 from coserver.sys.proc import ProcessError, ProcessRecord
 
-#: Lines kept from the end of each log.
-_TAIL = 12
+#: Lines kept from the end of each log (CI shows only part of a long failure report: keep it short).
+_TAIL = 4
+#: The per-connection counters worth reading: which way bytes stopped, and since when.
+_TCP_FIELDS = ("bytes_acked", "bytes_received", "lastsnd", "lastrcv")
 
 
 def _run(argv: list[str]) -> str:
@@ -54,22 +56,42 @@ def _logs(pid: int) -> list[str]:
         except OSError:
             continue
         out.append(f"  {target} (last {len(lines)} lines):")
-        out.extend(f"    {line[:300]}" for line in lines)
+        out.extend(f"    {line[:160]}" for line in lines)
+    return out
+
+
+def _tcp(ns: str) -> list[str]:
+    """One short line per TCP connection of the namespace: ends, queues, bytes each way, ms since the
+    last send/receive (`ss -tnpiH` prints each connection as two long, padded lines)."""
+    lines = _run(["ip", "netns", "exec", ns, "ss", "-tnpiH"]).splitlines()
+    out = []
+    for head, info in zip(lines[::2], lines[1::2], strict=False):
+        cols = head.split()
+        if len(cols) < 5:
+            continue
+        pid = next((w.split("=")[1].rstrip(",") for w in head.split(",") if w.startswith("pid=")), "-")
+        counters = dict(w.split(":", 1) for w in info.split() if ":" in w and w.split(":", 1)[0] in _TCP_FIELDS)
+        out.append(f"  {cols[0][:5]} {cols[3]} > {cols[4]} q={cols[1]}/{cols[2]} pid={pid} "
+                   + " ".join(f"{k}={counters.get(k, '-')}" for k in _TCP_FIELDS))
     return out
 
 
 def lab_snapshot() -> str:
     """The load, and each lab namespace's QEMUs: state, CPU, TCP connections, log tails."""
-    lines = [f"loadavg {Path('/proc/loadavg').read_text().strip()}"]
+    lines = [f"loadavg {Path('/proc/loadavg').read_text().strip()}", "busiest processes (%CPU over their life):"]
+    # a process left running by an earlier test would starve a lab's secondaries on 2 cores
+    top = _run(["ps", "-eo", "pid,pcpu,etimes,comm", "--sort=-pcpu", "--no-headers"]).splitlines()[:6]
+    lines.extend(f"  {ln.strip()}" for ln in top)
     for ns in netns.list_namespaces():
         pids = [int(p) for p in _run(["ip", "netns", "pids", ns]).split()]
         qemus = [p for p in pids if "qemu" in _comm(p)]
         lines.append(f"netns {ns}: {len(pids)} processes, QEMU {qemus}")
         for pid in qemus:
             lines.append("  " + _proc(pid))
-            lines.extend(_logs(pid))
         if qemus:
-            lines.extend("  " + ln for ln in _run(["ip", "netns", "exec", ns, "ss", "-tnpi"]).splitlines()[:40])
+            lines.extend(_tcp(ns)[:30])
+        for pid in qemus:
+            lines.extend(_logs(pid))
     return "\n".join(lines)
 
 
