@@ -27,6 +27,12 @@ from coserver.libvirt.guestprocess import NETDEV_ID as LIBVIRT_NETDEV_ID
 from coserver.site.model import BACKENDS
 
 REPROTECT_POLICIES = ("auto", "manual")
+#: The health probe's deadline is this share of the QMP deadline (0.25 s of the default 1 s: a healthy
+#: QEMU answers in about a millisecond; what a miss means is then decided by the daemon's _classify_miss).
+PROBE_SHARE = 0.25
+#: The site file's timing keys, named as ControllerConfig's fields (site.load's schema says what each does).
+TIMING_KEYS = ("heartbeat_interval_s", "heartbeat_timeout_s", "qmp_deadline_s", "kill_hung_after_s",
+               "lease_patience_s", "fence_after_s", "promote_margin_s")
 _LINK_KEYS = ("name", "local_ip", "peer_ip", "port")
 _NODE_KEYS = ("sync_addr", "tap", "disk", "mac")
 
@@ -151,12 +157,9 @@ class ControllerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"controller config: {name} must be a positive number, not {value!r}")
-        if self.heartbeat_interval_s >= self.heartbeat_timeout_s:
-            raise ConfigError("controller config: heartbeat_interval_s must be shorter than heartbeat_timeout_s")
-        try:
-            self.thresholds()
-        except ValueError as exc:
-            raise ConfigError(f"controller config: {exc}") from None
+        problem = timing_problem(self.timing())
+        if problem:
+            raise ConfigError(f"controller config: {problem}")
         if self.reprotect not in REPROTECT_POLICIES:
             raise ConfigError(f"controller config: reprotect must be one of {REPROTECT_POLICIES}, "
                               f"not {self.reprotect!r}")
@@ -210,11 +213,17 @@ class ControllerConfig:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
         path.chmod(0o600)
 
+    def timing(self) -> dict[str, float]:
+        """The timing keys' values (TIMING_KEYS) and the witness's lease TTL."""
+        return {**{k: getattr(self, k) for k in TIMING_KEYS}, "lease_ttl_s": float(self.witness.get("ttl", 2))}
+
     def thresholds(self) -> Thresholds:
         """The policy's numbers from this configuration (the witness's TTL included)."""
-        return Thresholds(kill_hung_after=self.kill_hung_after_s, lease_patience=self.lease_patience_s,
-                          lease_ttl=float(self.witness.get("ttl", 2)), fence_after=self.fence_after_s,
-                          heartbeat_timeout=self.heartbeat_timeout_s, promote_margin=self.promote_margin_s)
+        return thresholds_of(self.timing())
+
+    @property
+    def probe_deadline_s(self) -> float:
+        return self.qmp_deadline_s * PROBE_SHARE
 
     def colo_node(self) -> Node:
         n = self.node
@@ -223,3 +232,41 @@ class ControllerConfig:
                     disk=Path(n["disk"]), mac=n["mac"], overlay_dir=Path(overlay_dir) if overlay_dir else None,
                     tls=ColoTls(Path(self.tls_dir), self.peer) if self.tls_dir else None,
                     netdev_id=LIBVIRT_NETDEV_ID if self.backend == "libvirt" else NETDEV_ID)
+
+
+def timing_defaults() -> dict[str, float]:
+    """The controller's value of each timing key a site file leaves out."""
+    fields = ControllerConfig.__dataclass_fields__
+    return {k: float(fields[k].default) for k in TIMING_KEYS}   # type: ignore[arg-type]
+
+
+def thresholds_of(timing: dict[str, float]) -> Thresholds:
+    """The policy's numbers from timing keys (TIMING_KEYS plus lease_ttl_s); ValueError if they conflict."""
+    return Thresholds(kill_hung_after=timing["kill_hung_after_s"], lease_patience=timing["lease_patience_s"],
+                      lease_ttl=timing["lease_ttl_s"], fence_after=timing["fence_after_s"],
+                      heartbeat_timeout=timing["heartbeat_timeout_s"], promote_margin=timing["promote_margin_s"])
+
+
+def timing_problem(timing: dict[str, float]) -> str | None:
+    """What is wrong with these timing values together (None: nothing), naming the key to change.
+
+    Never two primaries holds for any positive values (policy.Thresholds: the promotion waits the
+    losing primary's fence bound, which grows with the heartbeat timeout, plus a margin); what can be
+    wrong is a relation that makes the controller call a healthy peer or QEMU dead."""
+    for key, value in timing.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            return f"{key} must be a positive number, not {value!r}"
+    if timing["heartbeat_interval_s"] >= timing["heartbeat_timeout_s"]:
+        return (f"heartbeat_interval_s ({timing['heartbeat_interval_s']:g} s) must be shorter than "
+                f"heartbeat_timeout_s ({timing['heartbeat_timeout_s']:g} s): the peer would be lost between two "
+                "heartbeats")
+    probe = timing["qmp_deadline_s"] * PROBE_SHARE
+    if timing["kill_hung_after_s"] <= probe:
+        return (f"kill_hung_after_s ({timing['kill_hung_after_s']:g} s) must be longer than the health probe's "
+                f"deadline ({probe:g} s, a quarter of qmp_deadline_s): a QEMU would be called hung before one "
+                "probe could answer")
+    try:
+        thresholds_of(timing)
+    except ValueError as exc:
+        return str(exc)
+    return None

@@ -112,10 +112,6 @@ _STOPPED = frozenset({"T", "t"})   # /proc states of a stopped (SIGSTOP) or trac
 CHECKPOINT_BUSY_LIMIT_S = 30.0
 #: How long the COLO stream and QEMU's CPU time are watched once a QMP probe missed its deadline.
 STREAM_SAMPLE_S = 0.05
-#: The health probe's deadline (query-status, a probe: missing it keeps the session). A healthy
-#: QEMU answers in about a millisecond; what a miss means is then decided by _classify_miss.
-
-PROBE_DEADLINE_S = 0.25
 
 
 class Miss(StrEnum):
@@ -522,7 +518,7 @@ class HostController:
             self.health.polls += 1
             try:
                 qmp = self.qmp if self.qmp is not None and self.qmp.healthy else await self._reconnect()
-                await qmp.probe("query-status", deadline=min(PROBE_DEADLINE_S, self.cfg.qmp_deadline_s))
+                await qmp.probe("query-status", deadline=self.cfg.probe_deadline_s)
                 ms = 1000 * (time.monotonic() - t0)
                 self.health.last_latency_ms = round(ms, 1)
                 self.health.max_latency_ms = round(max(self.health.max_latency_ms, ms), 1)

@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from coserver.controller.config import ControllerConfig, LinkConfig, WitnessConfig
+from coserver.controller.config import TIMING_KEYS, ControllerConfig, LinkConfig, WitnessConfig
 from coserver.controller.errors import ConfigError
 from coserver.controller.peercheck import site_digest
 from coserver.errors import CoserverError
@@ -98,25 +98,28 @@ def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str 
         digest = site_digest(Path(site.file).read_bytes())   # the heartbeats compare it with the peer's
     except OSError as exc:
         raise ConfigError(f"site file {site.file}: cannot read: {exc.strerror}") from None
-    return ControllerConfig(
-        host=me.name, peer=peer.name, ftserver=spec.name,
-        qemu_workdir=str(state), qemu_name=spec.name,
-        control_socket=str(run / f"{spec.name}.sock"),
-        log_file=str(state / "controller.log.jsonl"), journal_file=str(state / "controller.journal.json"),
-        key_file=str(key_file or site.key_file), links=links,
-        witness=witness,
-        node={"sync_addr": me.replication, "tap": tap_name(spec.name), "disk": _spec_disk(spec, host),
-              "mac": spec.nics[0].mac, "overlay_dir": str(overlay_dir or run / spec.name),
-              "bridge": _nic_bridge(spec, host) or me.bridge},
-        checkpoint_ms=site.checkpoint_ms, spec=str(spec.file), accel=accel or site.accel,
-        peer_repl_addr=peer.replication,
-        ports={"mirror": ports.mirror, "compare": ports.compare, "migration": ports.migration, "nbd": ports.nbd},
-        reprotect=site.reprotect, sync_speed_mib_s=site.sync_speed_mib_s,
-        protect_order=site.protect, preferred=me.name == site.preferred,
-        boot_grace_s=float(site.boot_grace_s), stop_timeout_s=float(site.stop_timeout_s),
-        remote_control={"address": me.management, "port": ports.control}, site_digest=digest,
-        metrics={"address": me.management, "port": metrics_port} if metrics_port else {},
-        alert_command=list(site.alert_command),
-        tls_dir=str(site.tls_dir(me.name) or ""), backend=site.backend, libvirt_uri=site.libvirt_uri,
-        **{k: v for k, v in (("lease_patience_s", site.lease_patience_s), ("fence_after_s", site.fence_after_s),
-                             ("promote_margin_s", site.promote_margin_s)) if v is not None})
+    timing = {k: getattr(site, k) for k in TIMING_KEYS if getattr(site, k) is not None}
+    try:
+        return ControllerConfig(
+            host=me.name, peer=peer.name, ftserver=spec.name,
+            qemu_workdir=str(state), qemu_name=spec.name,
+            control_socket=str(run / f"{spec.name}.sock"),
+            log_file=str(state / "controller.log.jsonl"), journal_file=str(state / "controller.journal.json"),
+            key_file=str(key_file or site.key_file), links=links,
+            witness=witness,
+            node={"sync_addr": me.replication, "tap": tap_name(spec.name), "disk": _spec_disk(spec, host),
+                  "mac": spec.nics[0].mac, "overlay_dir": str(overlay_dir or run / spec.name),
+                  "bridge": _nic_bridge(spec, host) or me.bridge},
+            checkpoint_ms=site.checkpoint_ms, spec=str(spec.file), accel=accel or site.accel,
+            peer_repl_addr=peer.replication,
+            ports={"mirror": ports.mirror, "compare": ports.compare, "migration": ports.migration, "nbd": ports.nbd},
+            reprotect=site.reprotect, sync_speed_mib_s=site.sync_speed_mib_s,
+            protect_order=site.protect, preferred=me.name == site.preferred,
+            boot_grace_s=float(site.boot_grace_s), stop_timeout_s=float(site.stop_timeout_s),
+            remote_control={"address": me.management, "port": ports.control}, site_digest=digest,
+            metrics={"address": me.management, "port": metrics_port} if metrics_port else {},
+            alert_command=list(site.alert_command),
+            tls_dir=str(site.tls_dir(me.name) or ""), backend=site.backend, libvirt_uri=site.libvirt_uri,
+            **timing)
+    except ConfigError as exc:   # the site's timing keys conflict: name the file
+        raise ConfigError(f"site file {site.file}: {str(exc).removeprefix('controller config: ')}") from None

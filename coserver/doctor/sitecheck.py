@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from coserver.controller import control
+from coserver.controller.config import TIMING_KEYS, thresholds_of, timing_defaults, timing_problem
+from coserver.controller.siteconfig import WITNESS_TTL
 from coserver.doctor import qemuselect
 from coserver.doctor.selftest import profile_machines
 from coserver.errors import CoserverError
@@ -32,6 +34,9 @@ from coserver.site.model import Site
 from coserver.site.servers import load_server_ports, spec_names
 
 CONNECT_TIMEOUT_S = 1.0
+#: The witness TLS read's deadline: TCP, the TLS handshake and one read. A handshake took ~2 s on the
+#: Vagrant lab's machines (TCG inside TCG), where a 1 s read failed a witness the controllers reached.
+TLS_READ_DEADLINE_S = 6.0
 ACCELS = ("tcg", "kvm")
 
 
@@ -99,7 +104,8 @@ def witness_tls_check(site: Site, me: str | None, answering: list[tuple[str, int
 
     async def probe() -> str:
         async with Witness("site-check", site=site.name, host=host, port=port, tls=WitnessTls(*files),
-                           deadline=max(0.1, min(timeout, 1.5))) as w:
+                           ttl=int(TLS_READ_DEADLINE_S) + 1,   # a read takes no lease: only > deadline
+                           deadline=TLS_READ_DEADLINE_S) as w:
             await w.current()
             return f"etcd user {w.user} reads {w.prefix} at {w.endpoint} over TLS ({files[1]})"
     try:
@@ -135,6 +141,22 @@ def key_check(site: Site) -> SiteCheck:
     except CoserverError as exc:
         return SiteCheck("key", False, str(exc))
     return SiteCheck("key", True, f"{site.key_file}: present, 0600, ours, 32 bytes")
+
+
+def timing_check(site: Site) -> SiteCheck:
+    """The site's timing keys over the controller's defaults, and what they make of a fault: when the
+    peer counts as lost, a QEMU as hung, how long a promotion waits (policy.Thresholds: never two
+    primaries holds for any values; a relation that would call a healthy peer or QEMU dead fails)."""
+    given = {k: getattr(site, k) for k in TIMING_KEYS if getattr(site, k) is not None}
+    timing = {**timing_defaults(), **given, "lease_ttl_s": float(WITNESS_TTL)}
+    problem = timing_problem(timing)
+    if problem:
+        return SiteCheck("timing", False, f"{site.file}: {problem}")
+    th = thresholds_of(timing)
+    return SiteCheck("timing", True, f"peer lost after {timing['heartbeat_timeout_s']:g} s unheard (a heartbeat "
+                                     f"every {timing['heartbeat_interval_s']:g} s), a QEMU hung after "
+                                     f"{timing['kill_hung_after_s']:g} s without a QMP answer; a promotion waits "
+                                     f"{th.promote_wait:g} s ({'site keys ' + ', '.join(given) if given else 'defaults'})")
 
 
 def servers_check(site: Site) -> SiteCheck:
@@ -229,6 +251,7 @@ def run_checks(site: Site, host: str | None = None, *, sys_net: Path = SYS_NET,
         checks.append(SiteCheck("host", False, str(exc)))
     checks.append(qemu_check())
     checks.append(key_check(site))
+    checks.append(timing_check(site))
     reach = witness_checks(site, timeout)
     checks += reach
     answering = [ep for ep, c in zip(site.witness.hosts(), reach, strict=True) if c.ok]

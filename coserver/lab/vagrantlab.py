@@ -358,6 +358,10 @@ class VagrantLab:
         return done
 
 
+#: The Vagrant site's fault-detection timing (site file keys): machines of TCG inside TCG.
+SLOW_TIMING = {"heartbeat_interval_s": 0.5, "heartbeat_timeout_s": 5.0, "qmp_deadline_s": 4.0, "kill_hung_after_s": 6.0}
+
+
 def site_text(*, checkpoint_ms: int, accel: str) -> str:
     """The Vagrant lab's site file (the same on both CoServers): the Vagrantfile's addresses."""
     lines = [
@@ -369,6 +373,9 @@ def site_text(*, checkpoint_ms: int, accel: str) -> str:
         f'accel = "{accel}"',
         "boot_grace_s = 60",
         "stop_timeout_s = 120",
+        "# TCG inside TCG: a machine stalls for a second at times (measured: heartbeats 1 s late, QMP",
+        "# answering in 0.5 s): fault detection waits longer (the promotion's wait grows with it)",
+        *(f"{key} = {value:g}" for key, value in SLOW_TIMING.items()),
         "",
         "[witness]",
         f'endpoints = ["{WITNESS_ADDRESS}:2379"]',

@@ -24,6 +24,12 @@ The site file is the same on both CoServers. Schema (``*`` = required; unknown k
     lease_patience_s = 3.5           # never two primaries (README "What the controllers do"): how long a
     fence_after_s = 1.0              # denied promotion retries; how long a primary without its lease
     promote_margin_s = 0.7           # keeps COLO before it fences; the promotion's wait beyond the fence bound
+    heartbeat_interval_s = 0.2       # fault detection: a heartbeat on each sync link this often; the peer
+    heartbeat_timeout_s = 1.0        # is lost after this long unheard on both (the promotion then waits
+                                     # this + 1.1 s more: never two primaries holds for any value)
+    qmp_deadline_s = 1.0             # a QMP command's deadline; the health probe gets a quarter of it
+    kill_hung_after_s = 1.5          # a QEMU silent on QMP this long (not in a checkpoint) is hung: killed
+                                     # (slow hosts, e.g. nested TCG: 5, 1, 4, 6)
     metrics_port = 0                 # Prometheus endpoint on the management address: omitted, each server's
                                      # slot port (base_port + slot*8 + 6); 0: off; else this port (one server)
     alert_command = ["/usr/local/bin/notify", "--to", "ops"]   # run on each FT state change, JSON on stdin
@@ -340,6 +346,10 @@ class _SiteReader:
             lease_patience_s=top.custom("lease_patience_s", _seconds, None),
             fence_after_s=top.custom("fence_after_s", _seconds, None),
             promote_margin_s=top.custom("promote_margin_s", _seconds, None),
+            heartbeat_interval_s=top.custom("heartbeat_interval_s", _seconds, None),
+            heartbeat_timeout_s=top.custom("heartbeat_timeout_s", _seconds, None),
+            qmp_deadline_s=top.custom("qmp_deadline_s", _seconds, None),
+            kill_hung_after_s=top.custom("kill_hung_after_s", _seconds, None),
             metrics_port=self.metrics_port(),
             alert_command=top.custom("alert_command", _argv, ()),
             pki_dir=_path(top, "pki_dir", DEFAULT_PKI_DIR),

@@ -123,6 +123,13 @@ class Site:
     lease_patience_s: float | None = None
     fence_after_s: float | None = None
     promote_margin_s: float | None = None
+    # how soon a silent peer or a silent QEMU counts as a fault (slow hosts, e.g. TCG inside TCG, raise
+    # them; the promotion's wait grows with the heartbeat timeout, so the bound above still holds);
+    # None: the controller's defaults
+    heartbeat_interval_s: float | None = None
+    heartbeat_timeout_s: float | None = None
+    qmp_deadline_s: float | None = None
+    kill_hung_after_s: float | None = None
     # operators see it (issue 18): None: each server's slot port (site.ports), 0: no metrics endpoint,
     # else this one port (a site with one FT server); the alert hook's argv (empty: none)
     metrics_port: int | None = None

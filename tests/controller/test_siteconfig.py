@@ -191,6 +191,33 @@ def test_never_two_primaries_numbers_come_from_the_site(tmp_path: Path) -> None:
         controller_config_for(load_site(path), EXAMPLE_SPEC, "cs1")
 
 
+def test_fault_detection_timing_comes_from_the_site(tmp_path: Path) -> None:
+    """A slow site (nested TCG) raises when a peer counts as lost and a QEMU as hung; the promotion's
+    wait grows with the heartbeat timeout (never two primaries); relations that would call a healthy
+    peer or QEMU dead are one line naming the site file and the key."""
+    base = EXAMPLE_SITE.read_text()
+    path = tmp_path / "site.toml"
+    slow = "heartbeat_interval_s = 1\nheartbeat_timeout_s = 5\nqmp_deadline_s = 4\nkill_hung_after_s = 6"
+    path.write_text(base.replace('reprotect = "auto"', f'reprotect = "auto"\n{slow}'))
+    cfg = controller_config_for(load_site(path), EXAMPLE_SPEC, "cs1")
+    assert (cfg.heartbeat_interval_s, cfg.heartbeat_timeout_s, cfg.qmp_deadline_s, cfg.kill_hung_after_s) == (1, 5, 4, 6)
+    assert cfg.probe_deadline_s == 1.0
+    th = cfg.thresholds()
+    assert th.fence_bound > 5 and th.promote_wait > th.fence_bound   # a silent primary is fenced before
+    default = controller_config_for(load_site(EXAMPLE_SITE), EXAMPLE_SPEC, "cs1")
+    assert (default.heartbeat_timeout_s, default.probe_deadline_s) == (1.0, 0.25)
+    for extra, key in (("heartbeat_interval_s = 1", "heartbeat_interval_s (1 s) must be shorter than heartbeat_timeout_s"),
+                       ("kill_hung_after_s = 0.2", "kill_hung_after_s (0.2 s) must be longer than the health probe")):
+        path.write_text(base.replace('reprotect = "auto"', f'reprotect = "auto"\n{extra}'))
+        with pytest.raises(ConfigError) as err:
+            controller_config_for(load_site(path), EXAMPLE_SPEC, "cs1")
+        assert str(err.value).startswith(f"site file {path}: {key}"), err.value
+        assert "\n" not in str(err.value)
+    path.write_text(base.replace('reprotect = "auto"', 'reprotect = "auto"\nheartbeat_timeout_s = 0'))
+    with pytest.raises(coserver.site.SiteError, match=r"key heartbeat_timeout_s: must be a number of seconds"):
+        load_site(path)
+
+
 def test_metrics_port_and_alert_command(tmp_path: Path) -> None:
     """Metrics: each server's slot port on the management address by default, 0 off, a fixed port for a
     site of one server; the alert command goes to the controller as its argv."""

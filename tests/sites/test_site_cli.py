@@ -34,13 +34,16 @@ def test_check_example_site_as_cs1_fails_here_with_every_check() -> None:
     report = json.loads(out)
     assert report["result"] == "FAIL" and report["host"] == "cs1"
     names = [c["name"] for c in report["checks"]]
-    assert names == ["site", "host", "link1 eno2", "link2 eno3", "replication", "management", "peer", "qemu", "key",
+    assert names == ["site", "host", "link1 eno2", "link2 eno3", "replication", "management", "peer", "qemu", "key", "timing",
                      "witness 198.51.100.21:2379", "witness 198.51.100.22:2379", "witness 198.51.100.23:2379",
                      "witness tls", "servers"]
     by_name = {c["name"]: c for c in report["checks"]}
     assert by_name["site"]["ok"] and by_name["host"]["ok"]
     assert not by_name["link1 eno2"]["ok"] and "no interface eno2" in by_name["link1 eno2"]["detail"]
     assert not by_name["key"]["ok"]
+    assert by_name["timing"]["ok"] and by_name["timing"]["detail"] == (
+        "peer lost after 1 s unheard (a heartbeat every 0.2 s), a QEMU hung after 1.5 s without a QMP answer; "
+        "a promotion waits 2 s (defaults)")
     # cs1's own certificate files are not on this machine (the {host} path, checked once the host is known)
     assert not by_name["witness tls"]["ok"]
     assert by_name["witness tls"]["detail"] == ("witness 198.51.100.21:2379: TLS key "
@@ -79,6 +82,20 @@ def test_checks_pass_where_devices_addresses_key_and_servers_are_right(
     _, checks = run_checks(site, "cs1", sys_net=sys_net, addresses=lambda: addrs, timeout=0.2)
     bad = {c.name: c for c in checks}["link2 eno3"]
     assert not bad.ok and bad.detail == "eno3 does not carry 172.31.2.1/24 (it has 172.31.2.9)"
+
+
+def test_check_reports_the_sites_timing_and_refuses_a_conflict(site_file: SiteFile, tmp_path: Path) -> None:
+    path = site_file()
+    text = path.read_text()
+    path.write_text(text.replace('name = ', 'heartbeat_timeout_s = 5\nqmp_deadline_s = 4\nkill_hung_after_s = 6\nname = ', 1))
+    code, out, _ = _run("site", "check", "--site", str(path), "--host", "cs1", "--json")
+    timing = {c["name"]: c for c in json.loads(out)["checks"]}["timing"]
+    assert timing["ok"] and timing["detail"].startswith("peer lost after 5 s unheard"), timing
+    assert "a promotion waits 6 s (site keys heartbeat_timeout_s, qmp_deadline_s, kill_hung_after_s)" in timing["detail"]
+    path.write_text(text.replace('name = ', 'heartbeat_interval_s = 2\nname = ', 1))
+    code, out, _ = _run("site", "check", "--site", str(path), "--host", "cs1")
+    (line,) = [ln for ln in out.splitlines() if " timing " in ln]
+    assert code == 1 and line.startswith("FAIL timing ") and "heartbeat_interval_s (2 s) must be shorter" in line
 
 
 TLS_LINES = ('ca = "/etc/coserver/pki/{host}/ca-cert.pem"\ncert = "/etc/coserver/pki/{host}/client-cert.pem"\n'
