@@ -20,6 +20,7 @@ from coserver.controller.policy import (
     DEFAULT_KILL_HUNG_AFTER,
     DEFAULT_LEASE_PATIENCE,
     DEFAULT_PROMOTE_MARGIN,
+    DEFAULT_REPLICATION_STALL,
     Thresholds,
 )
 from coserver.errors import CoserverError
@@ -241,10 +242,15 @@ def timing_defaults() -> dict[str, float]:
 
 
 def thresholds_of(timing: dict[str, float]) -> Thresholds:
-    """The policy's numbers from timing keys (TIMING_KEYS plus lease_ttl_s); ValueError if they conflict."""
+    """The policy's numbers from timing keys (TIMING_KEYS plus lease_ttl_s); ValueError if they conflict.
+
+    A stalled replication stream is judged no sooner than a silent peer: a host whose heartbeats may
+    be late by heartbeat_timeout_s (nested TCG: 5 s) also checkpoints that late now and then, and the
+    Vagrant lab's primary dropped a healthy secondary at the 1 s default."""
     return Thresholds(kill_hung_after=timing["kill_hung_after_s"], lease_patience=timing["lease_patience_s"],
                       lease_ttl=timing["lease_ttl_s"], fence_after=timing["fence_after_s"],
-                      heartbeat_timeout=timing["heartbeat_timeout_s"], promote_margin=timing["promote_margin_s"])
+                      heartbeat_timeout=timing["heartbeat_timeout_s"], promote_margin=timing["promote_margin_s"],
+                      replication_stall=max(DEFAULT_REPLICATION_STALL, timing["heartbeat_timeout_s"]))
 
 
 def timing_problem(timing: dict[str, float]) -> str | None:

@@ -359,7 +359,12 @@ class VagrantLab:
 
 
 #: The Vagrant site's fault-detection timing (site file keys): machines of TCG inside TCG.
-SLOW_TIMING = {"heartbeat_interval_s": 0.5, "heartbeat_timeout_s": 5.0, "qmp_deadline_s": 4.0, "kill_hung_after_s": 6.0}
+#: fence_after_s: a primary whose keep-alive stalled past the lease re-claims its epoch this long (etcd
+#: still holds the old lease for up to its TTL after the last refresh arrived); at 1 s, the Vagrant
+#: lab's new primary fenced itself 15 s after a failover. Up to heartbeat_timeout_s it costs nothing:
+#: the fence bound is the larger of the two.
+SLOW_TIMING = {"heartbeat_interval_s": 0.5, "heartbeat_timeout_s": 5.0, "qmp_deadline_s": 4.0, "kill_hung_after_s": 6.0,
+               "fence_after_s": 4.0}
 
 
 def site_text(*, checkpoint_ms: int, accel: str) -> str:

@@ -204,8 +204,10 @@ def test_fault_detection_timing_comes_from_the_site(tmp_path: Path) -> None:
     assert cfg.probe_deadline_s == 1.0
     th = cfg.thresholds()
     assert th.fence_bound > 5 and th.promote_wait > th.fence_bound   # a silent primary is fenced before
+    assert th.replication_stall == 5.0     # a stalled stream is judged no sooner than a silent peer
     default = controller_config_for(load_site(EXAMPLE_SITE), EXAMPLE_SPEC, "cs1")
     assert (default.heartbeat_timeout_s, default.probe_deadline_s) == (1.0, 0.25)
+    assert default.thresholds().replication_stall == 1.0
     for extra, key in (("heartbeat_interval_s = 1", "heartbeat_interval_s (1 s) must be shorter than heartbeat_timeout_s"),
                        ("kill_hung_after_s = 0.2", "kill_hung_after_s (0.2 s) must be longer than the health probe")):
         path.write_text(base.replace('reprotect = "auto"', f'reprotect = "auto"\n{extra}'))

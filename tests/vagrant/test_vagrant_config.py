@@ -38,7 +38,7 @@ def test_the_site_file_parses_and_names_the_vagrantfiles_addresses(tmp_path: Pat
     assert '"10.210.1.1#{n}"' in text and "cs-lan" in text
     assert GUEST_ADDRESS.rsplit(".", 1)[0] == "10.210.2"
     # TCG inside TCG: fault detection waits longer than on real hosts, and the site says so
-    assert (site.heartbeat_timeout_s, site.qmp_deadline_s, site.kill_hung_after_s) == (5.0, 4.0, 6.0)
+    assert (site.heartbeat_timeout_s, site.qmp_deadline_s, site.kill_hung_after_s, site.fence_after_s) == (5, 4, 6, 4)
 
 
 def test_the_vagrantfile_is_valid_ruby_and_its_provisioning_scripts_exist() -> None:
