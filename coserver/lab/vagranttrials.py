@@ -71,17 +71,19 @@ def _status(lab: VagrantLab, hosts: tuple[str, ...] = COSERVERS) -> dict[str, An
     return {}
 
 
-def wait_state(lab: VagrantLab, want: str, *, primary: str | None = None, hosts: tuple[str, ...] = COSERVERS,
-               timeout: float = 900.0) -> tuple[dict[str, Any], float]:
-    """Poll until the pair's state is `want` (and its primary is `primary`, if given); (status, seconds)."""
+def wait_state(lab: VagrantLab, want: str | tuple[str, ...], *, primary: str | None = None,
+               hosts: tuple[str, ...] = COSERVERS, timeout: float = 900.0) -> tuple[dict[str, Any], float]:
+    """Poll until the pair's state is `want` (one of them, if several; and its primary is `primary`, if
+    given); (status, seconds)."""
+    wanted = (want,) if isinstance(want, str) else want
     t0 = time.monotonic()
     st: dict[str, Any] = {}
     while time.monotonic() - t0 < timeout:
         st = _status(lab, hosts)
-        if st.get("state") == want and (primary is None or st.get("primary") == primary):
+        if st.get("state") in wanted and (primary is None or st.get("primary") == primary):
             return st, time.monotonic() - t0
         time.sleep(2.0)
-    raise VagrantLabError(f"the pair was not {want} after {timeout:.0f} s: state {st.get('state')}, "
+    raise VagrantLabError(f"the pair was not {' or '.join(wanted)} after {timeout:.0f} s: state {st.get('state')}, "
                           f"primary {st.get('primary')}, alert {st.get('alert')}")
 
 
@@ -106,7 +108,9 @@ def run_trial(lab: VagrantLab, fault: str, *, before_s: float = 10.0, after_s: f
     else:
         raise VagrantLabError(f"unknown fault {fault!r}: one of {', '.join(FAULTS)}")
     t_fault = time.monotonic()
-    want = "protected" if fault == "cut-sync-link" else "simplex"
+    # a failover is done once the survivor runs the guest: alone, or already protected again (a
+    # status poll over ssh can take seconds here, and re-protection may be over before one answers)
+    want: tuple[str, ...] = ("protected",) if fault == "cut-sync-link" else ("simplex", "syncing", "protected")
     try:
         wait_state(lab, want, primary=survivor, hosts=(survivor,), timeout=300)
     finally:
