@@ -38,7 +38,7 @@ from typing import Any
 from coserver.errors import CoserverError
 from coserver.lab import libvirtd as labvirt
 from coserver.lab.hostexec import host_argv
-from coserver.lab.spec import write_lab_spec
+from coserver.lab.spec import lab_guest_address, write_lab_spec
 from coserver.paths import cache_dir, qemu_install
 from coserver.sys import netns
 from coserver.sys.files import sha256_file
@@ -195,8 +195,7 @@ class VagrantLab:
         disk = Path("/var/lib/coserver/disks/journal-data.qcow2")
         spec = write_lab_spec(stage / "servers" / f"{SERVER}.toml", prefix=SITE_NAME, profile="dl380-g5",
                               guest=in_vm, disks=dict.fromkeys(COSERVERS, disk), name=SERVER)
-        spec.write_text(spec.read_text().replace("10.77.0.10", GUEST_ADDRESS).replace('bridge = "lanbr"',
-                                                                                       'bridge = "br-lan"'))
+        spec.write_text(vagrant_spec_text(spec.read_text()))
         self.say("the Python wheels (PyPI, cached by pyproject.toml)")
         wheels = build_wheels(progress=self.say)
         shutil.copytree(wheels, stage / "wheels")
@@ -365,6 +364,18 @@ class VagrantLab:
 #: the fence bound is the larger of the two.
 SLOW_TIMING = {"heartbeat_interval_s": 0.5, "heartbeat_timeout_s": 5.0, "qmp_deadline_s": 4.0, "kill_hung_after_s": 6.0,
                "fence_after_s": 4.0}
+
+
+def vagrant_spec_text(lab_spec: str) -> str:
+    """The namespace lab's spec of the journal guest, moved to the Vagrant lab's client LAN: its address
+    and its bridge. Each must be found: the first fault run got a guest still on the namespace lab's
+    address (that lab's subnet had changed), unreachable from the LAN, and read it as a failover fault."""
+    out = lab_spec
+    for old, new in ((lab_guest_address(0), GUEST_ADDRESS), ('bridge = "lanbr"', 'bridge = "br-lan"')):
+        if old not in out:
+            raise VagrantLabError(f"the lab guest's spec has no {old!r} to move to the Vagrant LAN")
+        out = out.replace(old, new)
+    return out
 
 
 def site_text(*, checkpoint_ms: int, accel: str) -> str:

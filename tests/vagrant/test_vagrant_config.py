@@ -41,6 +41,22 @@ def test_the_site_file_parses_and_names_the_vagrantfiles_addresses(tmp_path: Pat
     assert (site.heartbeat_timeout_s, site.qmp_deadline_s, site.kill_hung_after_s, site.fence_after_s) == (5, 4, 6, 4)
 
 
+def test_the_staged_spec_puts_the_guest_on_the_vagrant_lan(tmp_path: Path) -> None:
+    from coserver.images.labguest import LabGuest
+    from coserver.lab.spec import write_lab_spec
+    from coserver.lab.vagrantlab import vagrant_spec_text
+
+    guest = LabGuest(key="k", directory=tmp_path, vmlinuz=tmp_path / "vmlinuz", initrd=tmp_path / "initrd.img",
+                     data_template=tmp_path / "d.qcow2", journal=tmp_path / "journal",
+                     manifest_path=tmp_path / "m.json", kernel_release="6.1", kernel_package="linux-image",
+                     modules=(), manifest={})
+    spec = write_lab_spec(tmp_path / "journal.toml", prefix="vagrant", profile="dl380-g5", guest=guest,
+                          disks=dict.fromkeys(("cs1", "cs2"), tmp_path / "disk.qcow2"), name="journal")
+    text = vagrant_spec_text(spec.read_text())
+    assert f"cs.ip={GUEST_ADDRESS}/24" in text and 'bridge = "br-lan"' in text
+    assert "lanbr" not in text
+
+
 def test_the_vagrantfile_is_valid_ruby_and_its_provisioning_scripts_exist() -> None:
     assert subprocess.run(["ruby", "-c", str(VAGRANTFILE)], capture_output=True, check=False).returncode == 0
     for script in re.findall(r'path: "([^"]+)"', VAGRANTFILE.read_text()):
