@@ -30,6 +30,11 @@ IFNAMSIZ = 15
 WITNESS_TTL = 2
 
 
+def site_timing(site: Site) -> dict[str, float]:
+    """The timing keys the site file sets (TIMING_KEYS); the ones it leaves out are the controller's defaults."""
+    return {k: getattr(site, k) for k in TIMING_KEYS if getattr(site, k) is not None}
+
+
 def tap_name(server: str) -> str:
     """The guest NIC's tap on each host: 'ft-<server>', or a shortened name with a hash so two
     long server names never share a tap (Linux allows 15 characters)."""
@@ -98,7 +103,7 @@ def controller_config_for(site: Site, spec_path: Path, host: str, *, accel: str 
         digest = site_digest(Path(site.file).read_bytes())   # the heartbeats compare it with the peer's
     except OSError as exc:
         raise ConfigError(f"site file {site.file}: cannot read: {exc.strerror}") from None
-    timing = {k: getattr(site, k) for k in TIMING_KEYS if getattr(site, k) is not None}
+    timing = site_timing(site)
     try:
         return ControllerConfig(
             host=me.name, peer=peer.name, ftserver=spec.name,

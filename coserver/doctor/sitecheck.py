@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from coserver.controller import control
-from coserver.controller.config import TIMING_KEYS, thresholds_of, timing_defaults, timing_problem
-from coserver.controller.siteconfig import WITNESS_TTL
+from coserver.controller.config import thresholds_of, timing_defaults, timing_problem
+from coserver.controller.siteconfig import WITNESS_TTL, site_timing
 from coserver.doctor import qemuselect
 from coserver.doctor.selftest import profile_machines
 from coserver.errors import CoserverError
@@ -147,7 +147,7 @@ def timing_check(site: Site) -> SiteCheck:
     """The site's timing keys over the controller's defaults, and what they make of a fault: when the
     peer counts as lost, a QEMU as hung, how long a promotion waits (policy.Thresholds: never two
     primaries holds for any values; a relation that would call a healthy peer or QEMU dead fails)."""
-    given = {k: getattr(site, k) for k in TIMING_KEYS if getattr(site, k) is not None}
+    given = site_timing(site)
     timing = {**timing_defaults(), **given, "lease_ttl_s": float(WITNESS_TTL)}
     problem = timing_problem(timing)
     if problem:

@@ -25,11 +25,11 @@ The site file is the same on both CoServers. Schema (``*`` = required; unknown k
     fence_after_s = 1.0              # denied promotion retries; how long a primary without its lease
     promote_margin_s = 0.7           # keeps COLO before it fences; the promotion's wait beyond the fence bound
     heartbeat_interval_s = 0.2       # fault detection: a heartbeat on each sync link this often; the peer
-    heartbeat_timeout_s = 1.0        # is lost after this long unheard on both (the promotion then waits
-                                     # this + 1.1 s more: never two primaries holds for any value)
+    heartbeat_timeout_s = 1.0        # is lost after this long unheard on both (a promotion then waits
+                                     # this + 1 s: never two primaries holds for any value)
     qmp_deadline_s = 1.0             # a QMP command's deadline; the health probe gets a quarter of it
     kill_hung_after_s = 1.5          # a QEMU silent on QMP this long (not in a checkpoint) is hung: killed
-                                     # (slow hosts, e.g. nested TCG: 5, 1, 4, 6)
+                                     # (nested TCG, the Vagrant lab: 0.5, 5, 4, 6 in this order)
     metrics_port = 0                 # Prometheus endpoint on the management address: omitted, each server's
                                      # slot port (base_port + slot*8 + 6); 0: off; else this port (one server)
     alert_command = ["/usr/local/bin/notify", "--to", "ops"]   # run on each FT state change, JSON on stdin

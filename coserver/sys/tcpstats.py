@@ -39,7 +39,8 @@ def _endpoint(text: str) -> tuple[str, int]:
     return addr, int(port) if port.isdigit() else -1
 
 
-def _counter(info: str, name: str) -> int:
+def counter(info: str, name: str) -> int:
+    """One `name:N` counter of a connection's info line (0 if absent)."""
     for word in info.split():
         if word.startswith(name + ":"):
             value = word[len(name) + 1:]
@@ -47,27 +48,35 @@ def _counter(info: str, name: str) -> int:
     return 0
 
 
+def ss_connections(text: str) -> list[tuple[list[str], str]]:
+    """`ss -tiH` output as (columns of the connection line: State Recv-Q Send-Q Local Peer [Process],
+    its info line) per connection; a connection without an info line gets ""."""
+    out: list[tuple[list[str], str]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():   # a connection
+            cols = line.split()
+            if len(cols) >= 5:
+                out.append((cols, ""))
+        elif out and not out[-1][1]:  # its info line
+            out[-1] = (out[-1][0], line)
+    return out
+
+
 def parse_ss(text: str, ports: Mapping[str, int], peer: str | None = None) -> dict[str, StreamBytes]:
     """Sum `ss -tinH` output per stream: the connections on its port (at either end), with `peer`
     only when one is given. Every stream of `ports` is in the result (0 when it has no connection)."""
     by_port = {port: name for name, port in ports.items()}
     totals = {name: [0, 0] for name in ports}
-    current: str | None = None
-    for line in text.splitlines():
-        if not line.strip():
+    for cols, info in ss_connections(text):
+        (_, lport), (raddr, rport) = _endpoint(cols[3]), _endpoint(cols[4])
+        if peer is not None and raddr != peer:
             continue
-        if not line[0].isspace():   # a connection: State Recv-Q Send-Q Local Peer
-            cols = line.split()
-            current = None
-            if len(cols) >= 5:
-                (_, lport), (raddr, rport) = _endpoint(cols[3]), _endpoint(cols[4])
-                if peer is None or raddr == peer:
-                    current = by_port.get(rport) or by_port.get(lport)
-            continue
-        if current is not None:     # its info line
-            totals[current][0] += _counter(line, "bytes_acked")
-            totals[current][1] += _counter(line, "bytes_received")
-            current = None
+        name = by_port.get(rport) or by_port.get(lport)
+        if name is not None:
+            totals[name][0] += counter(info, "bytes_acked")
+            totals[name][1] += counter(info, "bytes_received")
     return {name: StreamBytes(sent, received) for name, (sent, received) in totals.items()}
 
 

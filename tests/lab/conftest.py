@@ -17,6 +17,7 @@ import pytest
 
 from coserver.sys import netns
 from coserver.sys.proc import ProcessError, ProcessRecord
+from coserver.sys.tcpstats import ss_connections
 
 #: Lines kept from the end of each log (CI shows only part of a long failure report: keep it short).
 _TAIL = 4
@@ -63,13 +64,9 @@ def _logs(pid: int) -> list[str]:
 def _tcp(ns: str) -> list[str]:
     """One short line per TCP connection of the namespace: ends, queues, bytes each way, ms since the
     last send/receive (`ss -tnpiH` prints each connection as two long, padded lines)."""
-    lines = _run(["ip", "netns", "exec", ns, "ss", "-tnpiH"]).splitlines()
     out = []
-    for head, info in zip(lines[::2], lines[1::2], strict=False):
-        cols = head.split()
-        if len(cols) < 5:
-            continue
-        pid = next((w.split("=")[1].rstrip(",") for w in head.split(",") if w.startswith("pid=")), "-")
+    for cols, info in ss_connections(_run(["ip", "netns", "exec", ns, "ss", "-tnpiH"])):
+        pid = next((w.split("=")[1].rstrip(",)") for w in " ".join(cols[5:]).split(",") if w.startswith("pid=")), "-")
         counters = dict(w.split(":", 1) for w in info.split() if ":" in w and w.split(":", 1)[0] in _TCP_FIELDS)
         out.append(f"  {cols[0][:5]} {cols[3]} > {cols[4]} q={cols[1]}/{cols[2]} pid={pid} "
                    + " ".join(f"{k}={counters.get(k, '-')}" for k in _TCP_FIELDS))
