@@ -38,6 +38,7 @@ from coserver import log
 from coserver.errors import CoserverError
 from coserver.hardware import profile_names
 from coserver.images.guestclient import Writer, connect_journal, missing_acks
+from coserver.lab.guestconsole import ConsoleWatch
 from coserver.lab.lab import BACKENDS, Lab, LabOptions
 from coserver.lab.spec import DEVICE_SETS
 
@@ -202,6 +203,7 @@ def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 
     host = st[which] if which else None
     r = TrialResult(fault=name, host=host, link=link, failover_expected=failover, primary_before=st["primary"])
     g = st["guest"]
+    console = ConsoleWatch(lab)
     old_controller = st["hosts"][host]["controller_pid"] if kind == "kill-controller" and host else None
     # A request waits up to CLIENT_TIMEOUT_S before the client gives up on the connection: what the
     # trial checks is that the server side kept the TCP connection, not how patient one client is.
@@ -264,6 +266,7 @@ def run_trial(lab: Lab, name: str, *, interval: float = 0.02, before_s: float = 
     except CoserverError as exc:
         r.lost = len(res.acks)
         r.problems.append(f"cannot read back on the survivor: {exc}")
+    r.problems += [f"the guest crashed on {c}" for c in console.crashes()[:3]]
     _judge(r)
     return r
 
@@ -379,6 +382,7 @@ def run_load_trial(lab: Lab, profile: str, devices: str, *, checkpoints: int = 2
     g = st["guest"]
     period_s = max(st.get("checkpoint_ms") or 1000, 100) / 1000
     start = int(st["checkpoints"] or 0)
+    console = ConsoleWatch(lab)
     writer = Writer(g["client_netns"], g["address"], g["port"], interval=interval, tag=f"load-{profile}").start()
     t0 = time.monotonic()
     deadline = t0 + checkpoints * period_s * 3 + 30
@@ -401,6 +405,8 @@ def run_load_trial(lab: Lab, profile: str, devices: str, *, checkpoints: int = 2
     finally:
         r.load_s = round(time.monotonic() - t0, 1)
         load = writer.stop()
+    # a copy that crashed under load (the secondary, repaired by the next checkpoint, is seen only here)
+    r.problems += [f"the guest crashed under load on {c}" for c in console.crashes()[:3]]
     if say:
         say(f"{profile}/{devices}: {r.checkpoints} checkpoints in {r.load_s} s under load, "
             f"{len(load.acks)} appends acked")
