@@ -114,7 +114,7 @@ def domain_xml_for(cfg: ControllerConfig, role: str, epoch: int, token: str | No
         colo = primary_disk_args(node, hw)
     tag = ServerTag(site=cfg.witness["site"], name=cfg.ftserver, role=role, epoch=epoch, token=token)
     return domain_xml(config, tag, qmp_socket=qmp_socket, accel=cfg.accel, disks=False, emulator=qemu.system,
-                      qemu_args=[*qemu.firmware_args(), *tls_args(node), *colo])
+                      qemu_args=[*qemu.firmware_args(), *tls_args(node), *colo], serial_log=node.serial_log)
 
 
 def _start_domain(cfg: ControllerConfig, role: str, epoch: int) -> QemuProcess:

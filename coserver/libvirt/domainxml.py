@@ -206,7 +206,7 @@ def _extra(devices: ET.Element, config: MachineConfig) -> None:
 
 def domain_xml(config: MachineConfig, tag: ServerTag, *, qmp_socket: str | Path, accel: str = "kvm",
                qemu_args: Sequence[str] = (), emulator: str | Path | None = None, cpuset: str | None = None,
-               disks: bool = True) -> str:
+               disks: bool = True, serial_log: str | Path | None = None) -> str:
     """The libvirt domain XML of FT server `config` (resolved for one CoServer: host-local paths
     and bridges filled in) as that host's copy.
 
@@ -214,6 +214,9 @@ def domain_xml(config: MachineConfig, tag: ServerTag, *, qmp_socket: str | Path,
     qmp_socket: where the controller's own QMP monitor listens. qemu_args: extra QEMU arguments
     (the COLO ones), after everything libvirt generates. disks=False leaves the disks and their
     controllers to qemu_args (COLO's quorum/replication graph). cpuset: host CPUs for the vCPUs.
+    serial_log: a file that keeps everything the guest writes to its serial console, appended (the
+    console stays a pty for `virsh console`): a guest's kernel crash report, and the qemu backend's
+    serial.log, whichever backend runs it.
     """
     if config.host is None:
         raise LibvirtError(f"{config.origin}: resolve the spec for one CoServer first (config.host is unset)")
@@ -253,6 +256,8 @@ def domain_xml(config: MachineConfig, tag: ServerTag, *, qmp_socket: str | Path,
         _storage(devices, config)
     _nics(devices, config)
     serial = _sub(devices, "serial", type="pty")
+    if serial_log is not None:
+        _sub(serial, "log", file=str(serial_log), append="on")
     _sub(serial, "target", port="0")
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="serial", port="0")
@@ -268,7 +273,7 @@ def domain_xml(config: MachineConfig, tag: ServerTag, *, qmp_socket: str | Path,
 
 def domain_xml_for_spec(spec: FTServerSpec, host: str, tag: ServerTag, *, qmp_socket: str | Path,
                         accel: str = "kvm", qemu_args: Sequence[str] = (), emulator: str | Path | None = None,
-                        cpuset: str | None = None, disks: bool = True) -> str:
+                        cpuset: str | None = None, disks: bool = True, serial_log: str | Path | None = None) -> str:
     """domain_xml() of `spec` resolved for CoServer `host`."""
     return domain_xml(resolve(spec, host), tag, qmp_socket=qmp_socket, accel=accel, qemu_args=qemu_args,
-                      emulator=emulator, cpuset=cpuset, disks=disks)
+                      emulator=emulator, cpuset=cpuset, disks=disks, serial_log=serial_log)

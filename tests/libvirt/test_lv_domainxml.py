@@ -93,7 +93,7 @@ def _identity_from_xml(xml: str) -> dict[int, dict[str, str]]:
 def test_lab_journal_domain_is_valid_libvirt_xml(conn: Any, host: str) -> None:
     spec = load_spec(EXAMPLE)
     xml = domain_xml_for_spec(spec, host, TAG, qmp_socket="/run/coserver/journal/ctl.qmp", accel="tcg",
-                              qemu_args=["-incoming", "defer"])
+                              qemu_args=["-incoming", "defer"], serial_log="/var/lib/coserver/journal/serial.log")
     dom = _define(conn, xml)
     assert dom.name() == "journal" and dom.UUIDString() == spec.uuid
     back = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
@@ -107,6 +107,10 @@ def test_lab_journal_domain_is_valid_libvirt_xml(conn: Any, host: str) -> None:
     assert root.find("os/smbios").get("mode") == "sysinfo"
     assert root.findtext("os/kernel", "").endswith("lab/guest/vmlinuz")
     assert root.find("devices/disk/source").get("file").endswith(f"lab/{host}/journal-data.qcow2")
+    # the console stays a pty for virsh console, and everything the guest prints is kept
+    serial = root.find("devices/serial")
+    assert serial.get("type") == "pty"
+    assert serial.find("log").attrib == {"file": "/var/lib/coserver/journal/serial.log", "append": "on"}
 
 
 def test_rich_spec_is_valid_and_keeps_argv_slots(conn: Any, tmp_path: Path) -> None:
