@@ -9,8 +9,10 @@ proxy's mirror/compare streams, NBD, migration) and the tails of their logs.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,8 +79,8 @@ def lab_snapshot() -> str:
     """The load, and each lab namespace's QEMUs: state, CPU, TCP connections, log tails."""
     lines = [f"loadavg {Path('/proc/loadavg').read_text().strip()}", "busiest processes (%CPU over their life):"]
     # a process left running by an earlier test would starve a lab's secondaries on 2 cores
-    top = _run(["ps", "-eo", "pid,pcpu,etimes,comm", "--sort=-pcpu", "--no-headers"]).splitlines()[:6]
-    lines.extend(f"  {ln.strip()}" for ln in top)
+    top = _run(["ps", "-eo", "pid,pcpu,etimes,args", "--sort=-pcpu", "--no-headers"]).splitlines()[:6]
+    lines.extend(f"  {ln.strip()[:150]}" for ln in top)
     for ns in netns.list_namespaces():
         pids = [int(p) for p in _run(["ip", "netns", "pids", ns]).split()]
         qemus = [p for p in pids if "qemu" in _comm(p)]
@@ -89,7 +91,48 @@ def lab_snapshot() -> str:
             lines.extend(_tcp(ns)[:30])
         for pid in qemus:
             lines.extend(_logs(pid))
+        if qemus and any(_comm(p) == "libvirtd" for p in pids):
+            lines.extend(_libvirt_qmp(ns))
     return "\n".join(lines)
+
+
+#: What each QEMU says through libvirt's monitor: its runstate, COLO mode, and the proxy filters
+#: (which exist, and whether each is on): a pair that checkpoints while its client gets no reply.
+_QMP_VIEW = ({"execute": "query-status"}, {"execute": "query-colo-status"},
+             {"execute": "qom-list", "arguments": {"path": "/objects"}})
+_FILTERS = ("m0", "redire0", "redire1", "rew0", "f1", "f2", "comp0")
+
+
+def _virsh(ns: str, *argv: str) -> str:
+    """virsh on the lab host of namespace `ns` (`coserver lab exec`: its own /run/libvirt)."""
+    prefix, host = ns.rsplit("-", 1)
+    return _run([sys.executable, "-m", "coserver.cli.main", "lab", "exec", host, "--prefix", prefix, "--",
+                 "virsh", "-c", "qemu:///system", *argv]).strip()
+
+
+def _libvirt_qmp(ns: str) -> list[str]:
+    out = []
+    for dom in _virsh(ns, "list", "--name").split():
+        seen = []
+        for cmd in _QMP_VIEW:
+            reply = _virsh(ns, "qemu-monitor-command", dom, json.dumps(cmd))
+            try:
+                ret = json.loads(reply)["return"]
+            except (ValueError, KeyError, TypeError):
+                seen.append(f"{cmd['execute']}: {reply[:80]}")
+                continue
+            if cmd["execute"] == "qom-list":
+                names = {o["name"] for o in ret}
+                seen.append("filters " + ",".join(f for f in _FILTERS if f in names))
+            else:
+                seen.append(f"{cmd['execute']}: {json.dumps(ret, separators=(',', ':'))[:80]}")
+        for f in _FILTERS[:6]:
+            get = {"execute": "qom-get", "arguments": {"path": f"/objects/{f}", "property": "status"}}
+            reply = _virsh(ns, "qemu-monitor-command", dom, json.dumps(get))
+            if '"return"' in reply:
+                seen.append(f"{f}={json.loads(reply)['return']}")
+        out.append(f"  domain {dom} (libvirt monitor): " + "; ".join(seen))
+    return out
 
 
 def _comm(pid: int) -> str:

@@ -52,9 +52,17 @@ def _protected(timeout: float = 120.0) -> dict:
     raise AssertionError(f"not protected within {timeout:.0f} s: {st.get('state')}")
 
 
-def _virsh_state(lab: Lab, host: str) -> str:
-    """`virsh domstate` of the FT server's domain on `host`: running, shut off, ..."""
-    return lab.libvirtd(host).virsh_ok("domstate", SERVER).strip()
+def _virsh_state(lab: Lab, host: str, settle_s: float = 5.0) -> str:
+    """`virsh domstate` of the FT server's domain on `host`: running, shut off, ...
+
+    A protected primary stops for each checkpoint, and libvirt shows its domain paused for that
+    moment: a paused state counts only when it lasts longer than a few checkpoint pauses."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        state = lab.libvirtd(host).virsh_ok("domstate", SERVER).strip()
+        if state != "paused" or time.monotonic() > deadline:
+            return state
+        time.sleep(0.2)
 
 
 def _role_in_libvirt(lab: Lab, host: str) -> str:
