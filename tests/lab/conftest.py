@@ -75,6 +75,19 @@ def _tcp(ns: str) -> list[str]:
     return out
 
 
+def _taps(ns: str) -> list[str]:
+    """Packets each guest NIC's tap carried: RX is what the guest sent out (past the COLO proxy),
+    TX what reached it; a guest whose replies never leave shows RX standing still."""
+    out = []
+    for link in json.loads(_run(["ip", "-n", ns, "-s", "-j", "link", "show"]) or "[]"):
+        name = link.get("ifname", "")
+        if name.startswith(("tap", "vnet")):
+            st = link.get("stats64") or {}
+            out.append(f"  {name}: from the guest {st.get('rx', {}).get('packets')} packets, "
+                       f"to it {st.get('tx', {}).get('packets')}")
+    return out
+
+
 def lab_snapshot() -> str:
     """The load, and each lab namespace's QEMUs: state, CPU, TCP connections, log tails."""
     lines = [f"loadavg {Path('/proc/loadavg').read_text().strip()}", "busiest processes (%CPU over their life):"]
@@ -89,6 +102,7 @@ def lab_snapshot() -> str:
             lines.append("  " + _proc(pid))
         if qemus:
             lines.extend(_tcp(ns)[:30])
+            lines.extend(_taps(ns))
         for pid in qemus:
             lines.extend(_logs(pid))
         if qemus and any(_comm(p) == "libvirtd" for p in pids):
