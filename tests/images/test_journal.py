@@ -19,19 +19,20 @@ import pytest
 from coserver.images.errors import JournalError
 from coserver.images.journal_client import MAX_TEXT, JournalClient
 
-from .conftest import GuestVM
-
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 SERIAL = "CS-LAB-0001"
 SMBIOS_UUID = "5eed0000-c05e-4e00-8000-00000000c0de"
 
 
-@pytest.fixture(scope="session")
-def shared_guest(lab_guest, boot_guest, tmp_path_factory) -> GuestVM:
+@pytest.fixture(scope="module")
+def shared_guest(lab_guest, boot_guest, tmp_path_factory):
+    """One guest for this module's tests, ended with the module: a TCG guest left running for the
+    rest of the session took CPU from every lab test after it (2 cores)."""
     disk = lab_guest.new_data_disk(tmp_path_factory.mktemp("shared") / "data.qcow2")
     vm = boot_guest(disk, "shared", ["-smbios", f"type=1,serial={SERIAL}", "-uuid", SMBIOS_UUID])
     vm.wait_ready().close()
-    return vm
+    yield vm
+    vm.kill()
 
 
 @pytest.fixture(params=["host", pytest.param("guest", marks=pytest.mark.qemu)])

@@ -55,8 +55,14 @@ def _get(ns: str, host: str, port: int, path: str, timeout: float = 5.0) -> tupl
         conn.close()
 
 
+class _NotReady(Exception):
+    """Prometheus answers 503 until its storage is open (seconds on a loaded machine): ask again."""
+
+
 def _query(ns: str, promql: str) -> list[dict]:
     code, body = _get(ns, labnet.WITNESS_ADDRESS, PROM_PORT, "/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
+    if code == 503:
+        raise _NotReady(body[:100])
     assert code == 200, body[:300]
     return json.loads(body)["data"]["result"]
 
@@ -109,7 +115,7 @@ def _until(what: str, timeout: float, fn):
             last = fn()
             if last:
                 return last
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, _NotReady) as exc:
             last = exc
         time.sleep(0.5)
     raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
