@@ -23,6 +23,7 @@ from coserver.sys.tcpstats import ss_connections
 
 #: Lines kept from the end of each log (CI shows only part of a long failure report: keep it short).
 _TAIL = 4
+_CONTROLLER_TAIL = 8
 #: The per-connection counters worth reading: which way bytes stopped, and since when.
 _TCP_FIELDS = ("bytes_acked", "bytes_received", "lastsnd", "lastrcv")
 
@@ -53,14 +54,36 @@ def _logs(pid: int) -> list[str]:
         targets = {os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir)}
     except OSError:
         return out
-    for target in sorted(t for t in targets if t.endswith(".log")):
+    logs = sorted(t for t in targets if t.endswith(".log"))
+    for target in logs:
         try:
             lines = Path(f"/proc/{pid}/root{target}").read_text(errors="replace").splitlines()[-_TAIL:]
         except OSError:
             continue
         out.append(f"  {target} (last {len(lines)} lines):")
         out.extend(f"    {line[:160]}" for line in lines)
+    # the host's controller of this server keeps its log beside the QEMU's: what it decided last
+    for ctl in sorted({str(Path(t).parent / "controller.log.jsonl") for t in logs}):
+        try:
+            lines = Path(f"/proc/{pid}/root{ctl}").read_text(errors="replace").splitlines()
+            events = [ln for ln in lines if '"event": "qmp.' not in ln][-_CONTROLLER_TAIL:]   # decisions, not QMP
+        except OSError:
+            continue
+        out.append(f"  {ctl} (last {len(events)} events):")
+        out.extend(f"    {_event(line)}" for line in events)
     return out
+
+
+def _event(line: str) -> str:
+    """A controller log line (JSON) as 'time event key=value ...', short."""
+    try:
+        ev = json.loads(line)
+    except ValueError:
+        return line[:200]
+    head = f"{str(ev.pop('timestamp', ''))[11:23]} {ev.pop('event', '?')}"
+    for k in ("level", "component", "logger", "server"):
+        ev.pop(k, None)
+    return (head + " " + " ".join(f"{k}={v}" for k, v in ev.items()))[:220]
 
 
 def _tcp(ns: str) -> list[str]:
