@@ -3,7 +3,7 @@
 Why: a COLO secondary whose RAM is not a faithful copy of its primary's runs on corrupt memory and
 oopses between checkpoints. Nothing outside sees it (its output is compared, the next checkpoint
 overwrites its state) until a failover hands the client that guest, crashed. Each copy's console
-goes to its own host's `serial.log` (qemu backend), so a trial can read both: a crash on either
+goes to its own host's `serial.log` (either backend), so a trial can read both: a crash on either
 copy, primary or secondary, is a failed trial, whether or not the client noticed.
 """
 
@@ -28,9 +28,9 @@ def crash_lines(text: str) -> list[str]:
 class ConsoleWatch:
     """Crash reports that appear on either host's console of one FT server after the watch starts.
 
-    A host's serial.log starts over when a new QEMU starts there (a re-protection), so the lines
-    present at the start are remembered and only new ones count; a crash printed by a QEMU that
-    was killed before `crashes()` reads its log is not seen (the survivor's log is)."""
+    A host's serial.log is appended to by every QEMU started there, so the crash lines already in
+    it when the watch starts are remembered and only new ones count (a kernel line carries its
+    uptime stamp, so a new crash never equals an old one)."""
 
     def __init__(self, lab: Lab, server: str | None = None) -> None:
         self.paths = {h: lab.server_dir(h, server) / "serial.log" for h in HOSTS}
@@ -45,5 +45,5 @@ class ConsoleWatch:
 def _read(path: Path) -> str:
     try:
         return path.read_text(errors="replace")
-    except OSError:          # no log yet (a QEMU starting), or the libvirt backend's pty console
+    except OSError:          # no log yet: no QEMU has run on that host
         return ""

@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from coserver.errors import CoserverError
+from coserver.lab.lab import Lab
 from coserver.sys import netns
 from coserver.sys.proc import ProcessError, ProcessRecord
-from coserver.sys.tcpstats import ss_connections
+from coserver.sys.tcpstats import counter, ss_connections
 
 #: Lines kept from the end of each log (CI shows only part of a long failure report: keep it short).
 _TAIL = 4
@@ -92,9 +93,8 @@ def _tcp(ns: str) -> list[str]:
     out = []
     for cols, info in ss_connections(_run(["ip", "netns", "exec", ns, "ss", "-tnpiH"])):
         pid = next((w.split("=")[1].rstrip(",)") for w in " ".join(cols[5:]).split(",") if w.startswith("pid=")), "-")
-        counters = dict(w.split(":", 1) for w in info.split() if ":" in w and w.split(":", 1)[0] in _TCP_FIELDS)
         out.append(f"  {cols[0][:5]} {cols[3]} > {cols[4]} q={cols[1]}/{cols[2]} pid={pid} "
-                   + " ".join(f"{k}={counters.get(k, '-')}" for k in _TCP_FIELDS))
+                   + " ".join(f"{k}={counter(info, k)}" for k in _TCP_FIELDS))
     return out
 
 
@@ -141,10 +141,12 @@ _FILTERS = ("m0", "redire0", "redire1", "rew0", "f1", "f2", "comp0")
 
 
 def _virsh(ns: str, *argv: str) -> str:
-    """virsh on the lab host of namespace `ns` (`coserver lab exec`: its own /run/libvirt)."""
+    """virsh on the lab host of namespace `ns` (the lab's own HostLibvirtd: that host's /run/libvirt)."""
     prefix, host = ns.rsplit("-", 1)
-    return _run([sys.executable, "-m", "coserver.cli.main", "lab", "exec", host, "--prefix", prefix, "--",
-                 "virsh", "-c", "qemu:///system", *argv]).strip()
+    try:
+        return Lab(prefix).libvirtd(host).virsh(*argv, timeout=10).stdout.strip()
+    except CoserverError as exc:
+        return f"({exc})"
 
 
 def _libvirt_qmp(ns: str) -> list[str]:

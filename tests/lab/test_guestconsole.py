@@ -45,7 +45,7 @@ def test_only_crashes_printed_after_the_watch_starts_count(tmp_path):
     watch = ConsoleWatch(lab)                       # cs2 has no log yet: a QEMU starting
     assert watch.crashes() == []
     (lab.server_dir("cs1") / "serial.log").write_text("boot\n" + old + "[  130.5] kernel BUG at mm/slub.c:419!\n")
-    (lab.server_dir("cs2") / "serial.log").write_text(OOPS)      # a new QEMU started over its log
+    (lab.server_dir("cs2") / "serial.log").write_text(OOPS)      # cs2's first QEMU writes its log
     found = watch.crashes()
     assert found[0] == "cs1: [  130.5] kernel BUG at mm/slub.c:419!"
     assert len(found) == 1 + 5 and all(f.startswith("cs2: ") for f in found[1:])
