@@ -47,6 +47,7 @@ from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.lifecycle import Desired, StartMove, StartView, after_restart, start_move
 from coserver.controller.metrics import ControllerMetrics, Snapshot
 from coserver.controller.observe import MAX_CHECKPOINT_GAP_S, WATCHED_EVENTS, ColoEvents, QmpHealth, colo_window
+from coserver.controller.outsidepause import OutsidePause
 from coserver.controller.policy import (
     FENCE_POLL,
     Action,
@@ -202,6 +203,7 @@ class HostController:
         self.failure: BaseException | None = None          # the bug that stopped this controller
         self.decisions: deque[dict[str, Any]] = deque(maxlen=32)
         self.qemu_released: dict[str, Any] | None = None   # libvirt's hook's last "QEMU gone" (control.Command)
+        self.outside_pause = OutsidePause()             # virsh suspend of a protected copy: undone, said
         self.started_at = time.time()
         self._started_boot = boottime()                 # the start-up grace (a wall-clock step must not end it)
         self._last_decision: tuple[str, str] | None = None
@@ -693,6 +695,7 @@ class HostController:
         async with self._acting:
             await self._read_last_words()
             self._follow_guest_power_off()
+            await self._refuse_outside_pause()
             if not self.desired.run:  # server stop: shut down, never fail over
                 await self._stopping_step()
                 self._publish()
@@ -751,6 +754,24 @@ class HostController:
         except CoserverError as exc:   # the health loop and the policy judge the QEMU; this is only a nudge
             _log.warning("controller.checkpoint.nudge.failed", host=self.cfg.host, reason=str(exc))
         return True
+
+    async def _refuse_outside_pause(self) -> None:
+        """A protected copy paused by someone else (virsh suspend) runs again at once (outsidepause).
+
+        Only in COLO with no protection of ours under way: our own steps stop the guest too (the
+        switch into COLO), and a simplex guest may be paused (nothing resumes it behind libvirt's back)."""
+        if (self.qmp is None or self.role not in (Role.PRIMARY, Role.SECONDARY)
+                or self.sm.state not in (FtState.PROTECTED, FtState.DEGRADED)
+                or (self.busy is not None and not self.busy.done())
+                or not self.outside_pause.due(self.events.stopped_since, time.monotonic())):
+            return
+        stopped_since = self.events.stopped_since
+        assert stopped_since is not None
+        try:
+            await self.outside_pause.check(self.qmp, stopped_since, host=self.cfg.host, ftserver=self.cfg.ftserver,
+                                           role=self.role.value, deadline=self.cfg.qmp_deadline_s)
+        except CoserverError as exc:   # the health loop judges the QEMU; this only undoes a pause
+            _log.warning("controller.pause.check.failed", host=self.cfg.host, reason=str(exc))
 
     def _follow_guest_power_off(self) -> None:
         """A guest that powers itself off stops its FT server on both hosts, as `server stop` does: a
@@ -1309,6 +1330,7 @@ class HostController:
             "history": [t.as_json() for t in self.sm.history],  # {at, from, to, reason}, as the tests read it
             "decisions": list(self.decisions),
             "qemu_released": self.qemu_released,
+            "pause_refused": self.outside_pause.as_json(),
             "reprotect": {"policy": self.cfg.reprotect, "maintenance": self.maintenance,
                           "busy": bool(self.busy and not self.busy.done()), "note": self.rejoin_note,
                           "failed_attempts": self.attempts.failures, "last_failure": self.attempts.last_reason,

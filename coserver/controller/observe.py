@@ -89,6 +89,11 @@ class ColoEvents:
     #: called once with each new pause, in seconds (the metrics' histogram: controller.metrics)
     on_pause: Callable[[float], None] | None = field(default=None, repr=False, compare=False)
 
+    @property
+    def stopped_since(self) -> float | None:
+        """Monotonic time of the STOP not yet followed by a RESUME (None while the guest runs)."""
+        return self._stopped_at
+
     def record(self, event: Mapping[str, object], role: Role, host: str, now: float | None = None) -> None:
         """Take one QMP event into account (role: this side's role when it arrived)."""
         name, now = event.get("event"), time.monotonic() if now is None else now

@@ -4,12 +4,14 @@ domain; the controllers start, watch, fail over and re-protect it as with the qe
 One lab serves every test, in order: protected and visible in `virsh` on both hosts with the
 qemu backend's guest identity; kill -9 of the primary's QEMU and `virsh destroy` of its domain fail
 over with nothing lost and re-protect; libvirtd killed and restarted under the primary moves
-nothing; `virsh shutdown` stops the FT server on both hosts, nothing restarts it, and every
+nothing; `virsh suspend` of either copy is undone at once and said (COLO cannot keep a paused copy
+in step); `virsh shutdown` stops the FT server on both hosts, nothing restarts it, and every
 acknowledged write is on disk when it is started again."""
 
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import pytest
@@ -81,6 +83,10 @@ def test_protected_seen_by_virsh_on_both_hosts_with_the_spec_identity(lab):
         assert "journal" in coserver("lab", "exec", host, "--prefix", PREFIX, "--", "virsh", "dominfo", SERVER).stdout
         # the controller's QEMU is the domain's: the pid libvirt recorded
         assert lab.libvirtd(host).domain_pids()[SERVER] == st["hosts"][host]["qemu_pid"]
+        # site check asks the host's libvirtd and reads its qemu.conf (QEMU as root, unconfined)
+        check = coserver("lab", "exec", host, "--prefix", PREFIX, "--", "coserver", "site", "check")
+        assert re.search(r"^ok +libvirt +libvirt \d+\.\d+\.\d+ at qemu:///system answers", check.stdout, re.M), \
+            check.stdout
     assert _role_in_libvirt(lab, st["secondary"]) == "secondary"
     assert _role_in_libvirt(lab, st["primary"]) == "primary"   # started simplex, retagged when protected
     # the guest sees the machine it sees under the qemu backend (tests/lab/test_identity.py): the real
@@ -123,6 +129,35 @@ def test_libvirtd_restarted_under_the_primary_moves_nothing(lab):
     assert st["checkpoints"] > checkpoints                  # and still checkpointing
     assert _virsh_state(lab, primary) == "running"          # libvirt sees its domain again
     assert lab.libvirtd(primary).domain_pids()[SERVER] == pid
+
+
+def test_virsh_suspend_is_refused_at_once_and_said(lab):
+    """libvirt has no hook for suspend: the controller sees the stop, resumes the copy within a tick and
+    records why; the pair stays protected, nothing fails over, the client barely notices."""
+    st = _protected()
+    primary, secondary, g = st["primary"], st["secondary"], st["guest"]
+    writer = Writer(g["client_netns"], g["address"], g["port"], interval=0.05, tag="virsh-suspend").start()
+    time.sleep(2)
+    for host in (primary, secondary):
+        lab.libvirtd(host).virsh_ok("suspend", SERVER)
+        t0, state = time.monotonic(), "paused"
+        while state != "running" and time.monotonic() - t0 < 5:
+            time.sleep(0.1)
+            state = lab.libvirtd(host).virsh_ok("domstate", SERVER).strip()
+        print(f"\n{host}: virsh suspend undone after {time.monotonic() - t0:.2f} s (domstate {state})")
+        assert state == "running", host
+        refused = status(PREFIX)["hosts"][host].get("pause_refused") or {}
+        assert refused.get("count", 0) >= 1 and "coserver server stop" in refused.get("message", ""), (host, refused)
+        assert refused["paused_ms"] < 2000, refused
+    time.sleep(2)
+    result = writer.stop()
+    after = _protected()
+    assert (after["primary"], after["secondary"]) == (primary, secondary)     # nothing failed over
+    assert after["hosts"][primary]["qemu_pid"] == st["hosts"][primary]["qemu_pid"]
+    print(f"client: {len(result.acked)} appends acknowledged, largest gap {result.largest_gap():.3f} s")
+    assert result.acked and result.largest_gap() < 3.0
+    with connect_journal(g["client_netns"], g["address"], g["port"]) as c:
+        assert missing_acks(c, result.acked) == []
 
 
 def test_virsh_shutdown_is_a_planned_stop_on_both_hosts(lab):

@@ -1,0 +1,73 @@
+"""A pause the controller did not ask for (`virsh suspend`, another QMP client's `stop`) is refused.
+
+An FT server's two copies stay in step only while both run: COLO's next checkpoint resumes a paused
+copy by itself (QEMU starts the VM again after every checkpoint), so a `virsh suspend` of a protected
+domain "works" for up to one checkpoint period and is then undone without a word, while libvirt
+reports the domain running again and the operator believes it was paused. libvirt has no hook for
+suspend (hooks see start and stop only), so it cannot be refused before it happens; the controller
+sees it the moment QEMU reports STOP, resumes the guest at once and says why (its log, `coserver
+status`: `pause_refused`), so the pause lasts a fraction of a second and nobody is misled. Pausing an
+FT server on purpose is stopping it: `coserver server stop` (a planned stop on both hosts).
+
+A checkpoint stops the guest too (QEMU's run state "colo" while it lasts): it is told apart by
+asking QEMU once, only for a stop that lasts longer than OUTSIDE_PAUSE_AFTER_S (a checkpoint here
+takes ~50 ms; a long one costs one query-status and is left alone).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from coserver import log
+
+_log = log.get("controller")
+
+#: A stop this old is worth one query-status (checkpoint pauses are ~50 ms; a user's pause lasts).
+OUTSIDE_PAUSE_AFTER_S = 0.25
+#: QEMU's run state after a plain `stop` (QMP), which is what `virsh suspend` sends.
+PAUSED = "paused"
+MESSAGE = ("paused from outside coserver (virsh suspend or a QMP stop): resumed at once, a protected "
+           "FT server's copies must run to stay in step; stop it with `coserver server stop`")
+
+
+class _Qmp(Protocol):
+    async def execute(self, cmd: str, args: Any = None, *, deadline: float | None = None) -> Any: ...
+
+
+@dataclass
+class OutsidePause:
+    """Counts and undoes pauses of a protected copy that the controller did not make."""
+
+    count: int = 0
+    last_at: float | None = None        # wall clock of the last refusal
+    last_paused_ms: float | None = None  # how long the guest had been stopped when it was resumed
+    _checked: float | None = None       # the stop (its monotonic start) already asked about
+
+    def due(self, stopped_since: float | None, now: float) -> bool:
+        """Is this stop old enough, and not yet asked about?"""
+        return (stopped_since is not None and stopped_since != self._checked
+                and now - stopped_since >= OUTSIDE_PAUSE_AFTER_S)
+
+    async def check(self, qmp: _Qmp, stopped_since: float, *, host: str, ftserver: str, role: str,
+                    deadline: float, now: float | None = None) -> bool:
+        """Ask QEMU once about this stop; resume the guest if it is a plain pause. True if refused."""
+        self._checked = stopped_since
+        st = await qmp.execute("query-status", deadline=deadline)
+        if st.get("status") != PAUSED:
+            return False     # a checkpoint ("colo"), a migration, an I/O error stop: not ours to undo
+        await qmp.execute("cont", deadline=deadline)
+        now = time.monotonic() if now is None else now
+        self.count += 1
+        self.last_at = time.time()
+        self.last_paused_ms = round(1000 * (now - stopped_since), 1)
+        _log.warning("controller.pause.refused", host=host, ftserver=ftserver, role=role,
+                     paused_ms=self.last_paused_ms, count=self.count, message=MESSAGE)
+        return True
+
+    def as_json(self) -> dict[str, Any] | None:
+        """`pause_refused` in status (None until a pause was refused)."""
+        if not self.count:
+            return None
+        return {"count": self.count, "at": self.last_at, "paused_ms": self.last_paused_ms, "message": MESSAGE}
