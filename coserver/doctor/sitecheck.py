@@ -25,6 +25,7 @@ from coserver.controller import control
 from coserver.controller.config import thresholds_of, timing_defaults, timing_problem
 from coserver.controller.siteconfig import WITNESS_TTL, site_timing
 from coserver.doctor import qemuselect
+from coserver.doctor.libvirtcheck import libvirt_line
 from coserver.doctor.selftest import profile_machines
 from coserver.errors import CoserverError
 from coserver.paths import qemu_install
@@ -257,4 +258,7 @@ def run_checks(site: Site, host: str | None = None, *, sys_net: Path = SYS_NET,
     answering = [ep for ep, c in zip(site.witness.hosts(), reach, strict=True) if c.ok]
     checks.append(witness_tls_check(site, me, answering, timeout))
     checks.append(servers_check(site))
+    if site.backend == "libvirt":
+        ok, detail = libvirt_line(site.libvirt_uri)
+        checks.append(SiteCheck("libvirt", ok, detail))
     return me, checks
