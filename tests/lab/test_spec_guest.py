@@ -1,8 +1,10 @@
 """A guest that is not the lab guest, protected from a spec file (issue acceptance: FT server
-specs): a small Debian bookworm built by coserver.images.debianguest, booted by the BIOS from
-its own disk (SYSLINUX, Debian's kernel and initramfs, systemd), comes up protected with
-`coserver lab up --spec FILE` and survives kill -9 of the primary's QEMU with no acknowledged
-append lost.
+specs; libvirt: a plain domain's import is protected): a small Debian bookworm built by
+coserver.images.debianguest, booted by the BIOS from its own disk (SYSLINUX, Debian's kernel and
+initramfs, systemd). Its spec is what `coserver libvirt import` makes of a plain libvirt domain
+(as virt-install would define it) with one operator edit, each CoServer's own disk path; `coserver
+hardware check` accepts it, `coserver lab up --spec FILE` protects it, and it survives kill -9 of
+the primary's QEMU with no acknowledged append lost.
 
 Each CoServer has its own copy of the disk: cs1's is a copy of the built image, cs2's does not
 exist yet (the lab makes it blank and syncs it from cs1 over NBD). The image is cached
@@ -19,13 +21,15 @@ import pytest
 
 from coserver.hardware.config import resolve
 from coserver.hardware.spec import load_spec
-from coserver.images.debianguest import build_debian_guest, write_spec
+from coserver.images.debianguest import build_debian_guest
 from coserver.images.guestclient import connect_journal
 from coserver.lab.lab import Lab
 from coserver.lab.net import GUEST_ADDRESS
 from coserver.lab.trials import run_trial, table
 
 from .labutil import coserver, status
+
+libvirt = pytest.importorskip("libvirt")
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.slow]
 
@@ -43,14 +47,64 @@ def guest():
     return g
 
 
+MAC = "52:54:00:c5:d0:01"
+
+#: A plain domain as virt-install or an operator defines one: nothing of coserver in it.
+PLAIN_DOMAIN = """<domain type='kvm'>
+  <name>debian</name>
+  <uuid>{uuid}</uuid>
+  <memory unit='MiB'>512</memory>
+  <vcpu placement='static'>1</vcpu>
+  <sysinfo type='smbios'>
+    <system><entry name='serial'>{serial}</entry><entry name='uuid'>{uuid}</entry></system>
+  </sysinfo>
+  <os><type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type><boot dev='hd'/><smbios mode='sysinfo'/></os>
+  <features><acpi/><apic/></features>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{disk}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='bridge'>
+      <mac address='{mac}'/>
+      <source bridge='lanbr'/>
+      <model type='virtio'/>
+    </interface>
+    <serial type='pty'><target port='0'/></serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <graphics type='vnc' port='-1'/>
+  </devices>
+</domain>
+"""
+
+
+def imported_spec(d: Path, disks: dict[str, Path]) -> Path:
+    """`coserver libvirt import` of the plain domain (libvirt's test driver holds it: a node file is
+    what a separate process sees), then the edit its note asks for on one machine: each CoServer's
+    own disk path."""
+    node = d / "node.xml"
+    node.write_text("<node>\n" + PLAIN_DOMAIN.format(uuid=UUID, serial=SERIAL, disk=disks["cs1"], mac=MAC)
+                    + "</node>\n")
+    spec = d / "debian.toml"
+    got = coserver("libvirt", "import", "debian", "--connect", f"test://{node}", "--out", str(spec),
+                   "--coservers", "cs1,cs2", "--profile", PROFILE)
+    assert "disk paths are this host's" in got.stderr, got.stderr
+    text = spec.read_text()
+    one_path = f'path = "{disks["cs1"]}"\n'
+    assert one_path in text, text
+    spec.write_text(text.replace(one_path, "".join(f'[disks.hosts.{h}]\npath = "{p}"\n' for h, p in disks.items())))
+    coserver("hardware", "check", str(spec))   # exit 0, or the test stops with its one line
+    return spec
+
+
 @pytest.fixture(scope="module")
 def spec_lab(guest, tmp_path_factory):
     d = tmp_path_factory.mktemp("spec-guest")
     disks = {"cs1": d / "cs1" / "debian.qcow2", "cs2": d / "cs2" / "debian.qcow2"}
     disks["cs1"].parent.mkdir()
     guest.new_disk(disks["cs1"])  # cs2's stays absent: the lab starts it blank and syncs it
-    spec = write_spec(d / "debian.toml", guest, disks=disks, profile=PROFILE, serial=SERIAL,
-                      uuid=UUID, mac="52:54:00:c5:d0:01", bridge="lanbr")
+    spec = imported_spec(d, disks)
     workdir = d / "lab"
     t0 = time.monotonic()
     try:
@@ -65,7 +119,8 @@ def spec_lab(guest, tmp_path_factory):
 def test_the_spec_is_a_disk_booted_guest(guest, spec_lab):
     _, spec_path = spec_lab
     spec = load_spec(spec_path)
-    assert spec.boot.mode == "disk" and spec.lab and spec.lab.address == GUEST_ADDRESS
+    assert spec.boot.mode == "disk" and spec.lab is None   # the lab's default address: the guest's own
+    assert (spec.serial, spec.uuid, spec.nics[0].mac, spec.memory_mib) == (SERIAL, UUID, MAC, 512)
     cs1, cs2 = (resolve(spec, h) for h in ("cs1", "cs2"))
     assert cs1.disks[0].path != cs2.disks[0].path
 
