@@ -495,6 +495,8 @@ class HostController:
                 self.events.record(ev, self.role, self.cfg.host)
                 if ev.get("event") in WAKE_EVENTS:
                     self._woken.set()
+                elif ev.get("event") == "STOP" and self.events.stopped_since is not None:
+                    self._spawn(self._refuse_outside_pause(self.events.stopped_since), "outside-pause")
         except QmpError:
             return
 
@@ -695,7 +697,6 @@ class HostController:
         async with self._acting:
             await self._read_last_words()
             self._follow_guest_power_off()
-            await self._refuse_outside_pause()
             if not self.desired.run:  # server stop: shut down, never fail over
                 await self._stopping_step()
                 self._publish()
@@ -755,21 +756,28 @@ class HostController:
             _log.warning("controller.checkpoint.nudge.failed", host=self.cfg.host, reason=str(exc))
         return True
 
-    async def _refuse_outside_pause(self) -> None:
-        """A protected copy paused by someone else (virsh suspend) runs again at once (outsidepause).
+    def _outside_pause_possible(self) -> bool:
+        """In COLO with no protection of ours under way: our own steps stop the guest too (the switch
+        into COLO), and a simplex guest may stay paused (nothing resumes it behind libvirt's back)."""
+        return (self.qmp is not None and self.role in (Role.PRIMARY, Role.SECONDARY)
+                and self.sm.state in (FtState.PROTECTED, FtState.DEGRADED)
+                and (self.busy is None or self.busy.done()))
 
-        Only in COLO with no protection of ours under way: our own steps stop the guest too (the
-        switch into COLO), and a simplex guest may be paused (nothing resumes it behind libvirt's back)."""
-        if (self.qmp is None or self.role not in (Role.PRIMARY, Role.SECONDARY)
-                or self.sm.state not in (FtState.PROTECTED, FtState.DEGRADED)
-                or (self.busy is not None and not self.busy.done())
-                or not self.outside_pause.due(self.events.stopped_since, time.monotonic())):
+    async def _refuse_outside_pause(self, stopped_since: float) -> None:
+        """QEMU reported STOP: a checkpoint, or a pause someone else asked for (virsh suspend), which
+        is undone at once (outsidepause). Asked the moment the STOP arrives: COLO's next checkpoint
+        would resume the guest unseen, and within one period it always comes."""
+        if not self._outside_pause_possible() or self.events.stopped_since != stopped_since:
             return
-        stopped_since = self.events.stopped_since
-        assert stopped_since is not None
+        qmp = self.qmp
+        assert qmp is not None
         try:
-            await self.outside_pause.check(self.qmp, stopped_since, host=self.cfg.host, ftserver=self.cfg.ftserver,
-                                           role=self.role.value, deadline=self.cfg.qmp_deadline_s)
+            if await self.outside_pause.is_paused(qmp, deadline=self.cfg.qmp_deadline_s):
+                async with self._acting:    # never between two steps of a decision of ours
+                    if self._outside_pause_possible() and self.qmp is qmp:
+                        await self.outside_pause.resume(qmp, stopped_since, host=self.cfg.host,
+                                                        ftserver=self.cfg.ftserver, role=self.role.value,
+                                                        deadline=self.cfg.qmp_deadline_s)
         except CoserverError as exc:   # the health loop judges the QEMU; this only undoes a pause
             _log.warning("controller.pause.check.failed", host=self.cfg.host, reason=str(exc))
 

@@ -13,7 +13,8 @@ from typing import Any
 HOST_KEYS = ("ftserver", "role", "state", "epoch", "qemu_pid", "qemu_alive", "qemu_health", "qmp_ok", "colo", "qmp",
              "checkpoints", "last_checkpoint_age_s", "checkpoint_pause_ms", "controller_pid", "links",
              "peer", "witness", "decisions", "history", "colo_exit", "reprotect", "sync", "desired",
-             "start_note", "alerts", "log", "journal", "identity", "io_errors", "quorum_bad")
+             "start_note", "alerts", "log", "journal", "identity", "io_errors", "quorum_bad", "pause_refused",
+             "qemu_released")
 
 
 def host_entry(status: dict[str, Any]) -> dict[str, Any]:
