@@ -18,6 +18,7 @@ import pytest
 
 from coserver.errors import CoserverError
 from coserver.lab.lab import Lab
+from coserver.lab.net import HOSTS
 from coserver.sys import netns
 from coserver.sys.proc import ProcessError, ProcessRecord
 from coserver.sys.tcpstats import counter, ss_connections
@@ -150,8 +151,13 @@ def _virsh(ns: str, *argv: str) -> str:
 
 
 def _libvirt_qmp(ns: str) -> list[str]:
+    if ns.rsplit("-", 1)[-1] not in HOSTS:   # a libvirtd not of a lab host (the Vagrant lab's own)
+        return []
+    listed = _virsh(ns, "list", "--name")
+    if listed.startswith("("):
+        return [f"  libvirt: {listed}"]
     out = []
-    for dom in _virsh(ns, "list", "--name").split():
+    for dom in listed.split():
         seen = []
         for cmd in _QMP_VIEW:
             reply = _virsh(ns, "qemu-monitor-command", dom, json.dumps(cmd))
