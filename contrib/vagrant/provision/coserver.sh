@@ -88,7 +88,10 @@ say "install: make setup in /opt/coserver (apt packages in the box, wheels and c
 install -d -m 0755 /root/.cache/coserver
 rsync -a "$stage/cache/" /root/.cache/coserver/
 cd /opt/coserver
-PIP_NO_INDEX=1 PIP_FIND_LINKS="$stage/wheels" make setup
+# make setup's COLO self-test judges QEMU on the accelerator the site runs it with (its `accel`): a
+# machine may offer a KVM that is no use for COLO (nested on emulated SVM: a probe boots, COLO stalls)
+accel=$(sed -n 's/^accel *= *"\(kvm\|tcg\)".*/\1/p' "$stage/site.toml" | head -n 1)
+COSERVER_ACCEL=$accel PIP_NO_INDEX=1 PIP_FIND_LINKS="$stage/wheels" make setup
 ln -sf /opt/coserver/.venv/bin/coserver /usr/local/bin/coserver
 
 # Debian's etcd-server (in make setup's packages: the namespace lab's witness) starts an etcd on
