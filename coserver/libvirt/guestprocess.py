@@ -135,7 +135,10 @@ class LibvirtQemu(QemuProcess):
         if not self.xml:
             raise LaunchError(f"{self.domain}: no domain XML to start")
         lv = _libvirt()
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        # libvirt starts QEMU with its own umask (0002): the controller's QMP socket is 0775 until
+        # _wait_qmp makes it 0600. Nobody but root can reach it meanwhile: its directory is 0700.
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.workdir, 0o700)
         self._clear_stale()
         conn = self._connect()
         try:

@@ -83,6 +83,11 @@ def test_protected_seen_by_virsh_on_both_hosts_with_the_spec_identity(lab):
         assert "journal" in coserver("lab", "exec", host, "--prefix", PREFIX, "--", "virsh", "dominfo", SERVER).stdout
         # the controller's QEMU is the domain's: the pid libvirt recorded
         assert lab.libvirtd(host).domain_pids()[SERVER] == st["hosts"][host]["qemu_pid"]
+        # the controller's QMP socket (libvirt's QEMU makes it 0775) is root's alone, and so is its directory
+        modes = coserver("lab", "exec", host, "--prefix", PREFIX, "--", "stat", "-c", "%a %U %n",
+                         f"/var/lib/coserver/servers/{SERVER}", f"/var/lib/coserver/servers/{SERVER}/{SERVER}.qmp")
+        assert [line.split()[:2] for line in modes.stdout.splitlines()] == [["700", "root"], ["600", "root"]], \
+            modes.stdout
         # site check asks the host's libvirtd and reads its qemu.conf (QEMU as root, unconfined)
         check = coserver("lab", "exec", host, "--prefix", PREFIX, "--", "coserver", "site", "check")
         assert re.search(r"^ok +libvirt +libvirt \d+\.\d+\.\d+ at qemu:///system answers", check.stdout, re.M), \
