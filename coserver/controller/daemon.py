@@ -1285,6 +1285,15 @@ class HostController:
                      "eta_s": round((p.total - p.done) / rate, 1) if rate and not p.ready else None,
                      "in_step": p.ready}
 
+    def _overtaken(self, task: str) -> bool:
+        """A decision taken while a protection ran (it runs beside the ticks) moved this side on: a
+        stand-down or a fence left SYNCING and stopped our QEMU. Its outcome then changes nothing."""
+        if self.sm.state == FtState.SYNCING:
+            return False
+        _log.warning("controller.task.overtaken", host=self.cfg.host, task=task, state=self.sm.state.value,
+                     role=self.role.value)
+        return True
+
     async def _protect(self, why: str) -> None:
         """The survivor: sync the peer's new secondary and enter COLO; stay simplex if it fails."""
         self.last_attempt = time.monotonic()
@@ -1296,6 +1305,8 @@ class HostController:
         try:
             await Primary(self.qmp, self.cfg.colo_node(), self.settings).protect(
                 self.cfg.peer_repl_addr, self.cfg.sync_ports, self._on_sync)
+            if self._overtaken("protect"):
+                return
             self.role = Role.PRIMARY
             self.events.forget_colo()
             self.events.last_checkpoint = time.monotonic()
@@ -1303,6 +1314,8 @@ class HostController:
         except (CoserverError, OSError) as exc:
             _log.error("controller.protect.failed", host=self.cfg.host, reason=str(exc))
             self._attempt_failed(f"protection of {self.cfg.peer}'s secondary failed: {exc}")
+            if self._overtaken("protect"):
+                return
             self.role = Role.SIMPLEX
             self._to(FtState.SIMPLEX, f"re-protection failed, still simplex (retrying later): {exc}")
         finally:

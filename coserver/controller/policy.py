@@ -475,6 +475,18 @@ def _decide(obs: Observation, limits: Thresholds) -> Decision:
                     else "simplex: peer absent, witness reachable")
 
 
+def _lost_to_ourselves(obs: Observation, owner: WitnessView | None, epoch: int, limits: Thresholds) -> bool:
+    """A denial that only our own claim caused: the witness shows no other owner (ours, or nobody's
+    once our older lease expired) and no newer epoch, and our lease is gone for less than the fence
+    bound. A claim compares the keys it read; our older lease expiring (or renewed by a slow earlier
+    attempt) between the read and the write changes them: the Vagrant lab's TCG-in-TCG machines did
+    that, and the only copy of the guest stood down to a witness that named this very host. Retrying
+    is safe: anyone else's claim shows as their ownership, and the fence bound still applies."""
+    if owner is None or owner.owner not in (None, obs.node) or (owner.epoch or 0) > epoch:
+        return False
+    return obs.lease_lost_for is None or obs.lease_lost_for < limits.fence_after
+
+
 def after_claim(obs: Observation, decision: Decision, outcome: ClaimOutcome,
                 owner: WitnessView | None = None, limits: Thresholds = Thresholds()) -> Decision:
     """The final action once the witness answered the claim `decision` asked for.
@@ -506,9 +518,13 @@ def after_claim(obs: Observation, decision: Decision, outcome: ClaimOutcome,
         if peer_heard:
             return Decision(Action.ALERT, f"cannot promote ({decision.reason}): witness unreachable")
         return Decision(Action.FENCE_SELF, "peer silent and witness unreachable: stop our side")
+    lost_to_ourselves = _lost_to_ourselves(obs, owner, epoch, limits)
     if decision.action == Action.CONTINUE_SIMPLEX:
         if outcome == ClaimOutcome.GRANTED:
             return Decision(Action.CONTINUE_SIMPLEX, f"witness granted epoch {epoch}: {decision.reason}")
+        if outcome == ClaimOutcome.DENIED and lost_to_ourselves:
+            return Decision(Action.ALERT, f"witness denied epoch {epoch} in a race with our own claim ({who}): "
+                                          "retrying, never simplex without the grant")
         if outcome == ClaimOutcome.DENIED:
             return Decision(Action.STAND_DOWN, f"witness denied epoch {epoch}: {who} owns it")
         if obs.peer_reports_dead:
@@ -528,6 +544,9 @@ def after_claim(obs: Observation, decision: Decision, outcome: ClaimOutcome,
     if decision.action == Action.RENEW:
         if outcome == ClaimOutcome.GRANTED:
             return Decision(Action.NONE, f"lease renewed: witness granted epoch {epoch} again")
+        if outcome == ClaimOutcome.DENIED and lost_to_ourselves:
+            return Decision(Action.ALERT, f"lease lost and epoch {epoch} denied in a race with our own claim "
+                                          f"({who}): retrying until {limits.fence_after} s have passed, then fencing")
         if outcome == ClaimOutcome.DENIED:
             return Decision(Action.STAND_DOWN, f"lease lost and epoch {epoch} denied: {who} owns it")
         return Decision(Action.ALERT, f"lease lost, witness unreachable: keeping COLO until "

@@ -279,6 +279,12 @@ def test_after_claim(o: Observation, outcome: ClaimOutcome, owner: WitnessView |
 @pytest.mark.parametrize("outcome,owner,action", [
     (ClaimOutcome.GRANTED, None, Action.NONE),
     (ClaimOutcome.DENIED, WitnessView(True, "cs2", 5, True), Action.STAND_DOWN),
+    (ClaimOutcome.DENIED, WitnessView(True, "cs2", 4, True), Action.STAND_DOWN),
+    # denied by a race with our own older lease (its expiry, or a slow renewal, changed the keys):
+    # the witness names us, or nobody, at our epoch: retry, never stand down
+    (ClaimOutcome.DENIED, WitnessView(True, "cs1", 4, True), Action.ALERT),
+    (ClaimOutcome.DENIED, WitnessView(True, None, 4, False), Action.ALERT),
+    (ClaimOutcome.DENIED, WitnessView(True, None, 5, False), Action.STAND_DOWN),   # a newer epoch was granted
     (ClaimOutcome.UNREACHABLE, None, Action.ALERT),
 ])
 def test_a_lost_lease_is_reclaimed_at_our_own_epoch(outcome, owner, action):
@@ -286,6 +292,22 @@ def test_a_lost_lease_is_reclaimed_at_our_own_epoch(outcome, owner, action):
     first = decide(o)
     assert (first.action, first.claim_epoch) == (Action.RENEW, 4)
     assert after_claim(o, first, outcome, owner).action == action
+
+
+def test_a_simplex_denied_by_its_own_claim_retries_until_the_fence_bound():
+    """The Vagrant lab's case: the only copy of the guest (simplex) lost its lease to slow keep-alives;
+    its re-claim lost a race with its own older lease, and the witness named this very host. It retries
+    (ALERT) while its lease is gone for less than fence_after; past it, it stands down as before."""
+    limits = Thresholds()
+    ours = WitnessView(True, "cs1", 4, True)
+    for lost, action in ((0.5, Action.ALERT), (limits.fence_after - 0.1, Action.ALERT),
+                         (limits.fence_after, Action.STAND_DOWN)):
+        o = obs(role=Role.SIMPLEX, state="simplex", links=BOTH_CUT, peer_qemu=None, peer_role=None,
+                peer_state=None, peer_epoch=None, lease=False, lease_lost_for=lost, witness=ours)
+        d = decide(o)
+        assert (d.action, d.claim_epoch) == (Action.RENEW, 4), d.reason
+        final = after_claim(o, d, ClaimOutcome.DENIED, ours, limits)
+        assert final.action == action, (lost, final.reason)
 
 
 def test_c_no_grant_peer_silent_never_simplex():
