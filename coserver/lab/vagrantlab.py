@@ -166,18 +166,26 @@ class VagrantLab:
         self.say("the box (coserver image vagrant-box)")
         box = build_vagrant_box(progress=self.say)
         stage = self.stage_dir
+        # A site's secrets are made once: `up` again on running machines (after a failure, or to
+        # re-provision) keeps the pair key and the CA they run with; `down` throws both away.
+        key = stage / "pair.key"
+        kept_key = key.read_bytes() if key.is_file() else None
         if stage.exists():
             shutil.rmtree(stage)
         stage.mkdir(mode=0o700, parents=True)
         site_file = stage / "site.toml"
         site_file.write_text(site_text(checkpoint_ms=self.checkpoint_ms, accel=self.accel))
-        write_key(stage / "pair.key")
-        self.say("the site's certificates (coserver site certs, and root's for the witness)")
-        if self.pki_dir.exists():
-            shutil.rmtree(self.pki_dir)
+        if kept_key is None:
+            write_key(key)
+        else:
+            key.touch(mode=0o600)
+            key.write_bytes(kept_key)
         site = load_site(site_file)
-        make_site_certs(site, self.pki_dir)
-        issue_user_cert(self.pki_dir, "root")
+        if not (self.pki_dir / "ca").is_dir():
+            self.say("the site's certificates (coserver site certs, and root's for the witness)")
+            shutil.rmtree(self.pki_dir, ignore_errors=True)
+            make_site_certs(site, self.pki_dir)
+            issue_user_cert(self.pki_dir, "root")
         (stage / "pki").mkdir(mode=0o700)
         for d in sorted(self.pki_dir.iterdir()):
             if d.is_dir() and d.name != "ca":
@@ -303,7 +311,11 @@ class VagrantLab:
         for machine in MACHINES:
             t = time.monotonic()
             self.say(f"vagrant up {machine} (boot and provisioning)")
-            self.vagrant("up", machine, "--no-parallel", "--provision", echo=True, timeout=7200)
+            # vagrant syncs rsync folders when it boots a machine, not when it provisions a running
+            # one: a second `up` would re-provision it from the stage it had (an older key, CA, code)
+            self.vagrant("up", machine, "--no-parallel", "--no-provision", echo=True, timeout=7200)
+            self.vagrant("rsync", machine, timeout=1800)
+            self.vagrant("provision", machine, echo=True, timeout=7200)
             (self.workdir / f"ssh-config.{machine}").unlink(missing_ok=True)
             times[f"up_{machine}_s"] = round(time.monotonic() - t, 1)
         result: dict[str, Any] = {"staged": staged, "times": times}

@@ -100,6 +100,10 @@ systemctl disable --now etcd >/dev/null 2>&1 || true
 
 # ---- 3-5. the site file, the key, the certificates, the spec, the disks -------------------------
 say "site: /etc/coserver/site.toml, pair.key, pki/$host, servers/journal.toml, disks"
+# what the controller read when it started: a re-provisioned machine restarts it if any of it changed
+inputs() { cat /etc/coserver/site.toml /etc/coserver/pair.key /etc/coserver/servers/journal.toml \
+             /etc/coserver/pki/"$host"/* 2>/dev/null | sha256sum; }
+before=$(inputs)
 install -d -m 0700 /etc/coserver /etc/coserver/servers /etc/coserver/pki
 install -m 0644 "$stage/site.toml" /etc/coserver/site.toml
 install -m 0600 "$stage/pair.key" /etc/coserver/pair.key
@@ -126,4 +130,7 @@ coserver site check || true
 install -m 0644 contrib/systemd/coserver-controller@.service /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now coserver-controller@journal
+if [ "$(inputs)" != "$before" ]; then
+  systemctl try-restart coserver-controller@journal   # it would go on with the old key and certificates
+fi
 say "done: coserver-controller@journal $(systemctl is-active coserver-controller@journal)"
