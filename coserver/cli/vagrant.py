@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from coserver.lab.vagrantlab import DEFAULT_WORKDIR, MACHINES, VagrantLab
+from coserver.lab.vagrantlab import DEFAULT_WORKDIR, MACHINES, VagrantLab, host_accel
 
 _WORKDIR = click.option("--workdir", type=click.Path(path_type=Path), default=DEFAULT_WORKDIR, show_default=True,
                         help="Where the lab keeps its libvirt, vagrant state, stage and PKI.")
@@ -37,7 +37,7 @@ def vagrant_up(workdir: Path, cs_memory: int, cs_cpus: int, witness_memory: int,
 
     Exit 0 only when `coserver site check` passes on both and (unless --no-start) the server is protected."""
     lab = VagrantLab(workdir, cs_memory_mib=cs_memory, cs_cpus=cs_cpus, witness_memory_mib=witness_memory,
-                     checkpoint_ms=checkpoint_ms, say=_say)
+                     checkpoint_ms=checkpoint_ms, accel=host_accel(), say=_say)
     result = lab.up(start_server=not no_start)
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -67,6 +67,37 @@ APT_HINT = "apt-get install --no-install-recommends $(grep -v '^#' deps/apt-vagr
 Progress = Callable[[str], None]
 
 
+#: Where the host's kernel says KVM may run guests that run KVM themselves (nested virtualisation).
+NESTED = (Path("/sys/module/kvm_intel/parameters/nested"), Path("/sys/module/kvm_amd/parameters/nested"))
+
+
+def nested_kvm_enabled(paths: tuple[Path, ...] = NESTED) -> bool:
+    for path in paths:
+        try:
+            if path.read_text().strip() in ("Y", "1"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def host_accel(env: dict[str, str] | None = None) -> str:
+    """The machines' accelerator: "kvm" where a KVM boot probe passes on this host (coserver.images.accel)
+    and the kernel allows nested virtualisation, so the CoServers' own QEMUs run KVM too; else "tcg"
+    (TCG inside TCG). COSERVER_VAGRANT_ACCEL=kvm|tcg decides instead."""
+    forced = (os.environ if env is None else env).get("COSERVER_VAGRANT_ACCEL")
+    if forced in ("kvm", "tcg"):
+        return forced
+    from coserver.images.accel import kvm_probe
+    from coserver.paths import qemu_install
+
+    try:
+        usable = kvm_probe(qemu_install()).usable
+    except CoserverError:
+        usable = False
+    return "kvm" if usable and nested_kvm_enabled() else "tcg"
+
+
 class VagrantLabError(CoserverError):
     """The Vagrant lab could not be checked, staged, brought up, used or torn down; one line says which."""
 

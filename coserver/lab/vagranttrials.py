@@ -36,9 +36,16 @@ from coserver.lab.vagrantlab import (
     SYNC_MAC,
     VagrantLab,
     VagrantLabError,
+    host_accel,
 )
 
 FAULTS = ("kill-primary-qemu", "cut-sync-link", "power-cut-primary")
+#: Why the fault table is not run on machines that are TCG guests (README "The Vagrant lab", measured
+#: 2026-12-03 on a 2-core host): their QEMUs run TCG inside TCG.
+TCG_REASON = ("the machines would be TCG guests (no usable nested KVM on this host), and COLO inside TCG inside "
+              "TCG does not hold a pair: checkpoint pauses ~0.7 s, QMP answers up to 2.9 s late, witness "
+              "keep-alives late 38 times in 40 min, and the FT server's guest still in kernel start-up after 9 min "
+              "under COLO; run it where nested KVM works (--allow-tcg tries anyway)")
 #: TCG inside TCG: a client retransmits over seconds of checkpoint pauses; allow what common clients allow.
 CLIENT_TIMEOUT_S = 30.0
 
@@ -153,8 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     parser.add_argument("--reuse", action="store_true", help="use a lab that is already up")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--allow-tcg", action="store_true", help="run even where the machines would be TCG guests")
     args = parser.parse_args(argv)
-    lab = VagrantLab(args.workdir, say=lambda m: print(f"  .. {m}", file=sys.stderr, flush=True))
+    accel = host_accel()
+    if accel == "tcg" and not args.allow_tcg:
+        print(f"vagrant-test: not run: {TCG_REASON}", file=sys.stderr)
+        return 2
+    lab = VagrantLab(args.workdir, accel=accel, say=lambda m: print(f"  .. {m}", file=sys.stderr, flush=True))
     rows: list[VagrantTrial] = []
     try:
         if not args.reuse:

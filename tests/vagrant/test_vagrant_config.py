@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,9 +19,13 @@ from coserver.lab.vagrantlab import (
     WITNESS_ADDRESS,
     VagrantLab,
     VagrantLabError,
+    host_accel,
+    nested_kvm_enabled,
     site_text,
 )
 from coserver.site.load import load_site
+
+ROOT = VAGRANT_DIR.parent.parent
 
 VAGRANTFILE = VAGRANT_DIR / "Vagrantfile"
 
@@ -87,3 +93,25 @@ def test_the_cli_says_it_in_one_line_with_exit_1(tmp_path: Path) -> None:
         "coserver: error: --cs-memory 100: a CoServer needs at least 1024 MiB (its controller, QEMU and the guest's "
         "256 MiB)"]
     assert "Traceback" not in res.output
+
+
+def test_nested_kvm_is_read_from_the_kernels_parameters(tmp_path: Path) -> None:
+    intel, amd = tmp_path / "intel", tmp_path / "amd"
+    assert not nested_kvm_enabled((intel, amd))           # neither module loaded
+    amd.write_text("0\n")
+    assert not nested_kvm_enabled((intel, amd))
+    intel.write_text("Y\n")
+    assert nested_kvm_enabled((intel, amd))
+
+
+def test_vagrant_test_refuses_tcg_machines_in_one_line_with_the_measured_reason() -> None:
+    """Where the machines would be TCG guests the fault table is not run (README: COLO inside TCG inside
+    TCG does not hold a pair); exit 2 and one line, before anything is made."""
+    env = {**os.environ, "COSERVER_VAGRANT_ACCEL": "tcg", "PYTHONPATH": str(ROOT)}
+    got = subprocess.run([sys.executable, "-m", "coserver.lab.vagranttrials", "--workdir", "/nonexistent/x"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert got.returncode == 2, got.stderr
+    lines = got.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vagrant-test: not run: the machines would be TCG guests")
+    assert "nested KVM" in lines[0] and "--allow-tcg" in lines[0]
+    assert host_accel({"COSERVER_VAGRANT_ACCEL": "kvm"}) == "kvm"
