@@ -54,7 +54,7 @@ def test_the_box_is_taken_the_vagrantfile_validates_and_down_leaves_nothing(vagr
 
 
 @pytest.mark.skipif(os.environ.get("COSERVER_VAGRANT_FULL") != "1",
-                    reason="three machines under TCG take ~20 min: COSERVER_VAGRANT_FULL=1 (make vagrant-test runs them)")
+                    reason="three machines under TCG take ~20 min: COSERVER_VAGRANT_FULL=1 runs them (make vagrant-up does the same)")
 def test_three_machines_come_up_and_both_coservers_pass_site_check(vagrant_lab: VagrantLab) -> None:
     lab = vagrant_lab
     result = lab.up(start_server=False)
