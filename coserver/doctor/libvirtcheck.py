@@ -19,6 +19,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from coserver.errors import clip
+from coserver.sys.sysfs import flag_on
 
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 #: The user (and group) Debian's libvirt runs QEMU as when qemu.conf names none.
@@ -55,13 +56,7 @@ def _is_root(name: str) -> bool:
 
 def confinement_active(paths: dict[str, Path] = CONFINEMENT) -> str | None:
     """The mandatory access control the kernel enforces ("AppArmor", "SELinux"), or None."""
-    for name, path in paths.items():
-        try:
-            if path.read_text().strip() in ("Y", "1"):
-                return name
-        except OSError:
-            continue
-    return None
+    return next((name for name, path in paths.items() if flag_on(path)), None)
 
 
 def qemu_conf_problems(conf: dict[str, str], *, confined_by: str | None) -> list[str]:

@@ -43,6 +43,7 @@ from coserver.paths import cache_dir, qemu_install
 from coserver.sys import netns
 from coserver.sys.files import sha256_file
 from coserver.sys.run import last_line
+from coserver.sys.sysfs import flag_on
 
 REPO = Path(__file__).resolve().parents[2]
 VAGRANT_DIR = REPO / "contrib" / "vagrant"
@@ -72,13 +73,8 @@ NESTED = (Path("/sys/module/kvm_intel/parameters/nested"), Path("/sys/module/kvm
 
 
 def nested_kvm_enabled(paths: tuple[Path, ...] = NESTED) -> bool:
-    for path in paths:
-        try:
-            if path.read_text().strip() in ("Y", "1"):
-                return True
-        except OSError:
-            continue
-    return False
+    """Does the loaded KVM module (Intel's or AMD's) let guests run KVM themselves?"""
+    return any(flag_on(path) for path in paths)
 
 
 def host_accel(env: dict[str, str] | None = None) -> str:
