@@ -34,6 +34,8 @@ MESSAGE = ("paused from outside coserver (virsh suspend or a QMP stop): resumed 
 class _Qmp(Protocol):
     async def execute(self, cmd: str, args: Any = None, *, deadline: float | None = None) -> Any: ...
 
+    async def probe(self, cmd: str, *, deadline: float) -> Any: ...
+
 
 @dataclass
 class OutsidePause:
@@ -45,8 +47,11 @@ class OutsidePause:
 
     @staticmethod
     async def is_paused(qmp: _Qmp, *, deadline: float) -> bool:
-        """Is the guest stopped by a plain `stop` (not a checkpoint, a migration or an I/O error)?"""
-        st = await qmp.execute("query-status", deadline=deadline)
+        """Is the guest stopped by a plain `stop` (not a checkpoint, a migration or an I/O error)?
+
+        A probe: a checkpoint of much dirty RAM holds QEMU's main loop for seconds, and a missed
+        deadline must not mark the controller's one session unhealthy (the health loop judges hangs)."""
+        st = await qmp.probe("query-status", deadline=deadline)
         return bool(st.get("status") == PAUSED)
 
     async def resume(self, qmp: _Qmp, stopped_since: float, *, host: str, ftserver: str, role: str,

@@ -22,6 +22,10 @@ class FakeQmp:
             self.status = "running"
         return {}
 
+    async def probe(self, cmd: str, *, deadline: float) -> Any:
+        assert cmd.startswith("query-")
+        return await self.execute(cmd, deadline=deadline)
+
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
