@@ -11,6 +11,7 @@ find. Said here, before any FT server is started, with the line to change.
 
 from __future__ import annotations
 
+import grp
 import pwd
 import re
 from collections.abc import Callable
@@ -42,14 +43,12 @@ def parse_qemu_conf(text: str) -> dict[str, str]:
     return out
 
 
-def _is_root(name: str) -> bool:
-    """qemu.conf's user/group: "+0" (a number), "root", or a name that resolves to id 0."""
+def _is_root(name: str, *, group: bool) -> bool:
+    """qemu.conf's user (or group): "+0" (a number), or a name the user (group) database resolves to id 0."""
     if name.startswith("+"):
         return name[1:] == "0"
-    if name == "root":
-        return True
     try:
-        return pwd.getpwnam(name).pw_uid == 0
+        return (grp.getgrnam(name).gr_gid if group else pwd.getpwnam(name).pw_uid) == 0
     except KeyError:
         return False
 
@@ -64,7 +63,7 @@ def qemu_conf_problems(conf: dict[str, str], *, confined_by: str | None) -> list
     problems = []
     for key in ("user", "group"):
         who = conf.get(key, DEFAULT_QEMU_USER)
-        if not _is_root(who):
+        if not _is_root(who, group=key == "group"):
             problems.append(f"QEMU runs as {key} {who!r}, which cannot open the site's images, sockets and "
                             "TLS keys (root's, 0600; libvirt does not chown what <qemu:commandline> names)")
     driver = conf.get("security_driver")

@@ -41,7 +41,7 @@ from coserver.lab.hostexec import host_argv
 from coserver.lab.spec import lab_guest_address, write_lab_spec
 from coserver.paths import cache_dir, qemu_install
 from coserver.sys import netns
-from coserver.sys.files import sha256_file
+from coserver.sys.files import sha256_file, write_new
 from coserver.sys.run import last_line
 from coserver.sys.sysfs import flag_on
 
@@ -85,7 +85,6 @@ def host_accel(env: dict[str, str] | None = None) -> str:
     if forced in ("kvm", "tcg"):
         return forced
     from coserver.images.accel import kvm_probe
-    from coserver.paths import qemu_install
 
     try:
         usable = kvm_probe(qemu_install()).usable
@@ -205,8 +204,7 @@ class VagrantLab:
         if kept_key is None:
             write_key(key)
         else:
-            key.touch(mode=0o600)
-            key.write_bytes(kept_key)
+            write_new(key, kept_key)
         site = load_site(site_file)
         if not (self.pki_dir / "ca").is_dir():
             self.say("the site's certificates (coserver site certs, and root's for the witness)")
