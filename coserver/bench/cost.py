@@ -211,6 +211,37 @@ def run(base: Path, prefix: str, periods: list[int], rounds: int, append_s: floa
     return out
 
 
+def stages(unprotected: list[dict[str, Any]], protected: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Where a protected append's time goes, in ms per append (the client appends back to back, so
+    time per append is the window over the appends made):
+      unprotected      the same append on one QEMU;
+      checkpoints      the guest's pauses for checkpoints during the appends, per append;
+      network_compare  a request/response without disk (the probe, p50) protected minus unprotected:
+                       the proxy hops (mirror, redirector) and colo-compare's wait for the
+                       secondary's copy of the reply;
+      write_and_rest   the remainder: the disk write replicated over NBD to the secondary and
+                       whatever else the pair costs (on shared cores: the secondary's CPU).
+    None without both sides measured."""
+    ua = [r["phases"]["appends"] for r in unprotected]
+    pa = [r["phases"]["appends"] for r in protected]
+    u_ops, p_ops = sum(a["ops"] for a in ua), sum(a["ops"] for a in pa)
+    u_probe = median(x for r in unprotected for x in r["phases"]["probe"]["latency_ms"])
+    p_probe = median(x for r in protected for x in r["phases"]["probe"]["latency_ms"])
+    if not u_ops or not p_ops or u_probe is None or p_probe is None:
+        return None
+    per_u = 1000 * sum(a["seconds"] for a in ua) / u_ops
+    per_p = 1000 * sum(a["seconds"] for a in pa) / p_ops
+    checkpoints = sum(sum(a.get("pause_ms", [])) for a in pa) / p_ops
+    network = max(0.0, p_probe - u_probe)
+    rest = per_p - per_u - checkpoints - network
+    parts = {"checkpoints": checkpoints, "network_compare": network, "write_and_rest": rest}
+    extra = per_p - per_u
+    return {"unprotected_ms": round(per_u, 3), "protected_ms": round(per_p, 3), "extra_ms": round(extra, 3),
+            **{f"{k}_ms": round(v, 3) for k, v in parts.items()},
+            "share": {k: round(v / extra, 3) if extra > 0 else None for k, v in parts.items()},
+            "largest": max(parts, key=lambda k: parts[k])}
+
+
 def _by_period(runs: list[dict[str, Any]], periods: list[int]) -> list[dict[str, Any]]:
     """Per period: each side's summary and the protected/unprotected ratios (the tail's too)."""
     by_period = []
@@ -224,5 +255,6 @@ def _by_period(runs: list[dict[str, Any]], periods: list[int]) -> list[dict[str,
             "append_p50_ratio": ratio(sb["append_latency_ms"]["p50"], sa["append_latency_ms"]["p50"]),
             "append_p99_ratio": ratio(sb["append_latency_ms"]["p99"], sa["append_latency_ms"]["p99"]),
             "probe_p50_ratio": ratio(sb["probe_latency_ms"]["p50"], sa["probe_latency_ms"]["p50"]),
+            "stages_ms_per_append": stages(a, b),
         })
     return by_period

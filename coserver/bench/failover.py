@@ -1,16 +1,24 @@
-"""Failover gap: kill -9 of the primary / the secondary QEMU under a client appending every 10 ms.
+"""Failover gap: each fault of a copy of the guest or of its host, under a client appending every 10 ms.
 
-Each trial gets a fresh protected lab (the guest as `coserver lab up` makes
-it), starts a client appending every 10 ms, kills one QEMU with SIGKILL
-(`Lab.fault("kill-qemu")`), waits until the survivor runs the guest alone,
-lets the client go on a little, then reads back every acknowledged append.
-Per trial:
+The faults (FAULTS): kill -9 of the primary's / the secondary's QEMU, a hang of either
+(SIGSTOP: the process stays, QMP goes silent, nothing closes), and a power cut of either
+host (its links dark first, then its supervisor, controller and QEMU killed at once:
+`Lab.fault("power-off")`). Each trial gets a fresh protected lab (the guest as `coserver
+lab up` makes it), starts a client appending every 10 ms, injects the fault, waits until
+the survivor runs the guest alone, lets the client go on a little, then reads back every
+acknowledged append. Per trial:
   outage_s     client-visible: the longest time without an OK, from the last OK
-               before the kill on (the issue's "gap", last OK before to first OK
+               before the fault on (the issue's "gap", last OK before to first OK
                after, is gap_s; it is shorter when one OK already on its way
-               arrives just after the kill and the stall follows);
-  detection_s  the kill to the survivor's controller entering failing_over;
+               arrives just after the fault and the stall follows);
+  detection_s  the fault to the survivor's controller entering failing_over;
   promotion_s  failing_over to simplex on the survivor (its own state history);
+  to_ack_s     the fault to the client's first OK after it: the performance issue's measure
+               ("from the fault to the client's next acknowledged append"); outage_s also
+               holds the silence already running when the fault came (a checkpoint under way,
+               a reply colo-compare still held: silent_before_s);
+  client_after_s  the survivor serving alone to the client's first OK after the fault:
+               what the client's own TCP retransmission back-off adds;
   lost         acked appends not readable with GET on the survivor (must be 0).
 Like lab.trials.run_trial, but it keeps the raw timings this
 needs; the settle rule is the same (state simplex, exactly one guest running).
@@ -30,8 +38,29 @@ from coserver.errors import CoserverError
 from coserver.images.guestclient import Writer, connect_journal, missing_acks
 from coserver.lab.lab import Lab, LabOptions
 
-FAULTS = ("kill-primary-qemu", "kill-secondary-qemu")
+#: Each fault: the lab fault it injects and the role of the copy it hits.
+FAULT_ACTIONS: dict[str, tuple[str, str]] = {
+    "kill-primary-qemu": ("kill-qemu", "primary"), "kill-secondary-qemu": ("kill-qemu", "secondary"),
+    "hang-primary-qemu": ("hang-qemu", "primary"), "hang-secondary-qemu": ("hang-qemu", "secondary"),
+    "power-off-primary": ("power-off", "primary"), "power-off-secondary": ("power-off", "secondary"),
+}
+FAULTS = tuple(FAULT_ACTIONS)
+#: The faults a dead process announces (a closed socket, a pidfd), measured `trials` times; the others
+#: (a hang, a power cut) are found by silence, take longer per trial and are measured `detect_trials` times.
+KILL_FAULTS = ("kill-primary-qemu", "kill-secondary-qemu")
+#: The performance issue's goals, (p50, p99) in seconds, for the fault to the client's next acknowledged
+#: append (to_ack_s).
+GOALS_S: dict[str, tuple[float, float]] = {
+    "kill-primary-qemu": (0.25, 0.40), "kill-secondary-qemu": (0.25, 0.40),
+    "hang-primary-qemu": (1.0, 2.0), "hang-secondary-qemu": (1.0, 2.0),
+    "power-off-primary": (1.0, 2.0), "power-off-secondary": (1.0, 2.0),
+}
 INTERVAL_S = 0.01
+
+
+def trials_of(fault: str, trials: int, detect_trials: int) -> int:
+    """How many trials a run makes of `fault`."""
+    return trials if fault in KILL_FAULTS else detect_trials
 
 
 def lab_options(prefix: str, workdir: Path, checkpoint_ms: int, insecure: bool = False) -> LabOptions:
@@ -71,16 +100,17 @@ def _history_times(history: list[dict[str, Any]], t_fault: float) -> tuple[float
 
 def trial(lab: Lab, fault: str, *, before_s: float = 1.5, after_s: float = 1.0,
           settle_timeout_s: float = 30.0) -> dict[str, Any]:
-    """One kill -9 on a protected lab; the raw figures of it."""
+    """One fault on a protected lab; the raw figures of it."""
     st = lab.status()
     if st["state"] != "protected":
         raise CoserverError(f"{fault}: the lab is {st['state']}, not protected")
-    victim = st["primary"] if fault == "kill-primary-qemu" else st["secondary"]
+    kind, role = FAULT_ACTIONS[fault]
+    victim = st[role]
     g = st["guest"]
     writer = Writer(g["client_netns"], g["address"], g["port"], interval=INTERVAL_S, tag=fault).start()
     time.sleep(before_s)
     t0 = time.monotonic()
-    t_wall = lab.fault("kill-qemu", victim)["at"]
+    t_wall = lab.fault(kind, victim)["at"]
     settled = None
     while time.monotonic() - t0 < settle_timeout_s:
         now = lab.status()
@@ -97,9 +127,14 @@ def trial(lab: Lab, fault: str, *, before_s: float = 1.5, after_s: float = 1.0,
     gap, outage = gaps(before, after)
     history = st["hosts"].get(survivor or "", {}).get("history") or []
     detection, promotion, reason = _history_times(history, t_wall)
+    # the survivor serving alone (on this clock) to the client's first OK after the fault
+    client_after = (round(after[0] - (t0 + detection + promotion), 3)
+                    if after and detection is not None and promotion is not None else None)
+    to_ack = round(after[0] - t0, 3) if after else None
+    silent_before = round(t0 - max(before), 3) if before else None
     out: dict[str, Any] = {"fault": fault, "victim": victim, "survivor": survivor, "outage_s": outage,
-                           "gap_s": gap, "largest_gap_s": round(res.largest_gap(), 3), "detection_s": detection,
-                           "promotion_s": promotion, "settle_s": round(settled, 3) if settled else None,
+                           "to_ack_s": to_ack, "silent_before_s": silent_before, "gap_s": gap, "largest_gap_s": round(res.largest_gap(), 3), "detection_s": detection,
+                           "promotion_s": promotion, "client_after_s": client_after, "settle_s": round(settled, 3) if settled else None,
                            "acked": len(res.acks), "acked_after": len(after), "reconnects": res.reconnects,
                            "client_errors": len(res.errors), "failover_note": reason, "problems": []}
     try:
@@ -109,21 +144,26 @@ def trial(lab: Lab, fault: str, *, before_s: float = 1.5, after_s: float = 1.0,
         out["lost"] = None
         out["problems"].append(f"cannot read back on the survivor: {exc}")
     if settled is None:
-        out["problems"].append(f"not simplex with one guest {settle_timeout_s:.0f} s after the kill")
+        out["problems"].append(f"not simplex with one guest {settle_timeout_s:.0f} s after the fault")
     if gap is None:
-        out["problems"].append("the client got no OK after the kill")
+        out["problems"].append("the client got no OK after the fault")
     if out["lost"]:
         out["problems"].append(f"{out['lost']} acknowledged appends lost")
     return out
 
 
-def run(base: Path, prefix: str, trials: int, checkpoint_ms: int, say: Callable[[str], None]) -> dict[str, Any]:
-    """`trials` trials of each fault, alternating, each on a fresh lab."""
+def run(base: Path, prefix: str, trials: int, checkpoint_ms: int, say: Callable[[str], None],
+        faults: tuple[str, ...] = FAULTS, detect_trials: int | None = None) -> dict[str, Any]:
+    """Of each fault, `trials` (kill -9) or `detect_trials` (hang, power cut) trials, the faults
+    alternating, each trial on a fresh lab."""
+    detect_trials = trials if detect_trials is None else detect_trials
+    want = {f: trials_of(f, trials, detect_trials) for f in faults}
+    total = sum(want.values())
     lab = Lab(prefix, base / prefix)
     rows: list[dict[str, Any]] = []
     try:
-        for i in range(trials):
-            for fault in FAULTS:
+        for i in range(max(want.values(), default=0)):
+            for fault in (f for f in faults if i < want[f]):
                 workdir = fresh_dir(base, prefix)
                 lab = Lab(prefix, workdir)
                 try:
@@ -136,7 +176,7 @@ def run(base: Path, prefix: str, trials: int, checkpoint_ms: int, say: Callable[
                 row["trial"] = i + 1
                 rows.append(row)
                 gap = row.get("outage_s")
-                say(f"failover {len(rows)}/{trials * len(FAULTS)}: {fault}: outage "
+                say(f"failover {len(rows)}/{total}: {fault}: outage "
                     f"{'-' if gap is None else f'{gap * 1000:.0f} ms'}, detection {row.get('detection_s')} s, "
                     f"promotion {row.get('promotion_s')} s, lost {row.get('lost')}"
                     + (f"  [{'; '.join(row['problems'])}]" if row.get("problems") else ""))
@@ -144,16 +184,21 @@ def run(base: Path, prefix: str, trials: int, checkpoint_ms: int, say: Callable[
         lab.down()
         shutil.rmtree(base / prefix, ignore_errors=True)
     by_fault = {}
-    for fault in FAULTS:
+    for fault in faults:
         rs = [r for r in rows if r["fault"] == fault]
         by_fault[fault] = {
             "trials": len(rs),
             "outage_s": summary(r.get("outage_s") for r in rs),
+            "to_ack_s": summary(r.get("to_ack_s") for r in rs),
+            "silent_before_s": summary(r.get("silent_before_s") for r in rs),
             "gap_s": summary(r.get("gap_s") for r in rs),
             "detection_s": summary(r.get("detection_s") for r in rs),
             "promotion_s": summary(r.get("promotion_s") for r in rs),
+            "client_after_s": summary(r.get("client_after_s") for r in rs),
+            "goal_s": list(GOALS_S[fault]),
             "lost": sum(r["lost"] for r in rs if r.get("lost") is not None),
             "unverified": sum(1 for r in rs if r.get("lost") is None),
             "problems": sum(1 for r in rs if r.get("problems")),
         }
-    return {"checkpoint_ms": checkpoint_ms, "client_interval_s": INTERVAL_S, "trials": rows, "by_fault": by_fault}
+    return {"checkpoint_ms": checkpoint_ms, "client_interval_s": INTERVAL_S, "faults": list(faults),
+            "trials_per_fault": want, "trials": rows, "by_fault": by_fault}

@@ -22,7 +22,9 @@ import matplotlib.pyplot as plt  # noqa: E402 - after matplotlib.use("Agg"): no 
 from coserver.bench.failover import FAULTS  # noqa: E402 - below the backend choice above
 
 DPI = 100
-SHORT = {"kill-primary-qemu": "kill primary", "kill-secondary-qemu": "kill secondary"}
+SHORT = {"kill-primary-qemu": "kill -9 primary QEMU", "kill-secondary-qemu": "kill -9 secondary QEMU",
+         "hang-primary-qemu": "hang primary QEMU", "hang-secondary-qemu": "hang secondary QEMU",
+         "power-off-primary": "power cut, primary host", "power-off-secondary": "power cut, secondary host"}
 
 
 def _save(fig, path: Path) -> Path:
@@ -33,27 +35,28 @@ def _save(fig, path: Path) -> Path:
 
 
 def failover_gaps(failover: dict[str, Any], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    metrics = (("outage_s", "client outage"), ("detection_s", "detection"), ("promotion_s", "promotion"))
-    colors = ("tab:red", "tab:blue", "tab:green")
-    ticks, labels = [], []
-    for i, fault in enumerate(FAULTS):
+    """Per fault, every trial's fault → next ack and its parts: detection, promotion, the client's wait."""
+    faults = [f for f in FAULTS if any(r["fault"] == f for r in failover["trials"])]
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.7 * len(faults)), 4.0))
+    metrics = (("to_ack_s", "fault → next ack"), ("detection_s", "detection"), ("promotion_s", "promotion"),
+               ("client_after_s", "client after promotion (TCP back-off)"))
+    colors = ("tab:red", "tab:blue", "tab:green", "tab:purple")
+    for i, fault in enumerate(faults):
         rows = [r for r in failover["trials"] if r["fault"] == fault]
         for j, (key, name) in enumerate(metrics):
-            x = i * 4 + j
-            ys = [r[key] * 1000 for r in rows if r.get(key) is not None]
+            x = i * 5 + j
+            ys = [max(r[key], 0.0) * 1000 for r in rows if r.get(key) is not None]
             if ys:
-                ax.boxplot([ys], positions=[x], widths=0.6, showfliers=False,
-                           medianprops={"color": colors[j]})
+                ax.boxplot([ys], positions=[x], widths=0.6, showfliers=False, medianprops={"color": colors[j]})
                 jitter = [x + 0.15 * ((k % 5) - 2) / 2 for k in range(len(ys))]
-                ax.scatter(jitter, ys, s=12, color=colors[j], alpha=0.7, zorder=3)
-            ticks.append(x)
-            labels.append(f"{name}\n{SHORT[fault]}")
-    ax.set_xticks(ticks, labels, fontsize=8)
-    ax.set_ylabel("ms")
+                ax.scatter(jitter, ys, s=12, color=colors[j], alpha=0.7, zorder=3, label=name if i == 0 else None)
+    ax.set_xticks([i * 5 + 1.5 for i in range(len(faults))], [SHORT[f].replace(", ", ",\n") for f in faults],
+                  fontsize=8)
+    ax.set_ylabel("ms (linear below 100)")
+    ax.set_yscale("symlog", linthresh=100)
     ax.set_ylim(bottom=0)
-    ax.set_title(f"Failover, {failover['trials'] and max(r.get('trial', 0) for r in failover['trials'])} trials "
-                 f"per fault, checkpoint period {failover['checkpoint_ms']} ms", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(f"Failover, every trial (checkpoint period {failover['checkpoint_ms']} ms)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
@@ -96,7 +99,7 @@ def outage_ft_vs_restart(failover: dict[str, Any] | None, restart: dict[str, Any
     for fault in FAULTS:
         f = (failover or {}).get("by_fault", {}).get(fault)
         if f and f["outage_s"]["n"]:
-            names.append(f"coserver: {SHORT[fault]} QEMU")
+            names.append(f"coserver: {SHORT[fault]}")
             meds.append(f["outage_s"]["p50"])
             lo.append(f["outage_s"]["min"])
             hi.append(f["outage_s"]["max"])
@@ -108,7 +111,7 @@ def outage_ft_vs_restart(failover: dict[str, Any] | None, restart: dict[str, Any
         lo.append(o["min"])
         hi.append(o["max"])
         lost.append(restart["lost"])
-    fig, ax = plt.subplots(figsize=(7, 2.6))
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.4 * len(names)))
     ys = list(range(len(names)))
     colors = ["tab:green"] * (len(names) - 1) + ["tab:orange"] if names and names[-1].startswith("restart") \
         else ["tab:green"] * len(names)

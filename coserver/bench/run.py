@@ -29,6 +29,10 @@ class BenchConfig:
     out: Path
     quick: bool = False
     trials: int = 10
+    #: trials of each hang and power cut (found by silence, not by a dead process: longer per trial)
+    detect_trials: int = 5
+    #: the failover section's faults (failover.FAULTS)
+    faults: list[str] = field(default_factory=lambda: list(failover.FAULTS))
     periods_ms: list[int] = field(default_factory=lambda: [200, 1000, 5000])
     sections: list[str] = field(default_factory=lambda: list(SECTIONS))
     prefix: str = "bn"
@@ -49,7 +53,7 @@ class BenchConfig:
     def make(cls, out: Path, quick: bool, **overrides: Any) -> BenchConfig:
         base = cls(out=out, quick=quick)
         if quick:
-            base = cls(out=out, quick=True, trials=3, periods_ms=[1000], cost_rounds=1, append_s=5.0, probe_s=3.0,
+            base = cls(out=out, quick=True, trials=3, detect_trials=2, periods_ms=[1000], cost_rounds=1, append_s=5.0, probe_s=3.0,
                        restart_trials=1, sync_repeats=1, overhead_window_s=20.0, tls_rounds=1,
                        protect_trials=1)
         for k, v in overrides.items():
@@ -81,7 +85,8 @@ def run(cfg: BenchConfig, say: Callable[[str], None], command: str = "coserver b
     base = Path(tempfile.mkdtemp(prefix="csbench-", dir="/var/tmp"))
     p = cfg.prefix
     jobs: dict[str, Callable[[], dict[str, Any]]] = {
-        "failover": lambda: failover.run(base, f"{p}f", cfg.trials, cfg.failover_checkpoint_ms, say),
+        "failover": lambda: failover.run(base, f"{p}f", cfg.trials, cfg.failover_checkpoint_ms, say,
+                                         tuple(cfg.faults), cfg.detect_trials),
         "cost": lambda: cost.run(base, p, cfg.periods_ms, cfg.cost_rounds, cfg.append_s, cfg.probe_s, say,
                                  tuple(cfg.cost_placements)),
         "restart": lambda: restart.run(base, f"{p}r", cfg.restart_trials, say),

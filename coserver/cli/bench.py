@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from coserver import log
+from coserver.bench.failover import FAULTS
 from coserver.bench.run import SECTIONS, BenchConfig, run
 
 
@@ -35,14 +36,28 @@ def _sections(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return names
 
 
+def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [n for n in names if n not in FAULTS]
+    if bad or not names:
+        raise click.BadParameter(f"unknown fault(s) {', '.join(bad) or '(none)'}; choose from {', '.join(FAULTS)}")
+    return names
+
+
 @click.command("bench")
 @click.option("--quick", is_flag=True,
-              help="3 trials per fault, one checkpoint period, one round, one re-protection per order and RAM "
-                   "size, short windows.")
+              help="3 trials per kill -9 fault and 2 per hang and power cut, one checkpoint period, one round, one "
+                   "re-protection per order and RAM size, short windows.")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"),
               show_default=True, help="Where bench.json, report.md and the PNG plots go.")
 @click.option("--trials", type=click.IntRange(1, 1000), default=None,
-              help="Trials per failover fault [default: 10, quick 3].")
+              help="Trials per kill -9 fault [default: 10, quick 3].")
+@click.option("--detect-trials", type=click.IntRange(1, 1000), default=None,
+              help="Trials per hang and power-off fault (found by silence) [default: 5, quick 2].")
+@click.option("--faults", callback=_faults, default=None, metavar="NAME,...",
+              help=f"The failover section's faults [default: all: {', '.join(FAULTS)}].")
 @click.option("--periods", callback=_ints, default=None, metavar="MS,MS,...",
               help="Checkpoint periods for the cost section [default: 200,1000,5000; quick 1000].")
 @click.option("--sections", callback=_sections, default=None, metavar="NAME,...",
@@ -50,15 +65,16 @@ def _sections(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--prefix", default="bn", show_default=True,
               help="Lab prefix root; the sections use <prefix>f, <prefix>p, <prefix>u, <prefix>r, <prefix>s, "
                    "<prefix>o, <prefix>t, <prefix>e.")
-def bench(quick: bool, out: Path, trials: int | None, periods: list[int] | None, sections: list[str] | None,
-          prefix: str) -> None:
-    """Benchmarks on the one-machine lab: failover gap, cost of protection, restart baseline,
+def bench(quick: bool, out: Path, trials: int | None, detect_trials: int | None, faults: list[str] | None,
+          periods: list[int] | None, sections: list[str] | None, prefix: str) -> None:
+    """Benchmarks on the one-machine lab: failover gap (kill -9, hang, power cut), cost of protection, restart baseline,
     time to protect, controller overhead, TLS, entering COLO (stopped vs live order against guest
     RAM). Writes OUT/bench.json, OUT/report.md and PNG plots.
 
     Exit status 1 if a section could not be measured or an acknowledged write was lost;
     never because of a time."""
-    cfg = BenchConfig.make(out.resolve(), quick, trials=trials, periods_ms=periods, sections=sections, prefix=prefix)
+    cfg = BenchConfig.make(out.resolve(), quick, trials=trials, detect_trials=detect_trials, faults=faults,
+                           periods_ms=periods, sections=sections, prefix=prefix)
     out.mkdir(parents=True, exist_ok=True)
     verbose = (click.get_current_context().find_root().params or {}).get("verbose", 0)
     if not verbose:

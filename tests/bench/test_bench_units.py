@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coserver.bench.failover import gaps
-from coserver.bench.report import incomplete, key_table, losses, render
+from coserver.bench.report import goals_table, incomplete, key_table, losses, render
 from coserver.bench.run import BenchConfig
 from coserver.bench.stats import percentile, ratio, summary
 
@@ -102,3 +102,49 @@ def test_the_cost_report_puts_shared_and_pinned_side_by_side():
     text = render(_data(cost=cost))
     assert "**Pinned**" in text and "**Shared cores**" in text
     assert "0.29× → 0.61×" in text and "12.0× → 2.5×" in text
+
+
+def _fault(outages: list[float]) -> dict:
+    return {"trials": len(outages), "lost": 0, "unverified": 0, "outage_s": summary(outages), "to_ack_s": summary(outages),
+            "gap_s": summary(outages), "detection_s": summary([0.1]), "promotion_s": summary([0.05]),
+            "client_after_s": summary([0.1])}
+
+
+def test_each_fault_is_judged_against_its_goal_at_p50_and_p99():
+    data = _data(failover={"faults": ["kill-primary-qemu", "hang-primary-qemu"],
+                           "by_fault": {"kill-primary-qemu": _fault([0.2, 0.22]),      # within 250 / 400 ms
+                                        "hang-primary-qemu": _fault([0.9, 2.5])}})     # p99 over 2 s
+    rows = key_table(data)
+    assert "met" in rows[2] and "not met" not in rows[2]
+    assert "**not met**" in rows[3] and "hang (SIGSTOP) primary QEMU" in rows[3]
+    goals = "\n".join(goals_table(data))
+    assert "next ack p50 ≤ 1.0 s, p99 ≤ 2.0 s" in goals and goals.count("**not met**") == 1
+
+
+def test_hangs_and_power_cuts_count_their_own_trials_for_completeness():
+    data = _data(failover={"faults": ["kill-primary-qemu", "power-off-primary"],
+                           "by_fault": {"kill-primary-qemu": _fault([0.2, 0.2, 0.2]),
+                                        "power-off-primary": _fault([4.0])}})
+    data["config"].update(trials=3, detect_trials=2)
+    assert incomplete(data) == ["failover power-off-primary: 1 of 2 trials measured"]
+    data["sections"]["failover"]["by_fault"]["power-off-primary"] = _fault([4.0, 4.2])
+    assert incomplete(data) == []
+    assert BenchConfig.make(None, True).detect_trials == 2 and BenchConfig.make(None, False).detect_trials == 5
+
+
+def _run(mode: str, ops: int, seconds: float, probe_ms: float, pauses_ms: list[float]) -> dict:
+    return {"mode": mode, "phases": {"appends": {"ops": ops, "seconds": seconds, "pause_ms": pauses_ms},
+                                     "probe": {"latency_ms": [probe_ms] * 5}}}
+
+
+def test_a_protected_appends_time_is_split_into_stages_that_add_up():
+    from coserver.bench.cost import stages
+
+    # unprotected: 500 appends in 1 s (2 ms each); protected: 200 in 1 s (5 ms each), 100 ms paused,
+    # the probe 0.5 ms slower: 0.5 ms checkpoints + 0.5 ms path + 2 ms the rest per append
+    st = stages([_run("unprotected", 500, 1.0, 1.0, [])], [_run("protected", 200, 1.0, 1.5, [60.0, 40.0])])
+    assert st is not None
+    assert (st["unprotected_ms"], st["protected_ms"], st["extra_ms"]) == (2.0, 5.0, 3.0)
+    assert (st["checkpoints_ms"], st["network_compare_ms"], st["write_and_rest_ms"]) == (0.5, 0.5, 2.0)
+    assert st["largest"] == "write_and_rest" and st["share"]["write_and_rest"] == pytest.approx(0.667, abs=0.001)
+    assert stages([], [_run("protected", 200, 1.0, 1.5, [])]) is None
