@@ -155,8 +155,9 @@ def secondary_colo_args(node: Node, hw: GuestHardware, *, primary_sync_addr: str
         rc += "," + node.tls.chardev_client_opt()
     net = node.netdev_id
     args = [
-        "-chardev", f"socket,id=red0,host={primary_sync_addr},port={ports.mirror},{rc}",
-        "-chardev", f"socket,id=red1,host={primary_sync_addr},port={ports.compare},{rc}",
+        # nodelay: each packet is two writes (length, frame); see colo.proxy._socket_chardev
+        "-chardev", f"socket,id=red0,host={primary_sync_addr},port={ports.mirror},nodelay=on,{rc}",
+        "-chardev", f"socket,id=red1,host={primary_sync_addr},port={ports.compare},nodelay=on,{rc}",
         "-object", f"filter-redirector,id=f1,netdev={net},queue=tx,indev=red0,vnet_hdr_support=on",
         "-object", f"filter-redirector,id=f2,netdev={net},queue=rx,outdev=red1,vnet_hdr_support=on",
         "-object", f"filter-rewriter,id=rew0,netdev={net},queue=all,vnet_hdr_support=on",

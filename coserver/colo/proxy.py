@@ -28,6 +28,10 @@ CHARDEV_IDS = ("mirror0", "compare1", "compare0", "compare0-0", "compare_out", "
 def _socket_chardev(chardev_id: str, addr: dict[str, Any], server: bool,
                     tls: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     data: dict[str, Any] = {"addr": addr, "server": server, **(tls or {})}
+    if addr["type"] == "inet":
+        # Each packet goes as two writes (its length, then the frame): with Nagle on, the frame waits
+        # for the peer's (delayed, up to 40 ms) ACK of the length whenever the stream was idle.
+        data["nodelay"] = True
     if server:
         data["wait"] = False
     return "chardev-add", {"id": chardev_id, "backend": {"type": "socket", "data": data}}
