@@ -211,33 +211,47 @@ def run(base: Path, prefix: str, periods: list[int], rounds: int, append_s: floa
     return out
 
 
+#: An append slower than this many times the protected median is held up by something that comes and
+#: goes (a checkpoint, a reply colo-compare holds, a retransmission), not by the steady per-append path.
+STALL_FACTOR = 3.0
+
+
 def stages(unprotected: list[dict[str, Any]], protected: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Where a protected append's time goes, in ms per append (the client appends back to back, so
     time per append is the window over the appends made):
       unprotected      the same append on one QEMU;
-      checkpoints      the guest's pauses for checkpoints during the appends, per append;
+      stalls           what the slow appends (over STALL_FACTOR x the protected median) took beyond the
+                       median: the checkpoints as the client sees them: the guest stopped, then its
+                       replies held until the secondary's copies come, a client retransmission;
+      pause            of that, QEMU's own stop for the checkpoints (its events), per append;
       network_compare  a request/response without disk (the probe, p50) protected minus unprotected:
                        the proxy hops (mirror, redirector) and colo-compare's wait for the
                        secondary's copy of the reply;
-      write_and_rest   the remainder: the disk write replicated over NBD to the secondary and
-                       whatever else the pair costs (on shared cores: the secondary's CPU).
+      write_and_rest   the remainder: the steady per-append cost of the disk write replicated over
+                       NBD to the secondary and whatever else the pair costs (on shared cores: the
+                       secondary's CPU).
     None without both sides measured."""
     ua = [r["phases"]["appends"] for r in unprotected]
     pa = [r["phases"]["appends"] for r in protected]
     u_ops, p_ops = sum(a["ops"] for a in ua), sum(a["ops"] for a in pa)
     u_probe = median(x for r in unprotected for x in r["phases"]["probe"]["latency_ms"])
     p_probe = median(x for r in protected for x in r["phases"]["probe"]["latency_ms"])
-    if not u_ops or not p_ops or u_probe is None or p_probe is None:
+    p_lat = [x for a in pa for x in a.get("latency_ms", [])]
+    p_median = median(p_lat)
+    if not u_ops or not p_ops or u_probe is None or p_probe is None or p_median is None:
         return None
     per_u = 1000 * sum(a["seconds"] for a in ua) / u_ops
     per_p = 1000 * sum(a["seconds"] for a in pa) / p_ops
-    checkpoints = sum(sum(a.get("pause_ms", [])) for a in pa) / p_ops
+    slow = [x for x in p_lat if x > STALL_FACTOR * p_median]
+    stalls = sum(x - p_median for x in slow) / p_ops
+    pause = sum(sum(a.get("pause_ms", [])) for a in pa) / p_ops
     network = max(0.0, p_probe - u_probe)
-    rest = per_p - per_u - checkpoints - network
-    parts = {"checkpoints": checkpoints, "network_compare": network, "write_and_rest": rest}
+    rest = per_p - per_u - stalls - network
+    parts = {"stalls": stalls, "network_compare": network, "write_and_rest": rest}
     extra = per_p - per_u
     return {"unprotected_ms": round(per_u, 3), "protected_ms": round(per_p, 3), "extra_ms": round(extra, 3),
-            **{f"{k}_ms": round(v, 3) for k, v in parts.items()},
+            **{f"{k}_ms": round(v, 3) for k, v in parts.items()}, "pause_ms": round(pause, 3),
+            "stalled_appends": len(slow), "appends": p_ops, "stall_factor": STALL_FACTOR,
             "share": {k: round(v / extra, 3) if extra > 0 else None for k, v in parts.items()},
             "largest": max(parts, key=lambda k: parts[k])}
 

@@ -222,7 +222,7 @@ def _placement_lines(cost: dict[str, Any]) -> list[str]:
                    "protected/unprotected append p99, shared → pinned"], rows) if rows else []
 
 
-STAGE_TITLES = {"checkpoints": "checkpoint pauses", "network_compare": "proxy hops + compare wait",
+STAGE_TITLES = {"stalls": "checkpoint stalls", "network_compare": "proxy hops + compare wait",
                 "write_and_rest": "replicated write + rest"}
 
 
@@ -240,11 +240,13 @@ def stage_table(cost: dict[str, Any]) -> list[str]:
             if not st:
                 continue
             rows.append([f"{p['checkpoint_ms']} ms, {name}", f"{st['unprotected_ms']:.2f}",
-                         f"{st['protected_ms']:.2f}", *(_stage(st, k) for k in STAGE_TITLES),
-                         STAGE_TITLES[st["largest"]]])
-    return _table(["period, placement", "ms per append unprotected", "protected", "+ checkpoint pauses",
-                   "+ proxy hops and compare wait", "+ replicated write and the rest", "largest"],
-                  rows) if rows else []
+                         f"{st['protected_ms']:.2f}", _stage(st, "stalls"),
+                         f"{st['pause_ms']:.2f}" if "pause_ms" in st else "–",
+                         f"{st['stalled_appends']} of {st['appends']}" if "stalled_appends" in st else "–",
+                         _stage(st, "network_compare"), _stage(st, "write_and_rest"), STAGE_TITLES[st["largest"]]])
+    return _table(["period, placement", "ms per append unprotected", "protected", "+ checkpoint stalls",
+                   "of which QEMU's stop", "stalled appends", "+ proxy hops and compare wait",
+                   "+ replicated write and the rest", "largest"], rows) if rows else []
 
 
 def _cost_table(cost: dict[str, Any]) -> list[str]:
@@ -361,11 +363,14 @@ def render(data: dict[str, Any], out_dir: Path | None = None) -> str:
         stages = stage_table(c)
         if stages:
             L += ["**Where a protected append's time goes** (ms per append; the client appends back to back, so "
-                  "the time per append is the window over the appends made). Checkpoint pauses: the guest's "
-                  "pauses (QEMU's events) during the appends, per append. Proxy hops and compare wait: a "
-                  "request/response without disk (the probe's p50), protected minus unprotected. Replicated "
-                  "write and the rest: what remains, the write's round trip over NBD to the secondary's disk and, "
-                  "on shared cores, the CPU the secondary takes from the primary.", ""] + stages + [""]
+                  "the time per append is the window over the appends made). Checkpoint stalls: what the slow "
+                  "appends (over 3× the protected median) took beyond the median, per append: the checkpoints as "
+                  "the client sees them (the guest stopped, then replies colo-compare holds until the secondary's "
+                  "copies come, sometimes a client retransmission); QEMU's own stop for the checkpoints (its "
+                  "events) beside it. Proxy hops and compare wait: a request/response without disk (the probe's "
+                  "p50), protected minus unprotected. Replicated write and the rest: the steady remainder, the "
+                  "write's round trip over NBD to the secondary's disk and, on shared cores, the CPU the "
+                  "secondary takes from the primary.", ""] + stages + [""]
         if c.get("problems"):
             L += ["Runs that failed: " + "; ".join(c["problems"]), ""]
     elif "error" in c:
@@ -560,6 +565,9 @@ def readme_excerpt(data: dict[str, Any], plot: str = "docs/bench/outage_ft_vs_re
         L += [f"(The machine was shared with up to {shared} other QEMU processes during part of this run: see the "
               "report.)", ""]
     L += key_table(data) + ["", f"![{PLOTS['outage_ft_vs_restart.png']}]({plot})", ""]
+    goals = goals_table(data)
+    if goals:
+        L += ["The performance issue's goals against this run:", ""] + goals + [""]
     c = sec.get("cost", {})
     if c.get("by_period"):
         rows = []
@@ -579,6 +587,10 @@ def readme_excerpt(data: dict[str, Any], plot: str = "docs/bench/outage_ft_vs_re
         if c.get("pinned_by_period"):
             L += ["Each CoServer's QEMU on a core of its own (as on two hosts) against shared cores:", ""]
             L += _placement_lines(c) + [""]
+        stages = stage_table(c)
+        if stages:
+            L += ["Where a protected append's time goes (ms per append; checkpoint stalls: what the appends slower "
+                  "than 3× the median took beyond it):", ""] + stages + [""]
     s, o = sec.get("sync", {}), sec.get("overhead", {})
     if s.get("ratio") is not None:
         L.append(f"Time to protect a {s['disk_bytes'] / 2**30:.0f} GiB disk: initial sync {_s(s['sync_s'])} "

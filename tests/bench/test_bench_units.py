@@ -132,19 +132,25 @@ def test_hangs_and_power_cuts_count_their_own_trials_for_completeness():
     assert BenchConfig.make(None, True).detect_trials == 2 and BenchConfig.make(None, False).detect_trials == 5
 
 
-def _run(mode: str, ops: int, seconds: float, probe_ms: float, pauses_ms: list[float]) -> dict:
-    return {"mode": mode, "phases": {"appends": {"ops": ops, "seconds": seconds, "pause_ms": pauses_ms},
+def _run(mode: str, ops: int, seconds: float, probe_ms: float, pauses_ms: list[float],
+         latency_ms: list[float]) -> dict:
+    return {"mode": mode, "phases": {"appends": {"ops": ops, "seconds": seconds, "pause_ms": pauses_ms,
+                                                 "latency_ms": latency_ms},
                                      "probe": {"latency_ms": [probe_ms] * 5}}}
 
 
 def test_a_protected_appends_time_is_split_into_stages_that_add_up():
     from coserver.bench.cost import stages
 
-    # unprotected: 500 appends in 1 s (2 ms each); protected: 200 in 1 s (5 ms each), 100 ms paused,
-    # the probe 0.5 ms slower: 0.5 ms checkpoints + 0.5 ms path + 2 ms the rest per append
-    st = stages([_run("unprotected", 500, 1.0, 1.0, [])], [_run("protected", 200, 1.0, 1.5, [60.0, 40.0])])
+    # unprotected: 500 appends in 1 s (2 ms each); protected: 200 in 1 s (5 ms each): 198 at 4 ms and two
+    # stalled ones of 104 ms (100 ms beyond the median each: 1 ms per append), QEMU stopped 60 ms in all;
+    # the probe 0.5 ms slower: 1 ms stalls + 0.5 ms path + 1.5 ms the rest per append
+    lat = [4.0] * 198 + [104.0, 104.0]
+    st = stages([_run("unprotected", 500, 1.0, 1.0, [], [2.0] * 500)],
+                [_run("protected", 200, 1.0, 1.5, [30.0, 30.0], lat)])
     assert st is not None
     assert (st["unprotected_ms"], st["protected_ms"], st["extra_ms"]) == (2.0, 5.0, 3.0)
-    assert (st["checkpoints_ms"], st["network_compare_ms"], st["write_and_rest_ms"]) == (0.5, 0.5, 2.0)
-    assert st["largest"] == "write_and_rest" and st["share"]["write_and_rest"] == pytest.approx(0.667, abs=0.001)
-    assert stages([], [_run("protected", 200, 1.0, 1.5, [])]) is None
+    assert (st["stalls_ms"], st["network_compare_ms"], st["write_and_rest_ms"]) == (1.0, 0.5, 1.5)
+    assert st["pause_ms"] == 0.3 and st["stalled_appends"] == 2
+    assert st["largest"] == "write_and_rest" and st["share"]["stalls"] == pytest.approx(0.333, abs=0.001)
+    assert stages([], [_run("protected", 200, 1.0, 1.5, [], lat)]) is None
