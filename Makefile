@@ -114,7 +114,7 @@ vagrant-test: vagrant-setup
 
 # Benchmarks on the lab (README "Benchmarks"): failover gap, cost of protection, the restart
 # baseline, time to protect, controller overhead, TLS, entering COLO in both orders ->
-# $(BENCH_OUT)/report.md, bench.json and PNG plots. About 30 min on 2 cores; `make bench BENCH_ARGS=--quick` is the ~10 min smoke run.
+# $(BENCH_OUT)/report.md, bench.json and PNG plots. About 60 min on 2 cores; `make bench BENCH_ARGS=--quick` is the ~15 min smoke run.
 BENCH_OUT ?= bench-results
 BENCH_ARGS ?=
 bench: setup

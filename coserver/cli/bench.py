@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -26,24 +27,22 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> list
     return out
 
 
-def _sections(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [n for n in names if n not in SECTIONS]
-    if bad or not names:
-        raise click.BadParameter(f"unknown section(s) {', '.join(bad) or '(none)'}; choose from {', '.join(SECTIONS)}")
-    return names
+def _names_of(what: str, choices: tuple[str, ...]) -> Callable[[click.Context, click.Parameter, str | None],
+                                                               list[str] | None]:
+    """A click callback for a comma-separated list of names, each one of `choices`."""
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+        if value is None:
+            return None
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        bad = [n for n in names if n not in choices]
+        if bad or not names:
+            raise click.BadParameter(f"unknown {what}(s) {', '.join(bad) or '(none)'}; choose from {', '.join(choices)}")
+        return names
+    return check
 
 
-def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [n for n in names if n not in FAULTS]
-    if bad or not names:
-        raise click.BadParameter(f"unknown fault(s) {', '.join(bad) or '(none)'}; choose from {', '.join(FAULTS)}")
-    return names
+_sections = _names_of("section", tuple(SECTIONS))
+_faults = _names_of("fault", FAULTS)
 
 
 @click.command("bench")
