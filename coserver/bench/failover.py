@@ -47,7 +47,7 @@ FAULT_ACTIONS: dict[str, tuple[str, str]] = {
 FAULTS = tuple(FAULT_ACTIONS)
 #: The faults a dead process announces (a closed socket, a pidfd), measured `trials` times; the others
 #: (a hang, a power cut) are found by silence, take longer per trial and are measured `detect_trials` times.
-KILL_FAULTS = ("kill-primary-qemu", "kill-secondary-qemu")
+KILL_FAULTS = tuple(f for f, (kind, _) in FAULT_ACTIONS.items() if kind == "kill-qemu")
 #: The performance issue's goals, (p50, p99) in seconds, for the fault to the client's next acknowledged
 #: append (to_ack_s).
 GOALS_S: dict[str, tuple[float, float]] = {
@@ -133,8 +133,10 @@ def trial(lab: Lab, fault: str, *, before_s: float = 1.5, after_s: float = 1.0,
     to_ack = round(after[0] - t0, 3) if after else None
     silent_before = round(t0 - max(before), 3) if before else None
     out: dict[str, Any] = {"fault": fault, "victim": victim, "survivor": survivor, "outage_s": outage,
-                           "to_ack_s": to_ack, "silent_before_s": silent_before, "gap_s": gap, "largest_gap_s": round(res.largest_gap(), 3), "detection_s": detection,
-                           "promotion_s": promotion, "client_after_s": client_after, "settle_s": round(settled, 3) if settled else None,
+                           "to_ack_s": to_ack, "silent_before_s": silent_before, "gap_s": gap,
+                           "largest_gap_s": round(res.largest_gap(), 3), "detection_s": detection,
+                           "promotion_s": promotion, "client_after_s": client_after,
+                           "settle_s": round(settled, 3) if settled else None,
                            "acked": len(res.acks), "acked_after": len(after), "reconnects": res.reconnects,
                            "client_errors": len(res.errors), "failover_note": reason, "problems": []}
     try:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from coserver.bench.cost import STALL_FACTOR
 from coserver.bench.failover import FAULTS, GOALS_S, trials_of
 
 SECTIONS = ("failover", "cost", "restart", "sync", "overhead", "tls", "protect")
@@ -138,15 +139,22 @@ def _pair(s: dict[str, Any]) -> str:
     return f"{_dur(s.get('p50'))} / {_dur(s.get('p99'))}"
 
 
-def _goal(f: dict[str, Any], fault: str) -> str:
-    """The issue's goal for this fault's outage (p50 / p99) and whether this run met it."""
+def _fault_goal(f: dict[str, Any], fault: str) -> tuple[tuple[float, float] | None, dict[str, Any], bool | None]:
+    """The issue's (p50, p99) goal for this fault, the figure it judges (the fault to the client's next
+    ack; older runs: the outage) and whether this run met it (None: no goal or no figure)."""
     goal = f.get("goal_s") or GOALS_S.get(fault)
+    o = f.get("to_ack_s") or f.get("outage_s", {})
+    if not goal or o.get("p50") is None or o.get("p99") is None:
+        return goal, o, None
+    return goal, o, o["p50"] <= goal[0] and o["p99"] <= goal[1]
+
+
+def _goal(f: dict[str, Any], fault: str) -> str:
+    """The issue's goal for this fault (p50 / p99) and whether this run met it."""
+    goal, _, ok = _fault_goal(f, fault)
     if not goal:
         return "–"
-    g50, g99 = goal
-    o = f.get("to_ack_s") or f.get("outage_s", {})   # older runs: no to_ack_s
-    met = o.get("p50") is not None and o["p50"] <= g50 and o.get("p99") is not None and o["p99"] <= g99
-    return f"≤ {_dur(g50)} / {_dur(g99)}: {'met' if met else '**not met**'}"
+    return f"≤ {_dur(goal[0])} / {_dur(goal[1])}: {'met' if ok else '**not met**'}"
 
 
 def key_table(data: dict[str, Any]) -> list[str]:
@@ -188,11 +196,10 @@ def goals_table(data: dict[str, Any]) -> list[str]:
                      f"client pause ≤ {_dur(goal)}", f"{_dur(live['entry_gap_s'])} (median), worst {_dur(worst)}",
                      _met(worst <= goal)])
     for fault, f in sec.get("failover", {}).get("by_fault", {}).items():
-        g50, g99 = f.get("goal_s") or GOALS_S[fault]
-        o = f.get("to_ack_s") or f["outage_s"]
-        ok = None if o.get("p50") is None else (o["p50"] <= g50 and o["p99"] <= g99)
-        rows.append([FAULT_TITLES[fault], f"fault → next ack p50 ≤ {_dur(g50)}, p99 ≤ {_dur(g99)}", _pair(o),
-                     _met(ok)])
+        goal, o, ok = _fault_goal(f, fault)
+        if goal:
+            rows.append([FAULT_TITLES[fault], f"fault → next ack p50 ≤ {_dur(goal[0])}, p99 ≤ {_dur(goal[1])}",
+                         _pair(o), _met(ok)])
     pinned = {p["checkpoint_ms"]: p for p in sec.get("cost", {}).get("pinned_by_period", [])}.get(GOAL_PERIOD_MS)
     if pinned:
         t, q = pinned.get("throughput_ratio"), pinned.get("append_p99_ratio")
@@ -364,8 +371,8 @@ def render(data: dict[str, Any], out_dir: Path | None = None) -> str:
         if stages:
             L += ["**Where a protected append's time goes** (ms per append; the client appends back to back, so "
                   "the time per append is the window over the appends made). Checkpoint stalls: what the slow "
-                  "appends (over 3× the protected median) took beyond the median, per append: the checkpoints as "
-                  "the client sees them (the guest stopped, then replies colo-compare holds until the secondary's "
+                  f"appends (over {STALL_FACTOR:g}× the protected median) took beyond the median, per append: "
+                  "the checkpoints as the client sees them (the guest stopped, then replies colo-compare holds until the secondary's "
                   "copies come, sometimes a client retransmission); QEMU's own stop for the checkpoints (its "
                   "events) beside it. Proxy hops and compare wait: a request/response without disk (the probe's "
                   "p50), protected minus unprotected. Replicated write and the rest: the steady remainder, the "
@@ -590,7 +597,7 @@ def readme_excerpt(data: dict[str, Any], plot: str = "docs/bench/outage_ft_vs_re
         stages = stage_table(c)
         if stages:
             L += ["Where a protected append's time goes (ms per append; checkpoint stalls: what the appends slower "
-                  "than 3× the median took beyond it):", ""] + stages + [""]
+                  f"than {STALL_FACTOR:g}× the median took beyond it):", ""] + stages + [""]
     s, o = sec.get("sync", {}), sec.get("overhead", {})
     if s.get("ratio") is not None:
         L.append(f"Time to protect a {s['disk_bytes'] / 2**30:.0f} GiB disk: initial sync {_s(s['sync_s'])} "

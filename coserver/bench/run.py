@@ -53,8 +53,8 @@ class BenchConfig:
     def make(cls, out: Path, quick: bool, **overrides: Any) -> BenchConfig:
         base = cls(out=out, quick=quick)
         if quick:
-            base = cls(out=out, quick=True, trials=3, detect_trials=2, periods_ms=[1000], cost_rounds=1, append_s=5.0, probe_s=3.0,
-                       restart_trials=1, sync_repeats=1, overhead_window_s=20.0, tls_rounds=1,
+            base = cls(out=out, quick=True, trials=3, detect_trials=2, periods_ms=[1000], cost_rounds=1, append_s=5.0,
+                       probe_s=3.0, restart_trials=1, sync_repeats=1, overhead_window_s=20.0, tls_rounds=1,
                        protect_trials=1)
         for k, v in overrides.items():
             if v is not None:
