@@ -84,7 +84,11 @@ from coserver.sys.tcpstats import StreamBytes, stream_bytes_async
 
 _log = log.get("controller")
 
-TICK_S = 0.1
+#: The decide loop's idle cadence, on the heartbeats' grid (one wake-up for a round and a tick).
+#: What must be acted on at once does not wait for it: the peer's new word or its silence (the
+#: heartbeats' on_change), QEMU's exit (a pidfd), its COLO events, a stuck QEMU, a stalled checkpoint
+#: all wake the loop. At 0.1 s the idle ticks were a fifth of an idle controller's CPU.
+TICK_S = 0.2
 #: Why a controller stopped its FT server when the guest powered itself off (the words `status` shows).
 GUEST_OFF_WHY = "the guest powered itself off"
 #: How long a primary whose guest powered itself off keeps its lease while its secondary is still heard
@@ -95,11 +99,13 @@ GUEST_OFF_HOLD_S = 5.0
 ANNOUNCE_AGAIN = {"initial": 100, "max": 550, "rounds": 6, "step": 100}
 #: The health loop's cadence: QEMU's state and CPU time are sampled on the decide loop's grid (one
 #: wake-up for both: on this kind of VM a wake-up of the process costs ~0.2 ms of CPU by itself).
-HEALTH_INTERVAL_S = 0.1
+HEALTH_INTERVAL_S = TICK_S
+#: A denied claim that the policy retries (a lost primary's lease not lapsed yet) is retried this soon.
+CLAIM_RETRY_S = 0.1
 #: A QMP probe (query-status) at least this often ...
 PROBE_INTERVAL_S = 1.0
 #: ... and at once when QEMU is stopped (SIGSTOP: its /proc state), or used no CPU at all since the
-#: previous sample (what a deadlocked QEMU shows): a probe at most 0.2 s after it stops computing.
+#: previous sample (what a deadlocked QEMU shows): a probe at most 0.4 s after it stops computing.
 #: CPU time is read from QEMU's CPU-time clock in ns (sys.proc.cpu_clock_ns): a running guest's QEMU
 #: always uses some in 0.1 s under TCG (an idle lab guest's: at least 0.5 ms, measured); an idle KVM
 #: guest's may not, and is then probed every HEALTH_INTERVAL_S, which costs it nothing but a QMP
@@ -113,6 +119,15 @@ _STOPPED = frozenset({"T", "t"})   # /proc states of a stopped (SIGSTOP) or trac
 CHECKPOINT_BUSY_LIMIT_S = 30.0
 #: How long the COLO stream and QEMU's CPU time are watched once a QMP probe missed its deadline.
 STREAM_SAMPLE_S = 0.05
+#: How late a checkpoint may be (the guest held stopped in one this long, or the next one this long
+#: past its period) before, with the peer silent on every link and no byte of the COLO stream moving
+#: (acknowledged or received) in STREAM_SAMPLE_S, the stream counts as stalled: checkpoints no longer
+#: flow, whatever the last MIGRATION_PASS said. A powered-off peer acknowledges nothing: the primary's
+#: checkpoint request waits for a reply that never comes (the guest runs meanwhile, its output held),
+#: or its RAM copy stops. Without it the last checkpoint vouched for a powered-off secondary for a whole
+#: colo_window (2 s at a 1 s period). A healthy checkpoint here stops the guest for 15-60 ms; a large
+#: one moves bytes.
+CHECKPOINT_STALLED_AFTER_S = 0.3
 
 
 class Miss(StrEnum):
@@ -191,6 +206,9 @@ class HostController:
         self.witness = witness
         witness.on_lost = self._lease_lost               # the self-fence (policy.must_self_fence)
         self._lease_lost_at: float | None = None        # boottime: our grant went (or never came)
+        #: the checkpoint mark at which the COLO stream was found stalled on a silent peer
+        #: (_watch_stalled_checkpoint); None: not stalled
+        self._stalled_at: tuple[float | None, float | None] | None = None
         # monotonic: when the pair last entered COLO here (a restarted controller: from its restart)
         self._nudged_at = 0.0   # nudge_checkpoint: when we last asked QEMU for a checkpoint
         self._colo_since: float | None = (time.monotonic() if self.sm.state in (FtState.PROTECTED, FtState.DEGRADED)
@@ -199,6 +217,7 @@ class HostController:
         self.witness_view = WitnessView(reachable=False)
         self._witness_generation = 0
         self.heartbeats = heartbeats
+        heartbeats.on_change = self._woken.set   # the peer's new word, or its silence: decided on now
         self.maintenance = cfg.maintenance_flag.exists()  # out of the pair on purpose (survives restarts)
         self.failure: BaseException | None = None          # the bug that stopped this controller
         self.decisions: deque[dict[str, Any]] = deque(maxlen=32)
@@ -508,6 +527,7 @@ class HostController:
             if self.qemu is None or self.role == Role.NONE:
                 last_cpu = None
                 continue
+            await self._watch_stalled_checkpoint()
             state = self.qemu.proc_state()   # one /proc read: our process still, and stopped or not
             cpu = self.qemu.cpu_ns()
             if state is None or state in ("Z", "X") or cpu is None:
@@ -635,8 +655,52 @@ class HostController:
         return now - self._peer_hung_since
 
     def colo_alive(self) -> bool:
-        """Checkpoints flowed recently: the peer's QEMU is alive whatever its controller says."""
+        """Checkpoints flowed recently, and the stream is not found stalled on a silent peer since the
+        last one: the peer's QEMU is alive whatever its controller says."""
+        if self._stalled_at is not None and self._stalled_at == self._checkpoint_mark():
+            return False
         return self.events.colo_alive(self.cfg.checkpoint_ms)
+
+    def _checkpoint_mark(self) -> tuple[float | None, float | None]:
+        """Where the checkpoints stand (the last one's time, the pause under way): a new checkpoint
+        or the end of a pause moves it, which ends a stall verdict."""
+        return self.events.last_checkpoint, self.events.stopped_since
+
+    def _checkpoint_late(self, now: float) -> bool:
+        stopped = self.events.stopped_since
+        if stopped is not None:
+            return now - stopped >= CHECKPOINT_STALLED_AFTER_S
+        last = max(self.events.last_checkpoint or 0.0, self._colo_since or 0.0)
+        period = min(self.cfg.checkpoint_ms / 1000, MAX_CHECKPOINT_GAP_S)
+        return now - last >= period + CHECKPOINT_STALLED_AFTER_S
+
+    async def _watch_stalled_checkpoint(self) -> None:
+        """Find the COLO stream stalled (colo_alive false) when a checkpoint is late (_checkpoint_late),
+        the peer is silent on every link and the stream moves no byte: a powered-off or cut-off peer
+        acknowledges nothing. Sampled only then (an `ss` child twice), so an idle healthy pair pays
+        nothing for it."""
+        mark = self._checkpoint_mark()
+        if (mark == self._stalled_at or self.qemu is None
+                or self.role not in (Role.PRIMARY, Role.SECONDARY) or not self.cfg.peer_repl_addr
+                or self.sm.state not in (FtState.PROTECTED, FtState.DEGRADED)
+                or not self._checkpoint_late(time.monotonic())
+                or any(self.heartbeats.links_alive().values())):
+            return
+        ports = {"colo": self.cfg.sync_ports.migration}
+        before = await stream_bytes_async(ports, peer=self.cfg.peer_repl_addr)
+        await asyncio.sleep(STREAM_SAMPLE_S)
+        after = await stream_bytes_async(ports, peer=self.cfg.peer_repl_addr)
+        if before is None or after is None or before.get("colo") != after.get("colo"):
+            return
+        if self._checkpoint_mark() == mark:
+            self._stalled_at = mark
+            last = max(self.events.last_checkpoint or 0.0, self._colo_since or 0.0)
+            _log.warning("controller.colo.stalled", host=self.cfg.host, role=self.role.value,
+                         since_checkpoint=round(time.monotonic() - last, 2),
+                         guest_stopped=mark[1] is not None,
+                         why="a checkpoint is late, the peer is silent on all links and the COLO stream "
+                             "moves nothing")
+            self._woken.set()
 
     def observe(self) -> Observation:
         qemu, hung_for = self.qemu_health()
@@ -866,6 +930,10 @@ class HostController:
             self._witness_changed(WitnessView(True, self.cfg.host, self.epoch, True))
         elif owner_view is not None:
             self._witness_changed(owner_view)
+        if outcome != ClaimOutcome.GRANTED and final.action == Action.NONE:
+            # to be retried (the owner's lease may lapse at etcd's next expiry check): sooner than the
+            # idle tick, as every 0.1 s of a failover counts for the clients
+            asyncio.get_running_loop().call_later(CLAIM_RETRY_S, self._woken.set)
         return final
 
     def _note(self, d: Decision) -> None:

@@ -123,6 +123,8 @@ _SAVE_OFFSET_MOVE = 0.05
 _STR_STATUS = frozenset({"role", "state", "qemu", "site", "qemu_version"})
 #: Status fields that change in normal running (every checkpoint): no reason for an extra round.
 _COUNTERS = frozenset({"checkpoints"})
+#: The silence timer fires this much after a link's deadline, so the link is past it when judged.
+_SILENCE_SLACK = 0.002
 _TOS_CS6 = 0xC0
 _SO_PRIORITY = 6
 
@@ -263,6 +265,12 @@ class Heartbeat:
 #: makes), one encoder for every message instead of a new one per call (20 messages a second).
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 _HEARTBEAT_FIELDS = tuple(f.name for f in fields(Heartbeat))
+#: What a peer says that its partner decides on: its status but the counters (and who sends it).
+_SAID_FIELDS = ("generation",) + tuple(f.name for f in fields(LocalStatus) if f.name not in _COUNTERS)
+
+
+def _said(hb: Heartbeat) -> tuple[Any, ...]:
+    return tuple(getattr(hb, name) for name in _SAID_FIELDS)
 
 
 @functools.lru_cache(maxsize=8)
@@ -478,6 +486,12 @@ class Heartbeats:
         self._auth_failing: list[str] = []
         self._task: asyncio.Task[None] | None = None
         self.events: asyncio.Queue[HeartbeatEvent] = asyncio.Queue(maxsize=_EVENT_QUEUE_MAX)
+        #: called (no arguments) when the peer's word changes (its role, state, epoch, QEMU health,
+        #: ...) and on every event (a link or the peer lost or back), the moment it is known: the
+        #: daemon's decide loop wakes on it instead of finding it at its next tick. Silence is found
+        #: by a timer at the first link's deadline (_silence_due), not only at the next round.
+        self.on_change: Callable[[], None] | None = None
+        self._silence: asyncio.TimerHandle | None = None
         self._log = _log.bind(pair=pair, node=node)
 
     # -- life cycle -------------------------------------------------------
@@ -513,6 +527,9 @@ class Heartbeats:
         await asyncio.shield(self._task)
 
     async def close(self) -> None:
+        if self._silence is not None:
+            self._silence.cancel()
+            self._silence = None
         if self._task is not None:
             self._task.cancel()
             try:
@@ -616,6 +633,8 @@ class Heartbeats:
                 st.rtt = rtt
         self._remember(hb, now)
         self._update_peer(hb, now, st.spec.name)
+        if self._silence is None and self.on_change is not None:
+            self._silence = asyncio.get_running_loop().call_later(self.timeout + _SILENCE_SLACK, self._silence_due)
         if not st.up:
             st.up = True
             self._emit(EventKind.LINK_UP, now, st.spec.name, f"from {addr[0]}:{addr[1]}")
@@ -631,6 +650,27 @@ class Heartbeats:
         self._peer = hb
         if peer is not None and hb.generation > peer.generation:
             self._emit(EventKind.PEER_RESTARTED, now, link, f"{hb.node} generation {hb.generation}")
+        elif self.on_change is not None and (peer is None or _said(peer) != _said(hb)):
+            self.on_change()
+
+    def _silence_due(self) -> None:
+        """The first live link's deadline (its last valid heartbeat + timeout): judge the links now
+        (check() emits LINK_DOWN / PEER_LOST, which wake on_change); else wait for the next deadline.
+        Re-armed lazily: about once per timeout while heartbeats flow, not once per datagram."""
+        self._silence = None
+        now = self._clock()
+        deadlines = [st.last_valid + self.timeout for st in self._links.values()
+                     if st.up and st.last_valid is not None]
+        if not deadlines:
+            return
+        due = min(deadlines)
+        if due <= now:
+            self.check(now)
+            later = [d for d in deadlines if d > now]
+            if not later:
+                return
+            due = min(later)
+        self._silence = asyncio.get_running_loop().call_later(due - now + _SILENCE_SLACK, self._silence_due)
 
     def _mark(self, node: str) -> PeerMark | None:
         """What we know of `node`: this run's view, else what an earlier run of ours saved."""
@@ -767,4 +807,6 @@ class Heartbeats:
         if self.events.full():
             self.events.get_nowait()  # keep the newest: the daemon wants the current picture
         self.events.put_nowait(ev)
+        if self.on_change is not None:
+            self.on_change()
         return ev

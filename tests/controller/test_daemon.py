@@ -383,6 +383,72 @@ def test_a_qemu_whose_colo_stream_moves_is_busy_not_hung(tmp_path: Path, arun) -
         server.close()
 
 
+def test_a_checkpoint_stuck_on_a_silent_peer_ends_colo_alive(tmp_path: Path, arun, monkeypatch) -> None:
+    """A primary whose checkpoint is late (the guest stopped in one, or the next one overdue) while the
+    secondary is silent on every link and the COLO stream moves nothing (a powered-off host
+    acknowledges nothing) no longer counts checkpoints as flowing, though the last MIGRATION_PASS is
+    within colo_window; with the peer heard, or the stream moving (a large checkpoint), it still does."""
+    import socket
+    import threading
+
+    from coserver.controller import daemon
+
+    monkeypatch.setattr(daemon, "CHECKPOINT_STALLED_AFTER_S", 0.0)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    controller, _, heartbeats = primary_controller(tmp_path, peer_repl_addr="127.0.0.1", ports={"migration": port})
+    dialled = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    sending, done = threading.Event(), threading.Event()
+
+    def pump() -> None:   # the checkpoint's bytes while `sending`, read at the other end
+        while not done.is_set():
+            if sending.is_set():
+                dialled.sendall(b"x" * 65536)
+            else:
+                time.sleep(0.01)
+
+    def drain() -> None:
+        while accepted.recv(1 << 20):
+            pass
+        accepted.close()
+
+    threads = [threading.Thread(target=pump, daemon=True), threading.Thread(target=drain, daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        for name in ("MIGRATION_PASS", "STOP"):   # a checkpoint starts: the guest stops
+            controller.events.record({"event": name, "data": {}}, Role.PRIMARY, "cs1")
+        arun(controller._watch_stalled_checkpoint())
+        assert controller.colo_alive()   # the peer is heard: nothing is sampled
+        monkeypatch.setattr(heartbeats, "links_alive", lambda: {"sync1": False})
+        sending.set()
+        arun(controller._watch_stalled_checkpoint())
+        assert controller.colo_alive()   # silent peer, but the stream moves: a large checkpoint
+        sending.clear()
+        time.sleep(0.1)
+        arun(controller._watch_stalled_checkpoint())
+        assert not controller.colo_alive()
+        assert controller.observe().colo_alive is False
+        controller.events.record({"event": "RESUME", "data": {}}, Role.PRIMARY, "cs1")
+        assert controller.colo_alive()   # that checkpoint ended after all: the verdict was about it only
+        # the guest runs, but the next checkpoint is overdue (its request waits for a reply that never
+        # comes): within colo_window, yet stalled
+        late = time.monotonic() - controller.cfg.checkpoint_ms / 1000 - 0.1   # past its period, in the window
+        controller.events.last_checkpoint = controller._colo_since = late
+        assert controller.events.colo_alive(controller.cfg.checkpoint_ms)
+        arun(controller._watch_stalled_checkpoint())
+        assert not controller.colo_alive()
+        controller.events.record({"event": "MIGRATION_PASS", "data": {}}, Role.PRIMARY, "cs1")
+        assert controller.colo_alive()
+    finally:
+        done.set()
+        threads[0].join()
+        dialled.close()
+        threads[1].join()
+        server.close()
+
+
 def test_qemu_released_from_libvirts_hook_is_recorded_and_decides_nothing(tmp_path: Path, arun) -> None:
     controller, witness, _ = primary_controller(tmp_path)
     state = controller.sm.state

@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import stat
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -541,5 +542,41 @@ def test_a_status_change_goes_out_at_once_a_checkpoint_count_waits_for_the_round
             assert a.stats()["sync1"]["sent"] == sent + 1
         finally:
             await a.close()
+
+    arun(main())
+
+
+def test_on_change_fires_on_the_peers_new_word_and_at_its_silence_deadline_not_the_round(arun, links):
+    """The daemon decides at once on what the peer says or on its silence: on_change is called when a
+    status field changes (not the checkpoint counter), and a peer gone silent is found by a timer at
+    its deadline (last heartbeat + timeout), not only at a round (here no rounds run: open() only)."""
+    async def main():
+        b = Heartbeats(pair="ft1", node="cs2", key=KEY, links=[links["sync1"][1]], interval=0.1, timeout=0.3)
+        calls: list[float] = []
+        loop = asyncio.get_running_loop()
+        b.on_change = lambda: calls.append(loop.time())
+        forger = Forger([links["sync1"][1]])
+        await b.open()
+        try:
+            # the peer's ts must be fresh on b's clock (time.monotonic): a live sender's is
+            forger.send("sync1", ts=time.monotonic())
+            await until(lambda: b.peer_alive())
+            assert calls, "the first word of a peer (link and peer up) wakes the daemon"
+            calls.clear()
+            forger.send("sync1", seq=2, ts=time.monotonic(), checkpoints=18)
+            await until(lambda: b.stats()["sync1"].get("accepted", 0) >= 2)
+            assert calls == []          # a counter: no reason to decide again
+            forger.send("sync1", seq=3, ts=time.monotonic(), qemu="dead")
+            await until(lambda: bool(calls))
+            assert b.peer_state().qemu == "dead"
+            calls.clear()
+            last = loop.time()
+            await until(lambda: not b.peer_alive() and bool(calls), timeout=1.5)
+            took = calls[0] - last
+            assert 0.3 - 0.02 <= took <= 0.3 + 0.15, took   # at the deadline, with no round to find it
+            assert (EventKind.PEER_LOST, None) in drain(b)
+        finally:
+            forger.close()
+            await b.close()
 
     arun(main())
