@@ -13,10 +13,12 @@ acknowledged append. Per trial:
                arrives just after the fault and the stall follows);
   detection_s  the fault to the survivor's controller entering failing_over;
   promotion_s  failing_over to simplex on the survivor (its own state history);
-  to_ack_s     the fault to the client's first OK after it: the performance issue's measure
-               ("from the fault to the client's next acknowledged append"); outage_s also
-               holds the silence already running when the fault came (a checkpoint under way,
-               a reply colo-compare still held: silent_before_s);
+  to_ack_s     the fault to the client's next OK: the performance issue's measure ("from the
+               fault to the client's next acknowledged append"), taken at the OK that ends the
+               outage (an OK already released before the fault took effect, arriving a few ms
+               after it, does not end it); outage_s also holds the silence already running when
+               the fault came (a checkpoint under way, a reply colo-compare still held:
+               silent_before_s);
   client_after_s  the survivor serving alone to the client's first OK after the fault:
                what the client's own TCP retransmission back-off adds;
   lost         acked appends not readable with GET on the survivor (must be 0).
@@ -84,6 +86,17 @@ def gaps(before: list[float], after: list[float]) -> tuple[float | None, float |
     return round(after[0] - times[0], 3), round(max(b - a for a, b in pairwise(times)), 3)
 
 
+def outage_end(before: list[float], after: list[float]) -> float | None:
+    """The OK that ends the outage: the end of the longest time without an OK from the last one
+    before the fault on (the first OK after the fault, unless one already on its way came first)."""
+    if not after:
+        return None
+    times = [max(before), *after] if before else after
+    if len(times) < 2:
+        return after[0]
+    return max(pairwise(times), key=lambda ab: ab[1] - ab[0])[1]
+
+
 def _running(e: dict[str, Any]) -> bool:
     return bool(e.get("qemu_alive")) and e.get("role") in ("primary", "secondary", "simplex")
 
@@ -128,9 +141,10 @@ def trial(lab: Lab, fault: str, *, before_s: float = 1.5, after_s: float = 1.0,
     history = st["hosts"].get(survivor or "", {}).get("history") or []
     detection, promotion, reason = _history_times(history, t_wall)
     # the survivor serving alone (on this clock) to the client's first OK after the fault
-    client_after = (round(after[0] - (t0 + detection + promotion), 3)
-                    if after and detection is not None and promotion is not None else None)
-    to_ack = round(after[0] - t0, 3) if after else None
+    served = outage_end(before, after)
+    client_after = (round(served - (t0 + detection + promotion), 3)
+                    if served is not None and detection is not None and promotion is not None else None)
+    to_ack = round(served - t0, 3) if served is not None else None
     silent_before = round(t0 - max(before), 3) if before else None
     out: dict[str, Any] = {"fault": fault, "victim": victim, "survivor": survivor, "outage_s": outage,
                            "to_ack_s": to_ack, "silent_before_s": silent_before, "gap_s": gap,

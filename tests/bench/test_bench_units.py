@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coserver.bench.failover import gaps
+from coserver.bench.failover import gaps, outage_end
 from coserver.bench.report import goals_table, incomplete, key_table, losses, render
 from coserver.bench.run import BenchConfig
 from coserver.bench.stats import percentile, ratio, summary
@@ -24,6 +24,14 @@ def test_outage_is_the_longest_silence_from_the_last_ok_before_the_fault():
     gap, outage = gaps([0.9, 0.95], [1.0, 1.3, 1.31])
     assert gap == pytest.approx(0.05) and outage == pytest.approx(0.3)
     assert gaps([], [1.0]) == (None, None)
+
+
+def test_the_next_ack_is_the_one_that_ends_the_outage():
+    # the fault at 0.98: an OK released before it took effect arrives at 1.0; the outage ends at 1.3
+    assert outage_end([0.9, 0.95], [1.0, 1.3, 1.31]) == 1.3
+    assert outage_end([0.9, 0.95], [1.2, 1.21]) == 1.2   # the usual case: the first OK after the fault
+    assert outage_end([0.9], []) is None
+    assert outage_end([], [1.0]) == 1.0
 
 
 def _data(**sections):
