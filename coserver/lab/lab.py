@@ -998,6 +998,10 @@ class Lab:
             shutil.rmtree(shm, ignore_errors=True)
             removed.append(f"overlays {shm}")
         for host in HOSTS:
+            marker = self.host_dir(host) / "powered-off"   # down takes the power fault with it: the
+            if marker.exists():                            # next up starts both hosts
+                marker.unlink()
+                removed.append(f"{host}'s power-off mark")
             for server in servers:   # what a crashed QEMU or controller left: sockets, records
                 sd = self.lib_dir(host) / "servers" / server
                 for path in [*sd.glob("*.sock"), *sd.glob("*.qmp"), *sd.glob("*.ctl"),
