@@ -8,7 +8,11 @@ observe -> decide -> claim -> act -> journal path can be driven here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -332,24 +336,17 @@ def test_the_promotion_is_published_then_waits_before_running_alone(tmp_path: Pa
     assert controller.sm.state == FtState.SIMPLEX
 
 
-def test_a_qemu_whose_colo_stream_moves_is_busy_not_hung(tmp_path: Path, arun) -> None:
-    """A QMP deadline missed while the kernel counts bytes on the COLO connection is a long
-    checkpoint (busy); with the stream still, or past the busy limit, it is a hang again."""
-    import socket
-    import threading
-    import time
-
-    from coserver.controller import daemon
-
+@contextlib.contextmanager
+def colo_stream() -> Iterator[tuple[int, threading.Event]]:
+    """A TCP connection on loopback standing in for the COLO checkpoint stream: yields its port and an
+    Event; while it is set, bytes flow (and are read at the other end), so the kernel counts them."""
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
-    controller, _, _ = primary_controller(tmp_path, peer_repl_addr="127.0.0.1", ports={"migration": port})
-    sending = threading.Event()
-    done = threading.Event()
     dialled = socket.create_connection(("127.0.0.1", port))
     accepted, _ = server.accept()
+    sending, done = threading.Event(), threading.Event()
 
-    def pump() -> None:   # the checkpoint stream: bytes while `sending`, read at the other end
+    def pump() -> None:
         while not done.is_set():
             if sending.is_set():
                 dialled.sendall(b"x" * 65536)
@@ -365,6 +362,22 @@ def test_a_qemu_whose_colo_stream_moves_is_busy_not_hung(tmp_path: Path, arun) -
     for t in threads:
         t.start()
     try:
+        yield port, sending
+    finally:
+        done.set()
+        threads[0].join()
+        dialled.close()     # the drain ends on EOF and closes its end
+        threads[1].join()
+        server.close()
+
+
+def test_a_qemu_whose_colo_stream_moves_is_busy_not_hung(tmp_path: Path, arun) -> None:
+    """A QMP deadline missed while the kernel counts bytes on the COLO connection is a long
+    checkpoint (busy); with the stream still, or past the busy limit, it is a hang again."""
+    from coserver.controller import daemon
+
+    with colo_stream() as (port, sending):
+        controller, _, _ = primary_controller(tmp_path, peer_repl_addr="127.0.0.1", ports={"migration": port})
         assert arun(controller._classify_miss(time.monotonic())) != daemon.Miss.BUSY   # a still stream: hung
         sending.set()
         t0 = time.monotonic()
@@ -375,12 +388,6 @@ def test_a_qemu_whose_colo_stream_moves_is_busy_not_hung(tmp_path: Path, arun) -
         assert arun(controller._classify_miss(t0 + daemon.CHECKPOINT_BUSY_LIMIT_S)) != daemon.Miss.BUSY  # too long
         controller._end_busy()
         assert controller.health.busy_since is None and controller.health.busy_max_s > 0
-    finally:
-        done.set()
-        threads[0].join()
-        dialled.close()     # the drain ends on EOF and closes its end
-        threads[1].join()
-        server.close()
 
 
 def test_a_checkpoint_stuck_on_a_silent_peer_ends_colo_alive(tmp_path: Path, arun, monkeypatch) -> None:
@@ -388,35 +395,12 @@ def test_a_checkpoint_stuck_on_a_silent_peer_ends_colo_alive(tmp_path: Path, aru
     secondary is silent on every link and the COLO stream moves nothing (a powered-off host
     acknowledges nothing) no longer counts checkpoints as flowing, though the last MIGRATION_PASS is
     within colo_window; with the peer heard, or the stream moving (a large checkpoint), it still does."""
-    import socket
-    import threading
-
     from coserver.controller import daemon
 
     monkeypatch.setattr(daemon, "CHECKPOINT_STALLED_AFTER_S", 0.0)
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-    controller, _, heartbeats = primary_controller(tmp_path, peer_repl_addr="127.0.0.1", ports={"migration": port})
-    dialled = socket.create_connection(("127.0.0.1", port))
-    accepted, _ = server.accept()
-    sending, done = threading.Event(), threading.Event()
-
-    def pump() -> None:   # the checkpoint's bytes while `sending`, read at the other end
-        while not done.is_set():
-            if sending.is_set():
-                dialled.sendall(b"x" * 65536)
-            else:
-                time.sleep(0.01)
-
-    def drain() -> None:
-        while accepted.recv(1 << 20):
-            pass
-        accepted.close()
-
-    threads = [threading.Thread(target=pump, daemon=True), threading.Thread(target=drain, daemon=True)]
-    for t in threads:
-        t.start()
-    try:
+    with colo_stream() as (port, sending):
+        controller, _, heartbeats = primary_controller(tmp_path, peer_repl_addr="127.0.0.1",
+                                                       ports={"migration": port})
         for name in ("MIGRATION_PASS", "STOP"):   # a checkpoint starts: the guest stops
             controller.events.record({"event": name, "data": {}}, Role.PRIMARY, "cs1")
         arun(controller._watch_stalled_checkpoint())
@@ -441,12 +425,6 @@ def test_a_checkpoint_stuck_on_a_silent_peer_ends_colo_alive(tmp_path: Path, aru
         assert not controller.colo_alive()
         controller.events.record({"event": "MIGRATION_PASS", "data": {}}, Role.PRIMARY, "cs1")
         assert controller.colo_alive()
-    finally:
-        done.set()
-        threads[0].join()
-        dialled.close()
-        threads[1].join()
-        server.close()
 
 
 def test_qemu_released_from_libvirts_hook_is_recorded_and_decides_nothing(tmp_path: Path, arun) -> None:
