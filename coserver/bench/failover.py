@@ -15,10 +15,11 @@ acknowledged append. Per trial:
   promotion_s  failing_over to simplex on the survivor (its own state history);
   to_ack_s     the fault to the client's next OK: the performance issue's measure ("from the
                fault to the client's next acknowledged append"), taken at the OK that ends the
-               outage (an OK already released before the fault took effect, arriving a few ms
-               after it, does not end it); outage_s also holds the silence already running when
-               the fault came (a checkpoint under way, a reply colo-compare still held:
-               silent_before_s);
+               fault's outage (outage_end: an OK already released before the fault took effect,
+               arriving a few ms after it, does not end it); outage_s is the longest silence from
+               the last OK before the fault on: it also holds the silence already running when the
+               fault came (a checkpoint under way, a reply colo-compare still held: silent_before_s)
+               and, after a kill -9 of the primary, the pair's re-protection a second later;
   client_after_s  the survivor serving alone to the client's first OK after the fault:
                what the client's own TCP retransmission back-off adds;
   lost         acked appends not readable with GET on the survivor (must be 0).
@@ -86,15 +87,24 @@ def gaps(before: list[float], after: list[float]) -> tuple[float | None, float |
     return round(after[0] - times[0], 3), round(max(b - a for a, b in pairwise(times)), 3)
 
 
+#: A silence longer than this (five client intervals) between two OKs is an outage, not the client's pace.
+OUTAGE_MIN_S = 0.05
+
+
 def outage_end(before: list[float], after: list[float]) -> float | None:
-    """The OK that ends the outage: the end of the longest time without an OK from the last one
-    before the fault on (the first OK after the fault, unless one already on its way came first)."""
+    """The OK that ends the fault's outage: the first OK after the fault that follows a silence of more
+    than OUTAGE_MIN_S (from the OK before it, or from the last one before the fault); an OK already
+    released before the fault took effect arrives a few ms after it and does not end it. Later
+    silences (the pair re-protecting itself after a failover) are not the fault's. None without an OK
+    after the fault; the first one after it when no silence came at all."""
     if not after:
         return None
-    times = [max(before), *after] if before else after
-    if len(times) < 2:
-        return after[0]
-    return max(pairwise(times), key=lambda ab: ab[1] - ab[0])[1]
+    prev = max(before) if before else None
+    for ack in after:
+        if prev is not None and ack - prev > OUTAGE_MIN_S:
+            return ack
+        prev = ack
+    return after[0]
 
 
 def _running(e: dict[str, Any]) -> bool:
@@ -168,6 +178,28 @@ def trial(lab: Lab, fault: str, *, before_s: float = 1.5, after_s: float = 1.0,
     return out
 
 
+def summarize(rows: list[dict[str, Any]], faults: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """Per fault, the trials' figures summarised (stats.summary) and the acked writes lost."""
+    by_fault: dict[str, Any] = {}
+    for fault in faults:
+        rs = [r for r in rows if r["fault"] == fault]
+        by_fault[fault] = {
+            "trials": len(rs),
+            "outage_s": summary(r.get("outage_s") for r in rs),
+            "to_ack_s": summary(r.get("to_ack_s") for r in rs),
+            "silent_before_s": summary(r.get("silent_before_s") for r in rs),
+            "gap_s": summary(r.get("gap_s") for r in rs),
+            "detection_s": summary(r.get("detection_s") for r in rs),
+            "promotion_s": summary(r.get("promotion_s") for r in rs),
+            "client_after_s": summary(r.get("client_after_s") for r in rs),
+            "goal_s": list(GOALS_S[fault]),
+            "lost": sum(r["lost"] for r in rs if r.get("lost") is not None),
+            "unverified": sum(1 for r in rs if r.get("lost") is None),
+            "problems": sum(1 for r in rs if r.get("problems")),
+        }
+    return by_fault
+
+
 def run(base: Path, prefix: str, trials: int, checkpoint_ms: int, say: Callable[[str], None],
         faults: tuple[str, ...] = FAULTS, detect_trials: int | None = None) -> dict[str, Any]:
     """Of each fault, `trials` (kill -9) or `detect_trials` (hang, power cut) trials, the faults
@@ -199,22 +231,6 @@ def run(base: Path, prefix: str, trials: int, checkpoint_ms: int, say: Callable[
     finally:
         lab.down()
         shutil.rmtree(base / prefix, ignore_errors=True)
-    by_fault = {}
-    for fault in faults:
-        rs = [r for r in rows if r["fault"] == fault]
-        by_fault[fault] = {
-            "trials": len(rs),
-            "outage_s": summary(r.get("outage_s") for r in rs),
-            "to_ack_s": summary(r.get("to_ack_s") for r in rs),
-            "silent_before_s": summary(r.get("silent_before_s") for r in rs),
-            "gap_s": summary(r.get("gap_s") for r in rs),
-            "detection_s": summary(r.get("detection_s") for r in rs),
-            "promotion_s": summary(r.get("promotion_s") for r in rs),
-            "client_after_s": summary(r.get("client_after_s") for r in rs),
-            "goal_s": list(GOALS_S[fault]),
-            "lost": sum(r["lost"] for r in rs if r.get("lost") is not None),
-            "unverified": sum(1 for r in rs if r.get("lost") is None),
-            "problems": sum(1 for r in rs if r.get("problems")),
-        }
+    by_fault = summarize(rows, faults)
     return {"checkpoint_ms": checkpoint_ms, "client_interval_s": INTERVAL_S, "faults": list(faults),
             "trials_per_fault": want, "trials": rows, "by_fault": by_fault}

@@ -27,9 +27,12 @@ def test_outage_is_the_longest_silence_from_the_last_ok_before_the_fault():
 
 
 def test_the_next_ack_is_the_one_that_ends_the_outage():
-    # the fault at 0.98: an OK released before it took effect arrives at 1.0; the outage ends at 1.3
-    assert outage_end([0.9, 0.95], [1.0, 1.3, 1.31]) == 1.3
+    # the fault at 0.985: an OK released before it took effect arrives at 0.99; the outage ends at 1.3
+    assert outage_end([0.97, 0.98], [0.99, 1.3, 1.31]) == 1.3
     assert outage_end([0.9, 0.95], [1.2, 1.21]) == 1.2   # the usual case: the first OK after the fault
+    # a failover's outage ends at 1.25; the pair's re-protection pauses the client longer, later: not the fault's
+    assert outage_end([0.9, 0.95], [1.25, 1.26, 1.27, 2.0, 2.01]) == 1.25
+    assert outage_end([0.9, 0.95], [0.96, 0.97]) == 0.96   # no silence at all: the first OK
     assert outage_end([0.9], []) is None
     assert outage_end([], [1.0]) == 1.0
 
