@@ -265,7 +265,7 @@ class Heartbeat:
 #: makes), one encoder for every message instead of a new one per call (20 messages a second).
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 _HEARTBEAT_FIELDS = tuple(f.name for f in fields(Heartbeat))
-#: What a peer says that its partner decides on: its status but the counters (and who sends it).
+#: What a peer says that its partner decides on: its status but the counters, and its generation.
 _SAID_FIELDS = ("generation",) + tuple(f.name for f in fields(LocalStatus) if f.name not in _COUNTERS)
 
 

@@ -208,7 +208,9 @@ class Observation:
     peer_qemu_hung_for: float = 0.0
     peer_silent_for: float = 0.0  # seconds since the last valid heartbeat on any link
     maintenance: bool = False
-    colo_alive: bool = False  # checkpoints still flow between the two QEMUs (within a few periods)
+    #: checkpoints still flow between the two QEMUs (within a few periods, and the stream not found
+    #: stalled on a silent peer: daemon._watch_stalled_checkpoint)
+    colo_alive: bool = False
     # the peer's own fresh, authenticated report (latest heartbeat; counts only while peer_heard)
     peer_role: str | None = None
     peer_state: str | None = None
