@@ -46,7 +46,14 @@ from coserver.controller.heartbeat import Heartbeat, Heartbeats, LinkSpec, load_
 from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.lifecycle import Desired, StartMove, StartView, after_restart, start_move
 from coserver.controller.metrics import ControllerMetrics, Snapshot
-from coserver.controller.observe import MAX_CHECKPOINT_GAP_S, WATCHED_EVENTS, ColoEvents, QmpHealth, colo_window
+from coserver.controller.observe import (
+    MAX_CHECKPOINT_GAP_S,
+    WATCHED_EVENTS,
+    ColoEvents,
+    QmpHealth,
+    checkpoint_every,
+    colo_window,
+)
 from coserver.controller.outsidepause import OutsidePause
 from coserver.controller.policy import (
     FENCE_POLL,
@@ -573,13 +580,10 @@ class HostController:
             return Miss.SLOW
         if self.health.busy_since is not None and t0 - self.health.busy_since >= CHECKPOINT_BUSY_LIMIT_S:
             return Miss.SLOW
-        ports = {"colo": self.cfg.sync_ports.migration}
         cpu_before = self.qemu.cpu_ticks()
-        before = await stream_bytes_async(ports, peer=self.cfg.peer_repl_addr)
-        await asyncio.sleep(STREAM_SAMPLE_S)
-        after = await stream_bytes_async(ports, peer=self.cfg.peer_repl_addr)
+        before, after = await self._sample_colo_stream()
         cpu_after = self.qemu.cpu_ticks()
-        if before is None or after is None or after["colo"] == before["colo"] or after["colo"] == StreamBytes():
+        if before is None or after is None or after == before or after == StreamBytes():
             # None (no /proc entry: it just died, observe() reports DEAD) counts as CPU used: never stuck
             moved = cpu_before is None or cpu_after is None or cpu_after > cpu_before
             return Miss.SLOW if moved else Miss.STUCK
@@ -589,6 +593,14 @@ class HostController:
                       "a long checkpoint, not a hang")
         self.health.hung_since = None
         return Miss.BUSY
+
+    async def _sample_colo_stream(self) -> tuple[StreamBytes | None, StreamBytes | None]:
+        """The COLO stream's kernel byte counters with the peer, STREAM_SAMPLE_S apart (None: unread)."""
+        ports = {"colo": self.cfg.sync_ports.migration}
+        before = await stream_bytes_async(ports, peer=self.cfg.peer_repl_addr)
+        await asyncio.sleep(STREAM_SAMPLE_S)
+        after = await stream_bytes_async(ports, peer=self.cfg.peer_repl_addr)
+        return (None if before is None else before["colo"]), (None if after is None else after["colo"])
 
     def _end_busy(self) -> None:
         if self.health.busy_since is not None:
@@ -670,9 +682,11 @@ class HostController:
         stopped = self.events.stopped_since
         if stopped is not None:
             return now - stopped >= CHECKPOINT_STALLED_AFTER_S
-        last = max(self.events.last_checkpoint or 0.0, self._colo_since or 0.0)
-        period = min(self.cfg.checkpoint_ms / 1000, MAX_CHECKPOINT_GAP_S)
-        return now - last >= period + CHECKPOINT_STALLED_AFTER_S
+        return now - self._checkpoints_since() >= checkpoint_every(self.cfg.checkpoint_ms) + CHECKPOINT_STALLED_AFTER_S
+
+    def _checkpoints_since(self) -> float:
+        """Monotonic time from which the next checkpoint is counted: the last one, or entering COLO here."""
+        return max(self.events.last_checkpoint or 0.0, self._colo_since or 0.0)
 
     async def _watch_stalled_checkpoint(self) -> None:
         """Find the COLO stream stalled (colo_alive false) when a checkpoint is late (_checkpoint_late),
@@ -686,17 +700,13 @@ class HostController:
                 or not self._checkpoint_late(time.monotonic())
                 or any(self.heartbeats.links_alive().values())):
             return
-        ports = {"colo": self.cfg.sync_ports.migration}
-        before = await stream_bytes_async(ports, peer=self.cfg.peer_repl_addr)
-        await asyncio.sleep(STREAM_SAMPLE_S)
-        after = await stream_bytes_async(ports, peer=self.cfg.peer_repl_addr)
-        if before is None or after is None or before.get("colo") != after.get("colo"):
+        before, after = await self._sample_colo_stream()
+        if before is None or after is None or before != after:
             return
         if self._checkpoint_mark() == mark:
             self._stalled_at = mark
-            last = max(self.events.last_checkpoint or 0.0, self._colo_since or 0.0)
             _log.warning("controller.colo.stalled", host=self.cfg.host, role=self.role.value,
-                         since_checkpoint=round(time.monotonic() - last, 2),
+                         since_checkpoint=round(time.monotonic() - self._checkpoints_since(), 2),
                          guest_stopped=mark[1] is not None,
                          why="a checkpoint is late, the peer is silent on all links and the COLO stream "
                              "moves nothing")
@@ -735,8 +745,7 @@ class HostController:
         if self.health.busy_since is not None:   # a long checkpoint under way: its bytes are moving
             return 0.0
         now = time.monotonic() if now is None else now
-        last = max(self.events.last_checkpoint or 0.0, self._colo_since)
-        return max(0.0, now - last - colo_window(self.cfg.checkpoint_ms))
+        return max(0.0, now - self._checkpoints_since() - colo_window(self.cfg.checkpoint_ms))
 
     def _witness_for_policy(self) -> WitnessView:
         held = self.witness.held

@@ -35,11 +35,16 @@ REPLICA_NODES = (REPLICATION_NODE_PRIMARY, REPLICATION_NBD_NODE)
 MAX_CHECKPOINT_GAP_S = 4.0
 
 
+def checkpoint_every(checkpoint_ms: int) -> float:
+    """Seconds between checkpoints at the most: the period, or MAX_CHECKPOINT_GAP_S with a longer one."""
+    return min(checkpoint_ms / 1000, MAX_CHECKPOINT_GAP_S)
+
+
 def colo_window(checkpoint_ms: int) -> float:
     """How long after a checkpoint the next one is due at the latest: a checkpoint late by half a
     period plus 0.5 s means a stalled stream (COLO checkpoints at least once per period, and at
     least every MAX_CHECKPOINT_GAP_S with a longer period)."""
-    return 1.5 * min(checkpoint_ms / 1000, MAX_CHECKPOINT_GAP_S) + 0.5
+    return 1.5 * checkpoint_every(checkpoint_ms) + 0.5
 
 
 #: SHUTDOWN reasons (guest: false) after which QEMU exits whatever -no-shutdown says (QEMU's

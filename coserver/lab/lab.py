@@ -929,10 +929,14 @@ class Lab:
                 closed += sum(1 for line in res.stdout.splitlines()[1:] if line.strip())
         return closed
 
+    def _power_off_mark(self, host: str) -> Path:
+        """The file that says `host` is powered off (fault power-off until power-on or down)."""
+        return self.host_dir(host) / "powered-off"
+
     def _power_off(self, host: str) -> list[int]:
         """A power cut of one CoServer: its links go dark first (so no FIN or RST of the dying host
         reaches anyone), then its supervisor, controller and QEMU are killed at once."""
-        if (self.host_dir(host) / "powered-off").exists():
+        if self._power_off_mark(host).exists():
             raise LabError(f"fault power-off: {host} is already powered off")
         self.net.set_host_links(host, up=False)
         killed: list[int] = []
@@ -955,13 +959,13 @@ class Lab:
             if lv is not None and lv.alive():
                 lv.signal(signal.SIGKILL)
                 killed.append(lv.pid)
-        (self.host_dir(host) / "powered-off").write_text(f"{time.time()}\n")
+        self._power_off_mark(host).write_text(f"{time.time()}\n")
         return killed
 
     def _power_on(self, host: str) -> None:
         """Power back: links up, and the host's controller starts as systemd would start it at boot
         (its journal and wish kept); it finds no QEMU and rejoins as the secondary."""
-        marker = self.host_dir(host) / "powered-off"
+        marker = self._power_off_mark(host)
         if not marker.exists():
             raise LabError(f"fault power-on: {host} was not powered off")
         self.net.set_host_links(host, up=True)
@@ -998,7 +1002,7 @@ class Lab:
             shutil.rmtree(shm, ignore_errors=True)
             removed.append(f"overlays {shm}")
         for host in HOSTS:
-            marker = self.host_dir(host) / "powered-off"   # down takes the power fault with it: the
+            marker = self._power_off_mark(host)   # down takes the power fault with it: the
             if marker.exists():                            # next up starts both hosts
                 marker.unlink()
                 removed.append(f"{host}'s power-off mark")
