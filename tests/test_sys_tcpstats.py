@@ -6,7 +6,7 @@ from coserver.sys.tcpstats import StreamBytes, parse_ss
 
 SS = """ESTAB 0      0      10.201.9.1:45678 10.201.9.2:9998
 \t cubic wscale:7,7 rto:204 rtt:0.05/0.025 mss:32768 bytes_sent:1200 bytes_acked:1100 bytes_received:456 segs_out:3
-ESTAB 0      0      [::ffff:10.201.9.1]:9003 [::ffff:10.201.9.2]:51000
+ESTAB 0      1448   [::ffff:10.201.9.1]:9003 [::ffff:10.201.9.2]:51000
 \t cubic bytes_acked:7 bytes_received:99
 ESTAB 0      0      10.201.9.1:45679 10.9.9.9:9998
 \t cubic bytes_acked:5 bytes_received:5
@@ -19,6 +19,14 @@ PORTS = {"migration": 9998, "mirror": 9003, "nbd": 9999}
 def test_each_stream_sums_its_connections_at_either_end_and_other_ports_do_not_count() -> None:
     assert parse_ss(SS, PORTS) == {"migration": StreamBytes(1105, 461), "mirror": StreamBytes(7, 99),
                                    "nbd": StreamBytes(0, 0)}
+
+
+def test_send_q_is_what_the_peer_has_not_acknowledged_and_is_not_movement() -> None:
+    """A peer that stopped acknowledging leaves the client's mirrored packets in Send-Q: the stall watch
+    reads them there; bytes merely queued are not bytes moved (equality ignores them)."""
+    streams = parse_ss(SS, PORTS)
+    assert streams["mirror"].queued == 1448 and streams["migration"].queued == 0
+    assert streams["mirror"] == StreamBytes(7, 99, queued=0)
 
 
 def test_a_peer_filter_keeps_that_peers_connections_only() -> None:

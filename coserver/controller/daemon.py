@@ -26,7 +26,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
@@ -135,6 +135,9 @@ STREAM_SAMPLE_S = 0.05
 #: colo_window (2 s at a 1 s period). A healthy checkpoint here stops the guest for 15-60 ms; a large
 #: one moves bytes.
 CHECKPOINT_STALLED_AFTER_S = 0.3
+#: A primary whose peer has been silent on every link for this share of the heartbeat timeout checks
+#: whether the COLO streams still deliver (_watch_unresponsive_replica): 0.5 s at the default 1 s.
+EARLY_SILENCE_FRACTION = 0.5
 
 
 class Miss(StrEnum):
@@ -216,6 +219,8 @@ class HostController:
         #: the checkpoint mark at which the COLO stream was found stalled on a silent peer
         #: (_watch_stalled_checkpoint); None: not stalled
         self._stalled_at: tuple[float | None, float | None] | None = None
+        #: the same for the primary's early verdict (_watch_unresponsive_replica): the replica is lost
+        self._unresponsive_at: tuple[float | None, float | None] | None = None
         # monotonic: when the pair last entered COLO here (a restarted controller: from its restart)
         self._nudged_at = 0.0   # nudge_checkpoint: when we last asked QEMU for a checkpoint
         self._colo_since: float | None = (time.monotonic() if self.sm.state in (FtState.PROTECTED, FtState.DEGRADED)
@@ -387,6 +392,7 @@ class HostController:
                   qemu_pid=self.qemu.pid if self.qemu else None)
         self._spawn(self.heartbeats.wait(), "heartbeats", forever=True)
         self._spawn(self._health_loop(), "health", forever=True)
+        self._spawn(self._stall_loop(), "stall-watch", forever=True)
         self._spawn(self._witness_loop(), "witness", forever=True)
         self._spawn(self._decide_loop(), "decide", forever=True)
         try:
@@ -526,6 +532,14 @@ class HostController:
         except QmpError:
             return
 
+    async def _stall_loop(self) -> None:
+        """The stall watch on the health loop's grid (one wake-up for both), but not behind its QMP
+        probe: a primary whose peer lost power mid-checkpoint has its main loop blocked, so the probe
+        waits its whole deadline, and the client with it."""
+        while True:
+            await sleep_to_grid(HEALTH_INTERVAL_S)
+            await self._watch_stalled_checkpoint()
+
     async def _health_loop(self) -> None:
         last_probe = -math.inf
         last_cpu: int | None = None
@@ -534,7 +548,6 @@ class HostController:
             if self.qemu is None or self.role == Role.NONE:
                 last_cpu = None
                 continue
-            await self._watch_stalled_checkpoint()
             state = self.qemu.proc_state()   # one /proc read: our process still, and stopped or not
             cpu = self.qemu.cpu_ns()
             if state is None or state in ("Z", "X") or cpu is None:
@@ -594,12 +607,17 @@ class HostController:
         self.health.hung_since = None
         return Miss.BUSY
 
-    async def _sample_colo_stream(self) -> tuple[StreamBytes | None, StreamBytes | None]:
-        """The COLO stream's kernel byte counters with the peer, STREAM_SAMPLE_S apart (None: unread)."""
-        ports = {"colo": self.cfg.sync_ports.migration}
+    async def _sample_streams(self, ports: Mapping[str, int]) -> tuple[dict[str, StreamBytes] | None,
+                                                                      dict[str, StreamBytes] | None]:
+        """These streams' kernel byte counters with the peer, STREAM_SAMPLE_S apart (None: unread)."""
         before = await stream_bytes_async(ports, peer=self.cfg.peer_repl_addr)
         await asyncio.sleep(STREAM_SAMPLE_S)
         after = await stream_bytes_async(ports, peer=self.cfg.peer_repl_addr)
+        return before, after
+
+    async def _sample_colo_stream(self) -> tuple[StreamBytes | None, StreamBytes | None]:
+        """The COLO (migration) stream's counters, STREAM_SAMPLE_S apart (None: unread)."""
+        before, after = await self._sample_streams({"colo": self.cfg.sync_ports.migration})
         return (None if before is None else before["colo"]), (None if after is None else after["colo"])
 
     def _end_busy(self) -> None:
@@ -691,14 +709,19 @@ class HostController:
     async def _watch_stalled_checkpoint(self) -> None:
         """Find the COLO stream stalled (colo_alive false) when a checkpoint is late (_checkpoint_late),
         the peer is silent on every link and the stream moves no byte: a powered-off or cut-off peer
-        acknowledges nothing. Sampled only then (an `ss` child twice), so an idle healthy pair pays
-        nothing for it."""
+        acknowledges nothing. A primary does not wait that long while its client waits: with the peer
+        silent for EARLY_SILENCE_FRACTION of the heartbeat timeout, COLO streams holding bytes the peer
+        does not acknowledge are enough (_watch_unresponsive_replica). Sampled only in those cases (an
+        `ss` child twice), so an idle healthy pair pays nothing for it."""
         mark = self._checkpoint_mark()
         if (mark == self._stalled_at or self.qemu is None
                 or self.role not in (Role.PRIMARY, Role.SECONDARY) or not self.cfg.peer_repl_addr
-                or self.sm.state not in (FtState.PROTECTED, FtState.DEGRADED)
-                or not self._checkpoint_late(time.monotonic())
-                or any(self.heartbeats.links_alive().values())):
+                or self.sm.state not in (FtState.PROTECTED, FtState.DEGRADED)):
+            return
+        if any(self.heartbeats.links_alive().values()) or not self._checkpoint_late(time.monotonic()):
+            if (self.role == Role.PRIMARY
+                    and self._peer_silent_for() >= EARLY_SILENCE_FRACTION * self.cfg.heartbeat_timeout_s):
+                await self._watch_unresponsive_replica(mark)
             return
         before, after = await self._sample_colo_stream()
         if before is None or after is None or before != after:
@@ -712,11 +735,34 @@ class HostController:
                              "moves nothing")
             self._woken.set()
 
+    async def _watch_unresponsive_replica(self, mark: tuple[float | None, float | None]) -> None:
+        """Primary, peer silent on every link for a while: do the COLO streams (the client's packets
+        mirrored to the secondary, its replies, the checkpoint stream) hold bytes the peer leaves
+        unacknowledged, with nothing delivered or received for STREAM_SAMPLE_S? A live peer host
+        acknowledges within a round trip whatever its controller does; a powered-off, frozen or
+        cut-off one does not. Meanwhile colo-compare holds every reply for the secondary's copy, so
+        each moment spent waiting for the heartbeat timeout is the client's outage."""
+        p = self.cfg.sync_ports
+        before, after = await self._sample_streams({"colo": p.migration, "mirror": p.mirror, "compare": p.compare})
+        if before is None or after is None or before != after:
+            return
+        if not any(before[n].queued and after[n].queued for n in after) or self._checkpoint_mark() != mark:
+            return
+        self._stalled_at = self._unresponsive_at = mark
+        _log.warning("controller.replica.unresponsive", host=self.cfg.host, silent_s=round(self._peer_silent_for(), 2),
+                     queued={n: b.queued for n, b in after.items() if b.queued},
+                     why="the peer is silent on all links and acknowledges none of the COLO streams' bytes")
+        self._woken.set()
+
+    def _peer_silent_for(self) -> float:
+        """Seconds since the last valid heartbeat on any link (inf: never heard)."""
+        heard = [t for t in (self.heartbeats.last_heard(ln["name"]) for ln in self.cfg.links) if t is not None]
+        return self.heartbeats.now() - max(heard) if heard else float("inf")
+
     def observe(self) -> Observation:
         qemu, hung_for = self.qemu_health()
         peer = self.heartbeats.peer_state()
-        heard = [t for t in (self.heartbeats.last_heard(ln["name"]) for ln in self.cfg.links) if t is not None]
-        silent_for = self.heartbeats.now() - max(heard) if heard else float("inf")
+        silent_for = self._peer_silent_for()
         exit_ = self.events.colo_exit
         lease = self._holds_lease()
         if lease:
@@ -734,6 +780,7 @@ class HostController:
             peer_epoch=peer.epoch if peer is not None else None, lease=lease,
             lease_lost_for=None if self._lease_lost_at is None else boottime() - self._lease_lost_at,
             replication_late_for=self.replication_late_for(),
+            replica_unresponsive=self._unresponsive_at is not None and self._unresponsive_at == self._checkpoint_mark(),
             local_disk_failing=self.events.local_disk_error is not None,
             replica_disk_failing=self.events.replica_disk_error is not None)
 

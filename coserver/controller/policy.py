@@ -223,6 +223,9 @@ class Observation:
     local_disk_failing: bool = False
     #: primary in COLO: the replica's disk failed a write (QUORUM_REPORT_BAD on the replication child)
     replica_disk_failing: bool = False
+    #: primary in COLO: the peer, silent on every link for half the heartbeat timeout, acknowledges
+    #: none of the bytes the COLO streams hold for it (daemon._watch_unresponsive_replica)
+    replica_unresponsive: bool = False
 
     @property
     def peer_heard(self) -> bool:
@@ -372,6 +375,23 @@ def promote_wait(obs: Observation, limits: Thresholds = Thresholds()) -> float:
     return 0.0 if obs.peer_reports_dead else limits.promote_wait
 
 
+def _peer_side_failed(obs: Observation, peer_bad: bool) -> str | None:
+    """Why the other side of a pair whose peer is still heard has failed, or None."""
+    if obs.colo_exit_error:
+        return "COLO exited on error"
+    if peer_bad:
+        return f"peer reports its QEMU {obs.peer_qemu}"
+    if obs.role != Role.PRIMARY or obs.state not in _IN_COLO:
+        return None
+    if obs.replica_disk_failing:
+        return "the replica's disk fails writes (quorum reports the replication child bad)"
+    if obs.replica_unresponsive and obs.witness.reachable:
+        # before its heartbeats time out: colo-compare holds the client's replies meanwhile
+        return (f"the peer, silent on all links for {obs.peer_silent_for:.1f} s, acknowledges none of the "
+                "COLO streams' bytes")
+    return None
+
+
 def decide(obs: Observation, limits: Thresholds = Thresholds()) -> Decision:
     """The action for this observation (see the module's table)."""
     d = _decide(obs, limits)
@@ -451,10 +471,7 @@ def _decide(obs: Observation, limits: Thresholds) -> Decision:
             if role == Role.PRIMARY:
                 return Decision(Action.CONTINUE_SIMPLEX, "secondary lost on all links", next_epoch)
             return Decision(Action.CLAIM_AND_PROMOTE, "primary lost on all links", next_epoch)
-        cause = ("COLO exited on error" if obs.colo_exit_error
-                 else f"peer reports its QEMU {obs.peer_qemu}" if peer_bad
-                 else "the replica's disk fails writes (quorum reports the replication child bad)"
-                 if role == Role.PRIMARY and obs.replica_disk_failing and obs.state in _IN_COLO else None)
+        cause = _peer_side_failed(obs, peer_bad)
         if cause is not None:
             if role == Role.PRIMARY:
                 return Decision(Action.CONTINUE_SIMPLEX, f"replica lost: {cause}", next_epoch)

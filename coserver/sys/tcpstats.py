@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from coserver.sys.netns import exec_argv
 
@@ -27,6 +27,9 @@ class StreamBytes:
 
     sent: int = 0        # acknowledged by the peer (tcpi_bytes_acked): delivered
     received: int = 0    # tcpi_bytes_received
+    #: Send-Q: written by the local end and not yet acknowledged by the peer (in flight or waiting).
+    #: Not part of equality: "moved" means bytes delivered or received, not bytes queued.
+    queued: int = field(default=0, compare=False)
 
 
 def _endpoint(text: str) -> tuple[str, int]:
@@ -68,7 +71,7 @@ def parse_ss(text: str, ports: Mapping[str, int], peer: str | None = None) -> di
     """Sum `ss -tinH` output per stream: the connections on its port (at either end), with `peer`
     only when one is given. Every stream of `ports` is in the result (0 when it has no connection)."""
     by_port = {port: name for name, port in ports.items()}
-    totals = {name: [0, 0] for name in ports}
+    totals = {name: [0, 0, 0] for name in ports}
     for cols, info in ss_connections(text):
         (_, lport), (raddr, rport) = _endpoint(cols[3]), _endpoint(cols[4])
         if peer is not None and raddr != peer:
@@ -77,7 +80,8 @@ def parse_ss(text: str, ports: Mapping[str, int], peer: str | None = None) -> di
         if name is not None:
             totals[name][0] += counter(info, "bytes_acked")
             totals[name][1] += counter(info, "bytes_received")
-    return {name: StreamBytes(sent, received) for name, (sent, received) in totals.items()}
+            totals[name][2] += int(cols[2]) if cols[2].isdigit() else 0
+    return {name: StreamBytes(sent, received, queued) for name, (sent, received, queued) in totals.items()}
 
 
 def stream_bytes(ports: Mapping[str, int], *, peer: str | None = None,

@@ -427,6 +427,53 @@ def test_a_checkpoint_stuck_on_a_silent_peer_ends_colo_alive(tmp_path: Path, aru
         assert controller.colo_alive()
 
 
+@contextlib.contextmanager
+def unacknowledged_stream() -> Iterator[int]:
+    """A loopback TCP connection whose far end stopped reading: the sender's last bytes stay in its
+    Send-Q, unacknowledged, and nothing moves (what a powered-off peer's streams look like)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    dialled = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    dialled.setblocking(False)
+    try:
+        while True:
+            dialled.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+    try:
+        yield port
+    finally:
+        for sock in (dialled, accepted, server):
+            sock.close()
+
+
+def test_a_primary_drops_a_silent_peer_whose_streams_hold_unacknowledged_bytes(tmp_path: Path, arun,
+                                                                               monkeypatch) -> None:
+    """Peer silent on every link for half the heartbeat timeout (its links not yet timed out) and the
+    COLO streams hold bytes it does not acknowledge: the primary's verdict comes now, not at the
+    timeout; a stream that delivers, or a peer heard recently, gives none."""
+    with unacknowledged_stream() as port, colo_stream() as (colo_port, sending):
+        controller, _, _ = primary_controller(tmp_path, peer_repl_addr="127.0.0.1",
+                                              ports={"mirror": port, "migration": colo_port})
+        controller.events.record({"event": "MIGRATION_PASS", "data": {}}, Role.PRIMARY, "cs1")
+        silence = 0.2
+        monkeypatch.setattr(controller, "_peer_silent_for", lambda: silence)
+        arun(controller._watch_stalled_checkpoint())
+        assert controller.observe().replica_unresponsive is False   # heard 0.2 s ago: nothing sampled
+        silence = 0.6 * controller.cfg.heartbeat_timeout_s
+        sending.set()
+        arun(controller._watch_stalled_checkpoint())
+        assert controller.observe().replica_unresponsive is False   # the checkpoint stream still delivers
+        sending.clear()
+        time.sleep(0.1)
+        arun(controller._watch_stalled_checkpoint())
+        o = controller.observe()
+        assert o.replica_unresponsive and not o.colo_alive   # the policy drops the replica (test_policy)
+        controller.events.record({"event": "MIGRATION_PASS", "data": {}}, Role.PRIMARY, "cs1")
+        assert controller.observe().replica_unresponsive is False   # a checkpoint came after all
+
+
 def test_qemu_released_from_libvirts_hook_is_recorded_and_decides_nothing(tmp_path: Path, arun) -> None:
     controller, witness, _ = primary_controller(tmp_path)
     state = controller.sm.state

@@ -475,6 +475,29 @@ def test_disk_errors(o: Observation, action: Action, claim: int | None):
         assert "disk" in d.reason
 
 
+UNRESPONSIVE_ROWS = [
+    # (id, observation, action, claim_epoch)
+    ("primary: the peer silent for 0.6 s leaves the COLO streams' bytes unacknowledged -> simplex now",
+     obs(replica_unresponsive=True, peer_silent_for=0.6), Action.CONTINUE_SIMPLEX, 5),
+    ("primary: the same with the witness unreachable -> the alert it gets without it; the heartbeat "
+     "timeout's rows decide", obs(replica_unresponsive=True, peer_silent_for=0.6, witness=W_DOWN, lease=True),
+     Action.ALERT, None),
+    ("primary not in COLO (syncing): nothing to hold, nothing to drop",
+     obs(replica_unresponsive=True, peer_silent_for=0.6, state="syncing"), Action.NONE, None),
+    ("secondary: never promotes on it (the primary's lease decides that)",
+     sec(replica_unresponsive=True, peer_silent_for=0.6), Action.NONE, None),
+]
+
+
+@pytest.mark.parametrize("o, action, claim", [pytest.param(o, a, c, id=i) for i, o, a, c in UNRESPONSIVE_ROWS])
+def test_an_unresponsive_replica_is_dropped_before_the_heartbeat_timeout(o: Observation, action: Action,
+                                                                      claim: int | None):
+    d = decide(o)
+    assert (d.action, d.claim_epoch) == (action, claim), d.reason
+    if action == Action.CONTINUE_SIMPLEX:
+        assert "acknowledges none" in d.reason
+
+
 def test_a_simplex_that_lost_its_lease_renews_it_and_never_fences_itself():
     """It runs the only guest: re-claim its epoch when the witness answers; never FENCE_SELF for it."""
     simplex = dict(role=Role.SIMPLEX, state="simplex", links=BOTH_CUT, peer_qemu=None, peer_role=None,
