@@ -23,6 +23,16 @@ MIRROR_ID = "m0"
 REDIRECT_IN_ID = "redire0"
 REDIRECT_OUT_ID = "redire1"
 CHARDEV_IDS = ("mirror0", "compare1", "compare0", "compare0-0", "compare_out", "compare_out0")
+#: the two listeners the secondary connects to (the client's packets to it, its replies back)
+PEER_CHARDEV_IDS = ("mirror0", "compare1")
+
+
+def peer_streams_connected(chardevs: list[dict[str, Any]]) -> bool:
+    """From `query-chardev`: both of PEER_CHARDEV_IDS have a connected peer. A socket chardev's
+    filename reads "... <-> peer" once connected (after a TLS handshake, if any), "disconnected:..."
+    before."""
+    names = {c.get("label"): str(c.get("filename", "")) for c in chardevs}
+    return all(" <-> " in names.get(label, "") for label in PEER_CHARDEV_IDS)
 
 
 def _socket_chardev(chardev_id: str, addr: dict[str, Any], server: bool,
@@ -59,8 +69,8 @@ class PrimaryProxy:
     #: the listener options (ColoTls.listener) of the two chardevs the secondary connects to; None: plain
     tls: dict[str, Any] | None = None
     #: Entering COLO live: the filters are made switched off (the guest's traffic passes as if
-    #: they were not there while its RAM is copied) and switch_on_commands() turns them on in the
-    #: migration's final pause, together with the disk switch.
+    #: they were not there while its RAM is copied); mirror_on_commands(), then switch_on_commands()
+    #: turn them on in the migration's final pause, with the disk switch between.
     start_off: bool = False
     #: the guest NIC's netdev (colo.argv.Node.netdev_id)
     netdev_id: str = NETDEV_ID
@@ -97,10 +107,21 @@ class PrimaryProxy:
         ]
 
     @staticmethod
+    def mirror_on_commands() -> list[tuple[str, dict[str, Any]]]:
+        """Turn on the mirror made with start_off, first thing in the switchover's pause. The tap
+        reads on while the guest is stopped and runs every packet through the filters before
+        queueing it for the NIC: a client packet passing a mirror still off reaches the primary's
+        guest when it resumes in COLO, never the secondary's, and colo-compare holds the reply until
+        the client retransmits (a client writing every 10 ms paused 0.3 s instead of 0.1 s in half
+        the live entries while the mirror was switched on with the other filters)."""
+        return [("qom-set", {"path": f"/objects/{MIRROR_ID}", "property": "status", "value": "on"})]
+
+    @staticmethod
     def switch_on_commands() -> list[tuple[str, dict[str, Any]]]:
-        """Turn on filters made with start_off: mirror the client's packets, send the guest's to compare."""
+        """Turn on the other filters made with start_off: send the guest's packets to compare, and
+        what compare releases on to the tap."""
         return [("qom-set", {"path": f"/objects/{f}", "property": "status", "value": "on"})
-                for f in (MIRROR_ID, REDIRECT_IN_ID, REDIRECT_OUT_ID)]
+                for f in (REDIRECT_IN_ID, REDIRECT_OUT_ID)]
 
     @staticmethod
     def remove_commands() -> list[tuple[str, dict[str, Any]]]:
