@@ -203,10 +203,10 @@ class Primary:
     async def _wait_peer_streams(self) -> None:
         """Wait until the secondary's two proxy streams have connected (it retries every second)
         before the RAM copy starts. Once the copy runs, the secondary's main loop is busy loading it,
-        and its connection (a TLS handshake included) could complete only at the switchover, after
-        the client's first packets: the mirror drops what it cannot send, so the secondary never
-        answered them and colo-compare held the primary's replies until the client retransmitted
-        (a 0.3 s pause in half the live entries measured, where the others paused 0.1 s)."""
+        and its connection (a TLS handshake included) can complete only at the switchover (seen in a
+        packet capture), after the client's first packets: the mirror drops what it cannot send, so
+        the secondary never answers them and colo-compare holds the primary's replies until the
+        client retransmits."""
 
         async def connected() -> bool:
             return peer_streams_connected(await self.steps.run("query-chardev",
