@@ -897,7 +897,7 @@ class HostController:
                     if self._outside_pause_possible() and self.qmp is qmp:
                         await self.outside_pause.resume(qmp, stopped_since, host=self.cfg.host,
                                                         ftserver=self.cfg.ftserver, role=self.role.value,
-                                                        deadline=self.cfg.qmp_deadline_s, seen_paused=True)
+                                                        deadline=self.cfg.qmp_deadline_s)
         except CoserverError as exc:   # the health loop judges the QEMU; this only undoes a pause
             _log.warning("controller.pause.check.failed", host=self.cfg.host, reason=str(exc))
 

@@ -55,17 +55,11 @@ class OutsidePause:
         return bool(st.get("status") == PAUSED)
 
     async def resume(self, qmp: _Qmp, stopped_since: float, *, host: str, ftserver: str, role: str,
-                     deadline: float, now: float | None = None, seen_paused: bool = False) -> bool:
-        """Resume the guest if it is still so paused, and say so. True if the pause was refused.
-
-        seen_paused: the caller's own query found it so paused a moment ago. If a checkpoint resumed it
-        meanwhile (QEMU starts the VM after every one), the pause was undone all the same and is said
-        all the same: the operator asked for it and did not get it."""
+                     deadline: float, now: float | None = None) -> bool:
+        """Resume the guest if it is still so paused, and say so. True if it was."""
         if not await self.is_paused(qmp, deadline=deadline):
-            if not seen_paused:
-                return False
-        else:
-            await qmp.execute("cont", deadline=deadline)
+            return False
+        await qmp.execute("cont", deadline=deadline)
         now = time.monotonic() if now is None else now
         self.count += 1
         self.last_at = time.time()
