@@ -718,7 +718,9 @@ class HostController:
                 or self.role not in (Role.PRIMARY, Role.SECONDARY) or not self.cfg.peer_repl_addr
                 or self.sm.state not in (FtState.PROTECTED, FtState.DEGRADED)):
             return
-        if any(self.heartbeats.links_alive().values()) or not self._checkpoint_late(time.monotonic()):
+        peer_lost = not any(self.heartbeats.links_alive().values())
+        if not (peer_lost and self._checkpoint_late(time.monotonic())):
+            # the primary's early check, while the heartbeats have not timed out yet
             if (self.role == Role.PRIMARY
                     and self._peer_silent_for() >= EARLY_SILENCE_FRACTION * self.cfg.heartbeat_timeout_s):
                 await self._watch_unresponsive_replica(mark)
