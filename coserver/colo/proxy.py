@@ -108,12 +108,13 @@ class PrimaryProxy:
 
     @staticmethod
     def mirror_on_commands() -> list[tuple[str, dict[str, Any]]]:
-        """Turn on the mirror made with start_off, first thing in the switchover's pause. QEMU reads
-        the tap on while the guest is stopped and runs the packet through the filters before queueing
-        it for the NIC: a client packet passing a mirror still off reaches the primary's guest when it
-        resumes in COLO, never the secondary's, and colo-compare holds the reply until the client
-        retransmits (0.3 s instead of 0.1 s in half the live entries measured). First, the window is
-        the controller's reaction to the pause, not the whole switch."""
+        """Turn on the mirror made with start_off, first thing in the switchover's pause. A QEMU
+        without our patch 13 reads the tap on while the guest is stopped and runs the packet through
+        the filters before queueing it for the NIC: a client packet passing a mirror still off
+        reaches the primary's guest when it resumes in COLO, never the secondary's, and colo-compare
+        holds the reply until the client retransmits (0.3 s instead of 0.1 s in half the live entries
+        measured). First, the window is the controller's reaction to the pause, not the whole switch
+        (the 10.0 series and a system QEMU lack the patch)."""
         return [("qom-set", {"path": f"/objects/{MIRROR_ID}", "property": "status", "value": "on"})]
 
     @staticmethod

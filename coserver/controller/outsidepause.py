@@ -12,7 +12,9 @@ FT server on purpose is stopping it: `coserver server stop` (a planned stop on b
 A checkpoint stops the guest too (QEMU's run state "colo" while it lasts): each STOP is told apart
 by one query-status the moment it arrives (one per checkpoint: a fraction of a millisecond of the
 controller's CPU). Waiting for the stop to last instead lost the race to the next checkpoint in about
-one try in four at a 1 s period: the pause was then undone unseen.
+one try in four at a 1 s period: the pause was then undone unseen. A `stop` that arrives while a
+checkpoint holds the guest is applied by our QEMU when the checkpoint ends, with a STOP event of its
+own (qemu/patches 0014): stock QEMU drops it without a word, so nobody could refuse it or say so.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ and the next trial starts from protected again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -18,6 +19,7 @@ import pytest
 
 from coserver.lab.lab import Lab, LabOptions
 from coserver.lab.trials import FAULTS, default_faults, expected_survivor, run_trial, table
+from coserver.qmp.session import QmpSession
 
 from .labutil import coserver
 
@@ -69,6 +71,43 @@ def test_fault(lab, name):
             roles = {h: e.get("role") for h, e in lab.status()["hosts"].items()}
             assert roles[before["primary"]] in ("primary", "simplex") and roles[loser] in ("none", "secondary")
             time.sleep(0.25)
+
+
+async def _stop_inside_checkpoints(ctl, times: int) -> list[str]:
+    """`stop` over QEMU's private monitor the moment a checkpoint has stopped the guest (its STOP
+    event), `times` times; returns the run state each time the guest ran again (the controller's
+    `cont`). The moment virsh suspend lands in a checkpoint by chance, made certain."""
+    seen = []
+    async with await QmpSession.connect(ctl, name="test-stop") as qmp:
+        for _ in range(times):
+            with qmp.listen("STOP") as stops:
+                await stops.wait(deadline=10)            # a checkpoint began: run state "colo"
+                await qmp.execute("stop")
+            deadline = time.monotonic() + 5
+            while (state := (await qmp.execute("query-status"))["status"]) != "running" \
+                    and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            seen.append(state)
+            await asyncio.sleep(0.5)
+    return seen
+
+
+def test_a_stop_from_outside_is_refused_even_when_it_meets_a_checkpoint(lab):
+    """A QMP `stop` from another client (what virsh suspend sends) that arrives while a checkpoint
+    holds the guest was a silent no-op that the checkpoint's end undid (QEMU patch 14 applies it when
+    the checkpoint ends): each one must leave the guest paused, be seen and undone by the controller
+    and counted in pause_refused, on the primary and the secondary; nothing fails over."""
+    before = protected(lab)
+    for role in ("primary", "secondary"):
+        host = before[role]
+        count0 = (lab.status()["hosts"][host].get("pause_refused") or {}).get("count", 0)
+        states = asyncio.run(_stop_inside_checkpoints(lab.qemu(host).ctl_path, 3))
+        assert states == ["running"] * 3, (host, states)
+        refused = lab.status()["hosts"][host].get("pause_refused") or {}
+        assert refused.get("count", 0) - count0 == 3, (host, refused)
+        assert "coserver server stop" in refused["message"]
+    after = protected(lab)
+    assert (after["primary"], after["secondary"]) == (before["primary"], before["secondary"])
 
 
 def test_fault_cli_json_and_bad_input_change_nothing(lab):
