@@ -21,6 +21,7 @@ import pytest
 from coserver.bench.failover import _history_times
 from coserver.controller.config import ConfigError, ControllerConfig
 from coserver.controller.daemon import EXIT_BUG, HostController
+from coserver.controller.errors import WitnessError
 from coserver.controller.heartbeat import LocalStatus
 from coserver.controller.journal import Journal, JournalEntry
 from coserver.controller.policy import DEFAULT_KILL_HUNG_AFTER, Thresholds
@@ -472,6 +473,55 @@ def test_a_primary_drops_a_silent_peer_whose_streams_hold_unacknowledged_bytes(t
         assert o.replica_unresponsive and not o.colo_alive   # the policy drops the replica (test_policy)
         controller.events.record({"event": "MIGRATION_PASS", "data": {}}, Role.PRIMARY, "cs1")
         assert controller.observe().replica_unresponsive is False   # a checkpoint came after all
+
+
+def test_a_secondary_that_hears_its_peer_asks_the_witness_less_often(tmp_path: Path, arun, monkeypatch) -> None:
+    """A protected secondary whose peer is heard polls the witness every WITNESS_QUIET_POLL_S, not
+    every round; the round after the peer falls silent (or the witness was last unreachable) asks."""
+    from coserver.controller import daemon
+
+    cfg = config(tmp_path, host="cs2", peer="cs1")
+    journal = Journal(Path(cfg.journal_file))
+    journal.save(JournalEntry(ftserver=cfg.ftserver, node=cfg.host, role=Role.SECONDARY, epoch=1,
+                              state=FtState.PROTECTED))
+    witness, heartbeats = FakeWitness(held_by=None), FakeHeartbeats(["sync1"])
+    controller = HostController(cfg, journal=journal, witness=witness, heartbeats=heartbeats)  # type: ignore[arg-type]
+    assert controller.role == Role.SECONDARY and controller.sm.state == FtState.PROTECTED
+    polls: list[float] = []
+
+    async def current() -> Owner | None:
+        polls.append(time.monotonic())
+        return Owner("cs1", 1, True)
+
+    witness.current = current  # type: ignore[method-assign]
+    silence = 0.0
+    monkeypatch.setattr(controller, "_peer_silent_for", lambda: silence)
+    monkeypatch.setattr(daemon, "WITNESS_POLL_S", 0.02)
+    monkeypatch.setattr(daemon, "WITNESS_QUIET_POLL_S", 0.2)
+
+    async def rounds(seconds: float) -> int:
+        before = len(polls)
+        task = asyncio.create_task(controller._witness_loop())
+        await asyncio.sleep(seconds)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return len(polls) - before
+
+    heard = arun(rounds(0.5))
+    assert 2 <= heard <= 4, heard          # every 0.2 s, not every 0.02 s
+    assert controller.witness_view.owner == "cs1" and controller.witness_view.reachable
+    silence = 1.0                          # peer silent: every round asks
+    assert arun(rounds(0.3)) >= 8
+    silence = 0.0
+
+    async def unreachable() -> Owner | None:
+        polls.append(time.monotonic())
+        raise WitnessError("witness 127.0.0.1:2379: unreachable")
+
+    witness.current = unreachable  # type: ignore[method-assign]
+    assert arun(rounds(0.3)) >= 8          # last answer "unreachable": every round asks again
+    assert not controller.witness_view.reachable
 
 
 def test_qemu_released_from_libvirts_hook_is_recorded_and_decides_nothing(tmp_path: Path, arun) -> None:
