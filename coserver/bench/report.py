@@ -525,12 +525,14 @@ def protect_section(p: dict[str, Any]) -> list[str]:
         L += _table(["guest RAM", "order", "entry pause p50", "largest gap p50", "time to protect p50",
                      "acked lost", "disks identical", "client reconnects", "trials"], rows) + [""]
         L += _table(PROTECT_HEAD, protect_rows(p)) + [""]
-        live = [(size["memory_mib"], size["live"]["entry_gap_s"]) for size in p["by_size"]
-                if size.get("live", {}).get("entry_gap_s") is not None]
-        if live:
+        live = [(size["memory_mib"], size["live"]["entry_gap_s"],
+                 max(size["live"].get("entry_gap_all_s") or [size["live"]["entry_gap_s"]]))
+                for size in p["by_size"] if size.get("live", {}).get("entry_gap_s") is not None]
+        if live:   # the goal bounds the largest pause: judged by the worst trial, as in the goals table
             goal = p["goal_entry_gap_s"]
-            L += [f"Live order against the goal (≤ {goal * 1000:.0f} ms): "
-                  + ", ".join(f"{m} MiB {_dur(g)} ({'within' if g <= goal else 'over'})" for m, g in live) + ".", ""]
+            L += [f"Live order against the goal (≤ {goal * 1000:.0f} ms, every trial): "
+                  + ", ".join(f"{m} MiB median {_dur(g)}, worst {_dur(w)} ({'within' if w <= goal else 'over'})"
+                              for m, g, w in live) + ".", ""]
         broke = [f"{size['memory_mib']} MiB {order} {size[order]['reconnects']}" for size in p["by_size"]
                  for order in ORDER_TITLES if size.get(order, {}).get("reconnects")]
         if broke:

@@ -69,7 +69,11 @@ def test_the_report_has_the_table_the_ratios_and_every_trial():
     # the ratios stopped / live: 1.2 / 0.13 = 9.23, 7.0 / 0.15 = 46.7; 4 / 3, 16 / 12
     assert "| 256 MiB (144 MiB in use) | 1.2 s → 130 ms (9.23×) | 4.0 s → 3.0 s (1.33×) |" in text
     assert "| 1024 MiB (768 MiB in use) | 7.0 s → 150 ms (46.7×) | 16.0 s → 12.0 s (1.33×) |" in text
-    assert "256 MiB 130 ms (within), 1024 MiB 150 ms (within)" in text
+    assert "256 MiB median 130 ms, worst 130 ms (within), 1024 MiB median 150 ms, worst 150 ms (within)" in text
+    # the goal bounds the largest pause: a median within it with one trial over it is "over"
+    rows = ROWS + [_row("live", 1024, 0.14, 0.2, 12.0, trial=2), _row("live", 1024, 0.16, 0.2, 12.0, trial=3)]
+    text = "\n".join(protect_section(_section(rows, trials=3)))
+    assert "1024 MiB median 150 ms, worst 160 ms (over)" in text
     assert "<summary>every trial</summary>" in text and "7.0 s at 1.0 s" in text
     readme = readme_excerpt(data)
     assert "7.0 s → 150 ms (46.7×)" in readme and "docs/bench/protect_vs_ram.png" in readme
