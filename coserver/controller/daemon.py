@@ -660,20 +660,16 @@ class HostController:
                 # said, and polling resumes at the next round.
                 self.witness_view = WitnessView(reachable=bool(self.witness.reachable), owner=held.node,
                                                 epoch=held.epoch, alive=True)
-                await sleep_to_grid(WITNESS_POLL_S)
-                continue
-            if self._witness_poll_can_wait(time.monotonic() - polled_at):
-                await sleep_to_grid(WITNESS_POLL_S)
-                continue
-            polled_at = time.monotonic()
-            try:
-                owner = await self.witness.current()
-                view = WitnessView(reachable=True, owner=owner.node if owner else None,
-                                   epoch=owner.epoch if owner else None, alive=bool(owner and owner.alive))
-            except WitnessError:
-                view = WitnessView(reachable=False)
-            if generation == self._witness_generation:  # no claim or release happened meanwhile
-                self.witness_view = view
+            elif not self._witness_poll_can_wait(time.monotonic() - polled_at):
+                polled_at = time.monotonic()
+                try:
+                    owner = await self.witness.current()
+                    view = WitnessView(reachable=True, owner=owner.node if owner else None,
+                                       epoch=owner.epoch if owner else None, alive=bool(owner and owner.alive))
+                except WitnessError:
+                    view = WitnessView(reachable=False)
+                if generation == self._witness_generation:  # no claim or release happened meanwhile
+                    self.witness_view = view
             await sleep_to_grid(WITNESS_POLL_S)
 
     def _witness_changed(self, view: WitnessView) -> None:
